@@ -1,0 +1,71 @@
+"""The ``netlang`` command.  Each subcommand lives in its own module of this package.
+
+A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args)``,
+which returns the exit status.  Errors a user can cause are printed, never a traceback
+(``--debug`` shows one).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from netlang.errors import NetlangError
+
+# Subcommand name -> module (in netlang.cli).  Order is the order of --help.
+COMMANDS = {
+    "check": "check",
+    "summary": "summary",
+    "ir": "ir",
+    "run": "run",
+    "gradcheck": "gradcheck",
+    "explain": "explain",
+    "train": "train",
+    "eval": "evaluate",
+    "predict": "predict",
+    "render": "render",
+    "bench": "bench",
+}
+
+
+def _load_commands():
+    for name, module in COMMANDS.items():
+        try:
+            yield name, importlib.import_module(f"netlang.cli.{module}")
+        except ModuleNotFoundError as err:
+            if err.name != f"netlang.cli.{module}":
+                raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netlang", description="Compile, inspect, train and run .net network specs.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in _load_commands():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except NetlangError as err:
+        if args.debug:
+            raise
+        print(str(err), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

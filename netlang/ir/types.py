@@ -1,0 +1,214 @@
+"""Tensor types: a dtype and a shape whose dims are ints or symbolic monomials (``N``, ``2*N``).
+
+Symbolic dims are products of symbols with an integer coefficient.  That is exactly what
+shape rules need: flatten multiplies (``[N,7,7,8] -> [N,392]``), reshape with ``-1`` divides
+exactly, concatenating along the batch adds like terms (``N + N = 2*N``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+
+class DType(Enum):
+    f32 = "f32"
+    f64 = "f64"
+    i32 = "i32"
+    i64 = "i64"
+    bool = "bool"
+
+    @property
+    def numpy(self) -> np.dtype:
+        return np.dtype({"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64",
+                         "bool": "bool"}[self.value])
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.f32, DType.f64)
+
+    @property
+    def is_int(self) -> bool:
+        return self in (DType.i32, DType.i64)
+
+    @property
+    def itemsize(self) -> int:
+        return self.numpy.itemsize
+
+    @staticmethod
+    def of(array_dtype) -> "DType":
+        name = np.dtype(array_dtype).name
+        table = {"float32": DType.f32, "float64": DType.f64, "int32": DType.i32,
+                 "int64": DType.i64, "bool": DType.bool}
+        if name not in table:
+            raise ValueError(f"unsupported dtype {name}")
+        return table[name]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Sym:
+    """A symbolic dim: ``coef * s1 * s2 ...`` (symbols sorted, repeated for powers)."""
+
+    symbols: tuple[str, ...]
+    coef: int = 1
+
+    def __str__(self) -> str:
+        body = "*".join(self.symbols)
+        return body if self.coef == 1 else f"{self.coef}*{body}"
+
+    __repr__ = __str__
+
+
+Dim = "int | Sym"
+
+
+def sym(name: str) -> Sym:
+    return Sym((name,), 1)
+
+
+def is_static(d) -> bool:
+    return isinstance(d, int)
+
+
+def dim_mul(a, b):
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    if isinstance(a, int):
+        a, b = b, a
+    if isinstance(b, int):
+        return 0 if b == 0 else Sym(a.symbols, a.coef * b)
+    return Sym(tuple(sorted(a.symbols + b.symbols)), a.coef * b.coef)
+
+
+def dim_prod(dims) -> "int | Sym":
+    out = 1
+    for d in dims:
+        out = dim_mul(out, d)
+    return out
+
+
+def dim_div(a, b):
+    """Exact division ``a / b`` or None when it does not divide."""
+    if isinstance(b, int):
+        if b == 0:
+            return None
+        if isinstance(a, int):
+            return a // b if a % b == 0 else None
+        if a.coef % b:
+            return None
+        return Sym(a.symbols, a.coef // b)
+    if isinstance(a, int):
+        return None
+    rest = list(a.symbols)
+    for s in b.symbols:
+        if s not in rest:
+            return None
+        rest.remove(s)
+    if a.coef % b.coef:
+        return None
+    coef = a.coef // b.coef
+    return Sym(tuple(rest), coef) if rest else coef
+
+
+def dim_add(a, b):
+    """``a + b`` when both are ints or like terms (``N + N``); None otherwise."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a + b
+    if isinstance(a, Sym) and isinstance(b, Sym) and a.symbols == b.symbols:
+        return Sym(a.symbols, a.coef + b.coef)
+    return None
+
+
+def dim_str(d) -> str:
+    return str(d)
+
+
+def resolve_dim(d, bindings: dict[str, int]) -> int:
+    if isinstance(d, int):
+        return d
+    return d.coef * math.prod(bindings[s] for s in d.symbols)
+
+
+def bind_dims(pattern: tuple, actual: tuple, bindings: dict[str, int]) -> bool:
+    """Match a concrete shape against a (possibly symbolic) one, extending ``bindings``.
+
+    Returns False where they disagree.  Only single-symbol dims bind new symbols.
+    """
+    if len(pattern) != len(actual):
+        return False
+    for p, a in zip(pattern, actual):
+        if isinstance(p, int):
+            if p != a:
+                return False
+        elif len(p.symbols) == 1 and p.symbols[0] not in bindings:
+            if a % p.coef:
+                return False
+            bindings[p.symbols[0]] = a // p.coef
+        elif all(s in bindings for s in p.symbols):
+            if resolve_dim(p, bindings) != a:
+                return False
+    return True
+
+
+@dataclass(frozen=True)
+class TensorType:
+    dtype: DType
+    shape: tuple
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
+
+    def numel(self):
+        return dim_prod(self.shape)
+
+    def with_shape(self, shape) -> "TensorType":
+        return TensorType(self.dtype, tuple(shape))
+
+    def with_dtype(self, dtype: DType) -> "TensorType":
+        return TensorType(dtype, self.shape)
+
+    def shape_str(self, sep: str = ",") -> str:
+        return sep.join(str(d) for d in self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{self.shape_str()}]"
+
+    __repr__ = __str__
+
+    def concrete(self, bindings: dict[str, int]) -> tuple[int, ...]:
+        return tuple(resolve_dim(d, bindings) for d in self.shape)
+
+
+def scalar(dtype: DType = DType.f32) -> TensorType:
+    return TensorType(dtype, ())
+
+
+def broadcast_shapes(a: tuple, b: tuple) -> tuple | None:
+    """NumPy broadcasting of two shapes, or None where they are incompatible."""
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        da = a[-i] if i <= len(a) else 1
+        db = b[-i] if i <= len(b) else 1
+        if da == db or db == 1:
+            out.append(da)
+        elif da == 1:
+            out.append(db)
+        else:
+            return None
+    return tuple(reversed(out))
+
+
+def promote(a: DType, b: DType) -> DType:
+    """Result dtype of arithmetic on two dtypes (floats win, wider wins)."""
+    order = [DType.bool, DType.i32, DType.i64, DType.f32, DType.f64]
+    return max(a, b, key=order.index)

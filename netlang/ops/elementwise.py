@@ -1,0 +1,199 @@
+"""Elementwise ops: arithmetic with NumPy broadcasting, activations, comparisons, casts.
+
+Each block declares one op: shape rule, kernel over ``xp``, and the VJP that emits IR.
+Binary VJPs reduce the cotangent back to each operand's shape with ``sum_to_like``.
+"""
+from __future__ import annotations
+
+from netlang.errors import ShapeError
+from netlang.ir.types import DType, TensorType
+from netlang.ops.registry import REQUIRED, defop
+from netlang.ops.rules import (binary_rule, broadcast_types, compare_rule, float_same_type,
+                               same_type, sum_to_shape)
+
+
+def unbroadcast(b, g: int, like: int) -> int:
+    """The cotangent ``g`` summed down to the shape of ``like`` (no-op when equal)."""
+    if b.type_of(g).shape == b.type_of(like).shape:
+        return g
+    return b.sum_to_like(g, like)
+
+
+# -- broadcasting helpers ------------------------------------------------------------------
+
+def _sum_to_like_shape(g: TensorType, like: TensorType) -> TensorType:
+    return like.with_dtype(g.dtype)
+
+
+defop("sum_to_like", arity=2, shape=_sum_to_like_shape,
+      kernel=lambda xp, g, like: sum_to_shape(xp, g, like.shape),
+      vjp=lambda b, n, g: (b.broadcast_like(g, n.inputs[0]), None),
+      doc="Sum the first input down to the second's shape (the VJP of broadcasting).")
+
+
+def _broadcast_like_shape(x: TensorType, like: TensorType) -> TensorType:
+    broadcast_types("broadcast_like", x, like)
+    return like.with_dtype(x.dtype)
+
+
+defop("broadcast_like", arity=2, shape=_broadcast_like_shape,
+      kernel=lambda xp, x, like: xp.broadcast_to(x, like.shape),
+      vjp=lambda b, n, g: (b.sum_to_like(g, n.inputs[0]), None),
+      doc="Broadcast the first input to the second's shape.")
+
+# -- arithmetic ----------------------------------------------------------------------------
+
+defop("add", arity=2, shape=binary_rule("add"), elementwise=True,
+      kernel=lambda xp, a, b: a + b,
+      vjp=lambda b, n, g: (unbroadcast(b, g, n.inputs[0]), unbroadcast(b, g, n.inputs[1])))
+
+defop("sub", arity=2, shape=binary_rule("sub"), elementwise=True,
+      kernel=lambda xp, a, b: a - b,
+      vjp=lambda b, n, g: (unbroadcast(b, g, n.inputs[0]),
+                           unbroadcast(b, b.neg(g), n.inputs[1])))
+
+defop("mul", arity=2, shape=binary_rule("mul"), elementwise=True,
+      kernel=lambda xp, a, b: a * b,
+      vjp=lambda b, n, g: (unbroadcast(b, b.mul(g, n.inputs[1]), n.inputs[0]),
+                           unbroadcast(b, b.mul(g, n.inputs[0]), n.inputs[1])))
+
+
+def _div_vjp(b, n, g):
+    x, y = n.inputs
+    gx = b.div(g, y)
+    gy = b.neg(b.mul(gx, n.id))  # d(x/y)/dy = -(x/y)/y
+    return unbroadcast(b, gx, x), unbroadcast(b, gy, y)
+
+
+def _div_rule(a: TensorType, c: TensorType, **_) -> TensorType:
+    out = broadcast_types("div", a, c)
+    return out if out.dtype.is_float else out.with_dtype(DType.f32)
+
+
+defop("div", arity=2, shape=_div_rule, elementwise=True,
+      kernel=lambda xp, a, b: xp.true_divide(a, b).astype(
+          a.dtype if a.dtype.kind == "f" else "float32", copy=False),
+      vjp=_div_vjp)
+
+defop("neg", arity=1, shape=same_type, elementwise=True,
+      kernel=lambda xp, x: -x,
+      vjp=lambda b, n, g: (b.neg(g),))
+
+defop("square", arity=1, shape=same_type, elementwise=True,
+      kernel=lambda xp, x: x * x,
+      vjp=lambda b, n, g: (b.mul(g, b.mul(n.inputs[0], b.const(2.0, b.type_of(g).dtype))),))
+
+defop("exp", arity=1, shape=float_same_type("exp"), elementwise=True,
+      kernel=lambda xp, x: xp.exp(x),
+      vjp=lambda b, n, g: (b.mul(g, n.id),))
+
+defop("log", arity=1, shape=float_same_type("log"), elementwise=True,
+      kernel=lambda xp, x: xp.log(x),
+      vjp=lambda b, n, g: (b.div(g, n.inputs[0]),))
+
+defop("sqrt", arity=1, shape=float_same_type("sqrt"), elementwise=True,
+      kernel=lambda xp, x: xp.sqrt(x),
+      vjp=lambda b, n, g: (b.div(g, b.mul(n.id, b.const(2.0, b.type_of(g).dtype))),))
+
+defop("sin", arity=1, shape=float_same_type("sin"), elementwise=True,
+      kernel=lambda xp, x: xp.sin(x),
+      vjp=lambda b, n, g: (b.mul(g, b.cos(n.inputs[0])),))
+
+defop("cos", arity=1, shape=float_same_type("cos"), elementwise=True,
+      kernel=lambda xp, x: xp.cos(x),
+      vjp=lambda b, n, g: (b.neg(b.mul(g, b.sin(n.inputs[0]))),))
+
+# -- activations ---------------------------------------------------------------------------
+
+defop("relu", arity=1, shape=float_same_type("relu"), elementwise=True,
+      kernel=lambda xp, x: xp.maximum(x, 0),
+      vjp=lambda b, n, g: (b.relu_grad(g, n.id),),
+      doc="max(x, 0)")
+
+defop("relu_grad", arity=2, shape=binary_rule("relu_grad"), elementwise=True,
+      kernel=lambda xp, g, y: g * (y > 0),
+      vjp=lambda b, n, g: (b.relu_grad(g, n.inputs[1]), None),
+      doc="g where the relu output y is positive, else 0 (relu's VJP).")
+
+defop("sigmoid", arity=1, shape=float_same_type("sigmoid"), elementwise=True,
+      kernel=lambda xp, x: _sigmoid(xp, x),
+      vjp=lambda b, n, g: (b.mul(g, b.mul(n.id, b.sub(b.const(1.0, b.type_of(g).dtype),
+                                                          n.id))),))
+
+
+def _sigmoid(xp, x):
+    # Split by sign so exp never overflows.
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+defop("tanh", arity=1, shape=float_same_type("tanh"), elementwise=True,
+      kernel=lambda xp, x: xp.tanh(x),
+      vjp=lambda b, n, g: (b.mul(g, b.sub(b.const(1.0, b.type_of(g).dtype),
+                                          b.square(n.id))),))
+
+# -- identity-like -------------------------------------------------------------------------
+
+defop("identity", arity=1, shape=same_type,
+      kernel=lambda xp, x: x,
+      vjp=lambda b, n, g: (g,))
+
+defop("stop_gradient", arity=1, shape=same_type,
+      kernel=lambda xp, x: x,
+      nondiff="stop_gradient blocks the gradient on purpose")
+
+
+def _cast_rule(x: TensorType, dtype) -> TensorType:
+    try:
+        return x.with_dtype(DType(str(dtype)))
+    except ValueError:
+        raise ShapeError(f"cast: unknown dtype '{dtype}'",
+                         hint="use one of f32, f64, i32, i64, bool") from None
+
+
+def _cast_vjp(b, n, g):
+    src = b.type_of(n.inputs[0]).dtype
+    if not (src.is_float and n.type.dtype.is_float):
+        return (None,)
+    return (b.cast(g, dtype=str(src)),)
+
+
+defop("cast", arity=1, shape=_cast_rule, attrs={"dtype": REQUIRED},
+      kernel=lambda xp, x, dtype: x.astype(DType(str(dtype)).numpy, copy=False),
+      vjp=_cast_vjp)
+
+defop("equal", arity=2, shape=compare_rule("equal"), elementwise=True,
+      kernel=lambda xp, a, b: a == b,
+      nondiff="equal returns booleans")
+
+
+def _fill_like_rule(x: TensorType, value, dtype) -> TensorType:
+    return x if dtype is None else x.with_dtype(DType(str(dtype)))
+
+
+defop("fill_like", arity=1, shape=_fill_like_rule, attrs={"value": REQUIRED, "dtype": None},
+      kernel=lambda xp, x, value, dtype: xp.full(
+          x.shape, value, dtype=x.dtype if dtype is None else DType(str(dtype)).numpy),
+      vjp=lambda b, n, g: (None,),
+      doc="A tensor shaped like x filled with a constant (seeds autodiff with ones).")
+
+
+def _select_rule(cond: TensorType, a: TensorType, c: TensorType) -> TensorType:
+    if cond.dtype is not DType.bool:
+        raise ShapeError(f"select: the condition must be bool, got {cond}")
+    out = broadcast_types("select", a, c)
+    broadcast_types("select", cond, out)
+    return out
+
+
+def _select_vjp(b, n, g):
+    cond, x, y = n.inputs
+    zero = b.fill_like(g, value=0.0)
+    return (None, unbroadcast(b, b.select(cond, g, zero), x),
+            unbroadcast(b, b.select(cond, zero, g), y))
+
+
+defop("select", arity=3, shape=_select_rule, elementwise=True,
+      kernel=lambda xp, cond, a, b: xp.where(cond, a, b),
+      vjp=_select_vjp,
+      doc="select(cond, a, b): a where cond is true, else b (train/eval switches use it).")

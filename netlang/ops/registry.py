@@ -1,0 +1,88 @@
+"""The op table: every primitive declared once, with all its facets side by side.
+
+An ``OpDef`` holds the op's name, its attribute schema (name -> default, ``REQUIRED`` when the
+user must give it), its shape/dtype rule, its kernel over an array module ``xp`` (NumPy or
+CuPy), and its VJP rule, which *emits IR* through a ``Builder``.  An op that cannot have a
+gradient says why in ``nondiff`` (autodiff quotes it when a parameter is cut off from the
+loss).  A missing rule fails here, at registration, not at run time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from netlang.errors import ArgumentError, did_you_mean
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    arity: int | None                    # number of tensor inputs; None = variadic (>= 1)
+    shape: Callable                      # (*input_types, **attrs) -> TensorType
+    kernel: Callable | None              # (xp, *arrays, **attrs) -> array
+    vjp: Callable | None = None          # (b, node, g) -> tuple[int | None, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    nondiff: str | None = None           # why there is no gradient, when there is none
+    pure: bool = True                    # False for random and stateful ops: never merged
+    random: bool = False                 # kernel takes an ``rng=`` keyword
+    elementwise: bool = False            # same-shape map over its inputs (fusion candidate)
+    flops: Callable | None = None        # (out_type, *input_types, **attrs) -> FLOPs per run
+    doc: str = ""
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def defop(name: str, *, arity: int | None, shape: Callable, kernel: Callable | None,
+          vjp: Callable | None = None, attrs: dict[str, Any] | None = None,
+          nondiff: str | None = None, pure: bool = True, random: bool = False,
+          elementwise: bool = False, flops: Callable | None = None, doc: str = "") -> OpDef:
+    """Declare an op.  Exactly one of ``vjp`` and ``nondiff`` must be given."""
+    if name in OPS:
+        raise ValueError(f"op {name!r} registered twice")
+    if (vjp is None) == (nondiff is None):
+        raise ValueError(f"op {name!r} needs exactly one of a VJP rule or a nondiff reason")
+    if shape is None:
+        raise ValueError(f"op {name!r} has no shape rule")
+    op = OpDef(name, arity, shape, kernel, vjp, dict(attrs or {}), nondiff, pure, random,
+               elementwise, flops, doc)
+    OPS[name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    if name not in OPS:
+        raise ArgumentError(f"unknown op '{name}'", hint=did_you_mean(name, OPS))
+    return OPS[name]
+
+
+def fill_attrs(op: OpDef, given: dict[str, Any]) -> dict[str, Any]:
+    """The op's attributes with defaults filled in; unknown or missing ones are errors."""
+    for key in given:
+        if key not in op.attrs:
+            hint = did_you_mean(key, op.attrs)
+            known = ", ".join(op.attrs) or "none"
+            raise ArgumentError(f"{op.name} has no argument '{key}'",
+                                hint=hint or f"{op.name} takes: {known}")
+    out = {}
+    for key, default in op.attrs.items():
+        value = given.get(key, default)
+        if value is REQUIRED:
+            raise ArgumentError(f"{op.name} needs the argument '{key}'")
+        out[key] = value
+    return out
+
+
+def all_ops() -> dict[str, OpDef]:
+    """Every registered op (importing the families registers them)."""
+    import netlang.ops  # noqa: F401  (registers the families)
+
+    return dict(OPS)

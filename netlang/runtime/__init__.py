@@ -1,0 +1,1 @@
+"""Running prepared graphs: programs, the executor, state and the array backends."""

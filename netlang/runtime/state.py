@@ -1,0 +1,54 @@
+"""State: the named arrays that outlive a run (parameters, moving statistics, optimizer slots)."""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from netlang.ir.graph import Graph
+from netlang.runtime.backend import Backend
+from netlang.runtime.initializers import initialize
+
+
+def param_rng(seed: int, name: str) -> np.random.Generator:
+    """One generator per (seed, parameter name): adding a layer leaves the others unchanged."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+class State:
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.arrays: dict[str, object] = {}
+
+    def __getitem__(self, name: str):
+        return self.arrays[name]
+
+    def __setitem__(self, name: str, value) -> None:
+        self.arrays[name] = value
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.arrays
+
+    def items(self):
+        return self.arrays.items()
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        return {k: self.backend.to_numpy(v) for k, v in self.arrays.items()}
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        for name, value in arrays.items():
+            self.arrays[name] = self.backend.asarray(value)
+
+    @classmethod
+    def initialize(cls, graph: Graph, backend: Backend, seed: int = 0) -> "State":
+        """Create every parameter and state variable of ``graph`` from its initializer."""
+        state = cls(backend)
+        for table in (graph.params, graph.state):
+            for name, nid in table.items():
+                node = graph.nodes[nid]
+                if not node.type.is_static:
+                    raise ValueError(f"variable {name} has a symbolic shape {node.type}")
+                value = initialize(node.attrs["init"], node.type.shape, node.type.dtype.numpy,
+                                   param_rng(seed, name))
+                state[name] = backend.asarray(value)
+        return state

@@ -1,0 +1,1 @@
+"""Training: data sources, optimizers, the loop, checkpoints and metrics."""

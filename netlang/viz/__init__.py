@@ -1,0 +1,1 @@
+"""Rendering graphs with Graphviz (the only place that imports graphviz)."""
