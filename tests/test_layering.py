@@ -1,0 +1,66 @@
+"""The layering rule of STYLE.md, checked on the source: a module imports only leftwards.
+
+errors <- ir <- ops <- frontend, passes <- runtime <- model <- train, gradcheck <- viz <- cli
+and one place knows each outside thing (networkx, lark, graphviz, cupy).
+"""
+from __future__ import annotations
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "netlang"
+
+LAYER = {"errors": 0, "ir": 1, "ops": 2, "frontend": 3, "passes": 3, "runtime": 4,
+         "model": 5, "gradcheck": 6, "train": 6, "viz": 7, "cli": 8, "__init__": 8,
+         "__main__": 9}
+
+OUTSIDE = {"networkx": {"ir/graph.py"}, "lark": None, "graphviz": None, "cupy": {
+    "runtime/backend.py"}, "cupyx": {"runtime/backend.py"}}
+
+
+def part_of(path: pathlib.Path) -> str:
+    rel = path.relative_to(ROOT)
+    return rel.parts[0].removesuffix(".py")
+
+
+def imports(path: pathlib.Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+
+
+def sources():
+    return sorted(p for p in ROOT.rglob("*.py"))
+
+
+def test_modules_import_only_leftwards():
+    wrong = []
+    for path in sources():
+        mine = part_of(path)
+        for name in imports(path):
+            parts = name.split(".")
+            if parts[0] != "netlang" or len(parts) == 1:
+                continue
+            theirs = parts[1]
+            if theirs == mine:
+                continue
+            if LAYER.get(theirs, 99) >= LAYER.get(mine, 0):
+                wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
+
+
+def test_one_module_knows_each_outside_library():
+    where: dict[str, set[str]] = {k: set() for k in OUTSIDE}
+    for path in sources():
+        rel = str(path.relative_to(ROOT))
+        for name in imports(path):
+            top = name.split(".")[0]
+            if top in where:
+                where[top].add(rel)
+    assert where["networkx"] <= OUTSIDE["networkx"], where["networkx"]
+    assert where["cupy"] <= OUTSIDE["cupy"] and where["cupyx"] <= OUTSIDE["cupyx"]
+    assert len(where["lark"]) <= 1, f"lark imported in {where['lark']}"
+    assert all(p.startswith("viz/") for p in where["graphviz"]), where["graphviz"]
