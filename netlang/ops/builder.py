@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from netlang.errors import ShapeError, Span
+from netlang.errors import ShapeError, SpecError, Span
 from netlang.ir.graph import Graph
 from netlang.ir.types import DType, TensorType
 from netlang.ops.registry import fill_attrs, get_op
@@ -71,11 +71,11 @@ class Builder:
         if opdef.arity is not None and len(inputs) != opdef.arity:
             raise ShapeError(f"{name} takes {opdef.arity} input(s), got {len(inputs)}",
                              self.span)
-        attrs = fill_attrs(opdef, attrs)
         types = [self.type_of(i) for i in inputs]
         try:
+            attrs = fill_attrs(opdef, attrs)
             out_type = opdef.shape(*types, **attrs)
-        except ShapeError as err:
+        except SpecError as err:
             raise err.with_span(self.span)
         return self._add(name, inputs, attrs, out_type)
 

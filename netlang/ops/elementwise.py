@@ -8,8 +8,16 @@ from __future__ import annotations
 from netlang.errors import ShapeError
 from netlang.ir.types import DType, TensorType
 from netlang.ops.registry import REQUIRED, defop
-from netlang.ops.rules import (binary_rule, broadcast_types, compare_rule, float_same_type,
-                               same_type, sum_to_shape)
+from netlang.ops.rules import (
+    binary_rule,
+    broadcast_types,
+    compare_rule,
+    float_only,
+    float_same_type,
+    flops_per_output,
+    same_type,
+    sum_to_shape,
+)
 
 
 def unbroadcast(b, g: int, like: int) -> int:
@@ -182,8 +190,7 @@ def _select_rule(cond: TensorType, a: TensorType, c: TensorType) -> TensorType:
     if cond.dtype is not DType.bool:
         raise ShapeError(f"select: the condition must be bool, got {cond}")
     out = broadcast_types("select", a, c)
-    broadcast_types("select", cond, out)
-    return out
+    return broadcast_types("select", cond, out).with_dtype(out.dtype)
 
 
 def _select_vjp(b, n, g):
@@ -197,3 +204,89 @@ defop("select", arity=3, shape=_select_rule, elementwise=True,
       kernel=lambda xp, cond, a, b: xp.where(cond, a, b),
       vjp=_select_vjp,
       doc="select(cond, a, b): a where cond is true, else b (train/eval switches use it).")
+
+# -- more elementwise ops: abs, maximum/minimum, pow, rsqrt, comparisons -------------------
+# (FLOPs: one per output element; a transcendental counts a few.)
+
+
+def _zeros_like(b, g: int) -> int:
+    return b.fill_like(g, value=0.0)
+
+
+defop("sign", arity=1, shape=same_type, elementwise=True, flops=flops_per_output(1),
+      kernel=lambda xp, x: xp.sign(x),
+      vjp=lambda b, n, g: (None,),
+      doc="-1, 0 or 1 by the sign of x (abs's VJP); its derivative is zero almost everywhere.")
+
+defop("abs", arity=1, shape=same_type, elementwise=True, flops=flops_per_output(1),
+      kernel=lambda xp, x: xp.abs(x),
+      vjp=lambda b, n, g: (b.mul(g, b.sign(n.inputs[0])),),
+      doc="|x|")
+
+
+def _pick_vjp(b, n, g, a_loses: int):
+    """Route g to the operand maximum/minimum picked; ties go to the first (as TF does)."""
+    a, c = n.inputs
+    zero = _zeros_like(b, g)
+    return (unbroadcast(b, b.select(a_loses, zero, g), a),
+            unbroadcast(b, b.select(a_loses, g, zero), c))
+
+
+defop("maximum", arity=2, shape=binary_rule("maximum"), elementwise=True,
+      flops=flops_per_output(1),
+      kernel=lambda xp, a, b: xp.maximum(a, b),
+      vjp=lambda b, n, g: _pick_vjp(b, n, g, b.less(*n.inputs)),
+      doc="The larger of a and b, elementwise, with broadcasting.")
+
+defop("minimum", arity=2, shape=binary_rule("minimum"), elementwise=True,
+      flops=flops_per_output(1),
+      kernel=lambda xp, a, b: xp.minimum(a, b),
+      vjp=lambda b, n, g: _pick_vjp(b, n, g, b.greater(*n.inputs)),
+      doc="The smaller of a and b, elementwise, with broadcasting.")
+
+
+def _pow_rule(x: TensorType, exponent) -> TensorType:
+    float_only("pow", x)
+    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)):
+        raise ShapeError(f"pow: the exponent must be a number, got {exponent!r}",
+                         hint="pow(x, exponent=2.0); for a tensor exponent use exp(y * log(x))")
+    return x
+
+
+def _pow_vjp(b, n, g):
+    p = n.attrs["exponent"]
+    if p == 0:
+        return (None,)
+    if p == 1:
+        return (g,)
+    slope = b.pow(n.inputs[0], exponent=p - 1)
+    return (b.mul(g, b.mul(slope, b.const(p, b.type_of(g).dtype))),)
+
+
+defop("pow", arity=1, shape=_pow_rule, attrs={"exponent": REQUIRED}, elementwise=True,
+      flops=flops_per_output(4),
+      kernel=lambda xp, x, exponent: x ** exponent,  # ``**`` has NumPy's fast x*x, sqrt paths
+      vjp=_pow_vjp,
+      doc="x ** exponent for a constant exponent.")
+
+
+def _rsqrt_kernel(xp, x):
+    out = xp.asarray(xp.sqrt(x))  # asarray: NumPy gives a scalar for a 0-d input
+    return xp.divide(1, out, out=out)
+
+
+defop("rsqrt", arity=1, shape=float_same_type("rsqrt"), elementwise=True,
+      flops=flops_per_output(2), kernel=_rsqrt_kernel,
+      vjp=lambda b, n, g: (b.mul(g, b.mul(b.pow(n.id, exponent=3.0),
+                                          b.const(-0.5, b.type_of(g).dtype))),),
+      doc="1 / sqrt(x) (batchnorm's scale).")
+
+defop("greater", arity=2, shape=compare_rule("greater"), elementwise=True,
+      flops=flops_per_output(1),
+      kernel=lambda xp, a, b: a > b,
+      nondiff="greater returns booleans")
+
+defop("less", arity=2, shape=compare_rule("less"), elementwise=True,
+      flops=flops_per_output(1),
+      kernel=lambda xp, a, b: a < b,
+      nondiff="less returns booleans")

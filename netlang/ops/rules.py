@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from netlang.errors import ShapeError
-from netlang.ir.types import DType, TensorType, broadcast_shapes, promote
+from netlang.ir.types import DType, TensorType, broadcast_shapes, dim_mul, promote
 
 
 def same_type(x: TensorType, **_) -> TensorType:
@@ -76,3 +76,55 @@ def sum_to_shape(xp, g, shape: tuple):
         lead + i for i, d in enumerate(shape) if d == 1 and g.shape[lead + i] != 1)
     out = g.sum(axis=axes, keepdims=True) if axes else g
     return out.reshape(shape)
+
+
+# -- axes named against a type, and FLOPs counts (reduce, shape, activation, loss families) --
+
+def axis_of(opname: str, axis, t: TensorType) -> int:
+    """One axis of ``t`` as a non-negative int; errors name the type (``f32[N,10]``)."""
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise ShapeError(f"{opname}: axis must be an int, got {axis!r}")
+    if not -t.rank <= axis < t.rank:
+        hint = ("a scalar has no axes" if t.rank == 0
+                else f"use an axis in [{-t.rank}, {t.rank - 1}]")
+        raise ShapeError(f"{opname}: axis {axis} is out of range for {t}", hint=hint)
+    return axis % t.rank
+
+
+def axes_of(opname: str, axis, t: TensorType) -> tuple[int, ...]:
+    """``None`` -> every axis of ``t``; an int or a tuple -> sorted non-negative axes."""
+    if axis is None:
+        return tuple(range(t.rank))
+    if isinstance(axis, int) and not isinstance(axis, bool):
+        return (axis_of(opname, axis, t),)
+    if not isinstance(axis, (tuple, list)):
+        raise ShapeError(f"{opname}: axis must be an int, a tuple of ints or None, "
+                         f"got {axis!r}")
+    out = tuple(axis_of(opname, a, t) for a in axis)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{opname}: axis {tuple(axis)} names an axis of {t} twice")
+    return tuple(sorted(out))
+
+
+def kept_shape(shape: tuple, axes) -> tuple:
+    """``shape`` with the reduced ``axes`` set to 1 (what ``keepdims=True`` gives)."""
+    return tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+
+def flops_per_output(per: int = 1):
+    """A FLOPs rule: ``per`` operations for every output element."""
+    def flops(out: TensorType, *_, **__):
+        return dim_mul(out.numel(), per)
+    return flops
+
+
+def flops_per_input(per: int = 1):
+    """A FLOPs rule: ``per`` operations for every element of the first input."""
+    def flops(out: TensorType, x: TensorType, *_, **__):
+        return dim_mul(x.numel(), per)
+    return flops
+
+
+def no_flops(*_, **__) -> int:
+    """Data movement only (reshape, transpose, concat, pad ...)."""
+    return 0

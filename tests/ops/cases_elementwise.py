@@ -97,3 +97,55 @@ def broadcast_like_values(draw):
     from netlang.ir.types import broadcast_shapes
     full = broadcast_shapes(big, small)
     return [array(draw, small), array(draw, full)], {}
+
+
+# -- abs, maximum/minimum, pow, rsqrt, comparisons ------------------------------------------
+
+_unary("abs", away_from=0.0)
+_unary("sign", away_from=0.0)
+_unary("rsqrt", lo=0.2, hi=3.0)
+
+
+def untied_pair(draw):
+    """Two broadcasting arrays whose entries are pairwise apart (no ties for max/min)."""
+    from tests.ops.harness import distinct
+    sa, sb = broadcast_pair(draw)
+    na, nb = int(np.prod(sa)), int(np.prod(sb))
+    values = distinct(draw, (na + nb,), lo=-3.0, gap=0.1)
+    return values[:na].reshape(sa), values[na:].reshape(sb)
+
+
+@op_case("maximum")
+def maximum_broadcast(draw):
+    return list(untied_pair(draw)), {}
+
+
+@op_case("minimum")
+def minimum_broadcast(draw):
+    return list(untied_pair(draw)), {}
+
+
+@op_case("pow")
+def pow_positive_base(draw):
+    exponent = draw(st.sampled_from([2, 3, 0, 1, -1, 0.5, 1.5, -2.5, 2.0]))
+    return [array(draw, shape(draw), 0.3, 2.0)], {"exponent": exponent}
+
+
+@op_case("pow")
+def pow_integer_exponent_any_sign(draw):
+    exponent = draw(st.sampled_from([2, 3, 4]))
+    return [array(draw, shape(draw), -2.0, 2.0)], {"exponent": exponent}
+
+
+def _comparison(op):
+    def draw_case(draw):
+        a, c = untied_pair(draw)
+        if draw(st.booleans()):
+            return [np.round(a).astype(np.int32), np.round(c).astype(np.int32)], {}
+        return [a, c], {}
+    draw_case.__name__ = f"{op}_broadcast"
+    op_case(op, grad=False)(draw_case)
+
+
+_comparison("greater")
+_comparison("less")

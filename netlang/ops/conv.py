@@ -1,0 +1,437 @@
+"""Convolutions over NHWC images: conv2d, its input and filter gradients, conv2d_transpose.
+
+Filters are ``[kh, kw, cin, cout]`` (``conv2d_transpose``: ``[kh, kw, cout, cin]``, as in
+TensorFlow).  ``padding`` is ``"SAME"`` or ``"VALID"`` with TensorFlow's rule: SAME gives
+``out = ceil(in / stride)`` and pads ``max((out-1)*stride + (k-1)*dilation + 1 - in, 0)`` in
+total, the odd extra row/column at the bottom/right.
+
+How the kernels stay fast (CPU NumPy; CuPy shares the code):
+
+- forward: a strided window view of the (padded) input is copied once into the patch
+  matrix ``[N*OH*OW, kh*kw*cin]`` (im2col) and multiplied by the filter in ONE GEMM whose
+  result already is the NHWC output;
+- filter gradient: ``patches^T @ g``, one GEMM.  The patch matrix the forward built is kept
+  (``PATCHES``) and reused when the filter gradient of the same input array follows;
+- input gradient: per kernel offset, ``g @ W[i, j]^T`` (one batched GEMM), then a
+  scatter-add of kh*kw shifted slabs into the padded input (col2im).  No loops over the
+  batch or pixels; the only Python loop is over the kh*kw kernel offsets.
+
+The gradient ops are linear in each argument, so their VJPs are again these three ops and
+gradients of gradients work.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+from typing import NamedTuple
+
+from netlang.errors import ArgumentError, ShapeError
+from netlang.ir.types import TensorType, dim_prod
+from netlang.ops.registry import defop
+
+CONV_ATTRS = {"stride": (1, 1), "padding": "VALID", "dilation": (1, 1)}
+
+
+# -- attributes and geometry ---------------------------------------------------------------
+
+def pair(op: str, name: str, value) -> tuple[int, int]:
+    """``2`` or ``(2, 2)`` -> ``(2, 2)``; anything else is an argument error."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        a, b = value
+    except (TypeError, ValueError):
+        raise ArgumentError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (a, b)):
+        raise ArgumentError(f"{op}: {name} must be positive integers, got {value!r}")
+    return a, b
+
+
+def padding_mode(op: str, padding) -> str:
+    mode = str(padding).upper()
+    if mode not in ("SAME", "VALID"):
+        raise ArgumentError(f"{op}: padding must be SAME or VALID, got {padding!r}")
+    return mode
+
+
+class Axis(NamedTuple):
+    """One spatial axis of a sliding window: sizes, steps and the padding TensorFlow uses."""
+
+    size: int          # input length
+    k: int             # window taps
+    stride: int
+    dilation: int
+    out: int           # number of window positions
+    before: int        # zero (or -inf) padding at the start
+    after: int         # ... and at the end (gets the odd extra one)
+
+    @property
+    def span(self) -> int:
+        """Length the dilated window covers."""
+        return (self.k - 1) * self.dilation + 1
+
+    @property
+    def padded(self) -> int:
+        return self.size + self.before + self.after
+
+
+def axis_geometry(size: int, k: int, stride: int, dilation: int, mode: str) -> Axis | None:
+    """TensorFlow's output size and padding for one axis; None when VALID does not fit."""
+    span = (k - 1) * dilation + 1
+    if mode == "SAME":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + span - size, 0)
+        return Axis(size, k, stride, dilation, out, total // 2, total - total // 2)
+    if size < span:
+        return None
+    return Axis(size, k, stride, dilation, (size - span) // stride + 1, 0, 0)
+
+
+def window_geometry(op: str, hw: tuple, khw: tuple, stride, dilation, padding,
+                    what: str = "window") -> tuple[Axis, Axis]:
+    """Both spatial axes, or a shape error naming the sizes that do not fit."""
+    mode = padding_mode(op, padding)
+    stride, dilation = pair(op, "stride", stride), pair(op, "dilation", dilation)
+    if not all(isinstance(d, int) for d in hw):
+        raise ShapeError(f"{op} needs known image height and width, got [{hw[0]},{hw[1]}]",
+                         hint="give the input's spatial dims as numbers, e.g. f32[N,28,28,1]")
+    axes = [axis_geometry(n, k, s, d, mode) for n, k, s, d in zip(hw, khw, stride, dilation)]
+    if None in axes:
+        spans = [(k - 1) * d + 1 for k, d in zip(khw, dilation)]
+        dil = "" if tuple(spans) == tuple(khw) else f" (dilated to {spans[0]}x{spans[1]})"
+        raise ShapeError(
+            f"{op}: the {khw[0]}x{khw[1]} {what}{dil} is larger than the "
+            f"{hw[0]}x{hw[1]} input with padding=VALID",
+            hint="use padding=SAME, a smaller kernel, or a larger input")
+    return axes[0], axes[1]
+
+
+# -- shape checks --------------------------------------------------------------------------
+
+def check_image(op: str, x: TensorType) -> None:
+    """A 4-D float NHWC tensor, or an error that says how to get one."""
+    if x.rank != 4:
+        hint = "reshape it to [N,H,W,C] first"
+        if x.rank == 2 and isinstance(x.shape[1], int) and math.isqrt(x.shape[1]) ** 2 == (
+                x.shape[1]):
+            side = math.isqrt(x.shape[1])
+            hint += f", e.g. reshape(x, shape=(-1, {side}, {side}, 1))"
+        raise ShapeError(f"{op} expects 4-D input [N,H,W,C], got {x}; add reshape or flatten?",
+                         hint=hint)
+    if not x.dtype.is_float:
+        raise ShapeError(f"{op} needs a float image, got {x}", hint=f"cast(x, dtype=f32) "
+                         f"before {op}")
+
+
+def check_filter(op: str, w: TensorType, x: TensorType, layout: str = "kh,kw,cin,cout") -> None:
+    if w.rank != 4:
+        raise ShapeError(f"{op} expects a 4-D filter [{layout}], got {w}")
+    if w.dtype != x.dtype:
+        raise ShapeError(f"{op}: the image is {x.dtype} but the filter is {w.dtype}",
+                         hint="cast one of them so both have the same dtype")
+    expects = w.shape[2] if layout.endswith("cin,cout") else w.shape[3]
+    if x.shape[3] != expects:
+        raise ShapeError(f"{op}: input has {x.shape[3]} channels but the filter expects "
+                         f"{expects} (filter {w})",
+                         hint=f"the filter layout is [{layout}]")
+
+
+def conv_out_type(op: str, x: TensorType, w: TensorType, stride, padding, dilation
+                  ) -> TensorType:
+    check_image(op, x)
+    check_filter(op, w, x)
+    gh, gw = window_geometry(op, x.shape[1:3], w.shape[:2], stride, dilation, padding)
+    return TensorType(x.dtype, (x.shape[0], gh.out, gw.out, w.shape[3]))
+
+
+def check_cotangent(op: str, g: TensorType, expected: TensorType) -> None:
+    if g.shape != expected.shape or g.dtype != expected.dtype:
+        raise ShapeError(f"{op}: the output gradient is {g} but the convolution's output is "
+                         f"{expected}")
+
+
+# -- kernels -------------------------------------------------------------------------------
+
+def pad_image(xp, x, gh: Axis, gw: Axis, value=0.0):
+    """x with the geometry's padding around H and W (x itself when there is none)."""
+    if not (gh.before or gh.after or gw.before or gw.after):
+        return x
+    n, h, w, c = x.shape
+    out = xp.full((n, gh.padded, gw.padded, c), value, dtype=x.dtype)
+    out[:, gh.before:gh.before + h, gw.before:gw.before + w, :] = x
+    return out
+
+
+def window_view(xp, xpad, gh: Axis, gw: Axis):
+    """The strided view (never written to) ``[N, OH, OW, kh, kw, C]`` of every window of xpad."""
+    sn, sh, sw, sc = xpad.strides
+    shape = (xpad.shape[0], gh.out, gw.out, gh.k, gw.k, xpad.shape[3])
+    strides = (sn, sh * gh.stride, sw * gw.stride, sh * gh.dilation, sw * gw.dilation, sc)
+    return xp.lib.stride_tricks.as_strided(xpad, shape, strides)
+
+
+def tap_rows_cols(gh: Axis, gw: Axis, i: int, j: int) -> tuple[slice, slice]:
+    """The padded-input rows and columns kernel tap (i, j) reads, one per output pixel."""
+    h0, w0 = i * gh.dilation, j * gw.dilation
+    return (slice(h0, h0 + (gh.out - 1) * gh.stride + 1, gh.stride),
+            slice(w0, w0 + (gw.out - 1) * gw.stride + 1, gw.stride))
+
+
+def offset_slice(gh: Axis, gw: Axis, i: int, j: int) -> tuple:
+    """NHWC index of the padded-input cells that kernel tap (i, j) reads."""
+    rows, cols = tap_rows_cols(gh, gw, i, j)
+    return slice(None), rows, cols, slice(None)
+
+
+def crop_padding(xp, xpad, gh: Axis, gw: Axis):
+    if xpad.shape[1:3] == (gh.size, gw.size):
+        return xpad
+    return xp.ascontiguousarray(xpad[:, gh.before:gh.before + gh.size,
+                                     gw.before:gw.before + gw.size, :])
+
+
+class PatchCache:
+    """The last patch matrices built, keyed by the identity of the input array.
+
+    The forward conv builds ``patches(x)``; the filter gradient of the same x (same array
+    object, same geometry) takes it back instead of building it again.  An entry dies with
+    its array (weak reference) and is handed out once; kernels never mutate their inputs,
+    so an array that is still alive still holds the values its patches were built from.
+    """
+
+    def __init__(self, max_entries: int = 8, max_bytes: int = 256 << 20):
+        self.entries: dict[int, tuple] = {}
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.hits = 0
+
+    def put(self, x, key: tuple, patches) -> None:
+        if patches.nbytes > self.max_bytes:
+            return
+        try:
+            ref = weakref.ref(x, functools.partial(self._forget, id(x)))
+        except TypeError:       # an array type without weak references: just do not cache
+            return
+        self.entries.pop(id(x), None)
+        self.entries[id(x)] = (ref, key, patches)
+        while len(self.entries) > self.max_entries or sum(
+                e[2].nbytes for e in self.entries.values()) > self.max_bytes:
+            self.entries.pop(next(iter(self.entries)))
+
+    def _forget(self, x_id: int, _ref) -> None:
+        self.entries.pop(x_id, None)
+
+    def take(self, x, key: tuple):
+        entry = self.entries.get(id(x))
+        if entry is None or entry[0]() is not x or entry[1] != key:
+            return None
+        del self.entries[id(x)]
+        self.hits += 1
+        return entry[2]
+
+
+PATCHES = PatchCache()
+
+
+def patch_matrix(xp, x, gh: Axis, gw: Axis):
+    """im2col: ``[N*OH*OW, kh*kw*C]``, one row per output pixel (a single strided copy).
+
+    With fewer than 4 channels the rows would be copied a few floats at a time, so the
+    matrix is built as its transpose (each tap's pixels one long run) and returned as a
+    transposed view; BLAS takes either layout without a copy.
+    """
+    if gh.k == gw.k == 1 and gh.padded == gh.size and gw.padded == gw.size:
+        x = x[:, ::gh.stride, ::gw.stride, :] if gh.stride * gw.stride > 1 else x
+        return xp.ascontiguousarray(x).reshape(-1, x.shape[3])
+    view = window_view(xp, pad_image(xp, x, gh, gw), gh, gw)
+    k = gh.k * gw.k * x.shape[3]
+    if x.shape[3] < 4:
+        return xp.ascontiguousarray(view.transpose(3, 4, 5, 0, 1, 2)).reshape(k, -1).T
+    return view.reshape(-1, k)
+
+
+def conv2d_kernel(xp, x, w, stride=(1, 1), padding="VALID", dilation=(1, 1)):
+    gh, gw = window_geometry("conv2d", x.shape[1:3], w.shape[:2], stride, dilation, padding)
+    patches = patch_matrix(xp, x, gh, gw)
+    PATCHES.put(x, (gh, gw), patches)
+    out = patches @ w.reshape(-1, w.shape[3])
+    return out.reshape(x.shape[0], gh.out, gw.out, w.shape[3])
+
+
+def backprop_filter_kernel(xp, x, g, like_w, stride=(1, 1), padding="VALID",
+                           dilation=(1, 1)):
+    kh, kw, cin, cout = like_w.shape
+    gh, gw = window_geometry("conv2d", x.shape[1:3], (kh, kw), stride, dilation, padding)
+    patches = PATCHES.take(x, (gh, gw))
+    if patches is None:
+        patches = patch_matrix(xp, x, gh, gw)
+    g2 = g.reshape(-1, cout)
+    # Multiply in the orientation where the long M axis is contiguous in both operands:
+    # OpenBLAS runs it faster than patches^T @ g on a row-major patch matrix.
+    dw = patches.T @ g2 if patches.flags.f_contiguous else (g2.T @ patches).T
+    return xp.ascontiguousarray(dw).reshape(kh, kw, cin, cout)
+
+
+def backprop_input(xp, g, w, in_shape: tuple, gh: Axis, gw: Axis):
+    """The adjoint of conv2d w.r.t. its input: a GEMM per kernel tap, then col2im."""
+    kh, kw, cin, cout = w.shape
+    g2 = g.reshape(-1, cout)
+    if kh == kw == 1 and gh.padded == gh.size and gw.padded == gw.size and (
+            gh.stride == gw.stride == 1):
+        return (g2 @ w.reshape(cin, cout).T).reshape(in_shape)
+    if cin < 4:
+        return col2im_channels_first(xp, g2, w, in_shape, gh, gw)
+    # taps[t] = g @ W[t]^T, t = i*kw + j: contiguous [N, OH, OW, cin] slabs to scatter-add.
+    taps = xp.matmul(g2[None], w.reshape(kh * kw, cin, cout).transpose(0, 2, 1))
+    taps = taps.reshape(kh, kw, in_shape[0], gh.out, gw.out, cin)
+    dx = xp.zeros((in_shape[0], gh.padded, gw.padded, cin), dtype=g.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx[offset_slice(gh, gw, i, j)] += taps[i, j]
+    return crop_padding(xp, dx, gh, gw)
+
+
+def col2im_channels_first(xp, g2, w, in_shape: tuple, gh: Axis, gw: Axis):
+    """col2im for few input channels: accumulate [C, N, H, W] so each add reads long rows."""
+    kh, kw, cin, cout = w.shape
+    n = in_shape[0]
+    taps = (w.reshape(-1, cout) @ g2.T).reshape(kh, kw, cin, n, gh.out, gw.out)
+    dx = xp.zeros((cin, n, gh.padded, gw.padded), dtype=g2.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = tap_rows_cols(gh, gw, i, j)
+            dx[:, :, rows, cols] += taps[i, j]
+    dx = dx[:, :, gh.before:gh.before + gh.size, gw.before:gw.before + gw.size]
+    return xp.ascontiguousarray(dx.transpose(1, 2, 3, 0))
+
+
+def backprop_input_kernel(xp, g, w, like, stride=(1, 1), padding="VALID", dilation=(1, 1)):
+    gh, gw = window_geometry("conv2d", like.shape[1:3], w.shape[:2], stride, dilation, padding)
+    return backprop_input(xp, g, w, like.shape, gh, gw)
+
+
+# -- conv2d --------------------------------------------------------------------------------
+
+def _conv2d_shape(x: TensorType, w: TensorType, stride, padding, dilation) -> TensorType:
+    return conv_out_type("conv2d", x, w, stride, padding, dilation)
+
+
+def _conv_attrs(node) -> dict:
+    return {k: node.attrs[k] for k in CONV_ATTRS}
+
+
+def _conv2d_vjp(b, n, g):
+    x, w = n.inputs
+    a = _conv_attrs(n)
+    return (b.conv2d_backprop_input(g, w, x, **a), b.conv2d_backprop_filter(x, g, w, **a))
+
+
+def _conv2d_flops(out: TensorType, x: TensorType, w: TensorType, **_):
+    return dim_prod((2, *out.shape, *w.shape[:3]))
+
+
+defop("conv2d", arity=2, shape=_conv2d_shape, kernel=conv2d_kernel, vjp=_conv2d_vjp,
+      attrs=dict(CONV_ATTRS), flops=_conv2d_flops,
+      doc="2-D cross-correlation of NHWC x with filter [kh,kw,cin,cout] (tf.nn.conv2d).")
+
+
+# -- conv2d_backprop_input -----------------------------------------------------------------
+
+def _backprop_input_shape(g: TensorType, w: TensorType, like: TensorType, stride, padding,
+                          dilation) -> TensorType:
+    op = "conv2d_backprop_input"
+    expected = conv_out_type(op, like, w, stride, padding, dilation)
+    check_cotangent(op, g, expected)
+    return like.with_dtype(g.dtype)
+
+
+def _backprop_input_vjp(b, n, ct):
+    g, w, _ = n.inputs
+    a = _conv_attrs(n)
+    return b.conv2d(ct, w, **a), b.conv2d_backprop_filter(ct, g, w, **a), None
+
+
+def _backprop_input_flops(out: TensorType, g: TensorType, w: TensorType, like, **_):
+    return dim_prod((2, *g.shape, *w.shape[:3]))
+
+
+defop("conv2d_backprop_input", arity=3, shape=_backprop_input_shape,
+      kernel=backprop_input_kernel, vjp=_backprop_input_vjp, attrs=dict(CONV_ATTRS),
+      flops=_backprop_input_flops,
+      doc="Gradient of conv2d w.r.t. its input: (g, w, like_x) -> shaped like x.")
+
+
+# -- conv2d_backprop_filter ----------------------------------------------------------------
+
+def _backprop_filter_shape(x: TensorType, g: TensorType, like_w: TensorType, stride, padding,
+                           dilation) -> TensorType:
+    op = "conv2d_backprop_filter"
+    expected = conv_out_type(op, x, like_w, stride, padding, dilation)
+    check_cotangent(op, g, expected)
+    return like_w.with_dtype(x.dtype)
+
+
+def _backprop_filter_vjp(b, n, ct):
+    x, g, _ = n.inputs
+    a = _conv_attrs(n)
+    return b.conv2d_backprop_input(g, ct, x, **a), b.conv2d(x, ct, **a), None
+
+
+def _backprop_filter_flops(out: TensorType, x: TensorType, g: TensorType, like_w, **_):
+    return dim_prod((2, *g.shape, *like_w.shape[:3]))
+
+
+defop("conv2d_backprop_filter", arity=3, shape=_backprop_filter_shape,
+      kernel=backprop_filter_kernel, vjp=_backprop_filter_vjp, attrs=dict(CONV_ATTRS),
+      flops=_backprop_filter_flops,
+      doc="Gradient of conv2d w.r.t. its filter: (x, g, like_w) -> shaped like w.")
+
+
+# -- conv2d_transpose ----------------------------------------------------------------------
+
+def transpose_out_size(size: int, k: int, stride: int, dilation: int, mode: str) -> int:
+    """VALID: (in-1)*stride + dilated k; SAME: in*stride (tf.layers.conv2d_transpose)."""
+    return size * stride if mode == "SAME" else (size - 1) * stride + (k - 1) * dilation + 1
+
+
+def transpose_geometry(op: str, x_shape: tuple, w_shape: tuple, stride, padding, dilation):
+    """(output shape, geometry of the conv2d whose input gradient this is)."""
+    mode = padding_mode(op, padding)
+    stride, dilation = pair(op, "stride", stride), pair(op, "dilation", dilation)
+    if not all(isinstance(d, int) for d in x_shape[1:3]):
+        raise ShapeError(f"{op} needs known image height and width, got "
+                         f"[{x_shape[1]},{x_shape[2]}]")
+    hw = tuple(transpose_out_size(n, k, s, d, mode)
+               for n, k, s, d in zip(x_shape[1:3], w_shape[:2], stride, dilation))
+    gh, gw = window_geometry(op, hw, w_shape[:2], stride, dilation, padding)
+    return (x_shape[0], hw[0], hw[1], w_shape[2]), gh, gw
+
+
+def _transpose_shape(x: TensorType, w: TensorType, stride, padding, dilation) -> TensorType:
+    op = "conv2d_transpose"
+    check_image(op, x)
+    check_filter(op, w, x, layout="kh,kw,cout,cin")
+    shape, _, _ = transpose_geometry(op, x.shape, w.shape, stride, padding, dilation)
+    return TensorType(x.dtype, shape)
+
+
+def conv2d_transpose_kernel(xp, x, w, stride=(1, 1), padding="VALID", dilation=(1, 1)):
+    shape, gh, gw = transpose_geometry("conv2d_transpose", x.shape, w.shape, stride, padding,
+                                       dilation)
+    return backprop_input(xp, x, w, shape, gh, gw)
+
+
+def _transpose_vjp(b, n, ct):
+    x, w = n.inputs
+    a = _conv_attrs(n)
+    return b.conv2d(ct, w, **a), b.conv2d_backprop_filter(ct, x, w, **a)
+
+
+def _transpose_flops(out: TensorType, x: TensorType, w: TensorType, **_):
+    return dim_prod((2, *x.shape, *w.shape[:3]))
+
+
+defop("conv2d_transpose", arity=2, shape=_transpose_shape, kernel=conv2d_transpose_kernel,
+      vjp=_transpose_vjp, attrs=dict(CONV_ATTRS), flops=_transpose_flops,
+      doc="Transposed convolution, filter [kh,kw,cout,cin]; output VALID (in-1)*s+k, "
+          "SAME in*s (tf.layers.conv2d_transpose).")

@@ -1,0 +1,349 @@
+"""The ``fused`` op: a group of elementwise ops that runs as one kernel.
+
+The fusion pass (passes/fusion.py) replaces a chain or tree of elementwise nodes with one
+``fused`` node.  Its ``expr`` attribute is the group's sub-expression, a hashable tuple of steps
+``(op, args, attrs)``: ``args`` name the group's external inputs ``x0, x1, ...`` (the fused
+node's inputs, in order) or earlier steps ``t0, t1, ...``; ``attrs`` is a sorted tuple of
+``(name, value)`` pairs; the last step is the output.  For example bias add + relu::
+
+    (("add", ("x0", "x1"), ()), ("relu", ("t0",), ()))
+
+On NumPy the group becomes one generated Python function of in-place ufunc calls (``out=``
+buffers): a chain writes every step into its one output array, a tree needs one scratch
+buffer per extra branch alive at once, and inputs are never written.  On CuPy the runtime
+swaps in one generated CUDA kernel (runtime/gpu_kernels.py).  The VJP re-emits the primitive
+ops and differentiates them, so a fused node is an ordinary op that can be differentiated.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from netlang.errors import ShapeError
+from netlang.ir.types import DType, TensorType, dim_add, dim_mul
+from netlang.ops.registry import REQUIRED, defop, get_op
+
+
+def input_ref(index: int) -> str:
+    return f"x{index}"
+
+
+def step_ref(index: int) -> str:
+    return f"t{index}"
+
+
+def output_ref(expr: tuple) -> str:
+    return step_ref(len(expr) - 1)
+
+
+# -- types ----------------------------------------------------------------------------------
+
+def step_types(expr: tuple, in_types: list[TensorType]) -> list[TensorType]:
+    """Every step's type, by replaying the primitive ops' own shape rules."""
+    env = {input_ref(i): t for i, t in enumerate(in_types)}
+    out = []
+    for j, (op, args, attrs) in enumerate(expr):
+        try:
+            types = [env[a] for a in args]
+        except KeyError as err:
+            raise ShapeError(f"fused: step {j} ({op}) refers to {err.args[0]}, which is "
+                             f"not an input or an earlier step") from None
+        env[step_ref(j)] = get_op(op).shape(*types, **dict(attrs))
+        out.append(env[step_ref(j)])
+    return out
+
+
+def _fused_shape(*in_types: TensorType, expr) -> TensorType:
+    if not expr:
+        raise ShapeError("fused: the expression has no steps")
+    return step_types(expr, list(in_types))[-1]
+
+
+def _fused_flops(out_type, *in_types, expr):
+    """The steps' own FLOPs added up (one per element for a step without a rule); where
+    symbolic counts do not add up exactly, one per output element per step."""
+    env = {input_ref(i): t for i, t in enumerate(in_types)}
+    total = None
+    for j, ((op, args, attrs), t) in enumerate(zip(expr, step_types(expr, list(in_types)))):
+        env[step_ref(j)] = t
+        rule = get_op(op).flops
+        flops = t.numel() if rule is None else rule(t, *[env[a] for a in args], **dict(attrs))
+        total = flops if total is None else dim_add(total, flops)
+        if total is None:
+            return dim_mul(out_type.numel(), len(expr))
+    return total
+
+
+def format_expr(expr: tuple, names: list[str] | None = None) -> str:
+    """The sub-expression as one formula: ``relu(add(x0, x1))`` (for reports)."""
+    text: dict[str, str] = {}
+    for i in range(len(names or [])):
+        text[input_ref(i)] = names[i]
+    for j, (op, args, attrs) in enumerate(expr):
+        parts = [text.get(a, a) for a in args]
+        parts += [f"{k}={v}" for k, v in attrs]
+        text[step_ref(j)] = f"{op}({', '.join(parts)})"
+    return text[output_ref(expr)]
+
+
+# -- NumPy: in-place kernels ------------------------------------------------------------------
+# INTO[op](xp) is a function ``fn(*args, out=buffer, **attrs)`` writing ``op(*args)`` into the
+# buffer.  Each is safe when ``out`` is an operand that dies at this step (an elementwise
+# ufunc reads each element before writing it); the few multi-pass forms check for that.
+
+def _ufunc(name: str) -> Callable:
+    return lambda xp: getattr(xp, name)
+
+
+def _bound(fn: Callable) -> Callable:
+    return lambda xp: functools.partial(fn, xp)
+
+
+def _relu_into(xp, x, out):
+    return xp.maximum(x, 0, out=out)
+
+
+def _relu_grad_into(xp, g, y, out):
+    if out is g:                 # heaviside would overwrite g before it is read
+        return xp.multiply(g, y > 0, out=out)
+    xp.heaviside(y, 0, out=out)  # exactly (y > 0) as a number, without a bool temporary
+    return xp.multiply(out, g, out=out)
+
+
+def _sigmoid_into(xp, x, out):
+    # sigmoid(x) = (1 + tanh(x/2)) / 2: stable for any x and computable in place.
+    xp.multiply(x, 0.5, out=out)
+    xp.tanh(out, out=out)
+    xp.multiply(out, 0.5, out=out)
+    return xp.add(out, 0.5, out=out)
+
+
+def _square_into(xp, x, out):
+    return xp.multiply(x, x, out=out)
+
+
+def _select_into(xp, cond, a, b, out):
+    if out is cond:
+        out[...] = xp.where(cond, a, b)
+    elif out is b:
+        xp.copyto(out, a, where=cond)
+    elif out is a:
+        xp.copyto(out, b, where=xp.logical_not(cond))
+    else:
+        xp.copyto(out, b)
+        xp.copyto(out, a, where=cond)
+    return out
+
+
+def _pow_into(xp, x, out, exponent):
+    return xp.power(x, exponent, out=out)
+
+
+def _leaky_relu_into(xp, x, out, alpha):
+    negative = x < 0             # a bool mask: a quarter of a float temporary
+    if out is not x:
+        xp.copyto(out, x)
+    return xp.multiply(out, alpha, out=out, where=negative)
+
+
+def _rsqrt_into(xp, x, out):
+    xp.sqrt(x, out=out)
+    return xp.divide(1, out, out=out)
+
+
+INTO: dict[str, Callable] = {
+    "add": _ufunc("add"), "sub": _ufunc("subtract"), "mul": _ufunc("multiply"),
+    "div": _ufunc("true_divide"), "neg": _ufunc("negative"), "exp": _ufunc("exp"),
+    "log": _ufunc("log"), "sqrt": _ufunc("sqrt"), "sin": _ufunc("sin"), "cos": _ufunc("cos"),
+    "tanh": _ufunc("tanh"), "abs": _ufunc("abs"), "sign": _ufunc("sign"),
+    "maximum": _ufunc("maximum"), "minimum": _ufunc("minimum"), "equal": _ufunc("equal"),
+    "greater": _ufunc("greater"), "less": _ufunc("less"),
+    "square": _bound(_square_into), "relu": _bound(_relu_into),
+    "relu_grad": _bound(_relu_grad_into), "sigmoid": _bound(_sigmoid_into),
+    "select": _bound(_select_into), "rsqrt": _bound(_rsqrt_into), "pow": _bound(_pow_into),
+    "leaky_relu": _bound(_leaky_relu_into),
+}
+
+
+def _generic_into(opdef) -> Callable:
+    """Ops without an in-place form run their own kernel and copy into ``out``."""
+    def bind(xp):
+        def run(*args, out, **attrs):
+            out[...] = opdef.kernel(xp, *args, **attrs)
+            return out
+        return run
+    return bind
+
+
+@dataclass(frozen=True)
+class FusedPlan:
+    """How one expression runs for given input dtypes and shapes on one array module.
+
+    ``buffers`` lists (shape, dtype) of the arrays a call allocates: buffer 0 is the output,
+    the rest are scratch.  ``steps`` are (in-place function, operand slots, output slot,
+    attrs); slots index ``[*inputs, *buffers]``.  ``run(*inputs)`` is the plan as one
+    generated Python function, one in-place call a line (so a call costs what the ufunc
+    calls cost, not an interpreter loop); ``source`` is its text.
+    """
+
+    buffers: tuple
+    steps: tuple
+    inputs: int
+    run: Callable
+    source: str
+
+    @property
+    def scratch(self) -> int:
+        return len(self.buffers) - 1
+
+
+def _last_uses(expr: tuple) -> dict[str, int]:
+    last: dict[str, int] = {}
+    for j, (_, args, _) in enumerate(expr):
+        for a in args:
+            last[a] = j
+    return last
+
+
+def _choose_buffer(want, free: list[int], buffers: list) -> int:
+    """A free buffer of the wanted (shape, dtype), the output buffer first; else a new one."""
+    matching = [k for k in free if buffers[k] == want]
+    if not matching:
+        buffers.append(want)
+        return len(buffers) - 1
+    choice = 0 if 0 in matching else matching[0]
+    free.remove(choice)
+    return choice
+
+
+def assign_buffers(expr: tuple, n_inputs: int, wants: list) -> tuple[list, list]:
+    """(buffers, per step (operand slots, output slot)): the output buffer when it is free,
+    else a buffer of a dead operand, else a new scratch buffer; never an input."""
+    buffers: list = [wants[-1]]
+    free = [0]
+    where: dict[str, int] = {}       # step ref -> buffer index
+    last = _last_uses(expr)
+    slots = []
+    for j, (_, args, _) in enumerate(expr):
+        free.extend(where[a] for a in dict.fromkeys(args) if a in where and last[a] == j)
+        if j == len(expr) - 1:       # every value still alive is an operand of the last step
+            free.remove(0)
+            k = 0
+        else:
+            k = _choose_buffer(wants[j], free, buffers)
+        where[step_ref(j)] = k
+        if step_ref(j) not in last and j < len(expr) - 1:
+            free.append(k)           # a step nothing reads: its buffer is free again at once
+        operands = tuple(n_inputs + where[a] if a in where else int(a[1:]) for a in args)
+        slots.append((operands, n_inputs + k))
+    return buffers, slots
+
+
+def make_plan(xp, expr: tuple, in_dtypes: tuple, in_shapes: tuple) -> FusedPlan:
+    in_types = [TensorType(DType.of(d), tuple(s)) for d, s in zip(in_dtypes, in_shapes)]
+    wants = [(t.shape, t.dtype.numpy) for t in step_types(expr, in_types)]
+    buffers, slots = assign_buffers(expr, len(in_types), wants)
+    steps = tuple(((INTO.get(op) or _generic_into(get_op(op)))(xp), operands, k, dict(attrs))
+                  for (op, _, attrs), (operands, k) in zip(expr, slots))
+    run, source = generate_python(xp, buffers, steps, len(in_types))
+    return FusedPlan(tuple(buffers), steps, len(in_types), run, source)
+
+
+def generate_python(xp, buffers: list, steps: tuple, n: int) -> tuple[Callable, str]:
+    """The plan as the text of one Python function, and that function."""
+    def name(slot: int) -> str:
+        return f"x{slot}" if slot < n else f"b{slot - n}"
+
+    scope: dict[str, Any] = {"empty": xp.empty}
+    lines = [f"def fused({', '.join(name(i) for i in range(n))}):"]
+    for k, (shape, dtype) in enumerate(buffers):
+        scope[f"shape{k}"], scope[f"dtype{k}"] = shape, dtype
+        lines.append(f"    b{k} = empty(shape{k}, dtype{k})")
+    for j, (fn, operands, k, attrs) in enumerate(steps):
+        scope[f"f{j}"] = fn
+        keywords = []
+        for key, value in attrs.items():
+            scope[f"a{j}_{key}"] = value
+            keywords.append(f", {key}=a{j}_{key}")
+        lines.append(f"    f{j}({', '.join(map(name, operands))}, out={name(k)}"
+                     f"{''.join(keywords)})")
+    lines.append("    return b0")
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, "<fused plan>", "exec"), scope)  # noqa: S102  (text made above)
+    return scope["fused"], source
+
+
+class PerExpression:
+    """A cache looked up on every call of a fused kernel: keyed by the identity of the
+    expression (the node's own attribute, so no nested tuple is hashed per call), then by
+    a key the caller derives from the arrays (their dtypes and shapes)."""
+
+    def __init__(self, limit: int = 4096):
+        self.entries: dict[int, tuple] = {}
+        self.limit = limit
+
+    def get(self, expr: tuple, key, make: Callable, *args):
+        entry = self.entries.get(id(expr))
+        if entry is None or entry[0] is not expr:
+            if len(self.entries) >= self.limit:
+                self.entries.clear()
+            entry = self.entries[id(expr)] = (expr, {})
+        value = entry[1].get(key)
+        if value is None:
+            value = entry[1][key] = make(*args)
+        return value
+
+
+_PLANS = PerExpression()
+
+
+def plan_for(expr: tuple, arrays, xp=np) -> FusedPlan:
+    """The cached plan for these input arrays' dtypes and shapes on ``xp``."""
+    key = (id(xp), *[(a.dtype, a.shape) for a in arrays])
+    return _PLANS.get(expr, key, _new_plan, xp, expr, arrays)
+
+
+def _new_plan(xp, expr: tuple, arrays) -> FusedPlan:
+    return make_plan(xp, expr, tuple(a.dtype for a in arrays), tuple(a.shape for a in arrays))
+
+
+def fused_kernel(xp, *arrays, expr):
+    """Run the sub-expression with ``out=`` buffers (NumPy, and CuPy's fallback)."""
+    return plan_for(expr, arrays, xp).run(*arrays)
+
+
+# -- gradient ---------------------------------------------------------------------------------
+
+def emit_steps(b, inputs: tuple[int, ...], expr: tuple) -> dict[str, int]:
+    """Emit the group's primitive ops as ordinary IR; ref -> value id."""
+    env = {input_ref(i): v for i, v in enumerate(inputs)}
+    for j, (op, args, attrs) in enumerate(expr):
+        env[step_ref(j)] = b.op(op, *[env[a] for a in args], **dict(attrs))
+    return env
+
+
+def _fused_vjp(b, node, g):
+    """Re-emit the primitives, then run their VJPs in reverse (autodiff within the group)."""
+    expr = node.attrs["expr"]
+    env = emit_steps(b, node.inputs, expr)
+    cot: dict[str, int] = {output_ref(expr): g}
+    for j in reversed(range(len(expr))):
+        ref = step_ref(j)
+        step = b.graph.nodes[env[ref]]
+        opdef = get_op(step.op)
+        if ref not in cot or opdef.vjp is None or not step.type.dtype.is_float:
+            continue
+        for arg, grad in zip(expr[j][1], opdef.vjp(b, step, cot[ref])):
+            if grad is None or not b.type_of(env[arg]).dtype.is_float:
+                continue
+            cot[arg] = grad if arg not in cot else b.add(cot[arg], grad)
+    return tuple(cot.get(input_ref(i)) for i in range(len(node.inputs)))
+
+
+defop("fused", arity=None, shape=_fused_shape, kernel=fused_kernel, vjp=_fused_vjp,
+      attrs={"expr": REQUIRED}, flops=_fused_flops,
+      doc="A group of elementwise ops run as one kernel (made by the fusion pass).")

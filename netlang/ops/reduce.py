@@ -1,0 +1,274 @@
+"""Reductions: sum, mean, max, min, prod over ``axis`` (None, an int or a tuple), and argmax.
+
+Shape rules work on symbolic dims (reducing ``f32[N,10]`` over axis 0 gives ``f32[10]``);
+kernels take their counts from the arrays, so ``mean`` over the batch divides by the batch
+size of the run, not by a number fixed at compile time.  The VJPs put the reduced axes back
+with small helper ops (``expand_like``, ``mean_grad``, ``max_grad``, ``prod_grad``) that are
+ordinary ops with their own rules, kernels and VJPs, so second derivatives work too.
+"""
+from __future__ import annotations
+
+import math
+
+from netlang.errors import ShapeError
+from netlang.ir.types import DType, TensorType
+from netlang.ops.registry import REQUIRED, defop
+from netlang.ops.rules import (
+    axes_of,
+    axis_of,
+    flops_per_input,
+    flops_per_output,
+    kept_shape,
+    no_flops,
+    reduced_shape,
+)
+
+REDUCE_ATTRS = {"axis": None, "keepdims": False}
+
+
+def _check_keepdims(opname: str, keepdims) -> None:
+    if not isinstance(keepdims, bool):
+        raise ShapeError(f"{opname}: keepdims must be true or false, got {keepdims!r}")
+
+
+def _reduced_type(opname: str, x: TensorType, axis, keepdims) -> TensorType:
+    _check_keepdims(opname, keepdims)
+    return x.with_shape(reduced_shape(x.shape, axes_of(opname, axis, x), keepdims))
+
+
+def runtime_axes(axis, ndim: int) -> tuple[int, ...]:
+    """``axis`` as a tuple of non-negative ints for an array of ``ndim`` axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        return (axis % ndim,)
+    return tuple(a % ndim for a in axis)
+
+
+def _np_axis(axis):
+    """NumPy and CuPy take an int, a tuple or None (not a list, which the frontend may give)."""
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+def _normalized(b, n) -> tuple[int, ...]:
+    """The reduced axes of node ``n`` as non-negative ints (what the helper ops take)."""
+    return axes_of(n.op, n.attrs["axis"], b.type_of(n.inputs[0]))
+
+
+# -- sum and prod --------------------------------------------------------------------------
+
+def _count_dtype(x: TensorType) -> DType:
+    return DType.i64 if x.dtype is DType.bool else x.dtype
+
+
+def _sum_like_rule(opname: str):
+    def rule(x: TensorType, axis, keepdims) -> TensorType:
+        return _reduced_type(opname, x, axis, keepdims).with_dtype(_count_dtype(x))
+    return rule
+
+
+def _accumulator(x):
+    """Keep the input's dtype: NumPy would widen int32 to int64 (bools count in int64)."""
+    return None if x.dtype.kind == "f" else ("int64" if x.dtype.kind == "b" else x.dtype)
+
+
+def _sum_kernel(xp, x, axis, keepdims):
+    return xp.asarray(x.sum(axis=_np_axis(axis), keepdims=keepdims, dtype=_accumulator(x)))
+
+
+def _sum_vjp(b, n, g):
+    return (b.expand_like(g, n.inputs[0], axis=_normalized(b, n), keepdims=n.attrs["keepdims"]),)
+
+
+defop("sum", arity=1, shape=_sum_like_rule("sum"), attrs=dict(REDUCE_ATTRS),
+      flops=flops_per_input(1), kernel=_sum_kernel, vjp=_sum_vjp,
+      doc="Sum over axis (None: all axes); keepdims keeps reduced axes as size 1.")
+
+
+def _prod_kernel(xp, x, axis, keepdims):
+    return xp.asarray(x.prod(axis=_np_axis(axis), keepdims=keepdims, dtype=_accumulator(x)))
+
+
+def _prod_vjp(b, n, g):
+    return (b.prod_grad(g, n.inputs[0], axis=_normalized(b, n),
+                        keepdims=n.attrs["keepdims"]),)
+
+
+defop("prod", arity=1, shape=_sum_like_rule("prod"), attrs=dict(REDUCE_ATTRS),
+      flops=flops_per_input(1), kernel=_prod_kernel, vjp=_prod_vjp,
+      doc="Product over axis; its gradient is exact where inputs are zero.")
+
+# -- mean ----------------------------------------------------------------------------------
+
+
+def _mean_rule(x: TensorType, axis, keepdims) -> TensorType:
+    out = _reduced_type("mean", x, axis, keepdims)
+    return out if x.dtype.is_float else out.with_dtype(DType.f32)
+
+
+def _mean_kernel(xp, x, axis, keepdims):
+    dtype = None if x.dtype.kind == "f" else "float32"  # accuracy = mean(equal(...)) is f32
+    return xp.asarray(x.mean(axis=_np_axis(axis), keepdims=keepdims, dtype=dtype))
+
+
+def _mean_vjp(b, n, g):
+    return (b.mean_grad(g, n.inputs[0], axis=_normalized(b, n), keepdims=n.attrs["keepdims"]),)
+
+
+defop("mean", arity=1, shape=_mean_rule, attrs=dict(REDUCE_ATTRS),
+      flops=flops_per_input(1), kernel=_mean_kernel, vjp=_mean_vjp,
+      doc="Mean over axis, dividing by the run's element count; ints and bools give f32.")
+
+# -- max and min ---------------------------------------------------------------------------
+
+
+def _extreme_rule(opname: str):
+    def rule(x: TensorType, axis, keepdims) -> TensorType:
+        return _reduced_type(opname, x, axis, keepdims)
+    return rule
+
+
+def _extreme_vjp(b, n, g):
+    return (b.max_grad(g, n.inputs[0], n.id, axis=_normalized(b, n),
+                       keepdims=n.attrs["keepdims"]),)
+
+
+defop("max", arity=1, shape=_extreme_rule("max"), attrs=dict(REDUCE_ATTRS),
+      flops=flops_per_input(1), vjp=_extreme_vjp,
+      kernel=lambda xp, x, axis, keepdims: xp.asarray(
+          x.max(axis=_np_axis(axis), keepdims=keepdims)),
+      doc="Maximum over axis; the gradient goes to the maximal entries.")
+
+defop("min", arity=1, shape=_extreme_rule("min"), attrs=dict(REDUCE_ATTRS),
+      flops=flops_per_input(1), vjp=_extreme_vjp,
+      kernel=lambda xp, x, axis, keepdims: xp.asarray(
+          x.min(axis=_np_axis(axis), keepdims=keepdims)),
+      doc="Minimum over axis; the gradient goes to the minimal entries.")
+
+# -- argmax --------------------------------------------------------------------------------
+
+
+def _argmax_rule(x: TensorType, axis) -> TensorType:
+    if x.rank == 0:
+        raise ShapeError(f"argmax needs at least one axis, got the scalar {x}")
+    keep = axis_of("argmax", axis, x)
+    return TensorType(DType.i64, tuple(d for i, d in enumerate(x.shape) if i != keep))
+
+
+defop("argmax", arity=1, shape=_argmax_rule, attrs={"axis": -1},
+      flops=flops_per_input(1),
+      kernel=lambda xp, x, axis: xp.asarray(xp.argmax(x, axis=axis)).astype("int64",
+                                                                           copy=False),
+      nondiff="argmax returns integer indices",
+      doc="Index of the largest entry along axis (the first one on ties), as i64.")
+
+# -- helper ops: the reductions' VJPs ------------------------------------------------------
+
+
+def _expand_rule(opname: str, g: TensorType, like: TensorType, axis, keepdims) -> TensorType:
+    """Check that ``g`` is ``like`` reduced over ``axis``; the result has like's shape."""
+    _check_keepdims(opname, keepdims)
+    expected = reduced_shape(like.shape, axes_of(opname, axis, like), keepdims)
+    if g.shape != expected:
+        shown = TensorType(g.dtype, expected)
+        raise ShapeError(f"{opname}: {g} is not {like} reduced over axis {axis} "
+                         f"(expected {shown})")
+    return like.with_dtype(g.dtype)
+
+
+def _expanded(g, shape: tuple, axes: tuple):
+    """``g`` reshaped so it broadcasts against ``shape`` (reduced axes as size 1)."""
+    return g.reshape(kept_shape(shape, axes))
+
+
+def _expand_like_kernel(xp, g, like, axis, keepdims):
+    axes = runtime_axes(axis, like.ndim)
+    return xp.broadcast_to(_expanded(g, like.shape, axes), like.shape)
+
+
+defop("expand_like", arity=2, attrs={"axis": REQUIRED, "keepdims": False},
+      shape=lambda g, like, axis, keepdims: _expand_rule("expand_like", g, like, axis,
+                                                         keepdims),
+      flops=no_flops, kernel=_expand_like_kernel,
+      vjp=lambda b, n, h: (b.sum(h, axis=n.attrs["axis"], keepdims=n.attrs["keepdims"]), None),
+      doc="Broadcast g (like reduced over axis) back to like's shape: sum's VJP.")
+
+
+def _mean_grad_kernel(xp, g, like, axis, keepdims):
+    axes = runtime_axes(axis, like.ndim)
+    count = math.prod(like.shape[a] for a in axes)   # the run's count (N is known by now)
+    return xp.broadcast_to(_expanded(g, like.shape, axes) / count, like.shape)
+
+
+defop("mean_grad", arity=2, attrs={"axis": REQUIRED, "keepdims": False},
+      shape=lambda g, like, axis, keepdims: _expand_rule("mean_grad", g, like, axis, keepdims),
+      flops=flops_per_input(1), kernel=_mean_grad_kernel,
+      vjp=lambda b, n, h: (b.mean(h, axis=n.attrs["axis"], keepdims=n.attrs["keepdims"]),
+                           None),
+      doc="g / count broadcast back to like's shape: mean's VJP.")
+
+
+def _max_grad_rule(g: TensorType, x: TensorType, y: TensorType, axis, keepdims):
+    if y.shape != g.shape:
+        raise ShapeError(f"max_grad: the reduced value {y} and its cotangent {g} differ")
+    return _expand_rule("max_grad", g, x, axis, keepdims)
+
+
+def _max_grad_kernel(xp, g, x, y, axis, keepdims):
+    axes = runtime_axes(axis, x.ndim)
+    hit = x == _expanded(y, x.shape, axes)
+    # Ties share the gradient evenly, as TensorFlow's reduce_max gradient does.
+    count = hit.sum(axis=axes, keepdims=True, dtype=g.dtype)
+    return hit * (_expanded(g, x.shape, axes) / count)
+
+
+def _max_grad_vjp(b, n, h):
+    g, x, y = n.inputs
+    weights = b.max_grad(b.fill_like(g, value=1.0), x, y, **n.attrs)
+    return (b.sum(b.mul(h, weights), axis=n.attrs["axis"], keepdims=n.attrs["keepdims"]),
+            None, None)
+
+
+defop("max_grad", arity=3, attrs={"axis": REQUIRED, "keepdims": False},
+      shape=_max_grad_rule, flops=flops_per_output(3), kernel=_max_grad_kernel,
+      vjp=_max_grad_vjp,
+      doc="max_grad(g, x, y): g routed to where x equals its reduction y (max and min VJP).")
+
+
+def _prod_grad_kernel(xp, g, x, axis, keepdims):
+    axes = runtime_axes(axis, x.ndim)
+    return _product_of_others(xp, x, axes) * _expanded(g, x.shape, axes)
+
+
+def _product_of_others(xp, x, axes: tuple):
+    """For each entry, the product of the other entries of its group: exclusive cumprods
+    from both ends, so zeros in x need no division (TensorFlow's _ProdGrad does the same)."""
+    if not axes:
+        return xp.ones_like(x)
+    tail = tuple(range(x.ndim - len(axes), x.ndim))
+    moved = xp.moveaxis(x, axes, tail)
+    flat = moved.reshape(moved.shape[:x.ndim - len(axes)] + (-1,))
+    one = xp.ones(flat.shape[:-1] + (1,), dtype=x.dtype)
+    left = xp.cumprod(xp.concatenate([one, flat[..., :-1]], axis=-1), axis=-1)
+    right = xp.cumprod(xp.concatenate([one, flat[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    left *= right
+    return xp.moveaxis(left.reshape(moved.shape), tail, axes)
+
+
+def _prod_grad_vjp(b, n, h):
+    """out_i = g * others_i.  d/dg: sum(h * others).  d/dx_j: (sum_i h_i out_i - h_j out_j)
+    / x_j, since d others_i/dx_j = others_i / x_j for i != j (exact wherever x_j != 0)."""
+    g, x = n.inputs
+    axis, keepdims = n.attrs["axis"], n.attrs["keepdims"]
+    others = b.prod_grad(b.fill_like(g, value=1.0), x, axis=axis, keepdims=keepdims)
+    dg = b.sum(b.mul(h, others), axis=axis, keepdims=keepdims)
+    t = b.mul(h, n.id)
+    total = b.expand_like(b.sum(t, axis=axis, keepdims=keepdims), x, axis=axis,
+                          keepdims=keepdims)
+    return dg, b.div(b.sub(total, t), x)
+
+
+defop("prod_grad", arity=2, attrs={"axis": REQUIRED, "keepdims": False},
+      shape=lambda g, x, axis, keepdims: _expand_rule("prod_grad", g, x, axis, keepdims),
+      flops=flops_per_output(4), kernel=_prod_grad_kernel, vjp=_prod_grad_vjp,
+      doc="prod_grad(g, x): g times the product of the other entries (prod's VJP).")

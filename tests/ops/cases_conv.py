@@ -1,0 +1,77 @@
+"""Property cases for ops/conv.py: drawn strides, SAME/VALID, dilation, odd sizes."""
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from netlang.ops.conv import transpose_out_size
+from tests.ops.harness import array, op_case
+
+
+def conv_setup(draw, max_side: int = 6) -> dict:
+    """Geometry of one small convolution whose window fits when padding is VALID."""
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = draw(st.sampled_from(["SAME", "VALID"]))
+    low_h = (kh - 1) * dilation[0] + 1 if padding == "VALID" else 1
+    low_w = (kw - 1) * dilation[1] + 1 if padding == "VALID" else 1
+    return {
+        "n": draw(st.integers(1, 2)),
+        "h": draw(st.integers(low_h, max(low_h, max_side))),
+        "w": draw(st.integers(low_w, max(low_w, max_side))),
+        # cin < 4 and cin >= 4 take different im2col/col2im layouts in ops/conv.py.
+        "cin": draw(st.sampled_from([1, 2, 3, 4, 5])), "cout": draw(st.integers(1, 3)),
+        "kh": kh, "kw": kw,
+        "attrs": {"stride": stride, "padding": padding, "dilation": dilation},
+    }
+
+
+def out_hw(s: dict) -> tuple[int, int]:
+    """Output height and width by TensorFlow's rule (independent of netlang's code)."""
+    out = []
+    for size, k, st_, d in zip((s["h"], s["w"]), (s["kh"], s["kw"]), s["attrs"]["stride"],
+                               s["attrs"]["dilation"]):
+        span = (k - 1) * d + 1
+        out.append(-(-size // st_) if s["attrs"]["padding"] == "SAME"
+                   else (size - span) // st_ + 1)
+    return out[0], out[1]
+
+
+@op_case("conv2d")
+def conv2d_geometry(draw):
+    s = conv_setup(draw)
+    x = array(draw, (s["n"], s["h"], s["w"], s["cin"]))
+    w = array(draw, (s["kh"], s["kw"], s["cin"], s["cout"]))
+    return [x, w], s["attrs"]
+
+
+@op_case("conv2d_backprop_input", wrt=(0, 1))
+def backprop_input_geometry(draw):
+    s = conv_setup(draw)
+    oh, ow = out_hw(s)
+    g = array(draw, (s["n"], oh, ow, s["cout"]))
+    w = array(draw, (s["kh"], s["kw"], s["cin"], s["cout"]))
+    like = array(draw, (s["n"], s["h"], s["w"], s["cin"]))
+    return [g, w, like], s["attrs"]
+
+
+@op_case("conv2d_backprop_filter", wrt=(0, 1))
+def backprop_filter_geometry(draw):
+    s = conv_setup(draw)
+    oh, ow = out_hw(s)
+    x = array(draw, (s["n"], s["h"], s["w"], s["cin"]))
+    g = array(draw, (s["n"], oh, ow, s["cout"]))
+    like = array(draw, (s["kh"], s["kw"], s["cin"], s["cout"]))
+    return [x, g, like], s["attrs"]
+
+
+@op_case("conv2d_transpose")
+def conv2d_transpose_geometry(draw):
+    s = conv_setup(draw, max_side=4)
+    h, w = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    x = array(draw, (s["n"], h, w, s["cin"]))
+    kernel = array(draw, (s["kh"], s["kw"], s["cout"], s["cin"]))
+    for size, k, st_, d in zip((h, w), (s["kh"], s["kw"]), s["attrs"]["stride"],
+                               s["attrs"]["dilation"]):
+        assert transpose_out_size(size, k, st_, d, s["attrs"]["padding"]) >= 1
+    return [x, kernel], s["attrs"]
