@@ -1,6 +1,23 @@
-"""The front end: parse .net text (Lark) and lower it to the IR (layers are macros)."""
+"""The front end: parse .net text (Lark) and lower it to the IR (layers are macros).
+
+    graph = load_spec(text, "specs/mnist.net")
+
+``parser`` builds the syntax tree (``ast``; the only module that imports Lark), ``lower``
+and ``calls`` turn it into a typed ``Graph`` (``layers`` holds the layer macros), and
+``train_config`` validates the train section.  ``summary`` computes what ``netlang check``
+and ``netlang summary`` print.
+"""
+from __future__ import annotations
+
+from netlang.errors import SpecError
+from netlang.frontend.lower import lower_spec
+from netlang.frontend.parser import parse
+from netlang.ir.graph import Graph
 
 
-def load_spec(text: str, path: str):
+def load_spec(text: str, path: str) -> Graph:
     """Parse and lower a spec to a ``Graph``; raises ``SpecError`` with file:line:col."""
-    raise NotImplementedError("the frontend is being written")
+    try:
+        return lower_spec(parse(text, path))
+    except RecursionError:
+        raise SpecError("the spec nests expressions too deeply") from None

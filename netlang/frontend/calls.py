@@ -1,0 +1,392 @@
+"""Lowering calls: primitive ops, layer macros, blocks, ``repeat`` and ``grad``.
+
+``f(args)`` is looked up in this order: ``grad`` and ``repeat``, the spec's blocks,
+initializers (``glorot_uniform()``), layer macros, then the op registry.  Each call leaves a
+``LayerRecord``; layers and blocks build under their own scope (``conv1``, ``residual1``),
+named automatically per kind or with ``name=``, and ``share=SCOPE`` reuses the parameters an
+earlier layer or block use created (their types must agree).  This class also gives layer
+macros what they build with: ``param``, ``state``, ``update``, ``mode``, ``activation``.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from netlang.errors import (
+    ArgumentError,
+    NameErr,
+    NetlangError,
+    ShapeError,
+    Span,
+    SpecError,
+    did_you_mean,
+)
+from netlang.frontend import ast
+from netlang.frontend.arguments import (
+    Given,
+    Param,
+    Tensor,
+    Word,
+    WrongType,
+    bind,
+    describe,
+    positive_int,
+    tensor,
+)
+from netlang.frontend.initializers import INITIALIZERS, init_from_call
+from netlang.frontend.layers import LAYERS, NAME, SHARE, Layer, is_weighted_call
+from netlang.frontend.names import Env
+from netlang.frontend.scopes import LayerRecord, Namer, ScopeInfo, join
+from netlang.ir.types import DType, TensorType
+from netlang.ops.registry import OPS, REQUIRED, get_op
+
+NOT_CALLABLE = frozenset({"input", "param", "state", "const", "mode"})
+MAX_REPEAT = 1000
+# Exceptions an op's shape rule may raise on odd attributes (a wrong type, a bad value).
+RULE_FAILURES = (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError,
+                 OverflowError, AttributeError, AssertionError)
+
+
+def _anything(value):
+    return value
+
+
+class CallLowering:
+    """The part of ``Lowering`` that expands calls; expects ``b``, ``graph``, ``env``."""
+
+    def __init__(self, spec: ast.Spec):
+        self.blocks = _collect_blocks(spec)
+        self.namers: list[Namer] = [Namer()]
+        self.scopes: dict[str, ScopeInfo] = {}
+        self.block_stack: list[str] = []
+        self.sharing: str | None = None         # the scope being shared, while lowering it
+        self.mode_id: int | None = None
+        self.current: LayerRecord | None = None
+
+    def callables(self) -> set[str]:
+        ops = {name for name in OPS if name not in NOT_CALLABLE}
+        return ops | set(LAYERS) | set(self.blocks) | set(INITIALIZERS) | {"grad", "repeat"}
+
+    # -- dispatch -------------------------------------------------------------------------
+    def call(self, expr: ast.Call):
+        args = [Given(self.eval(a.value), a.span, a.name) for a in expr.args]
+        return self.apply(expr.func, args, expr.span, expr.func_span)
+
+    def apply(self, func: str, args: list[Given], span: Span, func_span: Span):
+        if func == "grad":
+            return self._grad(args, span)
+        if func == "repeat":
+            return self._repeat(args, span)
+        if func in self.blocks:
+            return self._block(self.blocks[func], args, span)
+        if func in INITIALIZERS:
+            return init_from_call(func, args, span)
+        if func in LAYERS:
+            return self._layer(LAYERS[func], args, span)
+        if func in OPS and func not in NOT_CALLABLE:
+            return self._primitive_call(func, args, span)
+        raise NameErr(f"unknown op '{func}'", func_span,
+                      hint=did_you_mean(func, self.callables()))
+
+    # -- records and names ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def recording(self, name: str | None, kind: str, span: Span | None,
+                  shares: str | None = None):
+        """Record the nodes built inside as one layer (auto-named ``kind1``, ...)."""
+        if name is None:
+            name = join(self.b.scope_name, self.namers[-1].next(kind))
+        record = LayerRecord(name, kind, span, self.graph.next_id, shares=shares)
+        outer, self.current = self.current, record
+        try:
+            with self.b.at(span):
+                yield record
+        except NetlangError as err:  # a macro's own check: point at the call
+            raise err.with_span(span)
+        finally:
+            self.current = outer
+        record.end_node = self.graph.next_id
+        self.layers.append(record)
+
+    def _scope_path(self, kind: str, prefix: str, name: str | None, share: str | None,
+                    span: Span) -> str:
+        """The scope a layer or block use builds under (new, named, or shared)."""
+        if share is not None:
+            return self._shared_scope(kind, share, span)
+        if name is not None:
+            path = join(self.b.scope_name, name)
+            if path in self.scopes and self.sharing is None:
+                first = self.scopes[path].span
+                raise NameErr(f"a layer named '{name}' already exists (line {first.line})",
+                              span, hint=f"use share={name} to reuse its parameters, or "
+                                         "pick another name")
+            self.namers[-1].claim(name)
+        else:
+            path = join(self.b.scope_name, self.namers[-1].next(prefix))
+        if self.sharing is None:
+            self.scopes[path] = ScopeInfo(path, kind, span)
+        return path
+
+    def _shared_scope(self, kind: str, share: str, span: Span) -> str:
+        for path in (join(self.b.scope_name, share), share):
+            info = self.scopes.get(path)
+            if info is None:
+                continue
+            if info.kind != kind:
+                raise ArgumentError(f"share={share}: '{path}' is {info.kind}, not {kind}",
+                                    span)
+            return path
+        raise NameErr(f"share={share}: no earlier layer or block is named '{share}'", span,
+                      hint=did_you_mean(share, self.scopes) or
+                      "share names the scope of an earlier layer: conv1, dense2, or its name=")
+
+    # -- what layer macros build with -----------------------------------------------------
+    def param(self, local: str, type_: TensorType, init: tuple) -> int:
+        """A trainable parameter ``scope/local`` (or the shared one of that name)."""
+        if self.sharing is not None:
+            return self._shared_variable(local, type_, self.graph.params)
+        path = join(self.b.scope_name, local)
+        if path in self.graph.params:
+            raise NameErr(f"parameter '{path}' is defined twice", self.b.span)
+        nid = self.b.param(local, type_, init=init)
+        if self.current is not None:
+            self.current.params.append(path)
+        return nid
+
+    def state(self, local: str, type_: TensorType, init: tuple) -> int:
+        """A non-trainable variable (batchnorm's moving statistics)."""
+        if self.sharing is not None:
+            return self._shared_variable(local, type_, self.graph.state)
+        nid = self.b.state(local, type_, init=init)
+        if self.current is not None:
+            self.current.params.append(join(self.b.scope_name, local))
+        return nid
+
+    def _shared_variable(self, local: str, type_: TensorType, table: dict) -> int:
+        path = join(self.b.scope_name, local)
+        if path not in table:
+            raise NameErr(f"share={self.sharing}: '{self.sharing}' has no parameter "
+                          f"'{path}' to share", self.b.span,
+                          hint="a shared layer or block must be used the same way")
+        have = self.graph.nodes[table[path]].type
+        if have != type_:
+            raise ShapeError(f"share={self.sharing}: '{path}' is {have} but this use needs "
+                             f"{type_}", self.b.span,
+                             hint="shared parameters need inputs of the same shape")
+        return table[path]
+
+    def update(self, state_id: int, new_id: int) -> None:
+        name = self.graph.nodes[state_id].name
+        if self.sharing is None or name not in self.graph.updates:
+            self.b.update(state_id, new_id)
+
+    def mode(self) -> int:
+        """The one train/eval flag of the graph (bound to a constant per program)."""
+        if self.mode_id is None:
+            self.mode_id = self.graph.add("mode", (), {}, TensorType(DType.bool, ()),
+                                          span=self.b.span)
+        return self.mode_id
+
+    def activation(self, name: str | None, x: int) -> int:
+        if name is None or name.lower() == "none":
+            return x
+        if name not in OPS or name in NOT_CALLABLE or OPS[name].arity != 1:
+            unary = [n for n, op in OPS.items() if op.arity == 1 and n not in NOT_CALLABLE]
+            raise ArgumentError(f"unknown activation '{name}'", self.b.span,
+                                hint=did_you_mean(name, unary) or "use a one-input op such as "
+                                "relu, tanh, sigmoid, elu or leaky_relu")
+        return self.apply_primitive(name, (x,), {})
+
+    def apply_primitive(self, op: str, inputs: tuple[int, ...], attrs: dict) -> int:
+        """``b.op`` with every failure turned into a spec error at the current span."""
+        try:
+            return self.b.op(op, *inputs, **attrs)
+        except NetlangError as err:
+            raise err.with_span(self.b.span)
+        except RULE_FAILURES as err:
+            shown = ", ".join(f"{k}={v}" for k, v in attrs.items())
+            raise ArgumentError(f"{op} cannot take these arguments ({shown}): {err}",
+                                self.b.span) from None
+
+    # -- primitive ops --------------------------------------------------------------------
+    def _primitive_call(self, op: str, args: list[Given], span: Span) -> Tensor:
+        """``softmax(x, axis=1)``: tensors by position, then attributes in declared order."""
+        opdef = get_op(op)
+        positional = [g for g in args if g.name is None]
+        count = len(positional) if opdef.arity is None else opdef.arity
+        inputs, extra = positional[:count], positional[count:]
+        attrs = self._op_attrs(op, opdef.attrs, extra, [g for g in args if g.name], span)
+        if len(inputs) < (opdef.arity or 1):
+            raise ArgumentError(f"{op} takes {opdef.arity or 'at least 1'} tensor input(s), "
+                                f"got {len(inputs)}", span, hint=_op_signature(op))
+        with self.recording(None, op, span) as record:
+            record.output = self.apply_primitive(op, self._op_inputs(inputs), attrs)
+        return Tensor(record.output)
+
+    def _op_inputs(self, inputs: list[Given]) -> tuple[int, ...]:
+        tensors = [g.value for g in inputs if isinstance(g.value, Tensor)]
+        like = self.b.type_of(tensors[0].id) if tensors else None
+        return tuple(self.as_tensor(g.value, g.span, like=like) for g in inputs)
+
+    def _op_attrs(self, op: str, schema: dict, extra: list[Given], keywords: list[Given],
+                  span: Span) -> dict:
+        names = list(schema)
+        if len(extra) > len(names):
+            raise ArgumentError(f"too many positional arguments for {op}",
+                                extra[len(names)].span, hint=_op_signature(op))
+        given = dict(zip(names, extra))
+        for kw in keywords:
+            if kw.name not in schema:
+                raise ArgumentError(f"{op} has no argument '{kw.name}'", kw.span,
+                                    hint=did_you_mean(kw.name, names) or _op_signature(op))
+            if kw.name in given:
+                raise ArgumentError(f"{op} got the argument '{kw.name}' twice", kw.span)
+            given[kw.name] = kw
+        for name, default in schema.items():
+            if default is REQUIRED and name not in given:
+                raise ArgumentError(f"{op} needs the argument '{name}'", span,
+                                    hint=_op_signature(op))
+        return {name: _attr_value(op, name, g) for name, g in given.items()}
+
+    # -- layers ---------------------------------------------------------------------------
+    def _layer(self, layer: Layer, args: list[Given], span: Span) -> Tensor:
+        weighted = is_weighted_call(layer, args)
+        signature = layer.weighted if weighted else layer.signature
+        a = bind(layer.name, signature, args, span, self.unknown_name)
+        name, share = a.pop("name"), a.pop("share", None)
+        build = layer.build_weighted if weighted else layer.build
+        path = self._scope_path(f"a {layer.name} layer", layer.prefix, name, share, span)
+        shared = path if share is not None else None
+        return self._expand(layer.name, path, shared, lambda: build(self, a), span)
+
+    def _expand(self, kind: str, path: str, shared: str | None, build, span: Span) -> Tensor:
+        """Run a macro under scope ``path``, recorded as one layer."""
+        outer_sharing, self.sharing = self.sharing, shared or self.sharing
+        try:
+            with self.b.in_scope(path), self.recording(path, kind, span, shared) as record:
+                record.output = build()
+        finally:
+            self.sharing = outer_sharing
+        return Tensor(record.output)
+
+    # -- blocks, repeat, grad -------------------------------------------------------------
+    def _block(self, block: ast.Block, args: list[Given], span: Span) -> Tensor:
+        params = tuple(Param(name, _anything) for name, _ in block.params)
+        a = bind(block.name, params + (NAME, SHARE), args, span)
+        if block.name in self.block_stack:
+            raise NameErr(f"block '{block.name}' uses itself", span,
+                          hint="blocks are inlined, so they cannot be recursive")
+        kind = f"a use of block '{block.name}'"
+        path = self._scope_path(kind, block.name, a.pop("name"), a["share"], span)
+        env = Env(block.body, outer=self.env, owner=f"block '{block.name}'")
+        for name, pspan in block.params:
+            env.define(name, a[name], pspan, "block parameter")
+        shared = path if a["share"] is not None else None
+        return self._inline(block, env, path, shared, span)
+
+    def _inline(self, block: ast.Block, env, path: str, shared: str | None,
+                span: Span) -> Tensor:
+        saved = (self.env, self.sharing)
+        self.env, self.sharing = env, shared or self.sharing
+        self.block_stack.append(block.name)
+        self.namers.append(Namer())
+        try:
+            with self.b.in_scope(path):
+                return self._block_body(block)
+        except SpecError as err:
+            inside = err.span is not None and block.span.line <= err.span.line <= block.end_line
+            if err.hint is None and inside:
+                err.hint = f"in {path}, the use of block '{block.name}' on line {span.line}"
+            raise
+        finally:
+            self.env, self.sharing = saved
+            self.block_stack.pop()
+            self.namers.pop()
+
+    def _block_body(self, block: ast.Block) -> Tensor:
+        body = list(block.body)
+        if not body or not isinstance(body[-1], ast.Return):
+            raise SpecError(f"block '{block.name}' must end with 'return EXPR'", block.span)
+        for stmt in body[:-1]:
+            if isinstance(stmt, ast.Return):
+                raise SpecError("'return' must be the last statement of a block", stmt.span)
+            self.statement(stmt)
+        ret = body[-1]
+        return Tensor(self.as_tensor(self.eval(ret.value), ret.value.span))
+
+    def _repeat(self, args: list[Given], span: Span) -> Tensor:
+        """``repeat(f, n, x, rest...)`` = f(... f(f(x, rest...), rest...) ...), n times."""
+        if len(args) < 3 or any(g.name is not None for g in args[:3]):
+            raise ArgumentError("repeat takes a block or layer, a count and its input",
+                                span, hint="repeat(residual, 3, h, 16)")
+        target, count, rest = args[0], args[1], args[2:]
+        if not isinstance(target.value, Word):
+            raise ArgumentError(f"repeat: the first argument must name a block or layer, "
+                                f"got {describe(target.value)}", target.span)
+        n = _repeat_count(count)
+        value = rest[0]
+        for _ in range(n):
+            out = self.apply(target.value.name, [value, *rest[1:]], span, target.span)
+            value = Given(out, span)
+        return value.value
+
+    def _grad(self, args: list[Given], span: Span) -> Tensor:
+        """``grad(y, x)``: d(sum y)/dx, typed like x (expanded by the autodiff pass)."""
+        a = bind("grad", (Param("y", tensor), Param("x", tensor)), args, span,
+                 self.unknown_name)
+        x_type = self.b.type_of(a["x"].id)
+        if not x_type.dtype.is_float:
+            raise ArgumentError(f"grad: x must be a float tensor, got {x_type}", span)
+        with self.recording(None, "grad", span) as record:
+            record.output = self.apply_primitive("grad", (a["y"].id, a["x"].id), {})
+        return Tensor(record.output)
+
+
+def _collect_blocks(spec: ast.Spec) -> dict[str, ast.Block]:
+    blocks: dict[str, ast.Block] = {}
+    builtin = set(LAYERS) | set(OPS) | set(INITIALIZERS) | {"grad", "repeat"}
+    for block in spec.of_kind(ast.Block):
+        if block.name in blocks:
+            raise NameErr(f"block '{block.name}' is already defined (line "
+                          f"{blocks[block.name].span.line})", block.span)
+        if block.name in builtin:
+            raise NameErr(f"block '{block.name}' would hide the built-in '{block.name}'",
+                          block.span, hint="give the block another name")
+        for param, span in block.params:
+            if param in ("name", "share"):
+                raise NameErr(f"a block parameter cannot be called '{param}'", span,
+                              hint=f"{param}= is how every block use is named or shared")
+        blocks[block.name] = block
+    return blocks
+
+
+def _repeat_count(count: Given) -> int:
+    try:
+        n = positive_int(count.value)
+    except WrongType:
+        n = 0
+    if not 1 <= n <= MAX_REPEAT:
+        raise ArgumentError(f"repeat: the count must be an integer from 1 to {MAX_REPEAT}, "
+                            f"got {describe(count.value)}", count.span)
+    return n
+
+
+def _op_signature(op: str) -> str:
+    opdef = OPS[op]
+    inputs = ", ".join(f"x{i + 1}" for i in range(opdef.arity or 1))
+    if opdef.arity is None:
+        inputs += ", ..."
+    attrs = ", ".join(k if v is REQUIRED else f"{k}={v}" for k, v in opdef.attrs.items())
+    return f"{op}({inputs}{', ' + attrs if attrs else ''})"
+
+
+def _attr_value(op: str, name: str, given: Given):
+    """An op attribute from a literal: bare names become strings, lists become tuples."""
+    def convert(value):
+        if isinstance(value, Word):
+            return value.name.upper() if name == "padding" else value.name
+        if isinstance(value, tuple):
+            return tuple(convert(v) for v in value)
+        if isinstance(value, (Tensor,)) or not isinstance(value, (int, float, str, bool)):
+            raise ArgumentError(f"{op}: '{name}' must be a constant, got {describe(value)}",
+                                given.span)
+        return value
+    return convert(given.value)

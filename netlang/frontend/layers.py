@@ -1,0 +1,353 @@
+"""Layer macros: each expands into parameters plus primitive ops (NHWC, as in the seeds).
+
+A layer is a signature (``arguments.Param`` tuple) and a build function ``(w, a) -> value``
+where ``a`` holds the bound arguments and ``w`` is the lowering, which provides ``b`` (the
+``Builder``, already inside the layer's scope and span), ``param``, ``state``, ``update``,
+``mode`` and ``activation``.  Layers with weights also accept the weights as tensors:
+``conv2d(x, W, padding=same)`` is the primitive convolution with ``W``.
+
+Defaults follow tf.layers (the seeds' API): kernels start ``glorot_uniform`` (TensorFlow's
+default initializer, which seed 004's network uses), biases at zero, batchnorm with
+momentum 0.99 and epsilon 1e-3.  Pass ``init=glorot_normal`` for seed 000's Xavier-normal.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from netlang.errors import ShapeError
+from netlang.frontend.arguments import (
+    Param,
+    Tensor,
+    Word,
+    WrongType,
+    boolean,
+    choice,
+    integer,
+    number,
+    optional_name,
+    optional_pair,
+    optional_tensor,
+    pair,
+    positive_int,
+    rate,
+    tensor,
+)
+from netlang.frontend.initializers import init_spec
+from netlang.ir.types import DType, TensorType
+
+PADDING = choice("valid", "same")
+
+
+def activation_name(value):
+    """``activation=relu``: the name of a one-input op, or None."""
+    if value is None:
+        return None
+    if isinstance(value, Word):
+        return None if value.name in ("None", "none") else value.name
+    raise WrongType("the name of an activation such as relu, tanh or sigmoid")
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    prefix: str                           # auto scope names: prefix1, prefix2, ...
+    signature: tuple[Param, ...]
+    build: Callable
+    weighted: tuple[Param, ...] | None = None    # signature when weights are given
+    build_weighted: Callable | None = None
+    has_params: bool = False
+
+
+NAME = Param("name", optional_name, None, keyword_only=True)
+SHARE = Param("share", optional_name, None, keyword_only=True)
+COMMON_PARAMS = (NAME, SHARE)
+
+LAYERS: dict[str, Layer] = {}
+
+
+def layer(name: str, prefix: str, signature: tuple, *, has_params: bool = False,
+          weighted: tuple | None = None, build_weighted: Callable | None = None):
+    """Register a layer macro built by the decorated function."""
+    def register(build: Callable) -> Callable:
+        extra = COMMON_PARAMS if has_params else (NAME,)
+        LAYERS[name] = Layer(name, prefix, signature + extra, build,
+                             weighted and weighted + (NAME,), build_weighted, has_params)
+        return build
+    return register
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def _float_input(layer_name: str, t: TensorType) -> None:
+    if not t.dtype.is_float:
+        raise ShapeError(f"{layer_name} needs a float input, got {t}",
+                         hint=f"cast(x, dtype=f32) before {layer_name}")
+
+
+def _image_input(layer_name: str, t: TensorType) -> None:
+    if t.rank != 4:
+        raise ShapeError(f"{layer_name} expects a 4-D input [N,H,W,C], got {t}",
+                         hint="reshape to [N, H, W, C] first (NHWC)")
+    _float_input(layer_name, t)
+
+
+def _static(layer_name: str, what: str, dim, t: TensorType) -> int:
+    if not isinstance(dim, int):
+        raise ShapeError(f"{layer_name} needs a known number of {what}, got {t}",
+                         hint="declare that dim as a number in the input's type")
+    return dim
+
+
+def _finish(w, y: int, a: dict) -> int:
+    """Add the bias (when the layer has one) and apply the activation."""
+    if a.get("b") is not None:
+        y = w.b.add(y, a["b"])
+    return w.activation(a.get("activation"), y)
+
+
+def _bias(w, a: dict, units: int, dtype: DType) -> dict:
+    if a["use_bias"]:
+        a = dict(a, b=w.param("b", TensorType(dtype, (units,)), a["bias_init"]))
+    return a
+
+
+WEIGHT_PARAMS = (
+    Param("activation", activation_name, None),
+    Param("use_bias", boolean, True),
+    Param("init", init_spec, ("glorot_uniform",)),
+    Param("bias_init", init_spec, ("zeros",)),
+)
+
+# -- dense ---------------------------------------------------------------------------------
+
+
+def _dense_input(w, x: int) -> TensorType:
+    t = w.b.type_of(x)
+    if t.rank != 2:
+        hint = "add flatten before dense?" if t.rank > 2 else "reshape to [N, features]"
+        raise ShapeError(f"dense expects a 2-D input [N, features], got {t}", hint=hint)
+    _float_input("dense", t)
+    return t
+
+
+def _dense_weighted(w, a: dict) -> int:
+    x, weights = a["x"].id, a["W"].id
+    _dense_input(w, x)
+    bias = a["b"].id if a["b"] is not None else None
+    return _finish(w, w.b.matmul(x, weights), dict(a, b=bias))
+
+
+@layer("dense", "dense", (Param("x", tensor), Param("units", positive_int)) + WEIGHT_PARAMS,
+       has_params=True,
+       weighted=(Param("x", tensor), Param("W", tensor), Param("b", optional_tensor, None),
+                 Param("activation", activation_name, None)),
+       build_weighted=_dense_weighted)
+def dense(w, a: dict) -> int:
+    """x @ W + b, then the activation: W [in, units], b [units]."""
+    x = a["x"].id
+    t = _dense_input(w, x)
+    features = _static("dense", "input features", t.shape[1], t)
+    kernel = w.param("W", TensorType(t.dtype, (features, a["units"])), a["init"])
+    a = _bias(w, a, a["units"], t.dtype)
+    return _finish(w, w.b.matmul(x, kernel), a)
+
+
+# -- convolutions --------------------------------------------------------------------------
+
+CONV_ATTRS = (
+    Param("stride", pair, 1),
+    Param("padding", PADDING, "valid"),
+    Param("dilation", pair, 1),
+)
+
+
+def _conv_attrs(a: dict) -> dict:
+    return {"stride": pair(a["stride"]), "padding": a["padding"].upper(),
+            "dilation": pair(a["dilation"])}
+
+
+def _check_kernel(name: str, x: TensorType, kernel: TensorType, in_axis: int) -> None:
+    if kernel.rank != 4:
+        raise ShapeError(f"{name}: the kernel must be 4-D [kh,kw,in,out], got {kernel}")
+    if kernel.shape[in_axis] != x.shape[3]:
+        order = "[kh, kw, in, out]" if in_axis == 2 else "[kh, kw, out, in]"
+        raise ShapeError(
+            f"{name}: the input has {x.shape[3]} channel(s) but the kernel {kernel} "
+            f"expects {kernel.shape[in_axis]}",
+            hint=f"a {name} kernel is {order}; its in-channels must match the input's last dim")
+
+
+def _conv_weighted(name: str, in_axis: int):
+    def build(w, a: dict) -> int:
+        x, kernel = a["x"].id, a["W"].id
+        _image_input(name, w.b.type_of(x))
+        _check_kernel(name, w.b.type_of(x), w.b.type_of(kernel), in_axis)
+        y = w.b.op(name, x, kernel, **_conv_attrs(a))
+        bias = a["b"].id if a["b"] is not None else None
+        return _finish(w, y, dict(a, b=bias))
+    return build
+
+
+CONV_WEIGHTED = ((Param("x", tensor), Param("W", tensor), Param("b", optional_tensor, None))
+                 + CONV_ATTRS + (Param("activation", activation_name, None),))
+CONV_SIGNATURE = ((Param("x", tensor), Param("filters", positive_int), Param("kernel", pair))
+                  + CONV_ATTRS + WEIGHT_PARAMS)
+
+
+@layer("conv2d", "conv", CONV_SIGNATURE, has_params=True, weighted=CONV_WEIGHTED,
+       build_weighted=_conv_weighted("conv2d", 2))
+def conv2d(w, a: dict) -> int:
+    """conv2d(x, W) + b with W [kh, kw, in, filters]; TensorFlow's SAME/VALID padding."""
+    x = a["x"].id
+    t = w.b.type_of(x)
+    _image_input("conv2d", t)
+    channels = _static("conv2d", "input channels", t.shape[3], t)
+    kh, kw = a["kernel"]
+    kernel = w.param("W", TensorType(t.dtype, (kh, kw, channels, a["filters"])), a["init"])
+    a = _bias(w, a, a["filters"], t.dtype)
+    return _finish(w, w.b.conv2d(x, kernel, **_conv_attrs(a)), a)
+
+
+@layer("conv2d_transpose", "deconv", CONV_SIGNATURE, has_params=True, weighted=CONV_WEIGHTED,
+       build_weighted=_conv_weighted("conv2d_transpose", 3))
+def conv2d_transpose(w, a: dict) -> int:
+    """The transposed convolution with W [kh, kw, filters, in] (TensorFlow's layout)."""
+    x = a["x"].id
+    t = w.b.type_of(x)
+    _image_input("conv2d_transpose", t)
+    channels = _static("conv2d_transpose", "input channels", t.shape[3], t)
+    kh, kw = a["kernel"]
+    kernel = w.param("W", TensorType(t.dtype, (kh, kw, a["filters"], channels)), a["init"])
+    a = _bias(w, a, a["filters"], t.dtype)
+    return _finish(w, w.b.conv2d_transpose(x, kernel, **_conv_attrs(a)), a)
+
+
+# -- pooling and reshaping -----------------------------------------------------------------
+
+POOL_SIGNATURE = (Param("x", tensor), Param("window", pair, 2),
+                  Param("stride", optional_pair, None), Param("padding", PADDING, "valid"))
+
+
+def _pool(op: str):
+    def build(w, a: dict) -> int:
+        _image_input(op, w.b.type_of(a["x"].id))
+        window = a["window"]
+        stride = a["stride"] or window  # TensorFlow layers: stride defaults to the window
+        return w.b.op(op, a["x"].id, window=window, stride=stride,
+                      padding=a["padding"].upper())
+    build.__doc__ = f"{op} over window x window cells (stride defaults to the window)."
+    return build
+
+
+layer("maxpool", "maxpool", POOL_SIGNATURE)(_pool("maxpool"))
+layer("avgpool", "avgpool", POOL_SIGNATURE)(_pool("avgpool"))
+
+
+@layer("global_avgpool", "global_avgpool", (Param("x", tensor),))
+def global_avgpool(w, a: dict) -> int:
+    """The mean over height and width: [N,H,W,C] -> [N,C]."""
+    x = a["x"].id
+    _image_input("global_avgpool", w.b.type_of(x))
+    return w.b.mean(x, axis=(1, 2), keepdims=False)
+
+
+@layer("flatten", "flatten", (Param("x", tensor),))
+def flatten(w, a: dict) -> int:
+    """[N, d1, d2, ...] -> [N, d1*d2*...]; the batch dim may stay symbolic."""
+    x = a["x"].id
+    t = w.b.type_of(x)
+    if t.rank < 2:
+        raise ShapeError(f"flatten needs a batch dim and at least one more, got {t}")
+    rest = t.shape[1:]
+    if not all(isinstance(d, int) for d in rest):
+        raise ShapeError(f"flatten needs known dims after the batch dim, got {t}",
+                         hint="declare those dims as numbers in the input's type")
+    return w.b.reshape(x, shape=(-1, math.prod(rest)))
+
+
+# -- batch norm and dropout ----------------------------------------------------------------
+
+
+@layer("dropout", "dropout", (Param("x", tensor), Param("rate", rate)))
+def dropout(w, a: dict) -> int:
+    """Training: x * mask with mask 0 or 1/(1-rate); evaluation: x (inverted dropout)."""
+    x = a["x"].id
+    _float_input("dropout", w.b.type_of(x))
+    dropped = w.b.mul(x, w.b.dropout_mask(x, rate=a["rate"]))
+    return w.b.select(w.mode(), dropped, x)
+
+
+BATCHNORM_SIGNATURE = (
+    Param("x", tensor), Param("axis", integer, -1), Param("momentum", rate, 0.99),
+    Param("epsilon", number, 1e-3), Param("center", boolean, True),
+    Param("scale", boolean, True),
+)
+
+
+@layer("batchnorm", "bn", BATCHNORM_SIGNATURE, has_params=True)
+def batchnorm(w, a: dict) -> int:
+    """y = gamma * (x - mean) / sqrt(var + epsilon) + beta over all axes but ``axis``.
+
+    Training normalizes with the batch mean and population variance and moves the moving
+    statistics toward them (``moving = momentum * moving + (1 - momentum) * batch``);
+    evaluation uses the moving statistics.  ``select(mode, ...)`` picks between them.
+    """
+    x = a["x"].id
+    t = w.b.type_of(x)
+    _float_input("batchnorm", t)
+    axis = _norm_axis(a["axis"], t)
+    channels = _static("batchnorm", "channels", t.shape[axis], t)
+    vec = TensorType(t.dtype, (channels,))
+    reduce_axes = tuple(i for i in range(t.rank) if i != axis)
+    mean_b, var_b = _moments(w, x, reduce_axes, axis, t)
+    mean = _moving(w, "moving_mean", vec, ("zeros",), mean_b, a["momentum"])
+    var = _moving(w, "moving_variance", vec, ("ones",), var_b, a["momentum"])
+    inv = w.b.rsqrt(w.b.add(var, w.b.const(a["epsilon"], t.dtype)))
+    scale = w.b.mul(inv, w.param("gamma", vec, ("ones",))) if a["scale"] else inv
+    shift = w.b.neg(w.b.mul(mean, scale))
+    if a["center"]:
+        shift = w.b.add(shift, w.param("beta", vec, ("zeros",)))
+    scale, shift = _along(w, scale, axis, t), _along(w, shift, axis, t)
+    return w.b.add(w.b.mul(x, scale), shift)
+
+
+def _norm_axis(axis: int, t: TensorType) -> int:
+    if not -t.rank <= axis < t.rank:
+        raise ShapeError(f"batchnorm: axis {axis} is out of range for {t}",
+                         hint=f"use an axis in [{-t.rank}, {t.rank - 1}]")
+    return axis % t.rank
+
+
+def _moments(w, x: int, axes: tuple, axis: int, t: TensorType) -> tuple[int, int]:
+    """The batch mean and population variance over ``axes``, each shaped [C]."""
+    mean = w.b.mean(x, axis=axes, keepdims=False)
+    centered = w.b.sub(x, _along(w, mean, axis, t))
+    return mean, w.b.mean(w.b.square(centered), axis=axes, keepdims=False)
+
+
+def _moving(w, name: str, vec: TensorType, init: tuple, batch: int, momentum: float) -> int:
+    """The statistic to normalize with: the batch's in training, the moving one otherwise."""
+    moving = w.state(name, vec, init)
+    keep = w.b.const(momentum, vec.dtype)
+    blend = w.b.const(1.0 - momentum, vec.dtype)
+    blended = w.b.add(w.b.mul(moving, keep), w.b.mul(batch, blend))
+    # In eval mode the update folds to the state itself, and DCE drops it.
+    w.update(moving, w.b.select(w.mode(), blended, moving))
+    return w.b.select(w.mode(), batch, moving)
+
+
+def _along(w, vec: int, axis: int, t: TensorType) -> int:
+    """A [C] vector shaped to broadcast along ``axis`` of ``t`` (free when axis is last)."""
+    if axis == t.rank - 1:
+        return vec
+    shape = tuple(t.shape[axis] if i == axis else 1 for i in range(t.rank))
+    return w.b.reshape(vec, shape=shape)
+
+
+def is_weighted_call(layer_def: Layer, args) -> bool:
+    """True when the second positional argument is a tensor: use the given weights."""
+    positional = [g for g in args if g.name is None]
+    return (layer_def.weighted is not None and len(positional) >= 2
+            and isinstance(positional[1].value, Tensor))

@@ -1,0 +1,184 @@
+"""The ``train NAME { KEY VALUE ... }`` section: parsed generically, validated here.
+
+The result is the plain dict the training loop reads from ``graph.meta["train"]`` (see
+``netlang.train.config``); only the settings the spec gives appear, the trainer fills in
+its defaults::
+
+    {"data": {"name": "mnist", "args": {"validation": 5000}, "span": Span},
+     "optimizer": {"name": "adam", "args": {"lr": 0.0001}, "span": Span},
+     "batch": 64, "epochs": 20, "seed": 123,
+     "spans": {"data": Span, "data.validation": Span, "optimizer.lr": Span, ...}}
+
+Settings written as ``NAME(args)`` take the arguments listed in ``CHOICES`` (the names the
+trainer's data sets, optimizers and schedules take); a first positional argument is
+``lr`` for an optimizer and ``path`` for ``npz``.  ``spans`` keeps where each setting and
+argument was written, so later errors (a missing data file, a diverging lr) point at it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from netlang.errors import ArgumentError, NameErr, Span, SpecError, did_you_mean
+from netlang.frontend import ast
+from netlang.frontend.arguments import (
+    Given,
+    Param,
+    WrongType,
+    bind,
+    boolean,
+    choice,
+    describe,
+    number,
+    positive_int,
+    word_or_string,
+)
+from netlang.frontend.constants import constant_value
+
+
+def non_negative_int(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise WrongType("an integer >= 0")
+    return value
+
+
+def non_negative(value) -> float:
+    v = number(value)
+    if v < 0:
+        raise WrongType("a number >= 0")
+    return v
+
+
+def positive(value) -> float:
+    v = number(value)
+    if v <= 0:
+        raise WrongType("a number > 0")
+    return v
+
+
+def validation_size(value):
+    """A count of held-out examples (5000) or a fraction of the training set (0.1)."""
+    if isinstance(value, float) and 0 < value < 1:
+        return value
+    try:
+        return non_negative_int(value)
+    except WrongType:
+        raise WrongType("a count >= 0 or a fraction between 0 and 1") from None
+
+
+# The defaults shown here are the trainer's (netlang.train): they appear in hints only; the
+# config keeps just what the spec gives.
+def _images(normalize: str) -> tuple[Param, ...]:
+    return (Param("validation", validation_size, 0),
+            Param("normalize", choice("scale", "standardize", "none"), normalize))
+
+
+# KEY -> {choice -> its arguments}, for settings written as NAME(args).
+CHOICES: dict[str, dict[str, tuple[Param, ...]]] = {
+    "data": {
+        "mnist": _images("scale"),
+        "fashion_mnist": _images("scale"),
+        "spiral": (Param("points", positive_int, 100), Param("classes", positive_int, 4),
+                   Param("noise", non_negative, 0.2), Param("seed", non_negative_int, 0),
+                   *_images("none")),
+        "npz": (Param("path", word_or_string), *_images("none")),
+    },
+    "optimizer": {
+        "sgd": (Param("lr", positive, 0.01),),
+        "momentum": (Param("lr", positive, 0.01), Param("momentum", non_negative, 0.9),
+                     Param("nesterov", boolean, False)),
+        "rmsprop": (Param("lr", positive, 1e-3), Param("decay", non_negative, 0.9),
+                    Param("momentum", non_negative, 0.0), Param("epsilon", positive, 1e-10)),
+        "adam": (Param("lr", positive, 1e-3), Param("beta1", non_negative, 0.9),
+                 Param("beta2", non_negative, 0.999), Param("epsilon", positive, 1e-8)),
+        "adagrad": (Param("lr", positive, 1e-2),
+                    Param("initial_accumulator", non_negative, 0.1)),
+    },
+    "schedule": {
+        "constant": (),
+        "step": (Param("every", positive, 1.0), Param("factor", positive, 0.1)),
+        "exponential": (Param("every", positive, 1.0), Param("factor", positive, 0.96)),
+        "cosine": (Param("min", non_negative, 0.0), Param("warmup", non_negative, 0.0)),
+    },
+}
+# KEY -> converter, for settings written as a plain value.
+PLAIN: dict[str, Callable] = {
+    "batch": positive_int, "epochs": positive_int, "seed": non_negative_int,
+    "validation": validation_size, "weight_decay": non_negative,
+}
+EXAMPLES = {"data": "data mnist(validation=5000)", "optimizer": "optimizer adam(lr=1e-3)",
+            "schedule": "schedule cosine()"}
+KEYS = list(CHOICES) + list(PLAIN)
+
+
+def validate_train(section: ast.Train) -> dict:
+    """The checked, defaulted train settings of one section, as a plain dict."""
+    config: dict[str, Any] = {"spans": {}}
+    seen: dict[str, ast.TrainEntry] = {}
+    for entry in section.entries:
+        _check_key(entry, seen)
+        config["spans"][entry.key] = entry.span
+        if entry.key in CHOICES:
+            config[entry.key] = _choice(entry, config["spans"])
+        else:
+            config[entry.key] = _plain(entry)
+    _check_validation_once(config, seen)
+    return config
+
+
+def _check_key(entry: ast.TrainEntry, seen: dict) -> None:
+    if entry.key not in KEYS:
+        raise NameErr(f"unknown train setting '{entry.key}'", entry.key_span,
+                      hint=did_you_mean(entry.key, KEYS) or f"settings: {', '.join(KEYS)}")
+    if entry.key in seen:
+        raise SpecError(f"train setting '{entry.key}' is given twice (line "
+                        f"{seen[entry.key].span.line})", entry.key_span)
+    seen[entry.key] = entry
+
+
+def _plain(entry: ast.TrainEntry):
+    convert = PLAIN[entry.key]
+    value = constant_value(entry.value)
+    try:
+        return convert(value)
+    except WrongType as err:
+        raise ArgumentError(f"{entry.key} must be {err.expected}, got {describe(value)}",
+                            entry.value.span) from None
+
+
+def _choice(entry: ast.TrainEntry, spans: dict) -> dict:
+    """``optimizer adam(lr=1e-4)`` -> ``{"name": "adam", "lr": 0.0001, ...}``."""
+    name, args, name_span = _call_parts(entry)
+    options = CHOICES[entry.key]
+    if name not in options:
+        noun = "data set" if entry.key == "data" else entry.key
+        raise NameErr(f"unknown {noun} '{name}'", name_span,
+                      hint=did_you_mean(name, options) or f"use one of {', '.join(options)}")
+    bound = bind(name, options[name], args, entry.value.span)
+    positional = iter(options[name])
+    given = {}
+    for arg in args:
+        key = arg.name or next(positional).name
+        spans[f"{entry.key}.{key}"] = arg.span
+        given[key] = bound[key]
+    return {"name": name, "args": given, "span": entry.value.span}
+
+
+def _call_parts(entry: ast.TrainEntry) -> tuple[str, list[Given], Span]:
+    value = entry.value
+    if isinstance(value, ast.Name):
+        return value.id, [], value.span
+    if isinstance(value, ast.Call) and not value.piped:
+        args = [Given(constant_value(a.value), a.span, a.name) for a in value.args]
+        return value.func, args, value.func_span
+    options = ", ".join(CHOICES[entry.key])
+    raise ArgumentError(f"{entry.key} must name one of {options}, got "
+                        f"{describe(constant_value(value))}", value.span,
+                        hint=f"for example: {EXAMPLES[entry.key]}")
+
+
+def _check_validation_once(config: dict, seen: dict) -> None:
+    """``data mnist(validation=5000)`` and ``validation 5000`` mean the same: one of them."""
+    if "validation" in seen and "validation" in config.get("data", {}).get("args", {}):
+        raise SpecError("validation is given twice: in data(...) and as a setting",
+                        seen["validation"].key_span, hint="keep one of them")

@@ -1,0 +1,43 @@
+"""``netlang ir``: the IR text of a spec, as compiled or after a named pass."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import netlang
+from netlang.cli import main
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+GOLDEN = Path(__file__).resolve().parents[1] / "frontend" / "golden"
+
+
+def ir(capsys, *args: str) -> str:
+    assert main(["ir", *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_ir_prints_the_compiled_graph(capsys):
+    path = str(SPECS / "calc.net")
+    assert ir(capsys, path) == netlang.compile(path).ir()
+
+
+def test_ir_after_lowering_is_the_golden_text(capsys):
+    text = ir(capsys, str(SPECS / "mnist.net"), "--after", "lowered")
+    assert text == (GOLDEN / "mnist.ir").read_text()
+    assert "%4: f32[N,24,24,32] = conv2d(%image, %conv1/W) {dilation=(1,1), padding=VALID, " \
+           "stride=(1,1)}  # mnist.net:9:8" in text
+
+
+def test_ir_without_spans(capsys):
+    text = ir(capsys, str(SPECS / "calc.net"), "--after", "lowered", "--no-spans")
+    assert "#" not in text
+    assert "  %1: f32[] = mul(%x, %x)\n" in text
+
+
+def test_ir_of_the_training_graph_has_gradients(capsys):
+    path = str(SPECS / "spiral.net")
+    assert ir(capsys, path, "--train") == netlang.compile(path).ir(training=True)
+
+
+def test_ir_names_an_unknown_pass(capsys):
+    assert main(["ir", str(SPECS / "calc.net"), "--after", "lowerd"]) == 1
+    assert "no pass named 'lowerd'" in capsys.readouterr().err

@@ -1,0 +1,144 @@
+"""The grammar and the syntax tree: what each construct parses to, and where it points."""
+from __future__ import annotations
+
+import pytest
+
+from netlang.errors import SyntaxErr
+from netlang.frontend import ast
+from netlang.frontend.parser import parse
+
+
+def body(text: str) -> tuple:
+    """The statements of a one-network spec."""
+    (network,) = parse(f"network n {{\n{text}\n}}\n", "t.net").items
+    return network.body
+
+
+def expr(text: str):
+    (stmt,) = body(f"v = {text}")
+    return stmt.value
+
+
+def shape(e) -> object:
+    """A compact view of an expression tree, for comparisons."""
+    if isinstance(e, ast.Name):
+        return e.id
+    if isinstance(e, (ast.Number, ast.String, ast.Bool)):
+        return e.value
+    if isinstance(e, ast.Sequence):
+        return tuple(shape(i) for i in e.items)
+    if isinstance(e, ast.Neg):
+        return ("neg", shape(e.operand))
+    if isinstance(e, ast.BinOp):
+        return (e.op, shape(e.left), shape(e.right))
+    return (e.func, *[(a.name, shape(a.value)) if a.name else shape(a.value) for a in e.args])
+
+
+@pytest.mark.parametrize("text, tree", [
+    ("a + b * c", ("+", "a", ("*", "b", "c"))),
+    ("a - b - c", ("-", ("-", "a", "b"), "c")),
+    ("a * b / c @ d", ("@", ("/", ("*", "a", "b"), "c"), "d")),
+    ("-a ** 2", ("neg", ("**", "a", 2))),
+    ("a ** -2", ("**", "a", -2)),
+    ("(a + b) * c", ("*", ("+", "a", "b"), "c")),
+    ("-1", -1),
+    ("1e-4", 1e-4),
+    ("2.5", 2.5),
+    ("7", 7),
+    ('"bicubic"', "bicubic"),
+    ("true", True),
+    ("(1,)", (1,)),
+    ("()", ()),
+    ("[1, 2, 3,]", (1, 2, 3)),
+    ("(-1, 7 * 7 * 8)", (-1, ("*", ("*", 7, 7), 8))),
+])
+def test_expressions_and_precedence(text, tree):
+    assert shape(expr(text)) == tree
+
+
+def test_calls_take_positional_then_keyword_arguments():
+    assert shape(expr("conv2d(x, 32, kernel=5, padding=valid)")) == (
+        "conv2d", "x", 32, ("kernel", 5), ("padding", "valid"))
+
+
+def test_a_pipeline_passes_its_left_side_as_the_first_argument():
+    tree = expr("x |> conv2d(32, kernel=5) |> relu |> maxpool(2)")
+    assert shape(tree) == ("maxpool", ("relu", ("conv2d", "x", 32, ("kernel", 5))), 2)
+    assert tree.piped
+
+
+def test_a_pipeline_is_looser_than_arithmetic():
+    assert shape(expr("a + b |> relu")) == ("relu", ("+", "a", "b"))
+
+
+def test_pipelines_continue_on_lines_that_start_with_the_pipe():
+    stmts = body("h = image\n    # a comment between stages\n    |> relu\n    |> flatten\nk = h")
+    assert [type(s) for s in stmts] == [ast.Assign, ast.Assign]
+    assert shape(stmts[0].value) == ("flatten", ("relu", "image"))
+
+
+def test_newlines_inside_brackets_and_after_operators_do_not_end_a_statement():
+    stmts = body("h = dense(x,\n  10,\n  activation=relu)\nk = h +\n  1")
+    assert shape(stmts[0].value) == ("dense", "x", 10, ("activation", "relu"))
+    assert shape(stmts[1].value) == ("+", "h", 1)
+
+
+def test_semicolons_separate_statements():
+    assert [s.name for s in body("a = 1; b = 2;c = 3")] == ["a", "b", "c"]
+
+
+def test_declarations():
+    stmts = body("input image: f32[N, 28, 28, 1]\ninput x: f32[]\ninput n: i64\n"
+                 "param W: f32[3, 3] = glorot_uniform()\noutput p = relu(x)\noutput q\n"
+                 "loss = mean(x)\nloss named = mean(x)\nmetric acc = x")
+    image, x, n, param, p, q, loss, named, acc = stmts
+    assert (image.type.dtype, [d for d, _ in image.type.dims]) == ("f32", ["N", 28, 28, 1])
+    assert x.type.dims == () and n.type.dims == ()
+    assert (param.name, shape(param.init)) == ("W", ("glorot_uniform",))
+    assert (p.role, p.name, q.value) == ("output", "p", None)
+    assert (loss.role, loss.name, named.name, acc.role) == ("loss", None, "named", "metric")
+
+
+def test_blocks_and_train_sections():
+    spec = parse("block res(x, c) {\n  a = x\n  return a + x\n}\n"
+                 "network n {\n}\n"
+                 "train n {\n  optimizer adam(lr=1e-4)\n  batch 64\n}\n", "t.net")
+    block, _, train = spec.items
+    assert (block.name, [p for p, _ in block.params], block.end_line) == ("res", ["x", "c"], 4)
+    assert isinstance(block.body[-1], ast.Return)
+    assert [(e.key, shape(e.value)) for e in train.entries] == [
+        ("optimizer", ("adam", ("lr", 1e-4))), ("batch", 64)]
+
+
+def test_spans_point_at_the_text():
+    (stmt,) = body("  h = image |> conv2d(32, kernel=5)")
+    call = stmt.value
+    assert (call.span.line, call.span.col, call.span.end_col) == (2, 16, 36)
+    assert (stmt.name_span.line, stmt.name_span.col) == (2, 3)
+    piped = call.args[0].value
+    assert (piped.span.col, piped.span.end_col) == (7, 12)
+
+
+def test_comments_and_blank_lines_are_ignored():
+    spec = parse("# header\n\nnetwork n {  # trailing\n\n  # inside\n  a = 1\n\n}\n# end\n",
+                 "t.net")
+    assert [s.name for s in spec.items[0].body] == ["a"]
+
+
+def test_reserved_words_cannot_be_names():
+    with pytest.raises(SyntaxErr) as info:
+        body("input = 3")
+    assert "unexpected '='" in info.value.message
+
+
+def test_deep_nesting_is_a_spec_error_not_a_crash():
+    from netlang.errors import SpecError
+    from netlang.frontend import load_spec
+
+    deep = "relu(" * 3000 + "x" + ")" * 3000
+    with pytest.raises(SpecError, match="nests expressions too deeply"):
+        load_spec(f"network n {{\n input x: f32[]\n output y = {deep}\n}}", "t.net")
+
+
+def test_redundant_parentheses_are_free():
+    assert shape(expr("(" * 500 + "x" + ")" * 500)) == "x"
