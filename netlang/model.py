@@ -1,8 +1,19 @@
 """The Python API: ``netlang.compile`` gives a ``Model``; a ``Session`` runs it.
 
 This is the one module that chains the stages: parse and lower (``frontend``), the prepare
-passes (``passes``), then per program the mode binding, optimization and planning, which the
-``runtime`` executes against a ``State`` (the seed's Graph/Session model, in netlang's words).
+passes (``passes``), then per program the feed cut, the mode binding, optimization and
+planning, which the ``runtime`` executes against a ``State`` (the seed's Graph/Session model,
+in netlang's words)::
+
+    model = netlang.compile("specs/mnist.net")
+    s = model.session(device="cpu", seed=0)
+    probs = s.run("probs", {"image": x})                       # eval mode, no updates
+    y, _ = s.run(["y", "update_ops"], {"x": x}, training=True)  # and batchnorm's updates
+    s.run("c", {"b": 3.0})             # any value may be fed; it cuts away its producers
+    s.save("run.ckpt"); s.restore("run.ckpt")
+
+A run computes only what its fetches need; its program is compiled once per
+(fetches, fed names, mode, updates) and cached.
 """
 from __future__ import annotations
 
@@ -11,17 +22,24 @@ from typing import Any
 
 import numpy as np
 
-from netlang.errors import FeedError, NetlangError, UsageError, did_you_mean
+from netlang.errors import FeedError, UsageError, did_you_mean
 from netlang.ir.graph import Graph
 from netlang.ir.printer import format_graph
 from netlang.ir.types import DType, TensorType, bind_dims
+from netlang.ops.builder import Builder
+from netlang.passes.autodiff import check_all_reached, gradients
 from netlang.passes.feeds import cut_feeds
+from netlang.passes.memory import plan_memory
 from netlang.passes.mode import bind_mode
-from netlang.passes.pipeline import OPTIMIZE, PREPARE, run_passes
+from netlang.passes.pipeline import OPTIMIZE, PREPARE, each_pass, run_passes
+from netlang.runtime import checkpoint
 from netlang.runtime.backend import get_backend
 from netlang.runtime.executor import Executor
 from netlang.runtime.program import Program, plan
 from netlang.runtime.state import State
+
+UPDATE_OPS = "update_ops"   # fetch this name to run the state updates (the seed's update_ops)
+GRAD_PREFIX = "grad/"       # the training graph names d(loss)/d(param) "grad/<param>"
 
 
 def read_source(source: str | Path) -> tuple[str, str]:
@@ -36,7 +54,7 @@ def read_source(source: str | Path) -> tuple[str, str]:
     return source, "<string>"
 
 
-def compile(source: str | Path, path: str | None = None) -> "Model":
+def compile(source: str | Path, path: str | None = None) -> Model:
     """Parse, lower and prepare a spec (a file path or the spec text itself)."""
     from netlang.frontend import load_spec
 
@@ -54,7 +72,8 @@ class Model:
         self.graph = graph
         self.lowered = lowered or graph
         self.reports = list(reports)
-        self._programs: dict[tuple, tuple[Program, list]] = {}
+        self._programs: dict[tuple, tuple[Program, dict]] = {}
+        self._training_graph: Graph | None = None
 
     @property
     def warnings(self) -> list:
@@ -64,9 +83,6 @@ class Model:
     def train_config(self):
         return self.graph.meta.get("train")
 
-    def ir(self, with_span: bool = True) -> str:
-        return format_graph(self.graph, with_span)
-
     def types(self) -> dict[str, TensorType]:
         """The type of every named value (inputs, parameters, assignments, outputs)."""
         out = {}
@@ -74,41 +90,144 @@ class Model:
             out[name] = self.graph.nodes[self.graph.resolve(name)].type
         return out
 
-    def session(self, device: str = "cpu", seed: int = 0) -> "Session":
+    def session(self, device: str = "cpu", seed: int = 0) -> Session:
         return Session(self, device, seed)
 
-    def optimized(self, training: bool, graph: Graph | None = None,
-                  fed: frozenset[int] = frozenset()):
-        """The graph cut at the fed values, with the mode bound and every optimization
-        pass run, plus the reports."""
+    # -- the graphs a user can look at ---------------------------------------------------
+    def training_graph(self) -> Graph:
+        """The network plus ``grad/<param>`` outputs: d(loss)/d(param) for every parameter.
+
+        The training helper extends this with the optimizer's updates.  A parameter the
+        loss cannot reach is a ``GradientError`` naming the op that blocks it.
+        """
+        if self._training_graph is None:
+            graph = self.graph.copy()
+            graph.meta.pop("id_map", None)
+            if graph.loss is None or graph.loss not in graph.outputs:
+                raise UsageError(f"network '{graph.name}' has no loss to differentiate",
+                                 hint="add a line such as: loss xent = mean(...)")
+            loss = graph.outputs[graph.loss]
+            names = list(graph.params)
+            grads = gradients(Builder(graph), loss, [graph.params[n] for n in names])
+            check_all_reached(graph, loss, graph.params, dict(zip(names, grads)))
+            for name, grad in zip(names, grads):
+                graph.outputs[GRAD_PREFIX + name] = grad
+            self._training_graph = graph
+        return self._training_graph
+
+    def trace(self, training: bool = False, graph: Graph | None = None,
+              fed: frozenset[int] = frozenset(), fetches: tuple[int, ...] | None = None,
+              updates: bool = True) -> list[tuple[str, Graph, str]]:
+        """Every optimization step for one program, as ``(pass name, graph after, report)``.
+
+        ``fetches`` (ids of ``graph``) become the roots DCE prunes to (default: all
+        outputs); without ``updates`` the state updates are left out of the program.
+        """
         start = (graph or self.graph).copy()
         start.meta.pop("id_map", None)
-        graph, cut_report = cut_feeds(start, fed)
-        graph, report = bind_mode(graph, training)
-        graph, reports = run_passes(graph, OPTIMIZE)
-        return graph, [("cut_feeds", cut_report), ("bind_mode", report), *reports]
+        if fetches is not None:
+            start.meta["fetches"] = list(fetches)
+        if not updates:
+            start.updates = {}
+        steps = []
+        if fed:
+            start, report = cut_feeds(start, fed)
+            steps.append(("cut_feeds", start, report))
+        current, report = bind_mode(start, training)
+        steps.append(("bind_mode", current, report))
+        steps.extend(each_pass(current, OPTIMIZE))
+        return steps
 
+    def ir(self, after: str | None = None, training: bool = False,
+           with_span: bool = True) -> str:
+        """The IR text: as compiled (``after=None``), or after any named pass (``lowered``,
+        ``autodiff``, ``gradients`` with ``training``, ``bind_mode``, ``fold``, ...) of the
+        program a run would execute (eval runs leave the state updates out)."""
+        return format_graph(self._graph_after(after, training), with_span)
+
+    def _graph_after(self, after: str | None, training: bool) -> Graph:
+        if after in ("lowered", "lower"):
+            return self.lowered
+        base = self.training_graph() if training else self.graph
+        if after is None or after == "gradients" and training:
+            return base
+        if after in (name for name, _ in self.reports):
+            return self.graph  # PREPARE runs once; its last graph is the compiled one
+        for name, graph, _ in self.trace(training, base, updates=training):
+            if name == after:
+                return graph
+        names = ["lowered", *(n for n, _ in self.reports), *(["gradients"] if training else []),
+                 "bind_mode", *(n for n, _ in OPTIMIZE)]
+        raise UsageError(f"no pass named '{after}'",
+                         hint=did_you_mean(str(after), names) or "passes: " + ", ".join(names))
+
+    def explain(self, training: bool = False, batch: int | None = None,
+                step: tuple[str, Graph, str] | None = None,
+                fetches: list[str] | None = None) -> str:
+        """What each pass changed, in order, and the memory plan's peak at ``batch``.
+
+        ``training`` explains the training graph (forward plus gradients); ``step`` adds one
+        more stage that replaces it, e.g. ``("optimizer", train_step_graph, report)``, and
+        ``fetches`` prunes to what a run fetches (default: every output).  Eval programs
+        leave the state updates out, as eval runs do; training programs keep them.
+        """
+        batch = batch if batch is not None else _config_batch(self.train_config)
+        steps = [("lowered", self.lowered, ""),
+                 *((name, self.graph, report) for name, report in self.reports)]
+        if training:
+            added = f"d({self.graph.loss})/d(param) for {len(self.graph.params)} parameters"
+            steps.append(("gradients", self.training_graph(), added))
+        if step is not None:
+            steps.append(step)
+        base = steps[-1][1]
+        ids = None if fetches is None else tuple(base.resolve(n) for n in fetches)
+        steps += self.trace(training, base, fetches=ids, updates=training)
+        _, memory = plan_memory(steps[-1][1], batch)
+        what = "training" if training else "eval"
+        return explain_text(f"explain {self.graph.name} ({what}, batch {batch})", steps, memory)
+
+    # -- programs --------------------------------------------------------------------------
     def program(self, fetches: tuple[int, ...], fed: frozenset[int], training: bool,
-                updates: bool, graph: Graph | None = None) -> Program:
-        """The cached program for these fetches and fed values (ids in ``self.graph``)."""
+                updates: bool, graph: Graph | None = None) -> tuple[Program, dict]:
+        """The cached program for these fetches and fed values (ids in ``graph``), and the
+        map from those ids to the program graph's."""
         base = graph or self.graph
         key = (id(base), fetches, fed, training, updates)
-        if key not in self._programs:
-            opt, reports = self.optimized(training, base, fed)
-            mapping = _id_map(opt, base)
-            fetch_ids = [mapping[f] for f in fetches]
+        cached = self._programs.get(key)
+        if cached is None:
+            opt = self.trace(training, base, fed, fetches, updates)[-1][1]
+            mapping = opt.meta.get("id_map") or {nid: nid for nid in base.nodes}
+            fetch_ids = [mapping.get(f) for f in fetches]
             if None in fetch_ids:
                 raise UsageError("a fetched value was optimized away")
             fed_ids = {mapping[f] for f in fed if mapping.get(f) is not None}
-            ups = {k: v for k, v in opt.updates.items()} if updates else {}
-            self._programs[key] = (plan(opt, fetch_ids, fed_ids, ups), mapping)
-        return self._programs[key]
+            cached = (plan(opt, fetch_ids, fed_ids, opt.updates), mapping)
+            self._programs[key] = cached
+        return cached
 
 
-def _id_map(graph: Graph, base: Graph) -> dict[int, int | None]:
-    """Where each value of ``base`` lives in ``graph`` (identity if nothing was rebuilt)."""
-    mapping = graph.meta.get("id_map")
-    return dict(mapping) if mapping is not None else {nid: nid for nid in base.nodes}
+def explain_text(title: str, steps: list[tuple[str, Graph, str]], memory: str) -> str:
+    """The table ``netlang explain`` prints: pass, node count, change, report lines."""
+    lines = [title, f"  {'pass':<12}{'nodes':>6}{'change':>8}  what changed"]
+    previous = None
+    for name, graph, report in steps:
+        change = "" if previous in (None, len(graph)) else f"{len(graph) - previous:+d}"
+        previous = len(graph)
+        head, *items = str(report).split("\n") if report else [""]
+        lines.append(f"  {name:<12}{len(graph):>6}{change:>8}  {head}".rstrip())
+        lines += [f"      {item.strip()}" for item in items]
+    head, *items = str(memory).split("\n")
+    lines.append(f"memory plan: {head}")
+    lines += [f"      {item.strip()}" for item in items]
+    return "\n".join(lines) + "\n"
+
+
+def _config_batch(config) -> int:
+    """The train section's batch size, or 1 when the spec has none."""
+    if config is None:
+        return 1
+    batch = config.get("batch") if isinstance(config, dict) else getattr(config, "batch", None)
+    return int(batch) if batch else 1
 
 
 class Session:
@@ -121,44 +240,111 @@ class Session:
         self.state = State.initialize(model.graph, self.backend, seed)
         self.rng = np.random.default_rng(seed)
         self.executor = Executor(self.backend, self.rng)
-
-    def _value_id(self, name) -> int:
-        try:
-            return self.model.graph.resolve(name)
-        except KeyError:
-            raise UsageError(f"no value named '{name}'",
-                             hint=did_you_mean(str(name), self.model.graph.known_names()))
+        self._ids: dict[tuple[int, Any], int] = {}
 
     def run(self, fetches, feeds: dict | None = None, training: bool = False,
             updates: bool = False) -> Any:
-        """Compute ``fetches`` (a name or a list of names) given ``feeds`` (name -> value)."""
-        single = isinstance(fetches, (str, int))
+        """Compute ``fetches`` (a name, or a list of names) given ``feeds`` (name -> value).
+
+        Only what the fetches need runs.  Any value may be fed, not only inputs; a fed
+        value replaces whatever computed it.  ``training`` picks the train program (batch
+        statistics, dropout on).  State updates (batchnorm's moving averages, an optimizer's
+        steps) run only when asked: ``updates=True``, or the name ``"update_ops"`` among the
+        fetches, whose result is None (as in the seed's ``sess.run([y, update_ops])``).
+        Gradient names of the training graph (``grad/fc1/W``) may be fetched too.
+        """
+        single = isinstance(fetches, (str, int, np.integer))
         names = [fetches] if single else list(fetches)
-        ids = tuple(self._value_id(n) for n in names)
+        wanted = [n for n in names if not _is_update_ops(n)]
+        updates = updates or len(wanted) < len(names)
         feeds = feeds or {}
-        fed_ids = {self._value_id(k): v for k, v in feeds.items()}
-        program, mapping = self.model.program(ids, frozenset(fed_ids), training, updates)
-        values = {mapping[k]: self._feed_value(k, v) for k, v in fed_ids.items()
+        base = self._graph_for([*wanted, *feeds])
+        ids = tuple(self._value_id(base, n) for n in wanted)
+        fed = {self._value_id(base, k): v for k, v in feeds.items()}
+        program, mapping = self.model.program(ids, frozenset(fed), training, updates, base)
+        values = {mapping[k]: self._feed_value(base, k, v) for k, v in fed.items()
                   if mapping.get(k) is not None}
-        try:
-            out = self.executor.run(program, values, self.state)
-        except NetlangError:
-            raise
-        out = [self.backend.to_numpy(v) for v in out]
+        results = iter(self.executor.run(program, values, self.state))
+        out = [None if _is_update_ops(n) else self.backend.to_numpy(next(results))
+               for n in names]
         return out[0] if single else out
 
-    def _feed_value(self, nid: int, value):
-        node = self.model.graph.nodes[nid]
+    # -- checkpoints -----------------------------------------------------------------------
+    def save(self, path: str | Path, metadata: dict | None = None) -> Path:
+        """Write every state array, the network's hash and ``metadata`` to ``path``,
+        atomically (a kill leaves the previous file whole)."""
+        meta = {"seed": self.seed, "metadata": dict(metadata or {})}
+        return checkpoint.save(path, self.state.to_numpy(), self.model.graph, meta)
+
+    def restore(self, path: str | Path) -> dict:
+        """Load a checkpoint written by ``save``; returns its metadata.  A checkpoint of
+        another network is refused, naming the variables that are missing, extra or of
+        another shape; nothing is loaded then."""
+        arrays, meta = checkpoint.read(path)
+        checkpoint.check_compatible(path, self.model.graph, meta)
+        for name, kind in checkpoint.variables(self.model.graph).items():
+            if _type_text(arrays.get(name)) != kind:
+                raise checkpoint.CheckpointError(
+                    f"{path}: the array of '{name}' does not match its header ({kind})",
+                    hint="the file is corrupt; use an earlier copy")
+        self.state.load(arrays)
+        return dict(meta.get("metadata", {}))
+
+    # -- names and feeds -------------------------------------------------------------------
+    def _graph_for(self, names: list) -> Graph:
+        """The model's graph, or its training graph when a ``grad/`` name only exists there."""
+        graph = self.model.graph
+        for name in names:
+            if (isinstance(name, str) and name.startswith(GRAD_PREFIX)
+                    and (id(graph), name) not in self._ids and not _knows(graph, name)):
+                return self.model.training_graph()
+        return graph
+
+    def _value_id(self, graph: Graph, name) -> int:
+        key = (id(graph), name)
+        nid = self._ids.get(key)
+        if nid is None:
+            try:
+                nid = graph.resolve(name)
+            except KeyError:
+                raise UsageError(f"no value named '{name}'",
+                                 hint=did_you_mean(str(name), graph.known_names())) from None
+            self._ids[key] = nid
+        return nid
+
+    def _feed_value(self, graph: Graph, nid: int, value):
+        node = graph.nodes[nid]
         declared = node.type
+        label = node.name or graph.name_of(nid) or f"%{nid}"
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf":
-            raise FeedError(f"feed '{node.name or nid}' is not numeric ({arr.dtype})")
+            raise FeedError(f"feed '{label}' is not numeric ({arr.dtype})")
         if declared.dtype.is_float or declared.dtype is DType.bool or arr.dtype.kind in "biu":
             arr = arr.astype(declared.dtype.numpy, copy=False)
         elif arr.dtype.kind == "f":
-            raise FeedError(f"feed '{node.name or nid}' has float values but the spec declares "
+            raise FeedError(f"feed '{label}' has float values but the spec declares "
                             f"{declared}", hint="feed integers (class labels) here")
         if not bind_dims(declared.shape, arr.shape, {}):
-            raise FeedError(f"feed '{node.name or nid}' has shape {list(arr.shape)} but the "
-                            f"spec declares {declared}")
+            raise FeedError(f"feed '{label}' has shape {list(arr.shape)} but the spec "
+                            f"declares {declared}")
         return self.backend.asarray(arr)
+
+
+def _type_text(array) -> str | None:
+    """``f32[3,1]`` for an array (as the IR prints types), None for a missing or odd one."""
+    try:
+        return str(TensorType(DType.of(array.dtype), tuple(array.shape)))
+    except (AttributeError, ValueError):
+        return None
+
+
+def _is_update_ops(name) -> bool:
+    return isinstance(name, str) and name == UPDATE_OPS
+
+
+def _knows(graph: Graph, name) -> bool:
+    try:
+        graph.resolve(name)
+    except KeyError:
+        return False
+    return True

@@ -1,67 +1,126 @@
-"""The interpreter: run a ``Program``'s steps over an env dict, freeing dead buffers.
+"""The interpreter: run a ``Program``'s calls over an env dict, freeing dead buffers.
 
-Source nodes take their values from the feeds (inputs), the ``State`` (parameters and
-state) or their attributes (constants); every other node calls its op's kernel over the
-backend's array module.  A failing kernel is reported with the node and its spec location.
+Sources are loaded first: fed values from the feeds, parameters and state from the
+``State``, constants from the graph (moved to the backend once per program).  Then each
+call runs its kernel over the backend's array module and drops the values whose last use it
+was, so memory follows the liveness plan.  The loop does nothing per step that could be done
+at plan time; a failing kernel is reported with its node and spec location afterwards.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from netlang.errors import ExecutionError, NetlangError
-from netlang.ops.registry import get_op
+from netlang.errors import ExecutionError, FeedError, NetlangError
 from netlang.runtime.backend import Backend
 from netlang.runtime.program import Program
+
+
+@dataclass
+class Bound:
+    """A program made ready for one executor: constants on its backend, rng in random calls."""
+
+    consts: dict[int, Any]
+    calls: list[tuple]          # (out, kernel, args, attrs, dead)
+    index: dict[int, int]       # out id -> position in calls
 
 
 class Executor:
     def __init__(self, backend: Backend, rng=None):
         self.backend = backend
-        self.rng = rng
+        self._rng = rng
         self.kernel_calls = 0           # counted so tests can prove what did not run
-        self._consts: dict[int, Any] = {}
         self.on_step: Callable | None = None   # hook(node, value), e.g. non-finite checks
+        self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def const_value(self, node):
-        cached = self._consts.get(node.id)
-        if cached is None or cached[0] is not node.attrs["value"]:
-            cached = (node.attrs["value"], self.backend.asarray(node.attrs["value"]))
-            self._consts[node.id] = cached
-        return cached[1]
+    @property
+    def rng(self):
+        return self._rng
+
+    @rng.setter
+    def rng(self, rng) -> None:
+        self._rng = rng
+        self._bound.clear()   # random calls carry the generator
+
+    def bind(self, program: Program) -> Bound:
+        bound = self._bound.get(program)
+        if bound is None:
+            consts = {n.id: self.backend.asarray(n.attrs["value"]) for n in program.consts}
+            calls = [(c.out, self.backend.kernel_for(c.opdef), c.args,
+                      {**c.attrs, "rng": self._rng} if c.random else c.attrs, c.dead)
+                     for c in program.calls]
+            bound = Bound(consts, calls, {c.out: i for i, c in enumerate(program.calls)})
+            self._bound[program] = bound
+        return bound
 
     def run(self, program: Program, feeds: dict[int, Any], store) -> list[Any]:
+        """Run ``program``: ``feeds`` maps fed ids to arrays, ``store`` holds the variables
+        (read here, and written with the program's updates at the end)."""
+        bound = self.bind(program)
+        env = self._sources(program, bound, feeds, store)
+        if self.on_step is not None:
+            return self._run_traced(program, bound, env, store)
         xp = self.backend.xp
-        env: dict[int, Any] = {}
-        for index, node in enumerate(program.steps):
-            if node.id in program.fed:
-                value = feeds[node.id]
-            elif node.op in ("param", "state"):
-                value = store[node.name]
-            elif node.op == "const":
-                value = self.const_value(node)
-            else:
-                value = self._call(xp, node, [env[i] for i in node.inputs])
-            env[node.id] = value
-            if self.on_step is not None:
-                self.on_step(node, value)
-            for dead in program.free_after[index]:
-                env.pop(dead, None)
+        out = None
+        try:
+            for out, kernel, args, attrs, dead in bound.calls:
+                env[out] = kernel(xp, *[env[a] for a in args], **attrs)
+                for d in dead:
+                    del env[d]
+        except Exception as err:  # noqa: BLE001 - any kernel failure, reported with its node
+            self.kernel_calls += bound.index[out]
+            raise self._failure(program, bound, out, env, err) from None
+        self.kernel_calls += len(bound.calls)
+        return self._finish(program, env, store)
+
+    def _sources(self, program: Program, bound: Bound, feeds, store) -> dict[int, Any]:
+        if len(feeds) < len(program.fed) or not program.fed <= feeds.keys():
+            missing = sorted(program.graph.nodes[f].name or f"%{f}" for f in program.fed
+                             if f not in feeds)
+            raise FeedError(f"no value fed for {', '.join(missing)}")
+        env = dict(bound.consts)
+        arrays = getattr(store, "arrays", store)   # a State's dict, read without a call each
+        try:
+            for nid, name in program.variables:
+                env[nid] = arrays[name]
+        except KeyError as err:
+            raise ExecutionError(f"the variable {err} has no value in this session's state",
+                                 hint="initialize or restore the session's state") from None
+        for nid in program.fed:
+            env[nid] = feeds[nid]
+        return env
+
+    def _finish(self, program: Program, env, store) -> list[Any]:
+        arrays = getattr(store, "arrays", store)
         for name, value_id in program.updates.items():
-            store[name] = env[value_id]
+            arrays[name] = env[value_id]
         return [env[f] for f in program.fetches]
 
-    def _call(self, xp, node, args):
-        opdef = get_op(node.op)
-        if opdef.kernel is None:
-            raise ExecutionError(f"op '{node.op}' cannot run (no kernel)", node.span)
-        self.kernel_calls += 1
+    def _run_traced(self, program: Program, bound: Bound, env, store) -> list[Any]:
+        """The same run, calling ``on_step(node, value)`` after every step (slower)."""
+        xp = self.backend.xp
+        for node in program.steps:
+            if node.id in env:
+                self.on_step(node, env[node.id])
+        out = None
         try:
-            if opdef.random:
-                return opdef.kernel(xp, *args, rng=self.rng, **node.attrs)
-            return opdef.kernel(xp, *args, **node.attrs)
-        except NetlangError:
-            raise
-        except Exception as err:
-            shapes = ", ".join(str(getattr(a, "shape", "?")) for a in args)
-            raise ExecutionError(f"{node.op} (node %{node.id}) failed on inputs of shapes "
-                                 f"{shapes}: {err}", node.span) from err
+            for out, kernel, args, attrs, dead in bound.calls:
+                env[out] = kernel(xp, *[env[a] for a in args], **attrs)
+                self.kernel_calls += 1
+                self.on_step(program.calls[bound.index[out]].node, env[out])
+                for d in dead:
+                    del env[d]
+        except Exception as err:  # noqa: BLE001 - any kernel failure, reported with its node
+            raise self._failure(program, bound, out, env, err) from None
+        return self._finish(program, env, store)
+
+    def _failure(self, program: Program, bound: Bound, out, env, err) -> NetlangError:
+        """The error for a kernel that raised, naming its node, inputs and spec location."""
+        node = program.calls[bound.index[out]].node
+        if isinstance(err, NetlangError):
+            return err.with_span(node.span)
+        shapes = ", ".join(str(getattr(env.get(a), "shape", "?")) for a in node.inputs)
+        return ExecutionError(f"{node.op} (node %{node.id}) failed on inputs of shapes "
+                              f"{shapes}: {err}", node.span)

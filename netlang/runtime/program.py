@@ -2,17 +2,39 @@
 
 Planning prunes the graph to what the fetches (and requested state updates) need; a fed
 value cuts away whatever produced it.  Liveness gives, for every step, the values whose last
-use it was, so the executor can free them right away.
+use it was, so the executor can free them right away.  Everything the executor would
+otherwise look up per step (the kernel, its attributes, the argument ids, what to free) is
+resolved here, once, into ``calls``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from netlang.errors import FeedError
+from netlang.errors import ExecutionError, FeedError
 from netlang.ir.graph import Graph, Node
+from netlang.ops.registry import get_op
+
+SOURCES = ("input", "param", "state", "const")
+_NO_KERNEL_HINT = {"mode": "bind the train/eval mode first (passes.mode.bind_mode)",
+                   "grad": "expand grad() nodes first (passes.autodiff.expand_grads)"}
 
 
-@dataclass
+@dataclass(frozen=True)
+class Call:
+    """One kernel step: ``env[out] = kernel(xp, *env[args], **attrs)``, then free ``dead``.
+    The backend picks the kernel for ``opdef`` when it binds the program (GPU overrides)."""
+
+    out: int
+    opdef: Any
+    args: tuple[int, ...]
+    attrs: dict
+    dead: tuple[int, ...]
+    random: bool
+    node: Node
+
+
+@dataclass(eq=False)
 class Program:
     graph: Graph
     steps: list[Node]
@@ -20,6 +42,9 @@ class Program:
     fed: frozenset[int]
     updates: dict[str, int] = field(default_factory=dict)
     free_after: list[list[int]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    variables: list[tuple[int, str]] = field(default_factory=list)   # (id, state name)
+    consts: list[Node] = field(default_factory=list)
 
     @property
     def node_count(self) -> int:
@@ -43,16 +68,43 @@ def liveness(steps: list[Node], keep: set[int]) -> list[list[int]]:
 def plan(graph: Graph, fetches: list[int], fed: set[int] = frozenset(),
          updates: dict[str, int] | None = None) -> Program:
     updates = dict(updates or {})
+    fed = frozenset(fed)
     roots = list(fetches) + list(updates.values())
     needed = graph.ancestors(roots, stop=fed)
     steps = [n for n in graph.nodes.values() if n.id in needed]
     for node in steps:
         if node.op == "input" and node.id not in fed:
-            wanted = ", ".join(f"'{graph.name_of(f) or f'%{f}'}'" for f in fetches) or "updates"
-            raise FeedError(f"fetching {wanted} needs the input '{node.name}', "
-                            f"which was not fed",
-                            hint=f"feed '{node.name}' ({node.type}), or feed a value "
-                                 f"computed from it")
-    keep = set(roots)
-    return Program(graph, steps, list(fetches), frozenset(fed), updates,
-                   liveness(steps, keep))
+            raise _missing_feed(graph, node, fetches)
+    free = liveness(steps, set(roots))
+    program = Program(graph, steps, list(fetches), fed, updates, free)
+    _compile_steps(program)
+    return program
+
+
+def _compile_steps(program: Program) -> None:
+    """Resolve kernels and attributes once; only computed values are freed (sources are
+    held by the feeds, the state or the graph anyway)."""
+    computed = {n.id for n in program.steps
+                if n.id not in program.fed and n.op not in SOURCES}
+    for node, dead in zip(program.steps, program.free_after):
+        if node.id in program.fed:
+            continue
+        if node.op in ("param", "state"):
+            program.variables.append((node.id, node.name))
+        elif node.op == "const":
+            program.consts.append(node)
+        else:
+            opdef = get_op(node.op)
+            if opdef.kernel is None:
+                raise ExecutionError(f"op '{node.op}' cannot run (it has no kernel)", node.span,
+                                     hint=_NO_KERNEL_HINT.get(node.op))
+            program.calls.append(Call(node.id, opdef, node.inputs, dict(node.attrs),
+                                      tuple(d for d in dead if d in computed),
+                                      opdef.random, node))
+
+
+def _missing_feed(graph: Graph, node: Node, fetches: list[int]) -> FeedError:
+    wanted = ", ".join(f"'{graph.name_of(f) or f'%{f}'}'" for f in fetches) or "the updates"
+    return FeedError(f"fetching {wanted} needs the input '{node.name}', which was not fed",
+                     node.span, hint=f"feed '{node.name}' ({node.type}), or feed a value computed "
+                          f"from it")

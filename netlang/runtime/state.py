@@ -40,7 +40,7 @@ class State:
             self.arrays[name] = self.backend.asarray(value)
 
     @classmethod
-    def initialize(cls, graph: Graph, backend: Backend, seed: int = 0) -> "State":
+    def initialize(cls, graph: Graph, backend: Backend, seed: int = 0) -> State:
         """Create every parameter and state variable of ``graph`` from its initializer."""
         state = cls(backend)
         for table in (graph.params, graph.state):

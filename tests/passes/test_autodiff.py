@@ -80,7 +80,7 @@ def test_stop_gradient_and_integer_casts_block_and_are_named():
     b = Builder()
     w = b.param("w", TensorType(DType.f32, (3,)), init=("zeros",))
     v = b.param("v", TensorType(DType.f32, (3,)), init=("zeros",))
-    unused = b.param("unused", TensorType(DType.f32, (3,)), init=("zeros",))
+    b.param("unused", TensorType(DType.f32, (3,)), init=("zeros",))
     blocked = b.stop_gradient(w)
     as_int = b.cast(b.cast(v, dtype="i32"), dtype="f32")
     loss = b.add(blocked, as_int)

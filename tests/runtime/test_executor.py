@@ -1,0 +1,140 @@
+"""The executor: runs only the planned calls, frees each value after its last use, reports
+failures with the node, and keeps per-step work out of the loop."""
+from __future__ import annotations
+
+import dataclasses
+import weakref
+
+import numpy as np
+import pytest
+
+from netlang.errors import ExecutionError, FeedError, SourceFile, Span
+from netlang.ir.graph import Graph
+from netlang.ir.types import DType, TensorType, sym
+from netlang.ops.builder import Builder
+from netlang.ops.registry import OPS
+from netlang.passes.memory import plan_memory_usage
+from netlang.runtime.backend import CPU
+from netlang.runtime.executor import Executor
+from netlang.runtime.program import plan
+from netlang.runtime.state import State
+
+
+def t(*shape):
+    return TensorType(DType.f32, shape)
+
+
+def chain():
+    b = Builder(Graph(name="chain"))
+    x = b.input("x", t(sym("N"), 100))
+    e = b.exp(x)
+    s = b.sin(e)
+    c = b.cos(s)
+    y = b.tanh(c)
+    b.graph.outputs["y"] = y
+    return b.graph, x, y
+
+
+def test_dead_values_are_really_freed(monkeypatch):
+    """Each kernel records a weak reference to its result; when tanh runs, exp's and sin's
+    results must already be gone (only cos's, its argument, is alive)."""
+    made: dict[str, weakref.ref] = {}
+    alive_at_tanh: list[str] = []
+
+    def tracking(op):
+        kernel = OPS[op].kernel
+
+        def run(xp, *args, **attrs):
+            if op == "tanh":
+                alive_at_tanh.extend(k for k, ref in made.items() if ref() is not None)
+            out = kernel(xp, *args, **attrs)
+            made[op] = weakref.ref(out)
+            return out
+        return run
+
+    for op in ("exp", "sin", "cos", "tanh"):
+        monkeypatch.setitem(OPS, op, dataclasses.replace(OPS[op], kernel=tracking(op)))
+    graph, x, y = chain()
+    (out,) = Executor(CPU).run(plan(graph, [y], {x}), {x: np.ones((2, 100), np.float32)},
+                               State(CPU))
+    assert alive_at_tanh == ["cos"]
+    assert made["tanh"]() is out
+
+
+def test_measured_peak_equals_the_memory_plan():
+    """Sum the bytes of live activations after each step (weak references, so the
+    measurement holds nothing alive) and compare with passes.memory's planned peak."""
+    b = Builder(Graph(name="fan"))
+    x = b.input("x", t(sym("N"), 50))
+    a = b.exp(x)
+    d = b.add(b.sin(a), b.cos(a))
+    b.graph.outputs["d"] = b.mul(d, d)
+    refs: list[tuple[int, weakref.ref]] = []
+    peak = 0
+
+    def on_step(node, value):
+        nonlocal peak
+        if node.op not in ("input", "param", "state", "const"):
+            refs.append((value.nbytes, weakref.ref(value)))
+        peak = max(peak, sum(size for size, ref in refs if ref() is not None))
+
+    executor = Executor(CPU)
+    executor.on_step = on_step
+    program = plan(b.graph, [b.graph.outputs["d"]], {x})
+    executor.run(program, {x: np.ones((8, 50), np.float32)}, State(CPU))
+    assert peak == plan_memory_usage(b.graph, batch=8).peak_bytes == 3 * 8 * 50 * 4
+    assert executor.kernel_calls == 5
+
+
+def test_only_planned_kernels_run_and_are_counted():
+    graph, _x, y = chain()
+    executor = Executor(CPU)
+    exp_id = graph.nodes[graph.nodes[y].inputs[0]].inputs[0]   # cos's input is sin's output
+    program = plan(graph, [y], {exp_id})                         # feed sin's output: cuts
+    assert [c.opdef.name for c in program.calls] == ["cos", "tanh"]
+    executor.run(program, {exp_id: np.zeros((1, 100), np.float32)}, State(CPU))
+    assert executor.kernel_calls == 2
+
+
+def test_a_failing_kernel_names_its_node_and_spec_location(monkeypatch):
+    def broken(xp, x):
+        raise FloatingPointError("overflow")
+
+    monkeypatch.setitem(OPS, "sin", dataclasses.replace(OPS["sin"], kernel=broken))
+    b = Builder(Graph(name="bad"))
+    x = b.input("x", t(3))
+    with b.at(Span(SourceFile("net.net", "y = sin(exp(x))\n"), 1, 5)):
+        y = b.sin(b.exp(x))
+    executor = Executor(CPU)
+    with pytest.raises(ExecutionError) as info:
+        executor.run(plan(b.graph, [y], {x}), {x: np.ones(3, np.float32)}, State(CPU))
+    assert str(info.value).splitlines()[0] == (
+        "net.net:1:5: execution error: sin (node %2) failed on inputs of shapes (3,): overflow")
+    assert executor.kernel_calls == 1   # exp ran, sin did not finish
+
+
+def test_missing_feeds_and_variables_are_clear_errors():
+    b = Builder(Graph(name="w"))
+    x = b.input("x", t(3))
+    w = b.param("w", t(3), init=("ones",))
+    y = b.mul(x, w)
+    program = plan(b.graph, [y], {x})
+    with pytest.raises(FeedError, match="no value fed for x"):
+        Executor(CPU).run(program, {}, State(CPU))
+    with pytest.raises(ExecutionError, match="the variable 'w' has no value"):
+        Executor(CPU).run(program, {x: np.ones(3, np.float32)}, State(CPU))
+
+
+def test_updates_are_written_after_the_run_from_the_old_values():
+    b = Builder(Graph(name="counter"))
+    s = b.state("s", t(2), init=("ones",))
+    b.update(s, b.add(s, s))
+    b.graph.outputs["old"] = s
+    state = State.initialize(b.graph, CPU)
+    program = plan(b.graph, [s], set(), b.graph.updates)
+    executor = Executor(CPU)
+    (old,) = executor.run(program, {}, state)
+    np.testing.assert_array_equal(old, [1, 1])
+    np.testing.assert_array_equal(state["s"], [2, 2])
+    executor.run(program, {}, state)
+    np.testing.assert_array_equal(state["s"], [4, 4])

@@ -1,0 +1,254 @@
+"""The session API: partial runs, feeds anywhere, update_ops, checkpoints, ir and explain."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import netlang
+from netlang.errors import CheckpointError, FeedError, UsageError
+from netlang.model import UPDATE_OPS
+from netlang.runtime.backend import gpu_available
+
+GPU_OK, GPU_WHY = gpu_available()
+DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(
+    not GPU_OK, reason=f"no GPU on this machine: {GPU_WHY}"))]
+
+SEED = """network seed {
+  a = 5.0
+  b = 6.0
+  output c = a * b
+}"""
+
+# Reductions and softmaxes, which elementwise fusion leaves alone: one node, one kernel call.
+FLOW = """network flow {
+  input x: f32[4]
+  d = softmax(x)
+  e = log_softmax(d)
+  f = max(x)
+  output out = sum(e) + f
+}"""
+
+BN = """network bn {
+  input x: f32[3, 1]
+  output y = batchnorm(x, axis=1, momentum=0.9)
+}"""
+
+BN_DROPOUT = """network bd {
+  input x: f32[N, 4]
+  input t: f32[N, 4]
+  output y = x |> batchnorm |> dropout(0.5)
+  loss l = mse(y, t)
+}"""
+
+LINEAR = """network lin {
+  input x: f32[N, 3]
+  input t: f32[N, 1]
+  y = dense(x, 1)
+  loss l = mse(y, t)
+}"""
+
+X4 = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+
+
+def calls(session, fetches, feeds=None, **options):
+    """(result, number of kernels the run called)."""
+    before = session.executor.kernel_calls
+    out = session.run(fetches, feeds, **options)
+    return out, session.executor.kernel_calls - before
+
+
+# -- partial execution (seed 002's sess.run examples) ------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_seed_feeds_override_any_value(device):
+    s = netlang.compile(SEED).session(device)
+    assert calls(s, "c") == (30.0, 0)                      # folded at compile time
+    assert calls(s, "c", {"b": 3.0}) == (15.0, 1)
+    assert calls(s, "c", {"a": 1.0, "b": 2.0}) == (2.0, 1)
+    assert calls(s, "c", {"c": 100.0}) == (100.0, 0)       # c's producers never run
+
+
+def test_fetching_without_feeding_the_placeholder_names_it():
+    s = netlang.compile(SEED.replace("a = 5.0", "input a: f32[]")).session()
+    for feeds in ({}, {"b": 3.0}):
+        with pytest.raises(FeedError) as info:
+            s.run("c", feeds)
+        assert info.value.message == "fetching 'c' needs the input 'a', which was not fed"
+        assert info.value.hint == "feed 'a' (f32[]), or feed a value computed from it"
+    assert s.run("c", {"a": 2.0}) == 12.0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_only_what_the_fetches_need_runs(device):
+    s = netlang.compile(FLOW).session(device)
+    out, n = calls(s, "f", {"x": X4})
+    assert out == np.float32(0.4) and n == 1                # d and e are not needed for f
+    assert calls(s, "e", {"x": X4})[1] == 2
+    assert calls(s, "out", {"x": X4})[1] == 5
+    e, n = calls(s, "e", {"d": X4})                         # x is not needed once d is fed
+    np.testing.assert_allclose(e, X4 - np.log(np.exp(X4).sum()), rtol=1e-6)
+    assert n == 1
+
+
+def test_programs_are_cached_per_fetches_feeds_and_mode():
+    model = netlang.compile(FLOW)
+    s = model.session()
+    s.run("out", {"x": X4})
+    s.run("out", {"x": X4 + 1})
+    s.run(["out"], {"x": X4})
+    assert len(model._programs) == 1
+    s.run("out", {"x": X4}, training=True)
+    s.run("out", {"d": X4, "x": X4})
+    s.run("f", {"x": X4})
+    assert len(model._programs) == 4
+
+
+def test_lists_of_fetches_and_unknown_names():
+    s = netlang.compile(FLOW).session()
+    e, f = s.run(["e", "f"], {"x": X4})
+    assert f == np.float32(0.4) and e.shape == (4,)
+    with pytest.raises(UsageError, match="no value named 'ff'") as info:
+        s.run("ff", {"x": X4})
+    assert info.value.hint == "did you mean 'f'?"
+
+
+def test_feeds_are_checked_against_the_declared_type():
+    s = netlang.compile(FLOW).session()
+    with pytest.raises(FeedError, match=r"feed 'x' has shape \[3\] but the spec declares "
+                                        r"f32\[4\]"):
+        s.run("f", {"x": X4[:3]})
+
+
+# -- state updates (seed 002's tf.layers.batch_normalization example) --------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_seed_batch_normalization_example(device):
+    s = netlang.compile(BN).session(device)
+    x = np.arange(3).reshape(3, 1).astype(np.float32)
+    evals = []
+    for i in range(10):
+        y, nothing = s.run(["y", UPDATE_OPS], {"x": x}, training=True)
+        assert nothing is None
+        if i == 0:
+            np.testing.assert_allclose(y.ravel(), [-1.2238274, 0, 1.2238274], atol=1e-6)
+        evals.append(s.run("y", {"x": x}).ravel())
+    np.testing.assert_allclose(evals[0], [-0.10165697, 0.91491264, 1.9314823], atol=1e-6)
+    np.testing.assert_allclose(evals[-1], [-0.7356431, 0.39381915, 1.5232813], atol=1e-6)
+
+
+def test_updates_run_only_when_asked():
+    s = netlang.compile(BN).session()
+    x = np.arange(3).reshape(3, 1).astype(np.float32)
+    s.run("y", {"x": x}, training=True)
+    assert s.state["bn1/moving_mean"][0] == 0.0
+    s.run("y", {"x": x}, training=True, updates=True)
+    np.testing.assert_allclose(s.state["bn1/moving_mean"], [0.1], rtol=1e-6)
+    assert s.run([UPDATE_OPS], {"x": x}, training=True) == [None]
+    np.testing.assert_allclose(s.state["bn1/moving_mean"], [0.19], rtol=1e-6)
+
+
+def test_the_eval_program_has_no_batch_statistics_updates_or_dropout():
+    model = netlang.compile(BN_DROPOUT)
+    y = model.graph.outputs["y"]
+    x = model.graph.inputs["x"]
+    evaluating, _ = model.program((y,), frozenset({x}), training=False, updates=False)
+    ops = {n.op for n in evaluating.steps}
+    assert not ops & {"mean", "dropout_mask", "select", "mode"}
+    assert evaluating.updates == {}
+    training, _ = model.program((y,), frozenset({x}), training=True, updates=True)
+    ops = {n.op for n in training.steps}
+    assert {"mean", "dropout_mask"} <= ops or "fused" in ops
+    assert sorted(training.updates) == ["bn1/moving_mean", "bn1/moving_variance"]
+
+
+# -- gradients -------------------------------------------------------------------------------
+
+def test_gradients_of_the_training_graph_can_be_fetched():
+    s = netlang.compile(LINEAR).session(seed=3)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    t = rng.normal(size=(5, 1)).astype(np.float32)
+    loss, gw, gb = s.run(["l", "grad/dense1/W", "grad/dense1/b"], {"x": x, "t": t},
+                         training=True)
+    w, b = s.state["dense1/W"], s.state["dense1/b"]
+    residual = x @ w + b - t
+    np.testing.assert_allclose(loss, np.mean(residual ** 2), rtol=1e-5)
+    np.testing.assert_allclose(gw, 2 * x.T @ residual / 5, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gb, [2 * residual.mean()], rtol=1e-5)
+
+
+def test_a_network_without_a_loss_has_no_training_graph():
+    with pytest.raises(UsageError, match="network 'flow' has no loss to differentiate"):
+        netlang.compile(FLOW).training_graph()
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_save_and_restore_round_trip(tmp_path, device):
+    model = netlang.compile(BN)
+    s = model.session(device, seed=1)
+    x = np.arange(3).reshape(3, 1).astype(np.float32)
+    s.run(["y", UPDATE_OPS], {"x": x}, training=True)
+    path = s.save(tmp_path / "bn.ckpt", metadata={"epoch": 4})
+    saved = s.run("y", {"x": x})
+    s.run(["y", UPDATE_OPS], {"x": x}, training=True)
+    assert not np.allclose(s.run("y", {"x": x}), saved)
+    other = model.session(device, seed=2)
+    assert other.restore(path) == {"epoch": 4}
+    np.testing.assert_array_equal(other.run("y", {"x": x}), saved)
+    assert s.restore(path) == {"epoch": 4}
+    np.testing.assert_array_equal(s.run("y", {"x": x}), saved)
+
+
+def test_restoring_another_networks_checkpoint_is_refused(tmp_path):
+    path = netlang.compile(LINEAR).session().save(tmp_path / "lin.ckpt")
+    s = netlang.compile(LINEAR.replace("dense(x, 1)", "dense(x, 2) |> dense(1)")).session()
+    before = {k: v.copy() for k, v in s.state.items()}
+    with pytest.raises(CheckpointError) as info:
+        s.restore(path)
+    text = str(info.value)
+    assert f"{path} is a checkpoint of another network ('lin')" in text
+    assert "shape: dense1/W is f32[3,2] here but f32[3,1] in the checkpoint" in text
+    assert "missing: dense2/W (f32[2,1]) is not in the checkpoint" in text
+    for name, value in before.items():                      # nothing was loaded
+        np.testing.assert_array_equal(s.state[name], value)
+
+
+def test_a_corrupt_checkpoint_names_the_file(tmp_path):
+    s = netlang.compile(LINEAR).session()
+    path = s.save(tmp_path / "lin.ckpt")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"{path} is not a readable netlang checkpoint"):
+        s.restore(path)
+
+
+# -- looking at the compiled graphs ------------------------------------------------------------
+
+def test_ir_after_each_pass():
+    model = netlang.compile(BN_DROPOUT)
+    assert "dropout_mask" in model.ir(after="lowered")
+    assert "= mode()" in model.ir()
+    assert "= mode()" not in model.ir(after="bind_mode")
+    after_fold = model.ir(after="fold", with_span=False)
+    assert "dropout_mask" not in after_fold and "select" not in after_fold
+    assert "dropout_mask" in model.ir(after="fold", training=True)
+    assert "grad/bn1/gamma" in model.ir(after="gradients", training=True)
+    with pytest.raises(UsageError, match="no pass named 'folding'") as info:
+        model.ir(after="folding")
+    assert info.value.hint == "did you mean 'fold'?"
+
+
+def test_explain_lists_every_pass_and_the_memory_plan():
+    model = netlang.compile(BN_DROPOUT)
+    text = model.explain(batch=32)
+    lines = text.splitlines()
+    assert lines[0] == "explain bd (eval, batch 32)"
+    names = [line.split()[0] for line in lines[2:] if line.startswith("  ") and
+             not line.startswith("      ")]
+    assert names[:6] == ["lowered", "autodiff", "bind_mode", "fold", "simplify", "cse"]
+    assert "dce" in names
+    assert lines[-1].startswith("      ") and "memory plan: peak activation memory at batch 32" \
+        in text
+    training = model.explain(training=True, batch=32)
+    assert "  gradients " in training and "(training, batch 32)" in training
