@@ -1,0 +1,96 @@
+"""netlang predict FILE --checkpoint C --input X.npy: a trained network's outputs for new data.
+
+    netlang predict specs/mnist.net --checkpoint runs/mnist/last.ckpt --input digits.npy
+    netlang predict specs/mnist.net --checkpoint runs/mnist/last.ckpt --input digits.npy \\
+        --fetch probs --output probs.npy
+
+The input holds examples as the data set stores them (MNIST: uint8 pixels, 28x28 or 784
+per example); the checkpoint's normalization is applied unless --no-normalize is given.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import netlang
+from netlang.errors import UsageError
+from netlang.train.feeding import features_feeder
+from netlang.train.inference import restore_for_inference
+from netlang.train.metrics import predict
+
+HELP = "run a trained network on examples from a .npy file (prints or saves the outputs)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", help="the .net spec the checkpoint was trained from")
+    parser.add_argument("--checkpoint", required=True, metavar="C", help="a checkpoint file")
+    parser.add_argument("--input", required=True, metavar="X.npy",
+                        help="examples, one per row along the first axis")
+    parser.add_argument("--output", metavar="Y.npy",
+                        help="save the outputs (.npy for one, .npz for several)")
+    parser.add_argument("--fetch", action="append", metavar="NAME",
+                        help="an output to compute (repeatable; default: every output that "
+                             "needs only the input)")
+    parser.add_argument("--no-normalize", action="store_true",
+                        help="feed the input as it is (it is already normalized)")
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+
+
+def load_input(path: str) -> np.ndarray:
+    try:
+        x = np.load(Path(path), allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--input: cannot read '{path}': {err}") from None
+    if x.ndim == 0:
+        raise UsageError(f"--input '{path}' holds a scalar; give one example per row")
+    return x
+
+
+def default_fetches(graph, x_name: str) -> list[str]:
+    """Outputs (not loss or metrics) computable from the first input alone."""
+    x_id = graph.inputs[x_name]
+    other = {nid for name, nid in graph.inputs.items() if nid != x_id}
+    return [name for name, nid in graph.outputs.items()
+            if name != graph.loss and name not in graph.metrics
+            and not (graph.ancestors([nid]) & other)]
+
+
+def show(name: str, value: np.ndarray) -> str:
+    with np.printoptions(precision=4, suppress=True, threshold=200, edgeitems=5):
+        return f"{name} ({value.dtype}{list(value.shape)}):\n{value}"
+
+
+def run(args) -> int:
+    model = netlang.compile(args.file)
+    restored = restore_for_inference(model, args.checkpoint, args.device)
+    for note in restored.notes:
+        print(note, file=sys.stderr)
+    x = load_input(args.input)
+    if restored.normalizer is not None and not args.no_normalize:
+        x = restored.normalizer(x)
+    feeder = features_feeder(model.graph, x, Path(args.input).name)
+    fetches = args.fetch or default_fetches(model.graph, feeder.x_name)
+    if not fetches:
+        raise UsageError("the network has no output that needs only its first input",
+                         hint="name one with --fetch")
+    outputs = predict(restored.session, feeder, x, fetches, args.batch)
+    if args.output:
+        save(Path(args.output), outputs)
+        print(f"saved {', '.join(outputs)} for {len(x)} examples to {args.output}")
+    else:
+        for name, value in outputs.items():
+            print(show(name, value))
+    return 0
+
+
+def save(path: Path, outputs: dict[str, np.ndarray]) -> None:
+    try:
+        if len(outputs) == 1 and path.suffix != ".npz":
+            np.save(path, next(iter(outputs.values())))
+        else:
+            np.savez(path, **{k.replace("/", "_"): v for k, v in outputs.items()})
+    except OSError as err:
+        raise UsageError(f"--output: cannot write '{path}': {err.strerror}") from None

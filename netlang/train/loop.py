@@ -1,0 +1,186 @@
+"""The training loop: epochs of seeded batches through the compiled train step.
+
+``Trainer`` compiles the train graph once (network + gradients + optimizer updates), binds
+the data to the network's inputs and runs one ``session.run`` per batch.  The batch order
+of an epoch depends only on (seed, epoch) and the checkpoint keeps the state, the dropout
+RNG and the step, so a resumed run continues exactly where the interrupted one stopped.
+Only the loss is checked for finiteness each step; when it fails, the step is re-run with
+every value checked to name the op that produced the first NaN or infinity.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netlang.errors import CheckpointError
+from netlang.model import Model
+from netlang.train import checkpoints
+from netlang.train.config import TrainConfig
+from netlang.train.data import Dataset, Normalizer, batch_slices, epoch_order, steps_per_epoch
+from netlang.train.feeding import make_feeder
+from netlang.train.metrics import evaluate
+from netlang.train.nonfinite import StepRecord, nonfinite_error
+from netlang.train.step import LR_INPUT, build_train_graph
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    step: int
+    lr: float
+    seconds: float
+    samples: int
+    train: dict[str, float] = field(default_factory=dict)       # running means, train mode
+    validation: dict[str, float] = field(default_factory=dict)  # eval mode
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": "epoch", "epoch": self.epoch, "step": self.step,
+                               "lr": self.lr}
+        out.update({f"train_{k}": v for k, v in self.train.items()})
+        out.update({f"val_{k}": v for k, v in self.validation.items()})
+        out.update({"time_s": round(self.seconds, 3),
+                    "samples_per_s": round(self.samples_per_s, 1)})
+        return out
+
+    def line(self, epochs: int) -> str:
+        parts = [f"epoch {self.epoch}/{epochs}"]
+        parts += [f"{k} {v:.4f}" for k, v in self.train.items()]
+        parts += [f"val_{k} {v:.4f}" for k, v in self.validation.items()]
+        parts.append(f"{self.seconds:.1f}s ({self.samples_per_s:.0f} samples/s)")
+        return "  ".join(parts)
+
+
+class Trainer:
+    """Trains ``model`` on ``dataset`` as ``config`` says (see the module doc)."""
+
+    def __init__(self, model: Model, config: TrainConfig, dataset: Dataset,
+                 device: str = "cpu", lr: float | None = None, eval_batch: int = 500):
+        self.model, self.config, self.dataset = model, config, dataset
+        self.optimizer = config.make_optimizer(lr)
+        self.schedule = config.make_schedule()
+        self.graph = build_train_graph(model, self.optimizer, config.weight_decay)
+        self.train_model = Model(self.graph)
+        self.session = self.train_model.session(device, config.seed)
+        self.feeder = make_feeder(model.graph, dataset.train, dataset.name)
+        self.loss = model.graph.loss
+        self.metrics = list(model.graph.metrics)
+        self.fetches = [self.loss, *self.metrics]
+        self.eval_batch = eval_batch
+        self.epoch = 0      # epochs completed
+        self.step = 0       # steps completed
+        self.history: list[StepRecord] = []
+
+    # -- schedule ---------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(len(self.dataset.train), self.config.batch)
+
+    def lr_at(self, step: int) -> float:
+        total = self.steps_per_epoch * self.config.epochs
+        return self.schedule.rate(self.optimizer.lr, step, self.steps_per_epoch, total)
+
+    # -- one step -----------------------------------------------------------------------------
+    def train_step(self, feeds: dict[str, np.ndarray]) -> list[float]:
+        """One forward/backward/update; returns the loss and metrics of the batch."""
+        feeds[LR_INPUT] = np.float32(self.lr_at(self.step))
+        record = StepRecord(self.step, dict(self.session.state.arrays),
+                            self.session.rng.bit_generator.state, feeds)
+        self.history = [*self.history[-1:], record]
+        with np.errstate(all="ignore"):  # a NaN is reported below, with its origin
+            values = self.session.run(self.fetches, feeds, training=True, updates=True)
+        loss = float(values[0])
+        if not math.isfinite(loss):
+            raise nonfinite_error(self.loss, loss, self.step, self.epoch + 1, self.session,
+                                  self.fetches, self.history)
+        self.step += 1
+        return [float(np.mean(v)) for v in values]
+
+    # -- epochs -------------------------------------------------------------------------------
+    def run_epoch(self, progress: Callable | None = None) -> EpochResult:
+        """Train one epoch (``self.epoch + 1``), then measure the validation split."""
+        epoch, split, start = self.epoch + 1, self.dataset.train, time.perf_counter()
+        order = epoch_order(len(split), self.config.seed, epoch)
+        sums, seen, lr = np.zeros(len(self.fetches)), 0, self.lr_at(self.step)
+        for part in batch_slices(len(split), self.config.batch):
+            index = order[part]
+            values = self.train_step(self.feeder.feeds(split, index))
+            sums += np.asarray(values) * len(index)
+            seen += len(index)
+            if progress is not None:
+                progress(len(index), values[0])
+        seconds = time.perf_counter() - start
+        result = EpochResult(epoch, self.step, lr, seconds, seen,
+                             dict(zip(self.fetches, (sums / max(seen, 1)).tolist())))
+        if self.dataset.validation is not None:
+            result.validation = self.evaluate(self.dataset.validation)
+        self.epoch = epoch
+        return result
+
+    def evaluate(self, split) -> dict[str, float]:
+        return evaluate(self.session, self.feeder, split, self.fetches, self.eval_batch)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        meta = {"epoch": self.epoch, "step": self.step, "seed": self.config.seed,
+                "rng": self.session.rng.bit_generator.state,
+                "optimizer": self.optimizer.describe(), "data": self.dataset.name,
+                **checkpoints.network_fields(self.model.graph)}
+        arrays = dict(self.session.state.to_numpy())
+        arrays.update({f"data/{k}": v for k, v in self.dataset.normalizer.to_arrays().items()})
+        checkpoints.save(path, arrays, self.graph, meta)
+
+    def restore(self, path: str | Path) -> list[str]:
+        """Continue from a checkpoint of this very training setup; returns notes."""
+        arrays, meta = checkpoints.read(path)
+        notes = checkpoints.check_network(path, self.model.graph, meta)
+        trained_with = str(meta.get("optimizer", "")).split("(")[0]
+        if trained_with and trained_with != self.optimizer.name:
+            raise CheckpointError(f"{path} was trained with {trained_with}, this run uses "
+                                  f"{self.optimizer.name}",
+                                  hint="resume with the spec's optimizer")
+        checkpoints.check_compatible(path, self.graph, meta)  # optimizer slots too
+        if meta.get("seed") != self.config.seed:
+            raise CheckpointError(f"{path} was trained with seed {meta.get('seed')}, this run "
+                                  f"uses seed {self.config.seed}",
+                                  hint="resume with the same --seed")
+        names = set(checkpoints.variables(self.graph))
+        self.session.state.load({k: v for k, v in arrays.items() if k in names})
+        self.session.rng.bit_generator.state = meta["rng"]
+        self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
+        return notes
+
+
+def load_normalizer(arrays: dict[str, np.ndarray]) -> Normalizer | None:
+    """The data normalization a checkpoint recorded (None for older or foreign files)."""
+    data = {k[5:]: v for k, v in arrays.items() if k.startswith("data/")}
+    return Normalizer.from_arrays(data) if {"mean", "scale"} <= set(data) else None
+
+
+def progress_bar(total: int, epoch: int, epochs: int, enabled: bool | None = None):
+    """A tqdm bar with samples/s and the loss, quiet when stdout is not a terminal."""
+    from tqdm import tqdm
+
+    if enabled is None:
+        enabled = sys.stdout.isatty()
+    bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit=" samples", leave=False,
+               disable=not enabled, dynamic_ncols=True)
+    calls = [0]
+
+    def update(count: int, loss: float) -> None:
+        bar.update(count)
+        calls[0] += 1
+        if calls[0] % 10 == 0:  # formatting the postfix every step would cost more than it shows
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    return bar, update

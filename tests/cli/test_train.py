@@ -1,0 +1,156 @@
+"""netlang train / eval / predict on a tiny spec (a spiral MLP with dropout): the run folder,
+exact resume through the command line, refusals and non-finite losses, as a user sees them."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from netlang.cli import main
+from netlang.runtime.checkpoint import read
+
+TINY = """\
+network tiny {
+  input x: f32[N, 2]
+  input label: i32[N]
+
+  logits = x |> dense(16, activation=relu) |> dropout(0.2) |> dense(4)
+
+  output probs = softmax(logits)
+  output pred = argmax(logits, axis=1)
+  loss xent = mean(softmax_cross_entropy(logits, label))
+  metric accuracy = mean(cast(equal(pred, label), dtype=f32))
+}
+
+train tiny {
+  data spiral(points=30, validation=20)
+  optimizer adam(lr=1e-2)
+  batch 16
+  epochs 2
+  seed 3
+  schedule cosine()
+}
+"""
+
+
+@pytest.fixture
+def spec(tmp_path):
+    path = tmp_path / "tiny.net"
+    path.write_text(TINY)
+    return path
+
+
+def train(capsys, *args):
+    code = main(["train", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_prints_a_line_per_epoch_and_fills_the_run_folder(spec, tmp_path, capsys):
+    code, out, _ = train(capsys, spec, "--out", tmp_path / "run")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == ("training tiny on spiral: 100 examples (20 for validation), 2 epochs "
+                        "of batch 16, adam(lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-08), "
+                        "schedule cosine(min=0.0, warmup=0.0), seed 3, cpu")
+    assert lines[1].startswith("epoch 1/2  xent ") and "val_accuracy" in lines[1]
+    assert lines[2].startswith("epoch 2/2  xent ") and "samples/s)" in lines[2]
+    assert lines[3].startswith("test: xent ")
+    assert lines[4] == f"run folder {tmp_path / 'run'}: log.jsonl, last.ckpt, curves.png"
+    events = [json.loads(x)["event"] for x in (tmp_path / "run" / "log.jsonl").open()]
+    assert events == ["start", "epoch", "epoch", "test"]
+    _, meta = read(tmp_path / "run" / "last.ckpt")
+    assert (meta["epoch"], meta["step"], meta["network"]) == (2, 14, "tiny")
+
+
+def test_default_run_folder_is_named_after_the_spec(spec, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert train(capsys, spec, "--epochs", "1")[0] == 0
+    assert (tmp_path / "runs" / "tiny" / "last.ckpt").is_file()
+
+
+def same_checkpoints(a_path, b_path):
+    a, meta_a = read(a_path)
+    b, meta_b = read(b_path)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+    assert meta_a["rng"] == meta_b["rng"] and meta_a["step"] == meta_b["step"] == 14
+
+
+def test_stop_and_resume_gives_the_same_parameters_bit_for_bit(spec, tmp_path, capsys):
+    assert train(capsys, spec, "--out", tmp_path / "straight")[0] == 0
+    code, out, _ = train(capsys, spec, "--out", tmp_path / "split", "--stop-after", "1")
+    assert code == 0 and "test:" not in out
+    code, out, _ = train(capsys, spec, "--out", tmp_path / "split", "--resume")
+    assert code == 0 and f"resuming {tmp_path / 'split'} after epoch 1 (step 7)" in out
+    same_checkpoints(tmp_path / "straight" / "last.ckpt", tmp_path / "split" / "last.ckpt")
+    events = [json.loads(x)["event"] for x in (tmp_path / "split" / "log.jsonl").open()]
+    assert events == ["start", "epoch", "resume", "epoch", "test"]
+
+
+def test_one_epoch_then_resume_for_a_second_is_exact_without_a_schedule(tmp_path, capsys):
+    path = tmp_path / "flat.net"
+    path.write_text(TINY.replace("  schedule cosine()\n", ""))
+    assert train(capsys, path, "--out", tmp_path / "straight")[0] == 0
+    assert train(capsys, path, "--out", tmp_path / "split", "--epochs", "1")[0] == 0
+    assert train(capsys, path, "--out", tmp_path / "split", "--resume", "--epochs", "2")[0] == 0
+    same_checkpoints(tmp_path / "straight" / "last.ckpt", tmp_path / "split" / "last.ckpt")
+
+
+def test_eval_prints_the_metrics_of_a_split(spec, tmp_path, capsys):
+    train(capsys, spec, "--out", tmp_path / "run")
+    assert main(["eval", str(spec), "--checkpoint", str(tmp_path / "run" / "last.ckpt"),
+                 "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("train (100 examples, epoch 2): xent ") and "accuracy " in out
+
+
+def test_predict_prints_or_saves_outputs(spec, tmp_path, capsys):
+    train(capsys, spec, "--out", tmp_path / "run")
+    x = np.array([[0.1, 0.2], [-0.5, 0.3], [0.0, -0.9]], np.float32)
+    np.save(tmp_path / "x.npy", x)
+    ckpt = str(tmp_path / "run" / "last.ckpt")
+    assert main(["predict", str(spec), "--checkpoint", ckpt, "--input",
+                 str(tmp_path / "x.npy")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("probs (float32[3, 4]):") and "pred (int64[3]):" in out
+    assert main(["predict", str(spec), "--checkpoint", ckpt, "--input", str(tmp_path / "x.npy"),
+                 "--fetch", "pred", "--output", str(tmp_path / "y.npy")]) == 0
+    assert np.load(tmp_path / "y.npy").shape == (3,)
+
+
+def test_a_checkpoint_of_another_network_is_refused(spec, tmp_path, capsys):
+    train(capsys, spec, "--out", tmp_path / "run")
+    other = tmp_path / "other.net"
+    other.write_text(TINY.replace("dense(16", "dense(8"))
+    code = main(["eval", str(other), "--checkpoint", str(tmp_path / "run" / "last.ckpt")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.splitlines()[:3] == [
+        (f"checkpoint error: {tmp_path / 'run' / 'last.ckpt'} is a checkpoint of another "
+        "network ('tiny'); its parameters differ:"),
+        "  shape: dense1/W is f32[2,8] here but f32[2,16] in the checkpoint",
+        "  shape: dense1/b is f32[8] here but f32[16] in the checkpoint"]
+
+
+def test_a_nan_loss_stops_with_the_step_and_the_op(tmp_path, capsys):
+    path = tmp_path / "bad.net"
+    path.write_text(TINY.replace("loss xent = mean(softmax_cross_entropy(logits, label))",
+                                 "loss xent = mean(log(logits))"))
+    code, _, err = train(capsys, path, "--out", tmp_path / "run")
+    assert code == 1
+    first = err.splitlines()[0]
+    assert first.startswith(f"{path}:9:20: ") and (
+        "non-finite value: the loss 'xent' became nan at step 0 (epoch 1); the first "
+        "non-finite value: log (%") in first
+    assert "in the forward pass: " in first
+
+
+def test_no_train_section_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "plain.net"
+    path.write_text(TINY.split("train tiny")[0])
+    code, _, err = train(capsys, path)
+    assert code == 1
+    assert err.startswith("usage error: network 'tiny' has no train section")
