@@ -1,27 +1,43 @@
 """Array backends.  The only module that imports CuPy.
 
 A ``Backend`` names an array module ``xp`` (NumPy or CuPy) and how arrays cross between host
-and device.  Kernels are written against ``xp`` so both backends share them.
+and device.  Kernels are written against ``xp`` so both backends share them; where the code
+cannot be shared (a generated CUDA kernel for a fused group, device-side random numbers), a
+backend carries an override for that op, and ``kernel_for`` picks it once per op when a
+program is planned.  GPU overrides live in ``runtime/gpu_kernels.py``, which gets CuPy only as
+the ``xp`` its kernels are called with.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from netlang.errors import DeviceError
 
+INSTALL_HINT = ("install CuPy for your CUDA version (pip install cupy-cuda12x, or "
+                "cupy-cuda13x) on a machine with an NVIDIA GPU, or use --device cpu")
+
 
 @dataclass(frozen=True)
 class Backend:
     name: str
     xp: Any
+    kernels: Mapping[str, Callable] = field(default_factory=dict, hash=False,
+                                            compare=False)  # op name -> override
+
+    def kernel_for(self, opdef) -> Callable | None:
+        """The kernel this backend runs for ``opdef``: its override, else the shared one."""
+        return self.kernels.get(opdef.name, opdef.kernel)
 
     def asarray(self, value, dtype=None):
+        """Host -> device (a no-op on the CPU); one copy per batch, not per op."""
         return self.xp.asarray(value, dtype=dtype)
 
     def to_numpy(self, value) -> np.ndarray:
+        """Device -> host.  On the GPU this waits for the work queued so far."""
         if self.name == "gpu":
             return self.xp.asnumpy(value)
         return np.asarray(value)
@@ -30,32 +46,105 @@ class Backend:
         if self.name == "gpu":
             self.xp.cuda.Stream.null.synchronize()
 
+    def device_rng(self, rng: np.random.Generator):
+        """A generator whose draws land on this device, seeded from ``rng`` (host)."""
+        if self.name != "gpu":
+            return rng
+        return self.xp.random.default_rng(int(rng.integers(2**63 - 1)))
+
 
 CPU = Backend("cpu", np)
 
 
-def _gpu_backend() -> Backend:
+class MetricSums:
+    """Running sums of per-step scalars kept on the device; read back once per log interval.
+
+    ``add`` queues an addition on the device (no synchronisation); ``read`` copies all sums
+    to the host in one transfer, returns the means since the last read, and starts over.
+    """
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self._sums: dict[str, Any] = {}
+        self.count = 0
+
+    def add(self, values: Mapping[str, Any]) -> None:
+        for name, value in values.items():
+            total = self._sums.get(name)
+            self._sums[name] = value if total is None else total + value
+        self.count += 1
+
+    def read(self) -> dict[str, float]:
+        if not self._sums:
+            return {}
+        names = list(self._sums)
+        xp = self.backend.xp
+        stacked = xp.stack([xp.asarray(self._sums[n], dtype=xp.float64) for n in names])
+        host = self.backend.to_numpy(stacked)
+        means = {n: float(v) / max(self.count, 1) for n, v in zip(names, host)}
+        self._sums, self.count = {}, 0
+        return means
+
+
+def import_cupy():
+    """CuPy, or one clear DeviceError saying why the GPU cannot be used."""
     try:
         import cupy
     except ImportError:
         raise DeviceError("--device gpu needs CuPy, which is not installed",
-                          hint="pip install cupy-cuda12x (on a machine with an NVIDIA GPU), "
-                               "or use --device cpu") from None
+                          hint=INSTALL_HINT) from None
+    return cupy
+
+
+def _device_count(cupy) -> int:
     try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as err:  # CUDA driver missing or broken
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as err:  # noqa: BLE001  (a missing or broken driver: CuPy has its own types)
         raise DeviceError(f"--device gpu: CuPy cannot reach a GPU ({err})",
-                          hint="use --device cpu") from None
-    if count == 0:
-        raise DeviceError("--device gpu: no GPU found", hint="use --device cpu")
-    return Backend("gpu", cupy)
+                          hint="check nvidia-smi and the CUDA driver, or use --device cpu"
+                          ) from None
 
 
-def get_backend(name: str = "cpu") -> Backend:
+def _gpu_backend() -> Backend:
+    cupy = import_cupy()
+    if _device_count(cupy) == 0:
+        raise DeviceError("--device gpu: CuPy found no GPU on this machine",
+                          hint="use --device cpu")
+    from netlang.runtime.gpu_kernels import gpu_kernels
+
+    return Backend("gpu", cupy, gpu_kernels())
+
+
+_GPU: list[Backend] = []
+
+
+def get_backend(name: str | Backend = "cpu") -> Backend:
+    """The backend for ``--device cpu|gpu`` (created once; the GPU one checks for a GPU)."""
     if isinstance(name, Backend):
         return name
     if name in ("cpu", "numpy"):
         return CPU
     if name in ("gpu", "cuda", "cupy"):
-        return _gpu_backend()
+        if not _GPU:
+            _GPU.append(_gpu_backend())
+        return _GPU[0]
     raise DeviceError(f"unknown device '{name}'", hint="use --device cpu or --device gpu")
+
+
+def gpu_available() -> tuple[bool, str]:
+    """(True, "") when ``--device gpu`` works here, else (False, the reason) — for tests."""
+    try:
+        get_backend("gpu")
+    except DeviceError as err:
+        return False, err.message
+    return True, ""
+
+
+def scatter_add(xp, target, indices, values) -> None:
+    """``target[indices] += values`` with repeated indices summed (np.add.at on NumPy)."""
+    if xp is np:
+        np.add.at(target, indices, values)
+        return
+    import cupyx
+
+    cupyx.scatter_add(target, indices, values)

@@ -1,0 +1,205 @@
+"""GPU-only kernels: the overrides the CuPy backend runs instead of the shared ``xp`` kernels.
+
+* ``fused``: each fused group becomes ONE ``cupy.ElementwiseKernel`` whose CUDA body is
+  generated here from the group's sub-expression, compiled once and cached by expression and
+  input dtypes.  The generator is plain string code, so its output is unit-tested without a
+  GPU.  A group with an op the generator does not know runs the shared ``out=`` path instead.
+* random ops: their shared kernels draw from a generator; on the GPU they get a CuPy generator
+  (seeded from the session's host generator), so masks are made on the device.
+
+This module never imports CuPy: kernels receive it as ``xp`` (backend.py is the only importer).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from netlang.ir.types import DType, TensorType
+from netlang.ops.fused import (
+    PerExpression,
+    fused_kernel,
+    input_ref,
+    output_ref,
+    step_ref,
+    step_types,
+)
+from netlang.ops.registry import all_ops
+
+CTYPE = {DType.f32: "float", DType.f64: "double", DType.i32: "int", DType.i64: "long long",
+         DType.bool: "bool"}
+
+# CUDA expression per op; {0}, {1}, ... are operands, {T} the step's C type, attributes by
+# name.  Each matches the NumPy kernel (NaN propagation of maximum/minimum/relu included).
+CUDA_EXPR: dict[str, str] = {
+    "add": "{0} + {1}",
+    "sub": "{0} - {1}",
+    "mul": "{0} * {1}",
+    "div": "({T}){0} / ({T}){1}",
+    "neg": "-{0}",
+    "square": "{0} * {0}",
+    "exp": "exp(({T}){0})",
+    "log": "log(({T}){0})",
+    "sqrt": "sqrt(({T}){0})",
+    "rsqrt": "({T})1 / sqrt(({T}){0})",
+    "sin": "sin(({T}){0})",
+    "cos": "cos(({T}){0})",
+    "tanh": "tanh(({T}){0})",
+    "abs": "({0} < 0 ? -{0} : {0})",
+    "relu": "({0} < ({T})0 ? ({T})0 : {0})",
+    "relu_grad": "{0} * ({T})({1} > 0)",
+    "sigmoid": "({0} >= 0 ? ({T})1 / (({T})1 + exp(-{0})) "
+               ": exp({0}) / (({T})1 + exp({0})))",
+    "select": "({0} ? ({T}){1} : ({T}){2})",
+    "maximum": "(({0} != {0} || {0} > {1}) ? ({T}){0} : ({T}){1})",
+    "minimum": "(({0} != {0} || {0} < {1}) ? ({T}){0} : ({T}){1})",
+    "sign": "({0} != {0} ? {0} : ({T})(({0} > 0) - ({0} < 0)))",
+    "pow": "pow(({T}){0}, ({T}){exponent})",
+    "leaky_relu": "({0} > 0 ? ({T}){0} : ({T}){alpha} * {0})",
+    "leaky_relu_grad": "({1} > 0 ? ({T}){0} : ({T}){alpha} * {0})",
+    "elu": "({0} > 0 ? ({T}){0} : ({T}){alpha} * expm1(({T}){0}))",
+    "elu_grad": "({1} > 0 ? ({T}){0} : ({T}){0} * (({T}){1} + ({T}){alpha}))",
+    "sigmoid_cross_entropy": "({0} > 0 ? {0} : ({T})0) - {0} * {1} "
+                             "+ log1p(exp({0} < 0 ? {0} : -{0}))",
+    "equal": "{0} == {1}",
+    "greater": "{0} > {1}",
+    "less": "{0} < {1}",
+}
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """What ``cupy.ElementwiseKernel(in_params, out_params, operation, name)`` is made of."""
+
+    in_params: str
+    out_params: str
+    operation: str
+    name: str
+
+    def text(self) -> str:
+        return (f"// {self.name}\n// in: {self.in_params}\n// out: {self.out_params}\n"
+                f"{self.operation}")
+
+
+def c_literal(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    text = repr(float(value))
+    return {"inf": "(1.0 / 0.0)", "-inf": "(-1.0 / 0.0)", "nan": "(0.0 / 0.0)"}.get(text, text)
+
+
+def can_generate(expr: tuple) -> bool:
+    return all(op in CUDA_EXPR for op, _, _ in expr)
+
+
+def live_parts(expr: tuple) -> tuple[list[int], list[int]]:
+    """(steps the output depends on, inputs those steps read), both in order.
+
+    ElementwiseKernel broadcasts every argument to the output's shape, so a kernel takes only
+    the inputs its output needs (the fusion pass never makes dead steps; hand-made
+    expressions may)."""
+    needed = {output_ref(expr)}
+    steps = []
+    for j in reversed(range(len(expr))):
+        if step_ref(j) in needed:
+            steps.append(j)
+            needed.update(expr[j][1])
+    inputs = sorted(int(r[1:]) for r in needed if r.startswith("x"))
+    return steps[::-1], inputs
+
+
+def cuda_source(expr: tuple, in_dtypes: list[DType]) -> KernelSource:
+    """The CUDA body of one fused group: one local variable per step, then the output.
+
+    ``in_dtypes`` are the dtypes of all the group's inputs; the kernel's parameters are the
+    inputs its output depends on (``live_parts``), in order, keeping their names ``x<i>``.
+    Shapes do not matter (ElementwiseKernel broadcasts); every step computes in its own
+    dtype, as the unfused ops would.
+    """
+    types = step_types(expr, [TensorType(d, ()) for d in in_dtypes])
+    steps, inputs = live_parts(expr)
+    lines = []
+    for j in steps:
+        op, args, attrs = expr[j]
+        ctype = CTYPE[types[j].dtype]
+        fields = {k: c_literal(v) for k, v in attrs if v is not None}
+        body = CUDA_EXPR[op].format(*args, T=ctype, **fields)
+        lines.append(f"{ctype} {step_ref(j)} = ({ctype})({body});")
+    lines.append(f"y = {output_ref(expr)};")
+    in_params = ", ".join(f"{in_dtypes[i].numpy.name} {input_ref(i)}" for i in inputs)
+    out_params = f"{types[-1].dtype.numpy.name} y"
+    key = repr((expr, [str(d) for d in in_dtypes])).encode()
+    name = "netlang_fused_" + hashlib.sha1(key).hexdigest()[:12]
+    return KernelSource(in_params, out_params, "\n".join(lines), name)
+
+
+_COMPILED: dict[tuple, object] = {}
+_LAUNCHES = PerExpression()
+
+
+def compiled_kernel(xp, expr: tuple, in_dtypes: tuple[DType, ...]):
+    """The ElementwiseKernel for this expression and these dtypes, made once."""
+    key = (expr, in_dtypes)
+    kernel = _COMPILED.get(key)
+    if kernel is None:
+        src = cuda_source(expr, list(in_dtypes))
+        kernel = xp.ElementwiseKernel(src.in_params, src.out_params, src.operation, src.name)
+        _COMPILED[key] = kernel
+    return kernel
+
+
+def _launch_for(xp, expr: tuple, arrays) -> tuple:
+    """(kernel, the inputs it takes, output shape, output dtype) for these inputs, cached per
+    dtypes and shapes."""
+    return _LAUNCHES.get(expr, tuple([(a.dtype, a.shape) for a in arrays]), _new_launch, xp,
+                         expr, arrays)
+
+
+def _new_launch(xp, expr: tuple, arrays) -> tuple:
+    dtypes = tuple(DType.of(a.dtype) for a in arrays)
+    out = step_types(expr, [TensorType(d, tuple(a.shape)) for d, a in zip(dtypes, arrays)])
+    used = tuple(live_parts(expr)[1])
+    return compiled_kernel(xp, expr, dtypes), used, out[-1].shape, out[-1].dtype.numpy
+
+
+def fused_gpu(xp, *arrays, expr):
+    """One generated kernel launch for the whole group (the shared path if it cannot be)."""
+    if not can_generate(expr):
+        return fused_kernel(xp, *arrays, expr=expr)
+    kernel, used, shape, dtype = _launch_for(xp, expr, arrays)
+    out = xp.empty(shape, dtype=dtype)
+    kernel(*[arrays[i] for i in used], out)
+    return out
+
+
+_DEVICE_RNGS: dict[int, tuple] = {}
+
+
+def _device_generator(xp, rng):
+    """One CuPy generator per host generator, seeded from it (reproducible per seed)."""
+    entry = _DEVICE_RNGS.get(id(rng))
+    if entry is None or entry[0] is not rng:
+        seed = int(rng.integers(2**63 - 1)) if rng is not None else None
+        entry = _DEVICE_RNGS[id(rng)] = (rng, xp.random.default_rng(seed))
+    return entry[1]
+
+
+def on_device_rng(kernel: Callable) -> Callable:
+    """A random op's shared kernel, drawing from a CuPy generator instead of the host's."""
+    def run(xp, *arrays, rng=None, **attrs):
+        return kernel(xp, *arrays, rng=_device_generator(xp, rng), **attrs)
+    run.__doc__ = f"GPU: {kernel.__doc__ or 'random kernel'} (device random numbers)"
+    return run
+
+
+def gpu_kernels() -> dict[str, Callable]:
+    """The CuPy backend's overrides: op name -> kernel ``(xp, *arrays, **attrs)``."""
+    table: dict[str, Callable] = {"fused": fused_gpu}
+    for name, opdef in all_ops().items():
+        if opdef.random and opdef.kernel is not None:
+            table[name] = on_device_rng(opdef.kernel)
+    return table

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The device check of issue 7, run from the repository root on the lent GPU machine:
+#
+#   bash tools/gpu_check.sh                       # the GPU machine (carry .whl and .gpu_data)
+#   bash tools/gpu_check.sh --device cpu --quick  # a dry run of every step on a CPU machine
+#   bash tools/gpu_check.sh --short               # tighter limits (about 3.5 min) for a small lease
+#
+# 1. installs what the machine lacks (lark, graphviz) from the wheels in .whl/;
+# 2. runs the backend parity tests (every op's outputs and gradients on the GPU vs NumPy,
+#    inferred vs executed shapes, generated fused kernels) and the fusion tests;
+# 3. runs tools/bench.py on the device at batch 64 and 256 next to PyTorch on the same device,
+#    then the CNNs at batch 256 without fusion (what fusion buys, in time and kernel launches);
+# 4. trains one epoch of specs/mnist.net on the device and measures its test accuracy
+#    (MNIST from .gpu_data/mnist, gzipped idx files copied from the netlang cache);
+# 5. writes $OUT/report.md with the results and one log per step (7 files in $OUT).
+#
+# Each step has its own time limit (585 s together at most; about four minutes expected).
+# Prepare here (once): .whl/ (pip download, see /work/.library/device/README.md) and
+#   mkdir -p .gpu_data/mnist; for f in ~/.cache/netlang/mnist/*-ubyte; do
+#     gzip -9 -c "$f" > .gpu_data/mnist/$(basename "$f").gz; done
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+
+DEVICE=gpu
+QUICK=0
+SHORT=0   # --short: the same steps with tighter limits (about 3.5 minutes), for a small lease
+T_PARITY=150; T_BENCH=180; T_NOFUSION=60; T_TRAIN=150; T_EVAL=45
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --device) DEVICE="$2"; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --short) SHORT=1; T_PARITY=50; T_BENCH=80; T_NOFUSION=0; T_TRAIN=60; T_EVAL=20; shift ;;
+    *) echo "usage: tools/gpu_check.sh [--device gpu|cpu] [--quick] [--short]" >&2; exit 2 ;;
+  esac
+done
+OUT="${OUT:-$(mktemp -d /tmp/gpu_check.XXXXXX)}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+START=$(date +%s)
+REPORT="$OUT/report.md"
+say() { echo "$@" | tee -a "$REPORT"; }
+elapsed() { echo $(( $(date +%s) - START ))s; }
+status() { if [ "$1" -eq 0 ]; then echo ok; elif [ "$1" -eq 124 ]; then echo "TIMED OUT"; else echo "FAILED (exit $1)"; fi; }
+
+# -- 1. environment ----------------------------------------------------------------------------
+if ! python3 -c "import lark, graphviz" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/netlang_site .whl/*.whl || { echo "cannot install .whl/*.whl" >&2; exit 1; }
+  export PYTHONPATH="/tmp/netlang_site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export NETLANG_DATA="$PWD/.gpu_data"
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
+  python3 - <<'EOF'
+import platform, numpy
+print("python", platform.python_version(), "numpy", numpy.__version__)
+for name in ("cupy", "torch", "lark", "networkx", "hypothesis"):
+    try:
+        module = __import__(name)
+        print(name, getattr(module, "__version__", "?"))
+    except Exception as err:
+        print(name, "missing:", err)
+from netlang.runtime.backend import gpu_available
+print("netlang --device gpu:", gpu_available())
+EOF
+} > "$OUT/env.log" 2>&1
+say "# netlang GPU check ($DEVICE$([ $QUICK = 1 ] && echo ', quick'))"
+say ""
+say '```'
+cat "$OUT/env.log" | tee -a "$REPORT"
+say '```'
+
+# -- 2. parity tests ---------------------------------------------------------------------------
+timeout $T_PARITY python3 -m pytest -q -rs -o addopts= -p no:cacheprovider tests/runtime/test_backend.py \
+  tests/passes/test_fusion.py > "$OUT/parity.log" 2>&1
+rc=$?
+say ""
+say "## parity tests: $(status $rc) ($(elapsed))"
+say '```'
+grep -E "^(FAILED|ERROR)" "$OUT/parity.log" | head -20 | tee -a "$REPORT"
+grep -E "^SKIPPED" "$OUT/parity.log" | head -5 | tee -a "$REPORT"
+tail -1 "$OUT/parity.log" | tee -a "$REPORT"
+say '```'
+
+# -- 3. benchmark ------------------------------------------------------------------------------
+BATCHES=(64 256); BIG=256; STEPS=(--steps 20 --warmup 5); COMPILES=3
+if [ $QUICK = 1 ]; then BATCHES=(8 16); BIG=16; STEPS=(--steps 2 --warmup 1); COMPILES=1; fi
+if [ $SHORT = 1 ]; then STEPS=(--steps 8 --warmup 2); COMPILES=1; fi
+timeout $T_BENCH python3 tools/bench.py --device "$DEVICE" --batch "${BATCHES[@]}" "${STEPS[@]}" \
+  --compile-runs $COMPILES --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
+rc=$?
+say ""
+say "## benchmark, $DEVICE, netlang vs PyTorch: $(status $rc) ($(elapsed))"
+say '```'
+sed -n '/^training throughput/,$p' "$OUT/bench.log" | tee -a "$REPORT"
+[ $rc -ne 0 ] && tail -15 "$OUT/bench.log" | tee -a "$REPORT"
+say '```'
+if [ $T_NOFUSION -gt 0 ]; then
+  timeout $T_NOFUSION python3 tools/bench.py --device "$DEVICE" --batch $BIG --workloads mnist residual \
+    --no-torch --no-fusion --compile-runs 0 "${STEPS[@]}" > "$OUT/bench_nofusion.log" 2>&1
+  rc=$?
+  say ""
+  say "## the same CNNs at batch $BIG without fusion: $(status $rc) ($(elapsed))"
+  say '```'
+  sed -n '/^training throughput/,$p' "$OUT/bench_nofusion.log" | tee -a "$REPORT"
+  [ $rc -ne 0 ] && tail -15 "$OUT/bench_nofusion.log" | tee -a "$REPORT"
+  say '```'
+fi
+
+# -- 4. one epoch of specs/mnist.net -----------------------------------------------------------
+RUN=/tmp/netlang_gpu_run
+rm -rf "$RUN"
+LIMIT=(); [ $QUICK = 1 ] && LIMIT=(--limit 2000)
+{
+  timeout $T_TRAIN python3 -m netlang train specs/mnist.net --device "$DEVICE" --epochs 1 \
+    --out "$RUN" "${LIMIT[@]}" && \
+  timeout $T_EVAL python3 -m netlang eval specs/mnist.net --checkpoint "$RUN/last.ckpt" \
+    --device "$DEVICE"
+} > "$OUT/train.log" 2>&1
+rc=$?
+say ""
+say "## one epoch of specs/mnist.net on $DEVICE, then the test split: $(status $rc) ($(elapsed))"
+say '```'
+grep -vE "^\s*$" "$OUT/train.log" | tail -8 | tee -a "$REPORT"
+say '```'
+say ""
+say "total $(elapsed); logs: env.log parity.log bench.log bench.json bench_nofusion.log train.log"
