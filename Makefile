@@ -25,7 +25,7 @@ train: setup
 	$(BIN)/netlang train specs/mnist.net
 
 test: setup
-	$(BIN)/python -m pytest -x -q
+	$(BIN)/python -m pytest
 
 bench: setup
 	$(BIN)/python tools/bench.py

@@ -44,7 +44,8 @@ def run(args) -> int:
     session = model.session(device=args.device, seed=args.seed)
     feeds = dict(parse_feed(f) for f in args.feed)
     values = session.run(list(args.fetch), feeds, training=args.train)
-    with np.printoptions(precision=8, suppress=False):
-        for name, value in zip(args.fetch, values):
-            print(f"{name} = {np.array2string(np.asarray(value), separator=', ')}")
+    for name, value in zip(args.fetch, values):
+        # floatmode="unique": as many digits as the dtype needs (5.2831855 for f32), no more.
+        text = np.array2string(np.asarray(value), separator=", ", floatmode="unique")
+        print(f"{name} = {text}")
     return 0

@@ -1,0 +1,47 @@
+"""netlang run and netlang gradcheck, as a user calls them."""
+from __future__ import annotations
+
+import numpy as np
+
+from netlang.cli import main
+
+
+def test_calc_gradient_at_pi(capsys, tmp_path):
+    # x = 3.14159 gives 2x + cos(x) = 5.28318 (the f32 result, printed with every digit it
+    # has); fed exactly pi it is the seed's 5.2831855.
+    assert main(["run", "specs/calc.net", "--fetch", "g", "--feed", "x=3.14159"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("g = 5.28318") and abs(float(out[4:]) - 5.2831855) < 1e-5
+    np.save(tmp_path / "pi.npy", np.float32(np.pi))
+    assert main(["run", "specs/calc.net", "--fetch", "g", "--feed", f"x={tmp_path}/pi.npy"]) == 0
+    assert capsys.readouterr().out == "g = 5.2831855\n"
+
+
+def test_feed_from_npy_and_list(tmp_path, capsys):
+    path = tmp_path / "x.npy"
+    np.save(path, np.float32(0.0))
+    assert main(["run", "specs/calc.net", "--fetch", "g", "--fetch", "y",
+                 "--feed", f"x={path}"]) == 0
+    assert capsys.readouterr().out == "g = 1.\ny = 0.\n"
+
+
+def test_missing_feed_names_the_input(capsys):
+    assert main(["run", "specs/calc.net", "--fetch", "g"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("specs/calc.net:4:3: feed error: fetching 'g' needs the input 'x', "
+                          "which was not fed")
+    assert "Traceback" not in err
+
+
+def test_bad_feed_value_is_a_usage_error(capsys):
+    assert main(["run", "specs/calc.net", "--fetch", "g", "--feed", "x=abc"]) == 1
+    assert capsys.readouterr().err == (
+        "usage error: --feed x: 'abc' is not a number, a list or a .npy file\n"
+        "hint: e.g. --feed x=3.14 or --feed x=[1,2,3]\n")
+
+
+def test_gradcheck_mnist_small_passes(capsys):
+    assert main(["gradcheck", "specs/mnist_small.net", "--per-param", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "conv1/W" in out and "dense1/b" in out
+    assert out.rstrip().endswith("parameters within 0.0001")
