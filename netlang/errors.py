@@ -65,7 +65,7 @@ class NetlangError(Exception):
         self.span = span
         self.hint = hint
 
-    def with_span(self, span: Span | None) -> "NetlangError":
+    def with_span(self, span: Span | None) -> NetlangError:
         """Attach a location if the error has none yet (raised deep inside a shape rule)."""
         if self.span is None and span is not None:
             self.span = span

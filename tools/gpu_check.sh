@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
-    --short) SHORT=1; T_PARITY=50; T_BENCH=80; T_NOFUSION=0; T_TRAIN=60; T_EVAL=20; shift ;;
+    --short) SHORT=1; T_PARITY=45; T_BENCH=75; T_NOFUSION=0; T_TRAIN=45; T_EVAL=15; shift ;;
     *) echo "usage: tools/gpu_check.sh [--device gpu|cpu] [--quick] [--short]" >&2; exit 2 ;;
   esac
 done
@@ -87,7 +87,7 @@ say '```'
 # -- 3. benchmark ------------------------------------------------------------------------------
 BATCHES=(64 256); BIG=256; STEPS=(--steps 20 --warmup 5); COMPILES=3
 if [ $QUICK = 1 ]; then BATCHES=(8 16); BIG=16; STEPS=(--steps 2 --warmup 1); COMPILES=1; fi
-if [ $SHORT = 1 ]; then STEPS=(--steps 8 --warmup 2); COMPILES=1; fi
+if [ $SHORT = 1 ]; then STEPS=(--steps 5 --warmup 2); COMPILES=1; fi
 timeout $T_BENCH python3 tools/bench.py --device "$DEVICE" --batch "${BATCHES[@]}" "${STEPS[@]}" \
   --compile-runs $COMPILES --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
 rc=$?

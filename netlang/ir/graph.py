@@ -7,8 +7,9 @@ than editing old ones.  networkx is used, here only, for reachability and cycle 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -80,7 +81,7 @@ class Graph:
         self.nodes[nid] = Node(nid, op, inputs, dict(attrs), type, **fields)
         return nid
 
-    def copy(self) -> "Graph":
+    def copy(self) -> Graph:
         return replace(self, nodes=dict(self.nodes), inputs=dict(self.inputs),
                        params=dict(self.params), state=dict(self.state),
                        outputs=dict(self.outputs), updates=dict(self.updates),

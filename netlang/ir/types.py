@@ -38,7 +38,7 @@ class DType(Enum):
         return self.numpy.itemsize
 
     @staticmethod
-    def of(array_dtype) -> "DType":
+    def of(array_dtype) -> DType:
         name = np.dtype(array_dtype).name
         table = {"float32": DType.f32, "float64": DType.f64, "int32": DType.i32,
                  "int64": DType.i64, "bool": DType.bool}
@@ -85,7 +85,7 @@ def dim_mul(a, b):
     return Sym(tuple(sorted(a.symbols + b.symbols)), a.coef * b.coef)
 
 
-def dim_prod(dims) -> "int | Sym":
+def dim_prod(dims) -> int | Sym:
     out = 1
     for d in dims:
         out = dim_mul(out, d)
@@ -149,9 +149,8 @@ def bind_dims(pattern: tuple, actual: tuple, bindings: dict[str, int]) -> bool:
             if a % p.coef:
                 return False
             bindings[p.symbols[0]] = a // p.coef
-        elif all(s in bindings for s in p.symbols):
-            if resolve_dim(p, bindings) != a:
-                return False
+        elif all(s in bindings for s in p.symbols) and resolve_dim(p, bindings) != a:
+            return False
     return True
 
 
@@ -171,10 +170,10 @@ class TensorType:
     def numel(self):
         return dim_prod(self.shape)
 
-    def with_shape(self, shape) -> "TensorType":
+    def with_shape(self, shape) -> TensorType:
         return TensorType(self.dtype, tuple(shape))
 
-    def with_dtype(self, dtype: DType) -> "TensorType":
+    def with_dtype(self, dtype: DType) -> TensorType:
         return TensorType(dtype, self.shape)
 
     def shape_str(self, sep: str = ",") -> str:

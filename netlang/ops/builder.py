@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from netlang.errors import ShapeError, SpecError, Span
+from netlang.errors import ShapeError, Span, SpecError
 from netlang.ir.graph import Graph
 from netlang.ir.types import DType, TensorType
 from netlang.ops.registry import fill_attrs, get_op

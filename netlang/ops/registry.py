@@ -8,8 +8,9 @@ loss).  A missing rule fails here, at registration, not at run time.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from netlang.errors import ArgumentError, did_you_mean
 

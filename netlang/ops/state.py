@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from netlang.ops.registry import defop
-from netlang.ops.rules import same_type
 
 
 def _no_shape(*_, **__):

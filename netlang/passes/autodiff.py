@@ -17,11 +17,11 @@ from netlang.ops.registry import get_op
 def _on_paths(graph: Graph, y: int, xs: list[int]) -> set[int]:
     """Nodes that depend on some x and that y depends on (the only ones gradients cross)."""
     upstream = graph.ancestors([y])
-    depends = set(x for x in xs if x in upstream)
+    depends = {x for x in xs if x in upstream}
     for nid in graph.nodes:  # insertion order is topological
-        if nid in upstream and nid not in depends:
-            if any(i in depends for i in graph.nodes[nid].inputs):
-                depends.add(nid)
+        if (nid in upstream and nid not in depends
+                and any(i in depends for i in graph.nodes[nid].inputs)):
+            depends.add(nid)
     return depends
 
 

@@ -7,7 +7,7 @@ follow the mapping; roles whose node disappeared are dropped.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from netlang.ir.graph import Graph, Node
 from netlang.ops.builder import Builder

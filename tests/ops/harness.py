@@ -11,8 +11,8 @@ Ops with kinks (relu, max, maxpool) draw inputs away from the kink.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from hypothesis import strategies as st
