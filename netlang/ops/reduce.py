@@ -19,8 +19,10 @@ from netlang.ops.rules import (
     flops_per_input,
     flops_per_output,
     kept_shape,
+    leading_axes,
     no_flops,
     reduced_shape,
+    sum_leading_axes,
 )
 
 REDUCE_ATTRS = {"axis": None, "keepdims": False}
@@ -73,6 +75,10 @@ def _accumulator(x):
 
 
 def _sum_kernel(xp, x, axis, keepdims):
+    count = leading_axes(_np_axis(axis), x.ndim) if x.ndim else None
+    if count is not None and x.dtype.kind == "f":
+        out = sum_leading_axes(xp, x, count)
+        return out.reshape(kept_shape(x.shape, range(count))) if keepdims else xp.asarray(out)
     return xp.asarray(x.sum(axis=_np_axis(axis), keepdims=keepdims, dtype=_accumulator(x)))
 
 
@@ -107,6 +113,10 @@ def _mean_rule(x: TensorType, axis, keepdims) -> TensorType:
 
 
 def _mean_kernel(xp, x, axis, keepdims):
+    count = leading_axes(_np_axis(axis), x.ndim) if x.ndim else None
+    if count is not None and x.dtype.kind == "f":
+        out = sum_leading_axes(xp, x, count) / x.dtype.type(max(math.prod(x.shape[:count]), 1))
+        return out.reshape(kept_shape(x.shape, range(count))) if keepdims else xp.asarray(out)
     dtype = None if x.dtype.kind == "f" else "float32"  # accuracy = mean(equal(...)) is f32
     return xp.asarray(x.mean(axis=_np_axis(axis), keepdims=keepdims, dtype=dtype))
 

@@ -1,6 +1,8 @@
 """Shape/dtype rules shared by several op families, and kernel helpers they share."""
 from __future__ import annotations
 
+import math
+
 from netlang.errors import ShapeError
 from netlang.ir.types import DType, TensorType, broadcast_shapes, dim_mul, promote
 
@@ -67,6 +69,27 @@ def reduced_shape(shape: tuple, axes: tuple[int, ...], keepdims: bool) -> tuple:
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
+def leading_axes(axes, ndim: int) -> int | None:
+    """``k`` when ``axes`` are exactly the first k axes (0, 1, ..., k-1), else None."""
+    if axes is None:
+        return ndim
+    axes = (axes,) if isinstance(axes, int) else tuple(a % ndim for a in axes)
+    return len(axes) if sorted(axes) == list(range(len(axes))) else None
+
+
+def sum_leading_axes(xp, x, count: int):
+    """Sum a float array over its first ``count`` axes as one matrix-vector product.
+
+    NumPy reduces leading axes row by row with its inner loop over the short trailing axes
+    (a bias or batchnorm gradient over [N,H,W,C] with C=16 crawls); BLAS runs at memory speed.
+    """
+    rows = math.prod(x.shape[:count])
+    if x.dtype.kind != "f" or not x.flags.c_contiguous or rows < 2 or count == 0:
+        return x.sum(axis=tuple(range(count)))
+    flat = x.reshape(rows, -1)
+    return (xp.ones(rows, dtype=x.dtype) @ flat).reshape(x.shape[count:])
+
+
 def sum_to_shape(xp, g, shape: tuple):
     """Sum a broadcast result back down to ``shape`` (the VJP of broadcasting)."""
     if g.shape == tuple(shape):
@@ -74,8 +97,12 @@ def sum_to_shape(xp, g, shape: tuple):
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, d in enumerate(shape) if d == 1 and g.shape[lead + i] != 1)
-    out = g.sum(axis=axes, keepdims=True) if axes else g
-    return out.reshape(shape)
+    if not axes:
+        return g.reshape(shape)
+    count = leading_axes(axes, g.ndim)
+    if count is not None:
+        return sum_leading_axes(xp, g, count).reshape(shape)
+    return g.sum(axis=axes, keepdims=True).reshape(shape)
 
 
 # -- axes named against a type, and FLOPs counts (reduce, shape, activation, loss families) --
