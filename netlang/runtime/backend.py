@@ -9,6 +9,8 @@ the ``xp`` its kernels are called with.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,11 +120,32 @@ def _gpu_backend() -> Backend:
 _GPU: list[Backend] = []
 
 
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse instead of handing it back to the OS.
+
+    A training step allocates the same multi-megabyte temporaries (im2col patch matrices,
+    gradients) every step.  By default glibc maps each of them fresh and unmaps it on free,
+    so every step pays the page faults of first-touching that memory again: about 15% of a
+    residual CNN's step on CPU.  Raising the mmap and trim thresholds makes freed blocks
+    reusable.  A no-op where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)
+                    and libc.mallopt(m_trim_threshold, 1 << 30)
+                    and libc.mallopt(m_top_pad, 64 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def get_backend(name: str | Backend = "cpu") -> Backend:
     """The backend for ``--device cpu|gpu`` (created once; the GPU one checks for a GPU)."""
     if isinstance(name, Backend):
         return name
     if name in ("cpu", "numpy"):
+        keep_freed_memory()
         return CPU
     if name in ("gpu", "cuda", "cupy"):
         if not _GPU:
