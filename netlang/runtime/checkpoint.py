@@ -122,12 +122,18 @@ def differences(graph: Graph, meta: dict[str, Any]) -> list[str]:
     return lines
 
 
+def refuse_another_network(path: str | Path, meta: dict[str, Any], diffs: list[str],
+                           what: str = "variables",
+                           hint: str = "restore a checkpoint saved from this spec") -> None:
+    """Raise the error naming every variable that differs (the first dozen of them)."""
+    if not diffs:
+        return
+    shown = diffs[:12] + ([f"... and {len(diffs) - 12} more"] if len(diffs) > 12 else [])
+    raise CheckpointError(f"{path} is a checkpoint of another network "
+                          f"('{meta.get('network')}'); its {what} differ:\n  "
+                          + "\n  ".join(shown), hint=hint)
+
+
 def check_compatible(path: str | Path, graph: Graph, meta: dict[str, Any]) -> None:
     """Refuse a checkpoint whose variables are not exactly this network's."""
-    diffs = differences(graph, meta)
-    if diffs:
-        shown = diffs[:12] + ([f"... and {len(diffs) - 12} more"] if len(diffs) > 12 else [])
-        raise CheckpointError(f"{path} is a checkpoint of another network "
-                              f"('{meta.get('network')}'); its variables differ:\n  "
-                              + "\n  ".join(shown),
-                              hint="restore a checkpoint saved from this spec")
+    refuse_another_network(path, meta, differences(graph, meta))

@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from netlang.errors import CheckpointError
 from netlang.ir.graph import Graph
 from netlang.runtime.checkpoint import (
     check_compatible,
     differences,
     network_hash,
     read,
+    refuse_another_network,
     save,
     variables,
 )
@@ -36,13 +36,9 @@ def check_network(path: str | Path, network: Graph, meta: dict[str, Any]) -> lis
     """Refuse a checkpoint whose network parameters differ from ``network``'s (naming
     them); returns notes, e.g. that the network changed in a way parameters don't show."""
     recorded = meta.get("network_variables", meta.get("variables", {}))
-    diffs = differences(network, {"variables": recorded})
-    if diffs:
-        shown = diffs[:12] + ([f"... and {len(diffs) - 12} more"] if len(diffs) > 12 else [])
-        raise CheckpointError(f"{path} is a checkpoint of another network "
-                              f"('{meta.get('network')}'); its parameters differ:\n  "
-                              + "\n  ".join(shown),
-                              hint="use a checkpoint written by training this spec")
+    refuse_another_network(path, meta, differences(network, {"variables": recorded}),
+                           what="parameters",
+                           hint="use a checkpoint written by training this spec")
     if meta.get("network_hash", meta.get("hash")) != network_hash(network):
         return [(f"note: the network changed since {path} was written (its parameters did "
                 f"not); loading them anyway")]
