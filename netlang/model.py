@@ -243,7 +243,7 @@ class Session:
         self._ids: dict[tuple[int, Any], int] = {}
 
     def run(self, fetches, feeds: dict | None = None, training: bool = False,
-            updates: bool = False) -> Any:
+            updates: bool = False, to_host: bool = True) -> Any:
         """Compute ``fetches`` (a name, or a list of names) given ``feeds`` (name -> value).
 
         Only what the fetches need runs.  Any value may be fed, not only inputs; a fed
@@ -252,6 +252,8 @@ class Session:
         steps) run only when asked: ``updates=True``, or the name ``"update_ops"`` among the
         fetches, whose result is None (as in the seed's ``sess.run([y, update_ops])``).
         Gradient names of the training graph (``grad/fc1/W``) may be fetched too.
+        ``to_host=False`` returns the backend's arrays as they are (on a GPU: no copy to
+        the host, no synchronisation), for loops that read results only now and then.
         """
         single = isinstance(fetches, (str, int, np.integer))
         names = [fetches] if single else list(fetches)
@@ -265,8 +267,8 @@ class Session:
         values = {mapping[k]: self._feed_value(base, k, v) for k, v in fed.items()
                   if mapping.get(k) is not None}
         results = iter(self.executor.run(program, values, self.state))
-        out = [None if _is_update_ops(n) else self.backend.to_numpy(next(results))
-               for n in names]
+        convert = self.backend.to_numpy if to_host else (lambda value: value)
+        out = [None if _is_update_ops(n) else convert(next(results)) for n in names]
         return out[0] if single else out
 
     # -- checkpoints -----------------------------------------------------------------------

@@ -4,12 +4,13 @@
 the data to the network's inputs and runs one ``session.run`` per batch.  The batch order
 of an epoch depends only on (seed, epoch) and the checkpoint keeps the state, the dropout
 RNG and the step, so a resumed run continues exactly where the interrupted one stopped.
-Only the loss is checked for finiteness each step; when it fails, the step is re-run with
-every value checked to name the op that produced the first NaN or infinity.
+Only the loss is checked for finiteness; when it fails, the step is re-run with every value
+checked to name the op that produced the first NaN or infinity.  On the CPU that check runs
+every step; on a GPU the losses and metrics stay on the device and are brought to the host
+once every ``GPU_SYNC_EVERY`` steps (one transfer), so a step never waits for the device.
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from netlang.train.feeding import make_feeder
 from netlang.train.metrics import evaluate
 from netlang.train.nonfinite import StepRecord, nonfinite_error
 from netlang.train.step import LR_INPUT, build_train_graph
+
+GPU_SYNC_EVERY = 50    # steps between host reads of the loss and metrics on a GPU
 
 
 @dataclass
@@ -80,6 +83,8 @@ class Trainer:
         self.epoch = 0      # epochs completed
         self.step = 0       # steps completed
         self.history: list[StepRecord] = []
+        self.sync_every = 1 if self.session.backend.name == "cpu" else GPU_SYNC_EVERY
+        self._unread: list[list] = []   # device results of the steps since the last read
 
     # -- schedule ---------------------------------------------------------------------------
     @property
@@ -91,20 +96,36 @@ class Trainer:
         return self.schedule.rate(self.optimizer.lr, step, self.steps_per_epoch, total)
 
     # -- one step -----------------------------------------------------------------------------
-    def train_step(self, feeds: dict[str, np.ndarray]) -> list[float]:
-        """One forward/backward/update; returns the loss and metrics of the batch."""
+    def train_step(self, feeds: dict[str, np.ndarray]) -> None:
+        """One forward/backward/update.  Its loss and metrics are read by ``read_results``."""
         feeds[LR_INPUT] = np.float32(self.lr_at(self.step))
         record = StepRecord(self.step, dict(self.session.state.arrays),
                             self.session.rng.bit_generator.state, feeds)
-        self.history = [*self.history[-1:], record]
-        with np.errstate(all="ignore"):  # a NaN is reported below, with its origin
-            values = self.session.run(self.fetches, feeds, training=True, updates=True)
-        loss = float(values[0])
-        if not math.isfinite(loss):
-            raise nonfinite_error(self.loss, loss, self.step, self.epoch + 1, self.session,
-                                  self.fetches, self.history)
+        self.history = [*self.history[-self.sync_every:], record]
+        with np.errstate(all="ignore"):  # a NaN is reported by read_results, with its origin
+            values = self.session.run(self.fetches, feeds, training=True, updates=True,
+                                      to_host=False)
         self.step += 1
-        return [float(np.mean(v)) for v in values]
+        self._unread.append(values)
+
+    def read_results(self) -> np.ndarray:
+        """The per-step means of the loss and metrics since the last read, ``[steps, k]``,
+        brought to the host in one transfer; stops at the first non-finite loss."""
+        if not self._unread:
+            return np.zeros((0, len(self.fetches)))
+        backend, xp = self.session.backend, self.session.backend.xp
+        table = backend.to_numpy(xp.stack([xp.stack([xp.mean(v) for v in values])
+                                           for values in self._unread]))
+        table = table.astype(np.float64)
+        first_step, self._unread = self.step - len(table), []
+        bad = np.flatnonzero(~np.isfinite(table[:, 0]))
+        if bad.size:
+            step = first_step + int(bad[0])
+            # The step before may have written the NaN (an update) that this loss shows.
+            records = [r for r in self.history if step - 1 <= r.step <= step]
+            raise nonfinite_error(self.loss, float(table[bad[0], 0]), step, self.epoch + 1,
+                                  self.session, self.fetches, records)
+        return table
 
     # -- epochs -------------------------------------------------------------------------------
     def run_epoch(self, progress: Callable | None = None) -> EpochResult:
@@ -112,13 +133,15 @@ class Trainer:
         epoch, split, start = self.epoch + 1, self.dataset.train, time.perf_counter()
         order = epoch_order(len(split), self.config.seed, epoch)
         sums, seen, lr = np.zeros(len(self.fetches)), 0, self.lr_at(self.step)
+        sizes: list[int] = []
         for part in batch_slices(len(split), self.config.batch):
             index = order[part]
-            values = self.train_step(self.feeder.feeds(split, index))
-            sums += np.asarray(values) * len(index)
-            seen += len(index)
-            if progress is not None:
-                progress(len(index), values[0])
+            self.train_step(self.feeder.feeds(split, index))
+            sizes.append(len(index))
+            if len(sizes) >= self.sync_every:
+                sums, seen = self._add_results(sums, seen, sizes, progress)
+                sizes = []
+        sums, seen = self._add_results(sums, seen, sizes, progress)
         seconds = time.perf_counter() - start
         result = EpochResult(epoch, self.step, lr, seconds, seen,
                              dict(zip(self.fetches, (sums / max(seen, 1)).tolist())))
@@ -126,6 +149,16 @@ class Trainer:
             result.validation = self.evaluate(self.dataset.validation)
         self.epoch = epoch
         return result
+
+    def _add_results(self, sums, seen: int, sizes: list[int], progress):
+        """Read the steps since the last read and add them, weighted by batch size."""
+        table = self.read_results()
+        if not len(table):
+            return sums, seen
+        weights = np.asarray(sizes, dtype=np.float64)
+        if progress is not None:
+            progress(int(weights.sum()), float(table[-1, 0]))
+        return sums + weights @ table, seen + int(weights.sum())
 
     def evaluate(self, split) -> dict[str, float]:
         return evaluate(self.session, self.feeder, split, self.fetches, self.eval_batch)

@@ -137,3 +137,35 @@ def test_a_parameter_the_loss_cannot_reach_is_named_with_the_blocking_op():
         trainer(model=Model(b.graph))
     assert err.value.message.startswith("'w' gets no gradient: the path to the loss is "
                                         "blocked by argmax")
+
+
+def test_a_gpu_style_read_interval_finds_the_same_step_and_op():
+    """On a GPU the losses are read every GPU_SYNC_EVERY steps; a NaN inside an interval
+    is still reported at the step and op that produced it."""
+    t = trainer(model=log_net(), optimizer="sgd", lr=0.5)
+    t.sync_every = 50
+    t.dataset.train.x[:] = np.abs(t.dataset.train.x) + 0.5
+    with pytest.raises(NonFiniteError) as err:
+        for _ in range(3):
+            t.run_epoch()
+    assert re.match(r"the loss 'loss' became nan at step 3 \(epoch 1\); the first "
+                    r"non-finite value: log ", err.value.message), err.value.message
+
+
+def test_results_are_read_once_per_interval_with_the_same_epoch_means(monkeypatch):
+    from netlang.runtime.backend import Backend
+
+    every_step, per_interval = trainer(), trainer()
+    per_interval.sync_every = 4
+    for t in (every_step, per_interval):
+        t.dataset.validation = None
+    reads = []
+    original = Backend.to_numpy
+    monkeypatch.setattr(Backend, "to_numpy", lambda self, v: reads.append(1) or original(self, v))
+    a = every_step.run_epoch()
+    assert len(reads) == every_step.steps_per_epoch
+    reads.clear()
+    b = per_interval.run_epoch()
+    steps = per_interval.steps_per_epoch
+    assert steps > 4 and len(reads) == -(-steps // 4)    # one transfer per 4 steps
+    assert b.train == a.train and b.samples == a.samples
