@@ -4,7 +4,8 @@
 first, so every later pass sees gradients as ordinary nodes.
 ``OPTIMIZE`` runs per program, after the fed values are cut and the mode is bound: folding
 first (it resolves the mode's selects), then simplification of what folding exposed, then
-CSE across forward and backward nodes, then pruning to what the run needs.
+CSE across forward and backward nodes, ``settle`` (the three again until nothing changes:
+merging can expose more, e.g. ``select(c, x, x)``), then pruning to what the run needs.
 Each pass is ``Graph -> (Graph, report)``; the reports are what ``netlang explain`` prints.
 After every pass the IR verifier checks the result (``VERIFY``), naming the pass that broke it.
 """
@@ -18,10 +19,31 @@ from netlang.passes.cse import eliminate_common_subexpressions
 from netlang.passes.dce import eliminate_dead_code
 from netlang.passes.fold import fold_constants
 from netlang.passes.fusion import fuse_elementwise
+from netlang.passes.report import Report
 from netlang.passes.simplify import simplify
 from netlang.passes.verify import IRError, verify_graph
 
 Pass = Callable[[Graph], tuple[Graph, str]]
+
+
+def settle(graph: Graph, rounds: int = 8) -> tuple[Graph, Report]:
+    """Fold, simplify and CSE again until a round changes nothing.
+
+    CSE can make a node's operands one value (``select(c, x, x)``, ``x - x``) that the
+    earlier passes would have rewritten; usually nothing is left and this costs one round.
+    """
+    items: list[str] = []
+    for _ in range(rounds):
+        changed = 0
+        for fn in (fold_constants, simplify, eliminate_common_subexpressions):
+            graph, report = fn(graph)
+            changed += getattr(report, "changed", 0)
+            items += getattr(report, "items", ())
+        if not changed:
+            break
+    summary = f"{len(items)} more change(s) once CSE had merged" if items else "nothing more"
+    return graph, Report(summary, items, changed=len(items))
+
 
 PREPARE: list[tuple[str, Pass]] = [
     ("autodiff", expand_grads),
@@ -31,6 +53,7 @@ OPTIMIZE: list[tuple[str, Pass]] = [
     ("fold", fold_constants),
     ("simplify", simplify),
     ("cse", eliminate_common_subexpressions),
+    ("settle", settle),
     ("dce", eliminate_dead_code),
     ("fusion", fuse_elementwise),
 ]

@@ -119,5 +119,5 @@ def test_every_pass_and_the_pipeline_are_idempotent(graph, training):
 
 def test_the_pass_lists():
     assert next(name for name, _ in PREPARE) == "autodiff"
-    assert [name for name, _ in OPTIMIZE][:4] == ["fold", "simplify", "cse", "dce"]
-    assert pass_names()[:5] == ["autodiff", "fold", "simplify", "cse", "dce"]
+    assert [name for name, _ in OPTIMIZE][:5] == ["fold", "simplify", "cse", "settle", "dce"]
+    assert pass_names()[:6] == ["autodiff", "fold", "simplify", "cse", "settle", "dce"]
