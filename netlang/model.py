@@ -51,6 +51,10 @@ def read_source(source: str | Path) -> tuple[str, str]:
             return path.read_text(), str(source)
         except OSError as err:
             raise UsageError(f"cannot read spec '{source}': {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise UsageError(f"cannot read spec '{source}': not UTF-8 text (byte "
+                             f"0x{err.object[err.start]:02x} at offset {err.start})",
+                             hint="a spec is a UTF-8 text file (.net)") from None
     return source, "<string>"
 
 
@@ -264,7 +268,8 @@ class Session:
         ids = tuple(self._value_id(base, n) for n in wanted)
         fed = {self._value_id(base, k): v for k, v in feeds.items()}
         program, mapping = self.model.program(ids, frozenset(fed), training, updates, base)
-        values = {mapping[k]: self._feed_value(base, k, v) for k, v in fed.items()
+        dims: dict[str, tuple[int, str]] = {}
+        values = {mapping[k]: self._feed_value(base, k, v, dims) for k, v in fed.items()
                   if mapping.get(k) is not None}
         results = iter(self.executor.run(program, values, self.state))
         convert = self.backend.to_numpy if to_host else (lambda value: value)
@@ -314,7 +319,9 @@ class Session:
             self._ids[key] = nid
         return nid
 
-    def _feed_value(self, graph: Graph, nid: int, value):
+    def _feed_value(self, graph: Graph, nid: int, value, dims: dict[str, tuple[int, str]]):
+        """The fed array, checked against its declared type; ``dims`` (symbol -> (size, feed
+        that fixed it)) keeps a symbolic dimension such as N the same across all feeds."""
         node = graph.nodes[nid]
         declared = node.type
         label = node.name or graph.name_of(nid) or f"%{nid}"
@@ -326,9 +333,17 @@ class Session:
         elif arr.dtype.kind == "f":
             raise FeedError(f"feed '{label}' has float values but the spec declares "
                             f"{declared}", hint="feed integers (class labels) here")
-        if not bind_dims(declared.shape, arr.shape, {}):
+        bound: dict[str, int] = {}
+        if not bind_dims(declared.shape, arr.shape, bound):
             raise FeedError(f"feed '{label}' has shape {list(arr.shape)} but the spec "
                             f"declares {declared}")
+        for symbol, size in bound.items():
+            first, other = dims.setdefault(symbol, (size, label))
+            if first != size:
+                raise FeedError(
+                    f"feed '{label}' has shape {list(arr.shape)}, so {symbol} = {size} in "
+                    f"{declared}, but feed '{other}' gave {symbol} = {first}",
+                    hint=f"feed the same {symbol} to every input declared with it")
         return self.backend.asarray(arr)
 
 

@@ -252,3 +252,26 @@ def test_explain_lists_every_pass_and_the_memory_plan():
         in text
     training = model.explain(training=True, batch=32)
     assert "  gradients " in training and "(training, batch 32)" in training
+
+
+def test_a_spec_that_is_not_utf8_text_is_a_usage_error(tmp_path):
+    path = tmp_path / "binary.net"
+    path.write_bytes(b"network x {\n\x80\x81\n}\n")
+    with pytest.raises(UsageError) as err:
+        netlang.compile(str(path))
+    assert str(err.value) == (f"usage error: cannot read spec '{path}': not UTF-8 text "
+                              "(byte 0x80 at offset 12)\nhint: a spec is a UTF-8 text file (.net)")
+
+
+def test_feeds_must_agree_on_a_shared_symbolic_dimension():
+    s = netlang.compile("""network pair {
+  input x: f32[N, 2]
+  input y: f32[N]
+  output z = sum(x, axis=1) + y
+}""").session()
+    with pytest.raises(FeedError) as err:
+        s.run("z", {"x": np.zeros((5, 2), np.float32), "y": np.zeros(2, np.float32)})
+    assert str(err.value) == ("feed error: feed 'y' has shape [2], so N = 2 in f32[N], but "
+                              "feed 'x' gave N = 5\n"
+                              "hint: feed the same N to every input declared with it")
+    assert s.run("z", {"x": np.ones((3, 2), np.float32), "y": np.ones(3, np.float32)}).shape == (3,)

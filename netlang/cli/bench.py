@@ -370,6 +370,7 @@ def print_table(results: list[Result], device: str) -> None:
 def run(args) -> int:
     from netlang.runtime import backend
 
+    check_arguments(args)
     backend.get_backend(args.device)   # one clear error if the GPU is not there
     torch_ok, torch_note = (False, "--no-torch") if args.no_torch else torch_available()
     print(f"netlang bench: device {args.device}, batches {args.batch}, {args.steps} timed "
@@ -394,8 +395,25 @@ def run(args) -> int:
     if args.allocations:
         report["allocations"] = print_allocations(args)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        try:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        except OSError as err:
+            raise UsageError(f"--json: cannot write '{args.json}': {err.strerror}") from None
     return 0
+
+
+def check_arguments(args) -> None:
+    """Refuse settings that cannot give a number, before minutes of benchmarking."""
+    for batch in args.batch:
+        if batch < 1:
+            raise UsageError(f"--batch must be at least 1, got {batch}")
+    if args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if args.warmup < 0:
+        raise UsageError(f"--warmup must be at least 0, got {args.warmup}")
+    if args.json and not Path(args.json).parent.is_dir():
+        raise UsageError(f"--json: cannot write '{args.json}': no folder "
+                         f"'{Path(args.json).parent}'")
 
 
 def print_allocations(args) -> dict:

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 
 import netlang
+from netlang.errors import UsageError
 from netlang.train.config import train_config
 from netlang.train.data import load_dataset
 from netlang.train.feeding import make_feeder
@@ -38,6 +39,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
     model = netlang.compile(args.file)
     config = train_config(model.graph.meta.get("train"), model.graph.name)
     restored = restore_for_inference(model, args.checkpoint, args.device)

@@ -9,7 +9,9 @@ per example); the checkpoint's normalization is applied unless --no-normalize is
 """
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +44,13 @@ def add_arguments(parser) -> None:
 def load_input(path: str) -> np.ndarray:
     try:
         x = np.load(Path(path), allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise UsageError(f"--input: cannot read '{path}': {err}") from None
+    except OSError as err:
+        raise UsageError(f"--input: cannot read '{path}': {err.strerror}") from None
+    except ValueError as err:
+        reason = ("it holds Python objects, not a plain array" if "pickle" in str(err)
+                  else str(err))
+        raise UsageError(f"--input: cannot read '{path}': {reason}",
+                         hint="save the examples with numpy.save(path, array)") from None
     if x.ndim == 0:
         raise UsageError(f"--input '{path}' holds a scalar; give one example per row")
     return x
@@ -64,6 +71,8 @@ def show(name: str, value: np.ndarray) -> str:
 
 
 def run(args) -> int:
+    if args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
     model = netlang.compile(args.file)
     restored = restore_for_inference(model, args.checkpoint, args.device)
     for note in restored.notes:
@@ -76,6 +85,8 @@ def run(args) -> int:
     if not fetches:
         raise UsageError("the network has no output that needs only its first input",
                          hint="name one with --fetch")
+    if args.output:
+        check_output_name(Path(args.output), fetches)
     outputs = predict(restored.session, feeder, x, fetches, args.batch)
     if args.output:
         save(Path(args.output), outputs)
@@ -86,11 +97,32 @@ def run(args) -> int:
     return 0
 
 
+def check_output_name(path: Path, fetches: list[str]) -> None:
+    """--output must say its format: .npy for one output, .npz for one or several."""
+    if path.suffix == ".npz" or (path.suffix == ".npy" and len(fetches) == 1):
+        return
+    if len(fetches) == 1:
+        raise UsageError(f"--output '{path}': name the file .npy (or .npz)")
+    raise UsageError(f"--output '{path}': {len(fetches)} outputs ({', '.join(fetches)}) "
+                     f"go to one .npz file", hint="name it .npz, or pick one with --fetch")
+
+
 def save(path: Path, outputs: dict[str, np.ndarray]) -> None:
+    """Write the outputs to exactly ``path``, atomically: a temporary file in the same folder
+    renamed over it, so an earlier file there stays whole if anything fails."""
     try:
-        if len(outputs) == 1 and path.suffix != ".npz":
-            np.save(path, next(iter(outputs.values())))
-        else:
-            np.savez(path, **{k.replace("/", "_"): v for k, v in outputs.items()})
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise UsageError(f"--output: cannot write '{path}': {err.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if path.suffix == ".npy":
+                np.save(f, next(iter(outputs.values())))
+            else:
+                np.savez(f, **{k.replace("/", "_"): v for k, v in outputs.items()})
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise UsageError(f"--output: cannot write '{path}': {err.strerror}") from None
+        raise

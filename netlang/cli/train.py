@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import netlang
+from netlang.errors import UsageError
 from netlang.train.config import train_config
 from netlang.train.data import limit, load_dataset
 from netlang.train.fit import fit
@@ -44,6 +45,9 @@ def say(text: str) -> None:
 
 
 def run(args) -> int:
+    for flag, value in (("--limit", args.limit), ("--stop-after", args.stop_after)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
     model = netlang.compile(args.file)
     config = train_config(model.graph.meta.get("train"), model.graph.name).with_overrides(
         epochs=args.epochs, batch=args.batch, seed=args.seed)

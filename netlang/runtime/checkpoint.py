@@ -100,7 +100,8 @@ def read(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             arrays = {k[2:]: archive[k] for k in archive.files if k.startswith("a/")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
             json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is not a readable netlang checkpoint ({err})",
+        reason = "it holds pickled Python objects" if "pickle" in str(err) else str(err)
+        raise CheckpointError(f"{path} is not a readable netlang checkpoint ({reason})",
                               hint="the file is truncated or corrupt; use an earlier copy"
                               ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

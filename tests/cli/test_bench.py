@@ -44,3 +44,14 @@ def test_bench_on_a_missing_gpu_is_one_clear_error(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("device error: --device gpu needs CuPy, which is not installed\n")
     assert "Traceback" not in err
+
+
+def test_bench_refuses_settings_that_give_no_number(tmp_path, capsys):
+    assert main(["bench", "--no-torch", "--steps", "0"]) == 1
+    assert capsys.readouterr().err == "usage error: --steps must be at least 1, got 0\n"
+    assert main(["bench", "--no-torch", "--batch", "8", "0"]) == 1
+    assert capsys.readouterr().err == "usage error: --batch must be at least 1, got 0\n"
+    out = tmp_path / "no" / "b.json"
+    assert main(["bench", "--no-torch", "--json", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"usage error: --json: cannot write '{out}': no folder '{out.parent}'\n")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import netlang
 from netlang.cli import main
 from netlang.runtime.checkpoint import read
 
@@ -154,3 +155,48 @@ def test_no_train_section_is_a_clear_error(tmp_path, capsys):
     code, _, err = train(capsys, path)
     assert code == 1
     assert err.startswith("usage error: network 'tiny' has no train section")
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_eval_and_predict_refuse_a_batch_below_one(command, capsys):
+    extra = ["--input", "x.npy"] if command == "predict" else []
+    assert main([command, "tiny.net", "--checkpoint", "c.ckpt", "--batch", "0", *extra]) == 1
+    assert capsys.readouterr().err == "usage error: --batch must be at least 1, got 0\n"
+
+
+@pytest.mark.parametrize("flag", ["--limit", "--stop-after"])
+def test_train_refuses_a_limit_or_stop_after_below_one(flag, capsys):
+    assert main(["train", "tiny.net", flag, "-3"]) == 1
+    assert capsys.readouterr().err == f"usage error: {flag} must be at least 1, got -3\n"
+
+
+def test_predict_input_errors_name_the_file_plainly(spec, tmp_path, capsys):
+    ckpt = str(tmp_path / "c.ckpt")
+    netlang.compile(spec).session().save(ckpt)
+    pickled = tmp_path / "x.npy"
+    pickled.write_bytes(b"garbage" * 10)
+    for path, reason in [(pickled, ("it holds Python objects, not a plain array\n"
+                                    "hint: save the examples with numpy.save(path, array)")),
+                         (tmp_path / "no.npy", "No such file or directory")]:
+        assert main(["predict", str(spec), "--checkpoint", ckpt, "--input", str(path)]) == 1
+        assert capsys.readouterr().err == f"usage error: --input: cannot read '{path}': {reason}\n"
+
+
+def test_predict_output_is_written_to_exactly_the_named_file(spec, tmp_path, capsys):
+    ckpt = str(tmp_path / "c.ckpt")
+    netlang.compile(spec).session().save(ckpt)
+    np.save(tmp_path / "x.npy", np.zeros((3, 2), np.float32))
+    run = ["predict", str(spec), "--checkpoint", ckpt, "--input", str(tmp_path / "x.npy")]
+    (tmp_path / "y.npy").write_bytes(b"keep me")
+    assert main([*run, "--output", str(tmp_path / "y.npy")]) == 1
+    assert capsys.readouterr().err == (
+        f"usage error: --output '{tmp_path / 'y.npy'}': 2 outputs (probs, pred) go to one "
+        ".npz file\nhint: name it .npz, or pick one with --fetch\n")
+    assert (tmp_path / "y.npy").read_bytes() == b"keep me"
+    assert main([*run, "--fetch", "pred", "--output", str(tmp_path / "y.txt")]) == 1
+    assert capsys.readouterr().err == (
+        f"usage error: --output '{tmp_path / 'y.txt'}': name the file .npy (or .npz)\n")
+    assert main([*run, "--output", str(tmp_path / "y.npz")]) == 0
+    with np.load(tmp_path / "y.npz") as saved:
+        assert sorted(saved.files) == ["pred", "probs"]
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -136,3 +136,13 @@ def test_a_killed_writer_never_leaves_a_broken_file(tmp_path):
         child.wait()
         arrays, meta = checkpoint.read(path)
         assert (arrays["pad"] == meta["step"]).all() and arrays["fc1/W"][0, 0] == meta["step"]
+
+
+def test_a_pickle_is_refused_without_advice_to_unpickle_it(tmp_path):
+    path = tmp_path / "run.ckpt"
+    path.write_bytes(b"garbage" * 10)
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.read(path)
+    assert str(info.value) == (
+        f"checkpoint error: {path} is not a readable netlang checkpoint (it holds pickled "
+        "Python objects)\nhint: the file is truncated or corrupt; use an earlier copy")
