@@ -20,4 +20,7 @@ def load_spec(text: str, path: str) -> Graph:
     try:
         return lower_spec(parse(text, path))
     except RecursionError:
-        raise SpecError("the spec nests expressions too deeply") from None
+        raise SpecError(f"{path}: an expression is nested too deeply to compile "
+                        f"(thousands of operators in one expression)",
+                        hint="split it into several assignments, e.g. a = ...; b = a + ...") \
+            from None
