@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from netlang.errors import ShapeError
 from netlang.frontend.arguments import (
     Param,
@@ -300,17 +302,14 @@ def batchnorm(w, a: dict) -> int:
     axis = _norm_axis(a["axis"], t)
     channels = _static("batchnorm", "channels", t.shape[axis], t)
     vec = TensorType(t.dtype, (channels,))
-    reduce_axes = tuple(i for i in range(t.rank) if i != axis)
-    mean_b, var_b = _moments(w, x, reduce_axes, axis, t)
+    mean_b, var_b = _moments(w, x, axis, t)
     mean = _moving(w, "moving_mean", vec, ("zeros",), mean_b, a["momentum"])
     var = _moving(w, "moving_variance", vec, ("ones",), var_b, a["momentum"])
-    inv = w.b.rsqrt(w.b.add(var, w.b.const(a["epsilon"], t.dtype)))
-    scale = w.b.mul(inv, w.param("gamma", vec, ("ones",))) if a["scale"] else inv
-    shift = w.b.neg(w.b.mul(mean, scale))
-    if a["center"]:
-        shift = w.b.add(shift, w.param("beta", vec, ("zeros",)))
-    scale, shift = _along(w, scale, axis, t), _along(w, shift, axis, t)
-    return w.b.add(w.b.mul(x, scale), shift)
+    gamma = w.param("gamma", vec, ("ones",)) if a["scale"] else w.b.const(
+        np.ones(channels), t.dtype)
+    beta = w.param("beta", vec, ("zeros",)) if a["center"] else w.b.const(
+        np.zeros(channels), t.dtype)
+    return w.b.batchnorm_apply(x, mean, var, gamma, beta, axis=axis, epsilon=a["epsilon"])
 
 
 def _norm_axis(axis: int, t: TensorType) -> int:
@@ -320,11 +319,10 @@ def _norm_axis(axis: int, t: TensorType) -> int:
     return axis % t.rank
 
 
-def _moments(w, x: int, axes: tuple, axis: int, t: TensorType) -> tuple[int, int]:
-    """The batch mean and population variance over ``axes``, each shaped [C]."""
-    mean = w.b.mean(x, axis=axes, keepdims=False)
-    centered = w.b.sub(x, _along(w, mean, axis, t))
-    return mean, w.b.mean(w.b.square(centered), axis=axes, keepdims=False)
+def _moments(w, x: int, axis: int, t: TensorType) -> tuple[int, int]:
+    """The batch mean and population variance over every axis but ``axis``, each [C]."""
+    mean = w.b.mean(x, axis=tuple(i for i in range(t.rank) if i != axis), keepdims=False)
+    return mean, w.b.batch_variance(x, mean, axis=axis)
 
 
 def _moving(w, name: str, vec: TensorType, init: tuple, batch: int, momentum: float) -> int:
@@ -336,14 +334,6 @@ def _moving(w, name: str, vec: TensorType, init: tuple, batch: int, momentum: fl
     # In eval mode the update folds to the state itself, and DCE drops it.
     w.update(moving, w.b.select(w.mode(), blended, moving))
     return w.b.select(w.mode(), batch, moving)
-
-
-def _along(w, vec: int, axis: int, t: TensorType) -> int:
-    """A [C] vector shaped to broadcast along ``axis`` of ``t`` (free when axis is last)."""
-    if axis == t.rank - 1:
-        return vec
-    shape = tuple(t.shape[axis] if i == axis else 1 for i in range(t.rank))
-    return w.b.reshape(vec, shape=shape)
 
 
 def is_weighted_call(layer_def: Layer, args) -> bool:

@@ -161,7 +161,9 @@ def test_batchnorm_parameters_state_and_updates():
     assert inits == [("zeros",), ("ones",)]
     assert set(graph.updates) == {"bn1/moving_mean", "bn1/moving_variance"}
     means = [n for n in graph if n.op == "mean"]
-    assert [n.attrs["axis"] for n in means] == [(0, 1, 2), (0, 1, 2)]
+    assert [n.attrs["axis"] for n in means] == [(0, 1, 2)]
+    (var,) = [n for n in graph if n.op == "batch_variance"]
+    assert var.inputs[1] == means[0].id and var.attrs == {"axis": 3}
     assert shape_str(graph, "h") == "f32[N,26,26,8]"
 
 
