@@ -5,8 +5,10 @@ Binary VJPs reduce the cotangent back to each operand's shape with ``sum_to_like
 """
 from __future__ import annotations
 
+import operator
+
 from netlang.errors import ShapeError
-from netlang.ir.types import DType, TensorType
+from netlang.ir.types import DType, TensorType, promote
 from netlang.ops.registry import REQUIRED, defop
 from netlang.ops.rules import (
     binary_rule,
@@ -51,17 +53,26 @@ defop("broadcast_like", arity=2, shape=_broadcast_like_shape,
 
 # -- arithmetic ----------------------------------------------------------------------------
 
+def common_dtype(a, b):
+    """Both operands in the dtype the shape rule promised: f32 with i32 stays f32, where
+    NumPy would widen to f64 and hand every later kernel a type the IR does not say."""
+    if a.dtype == b.dtype:
+        return a, b
+    target = promote(DType.of(a.dtype), DType.of(b.dtype)).numpy
+    return a.astype(target, copy=False), b.astype(target, copy=False)
+
+
 defop("add", arity=2, shape=binary_rule("add"), elementwise=True,
-      kernel=lambda xp, a, b: a + b,
+      kernel=lambda xp, a, b: operator.add(*common_dtype(a, b)),
       vjp=lambda b, n, g: (unbroadcast(b, g, n.inputs[0]), unbroadcast(b, g, n.inputs[1])))
 
 defop("sub", arity=2, shape=binary_rule("sub"), elementwise=True,
-      kernel=lambda xp, a, b: a - b,
+      kernel=lambda xp, a, b: operator.sub(*common_dtype(a, b)),
       vjp=lambda b, n, g: (unbroadcast(b, g, n.inputs[0]),
                            unbroadcast(b, b.neg(g), n.inputs[1])))
 
 defop("mul", arity=2, shape=binary_rule("mul"), elementwise=True,
-      kernel=lambda xp, a, b: a * b,
+      kernel=lambda xp, a, b: operator.mul(*common_dtype(a, b)),
       vjp=lambda b, n, g: (unbroadcast(b, b.mul(g, n.inputs[1]), n.inputs[0]),
                            unbroadcast(b, b.mul(g, n.inputs[0]), n.inputs[1])))
 
@@ -234,13 +245,13 @@ def _pick_vjp(b, n, g, a_loses: int):
 
 defop("maximum", arity=2, shape=binary_rule("maximum"), elementwise=True,
       flops=flops_per_output(1),
-      kernel=lambda xp, a, b: xp.maximum(a, b),
+      kernel=lambda xp, a, b: xp.maximum(*common_dtype(a, b)),
       vjp=lambda b, n, g: _pick_vjp(b, n, g, b.less(*n.inputs)),
       doc="The larger of a and b, elementwise, with broadcasting.")
 
 defop("minimum", arity=2, shape=binary_rule("minimum"), elementwise=True,
       flops=flops_per_output(1),
-      kernel=lambda xp, a, b: xp.minimum(a, b),
+      kernel=lambda xp, a, b: xp.minimum(*common_dtype(a, b)),
       vjp=lambda b, n, g: _pick_vjp(b, n, g, b.greater(*n.inputs)),
       doc="The smaller of a and b, elementwise, with broadcasting.")
 

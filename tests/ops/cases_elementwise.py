@@ -149,3 +149,19 @@ def _comparison(op):
 
 _comparison("greater")
 _comparison("less")
+
+
+def _mixed_dtypes(op):
+    """f32 with i32 stays f32 (the shape rule's promotion), where NumPy alone gives f64."""
+    def draw_case(draw):
+        sa, sb = broadcast_pair(draw)
+        rng = np.random.default_rng(draw(st.integers(0, 1000)))
+        floats = array(draw, sa, 0.5, 2.0, dtype=np.float32)
+        ints = rng.integers(1, 4, sb).astype(np.int32)
+        return ([floats, ints] if draw(st.booleans()) else [ints, floats]), {}
+    draw_case.__name__ = f"{op}_f32_with_i32"
+    op_case(op, grad=False)(draw_case)
+
+
+for _op in ("add", "sub", "mul", "div", "maximum", "minimum"):
+    _mixed_dtypes(_op)
