@@ -42,7 +42,12 @@ def parse_feed(text: str) -> tuple[str, np.ndarray]:
 def run(args) -> int:
     model = netlang.compile(args.file)
     session = model.session(device=args.device, seed=args.seed)
-    feeds = dict(parse_feed(f) for f in args.feed)
+    feeds: dict[str, np.ndarray] = {}
+    for text in args.feed:
+        name, value = parse_feed(text)
+        if name in feeds:
+            raise UsageError(f"--feed {name} is given twice", hint="feed each name once")
+        feeds[name] = value
     values = session.run(list(args.fetch), feeds, training=args.train)
     for name, value in zip(args.fetch, values):
         # floatmode="unique": as many digits as the dtype needs (5.2831855 for f32), no more.

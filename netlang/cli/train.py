@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def run(args) -> int:
     for flag, value in (("--limit", args.limit), ("--stop-after", args.stop_after)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a positive number, got {args.lr}")
     model = netlang.compile(args.file)
     config = train_config(model.graph.meta.get("train"), model.graph.name).with_overrides(
         epochs=args.epochs, batch=args.batch, seed=args.seed)

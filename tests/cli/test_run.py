@@ -45,3 +45,14 @@ def test_gradcheck_mnist_small_passes(capsys):
     out = capsys.readouterr().out
     assert "conv1/W" in out and "dense1/b" in out
     assert out.rstrip().endswith("parameters within 0.0001")
+
+
+def test_a_name_fed_twice_is_refused(capsys):
+    assert main(["run", "specs/calc.net", "--fetch", "g", "--feed", "x=1", "--feed", "x=2"]) == 1
+    assert capsys.readouterr().err == ("usage error: --feed x is given twice\n"
+                                       "hint: feed each name once\n")
+
+
+def test_a_learning_rate_that_is_not_a_positive_number_is_refused(capsys):
+    assert main(["train", "specs/spiral.net", "--lr", "nan"]) == 1
+    assert capsys.readouterr().err == "usage error: --lr must be a positive number, got nan\n"
