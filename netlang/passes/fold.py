@@ -15,7 +15,7 @@ from netlang.errors import NetlangError
 from netlang.ir.graph import SOURCE_OPS, Graph, Node
 from netlang.ops.registry import get_op
 from netlang.passes.dce import rewrite
-from netlang.passes.report import Report, describe, plural
+from netlang.passes.report import Report, describe, plural, with_orphans
 
 FOLD_LIMIT = 1_000_000   # elements
 
@@ -77,8 +77,7 @@ def fold_constants(graph: Graph) -> tuple[Graph, Report]:
     new, orphans = rewrite(graph, visit)
     items = [f"{describe(graph, node)} -> {result}" for node, result in folded]
     summary = f"folded {plural(len(folded), 'node')}"
-    if orphans:
-        summary += f", removing {plural(len(orphans), 'node')} only they used"
+    summary = with_orphans(summary, orphans)
     return new, Report(summary, items, changed=len(folded))
 
 

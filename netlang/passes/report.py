@@ -71,3 +71,9 @@ def count_ops(nodes: Iterable[Node]) -> str:
 
 def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def with_orphans(summary: str, orphans) -> str:
+    """``summary`` plus how many nodes a rewrite left unused (and so removed), if any."""
+    return f"{summary}, removing {plural(len(orphans), 'node')} only they used" if orphans \
+        else summary

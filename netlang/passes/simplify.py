@@ -11,7 +11,7 @@ from __future__ import annotations
 from netlang.errors import NetlangError
 from netlang.ir.graph import Graph, Node
 from netlang.passes.dce import rewrite
-from netlang.passes.report import Report, describe, plural
+from netlang.passes.report import Report, describe, plural, with_orphans
 
 
 def uniform_value(graph: Graph, nid: int):
@@ -148,7 +148,6 @@ def simplify(graph: Graph) -> tuple[Graph, Report]:
     new, orphans = rewrite(graph, visit)
     items = [f"{describe(graph, node)}: {formula}" for node, formula in rewritten]
     summary = f"rewrote {plural(len(rewritten), 'node')}"
-    if orphans:
-        summary += f", removing {plural(len(orphans), 'node')} only they used"
+    summary = with_orphans(summary, orphans)
     return new, Report(summary, items, changed=len(rewritten))
 
