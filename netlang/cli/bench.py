@@ -8,7 +8,8 @@ by one (each ends when its loss is on the host); samples/s = batch / median step
 same network written with ``torch.nn`` (same layers, optimizer and batch) is timed the same way
 on the same device when ``import torch`` works.  Also printed: the compile time of
 ``specs/mnist.net`` (parse, shapes, passes, autodiff, plan; median of several runs), and with
-``--allocations`` the arrays and kernel calls one training step takes with and without fusion.
+``--allocations`` the arrays and kernel calls one training step takes with and without fusion,
+and with ``--profile TOP`` the TOP kinds of kernel that take most of a step's time.
 
     netlang bench --device cpu --batch 64 256 --steps 20
     python tools/bench.py --device gpu --json bench.json
@@ -53,6 +54,9 @@ def add_arguments(parser) -> None:
                         help="compile specs/mnist.net this many times (0: skip)")
     parser.add_argument("--allocations", action="store_true",
                         help="also count arrays and kernel calls per step, fused vs not")
+    parser.add_argument("--profile", type=int, default=0, metavar="TOP",
+                        help="also time every kernel of a step (the device synchronised after "
+                             "each) and print the TOP heaviest kinds of kernel per run")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
@@ -65,6 +69,7 @@ class Result:
     step_ms: float              # median
     note: str = ""
     kernel_calls: int | None = None   # netlang: kernels run per step (one launch per fused group)
+    profile: list | None = None       # netlang with --profile: [label, calls, ms, share] rows
 
 
 # -- netlang ----------------------------------------------------------------------------------
@@ -128,6 +133,29 @@ def netlang_step(spec: Path, batch: int, device: str, seed: int = 0):
         return session.run(loss, feeds, training=True, updates=True)
 
     return step, params, session, feeds
+
+
+def profile_steps(session, step: Callable, steps: int):
+    """Run ``steps`` more steps with every kernel timed (``runtime/profile.py``)."""
+    from netlang.runtime.profile import KernelProfile
+
+    profile = KernelProfile(session.backend)
+    session.executor.profile = profile
+    try:
+        for _ in range(steps):
+            step()
+    finally:
+        session.executor.profile = None
+    return profile
+
+
+def print_profile(name: str, batch: int, profile, step_s: float, top: int) -> None:
+    total = profile.total_ms()
+    print(f"\n  {name} batch {batch}: kernels take {total:.2f} ms of a {step_s * 1e3:.2f} ms "
+          f"step when timed one by one; the heaviest {top}:")
+    print(f"    {'kernel':<40} {'calls':>5} {'ms/step':>8} {'share':>6}")
+    for row in profile.rows(top):
+        print(f"    {row.label:<40} {row.calls:>5.0f} {row.ms:>8.3f} {row.share:>6.1%}")
 
 
 def time_steps(step: Callable, warmup: int, steps: int) -> list[float]:
@@ -339,9 +367,14 @@ def bench_one(name: str, spec: Path, batch: int, args, with_torch: bool) -> list
         step()
         calls = session.executor.kernel_calls - calls
         times = time_steps(step, args.warmup, args.steps)
+        profile = profile_steps(session, step, args.steps) if args.profile else None
     med = statistics.median(times)
+    rows = None if profile is None else [
+        [r.label, r.calls, r.ms, r.share] for r in profile.rows(args.profile)]
     out.append(Result(name, batch, "netlang", batch / med, med * 1e3,
-                      "no fusion" if args.no_fusion else "", calls))
+                      "no fusion" if args.no_fusion else "", calls, rows))
+    if profile is not None:
+        print_profile(name, batch, profile, med, args.profile)
     if with_torch:
         tstep, tparams = torch_step(name, spec, batch, args.device)
         ttimes = time_steps(tstep, args.warmup, args.steps)
@@ -411,6 +444,8 @@ def check_arguments(args) -> None:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
     if args.warmup < 0:
         raise UsageError(f"--warmup must be at least 0, got {args.warmup}")
+    if args.profile < 0:
+        raise UsageError(f"--profile must be at least 0, got {args.profile}")
     if args.json and not Path(args.json).parent.is_dir():
         raise UsageError(f"--json: cannot write '{args.json}': no folder "
                          f"'{Path(args.json).parent}'")

@@ -15,6 +15,7 @@ from typing import Any
 
 from netlang.errors import ExecutionError, FeedError, NetlangError
 from netlang.runtime.backend import Backend
+from netlang.runtime.profile import KernelProfile
 from netlang.runtime.program import Program
 
 
@@ -33,6 +34,7 @@ class Executor:
         self._rng = rng
         self.kernel_calls = 0           # counted so tests can prove what did not run
         self.on_step: Callable | None = None   # hook(node, value), e.g. non-finite checks
+        self.profile: KernelProfile | None = None   # time per kind of kernel (runtime/profile)
         self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @property
@@ -60,7 +62,7 @@ class Executor:
         (read here, and written with the program's updates at the end)."""
         bound = self.bind(program)
         env = self._sources(program, bound, feeds, store)
-        if self.on_step is not None:
+        if self.on_step is not None or self.profile is not None:
             return self._run_traced(program, bound, env, store)
         xp = self.backend.xp
         out = None
@@ -99,21 +101,31 @@ class Executor:
         return [env[f] for f in program.fetches]
 
     def _run_traced(self, program: Program, bound: Bound, env, store) -> list[Any]:
-        """The same run, calling ``on_step(node, value)`` after every step (slower)."""
+        """The same run, one kernel at a time: calls ``on_step(node, value)`` after every step
+        and times every kernel into ``profile`` (whichever is set; slower)."""
         xp = self.backend.xp
-        for node in program.steps:
-            if node.id in env:
-                self.on_step(node, env[node.id])
+        hook, profile = self.on_step, self.profile
+        if hook is not None:
+            for node in program.steps:
+                if node.id in env:
+                    hook(node, env[node.id])
         out = None
         try:
             for out, kernel, args, attrs, dead in bound.calls:
+                node = program.calls[bound.index[out]].node
+                started = profile.start() if profile is not None else 0.0
                 env[out] = kernel(xp, *[env[a] for a in args], **attrs)
                 self.kernel_calls += 1
-                self.on_step(program.calls[bound.index[out]].node, env[out])
+                if profile is not None:
+                    profile.stop(program.graph, node, started)
+                if hook is not None:
+                    hook(node, env[out])
                 for d in dead:
                     del env[d]
         except Exception as err:  # noqa: BLE001 - any kernel failure, reported with its node
             raise self._failure(program, bound, out, env, err) from None
+        if profile is not None:
+            profile.runs += 1
         return self._finish(program, env, store)
 
     def _failure(self, program: Program, bound: Bound, out, env, err) -> NetlangError:

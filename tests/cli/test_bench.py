@@ -55,3 +55,17 @@ def test_bench_refuses_settings_that_give_no_number(tmp_path, capsys):
     assert main(["bench", "--no-torch", "--json", str(out)]) == 1
     assert capsys.readouterr().err == (
         f"usage error: --json: cannot write '{out}': no folder '{out.parent}'\n")
+
+
+def test_bench_profile_names_the_heaviest_kernels(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--workloads", "mnist_small", "--batch", "4", "--steps", "2",
+                 "--warmup", "0", "--no-torch", "--compile-runs", "0", "--profile", "3",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "  mnist_small batch 4: kernels take " in text and "the heaviest 3:" in text
+    (result,) = json.loads(out.read_text())["results"]
+    labels = [row[0] for row in result["profile"]]
+    assert len(labels) == 3 and all(f"    {label} " in text for label in labels)
+    assert main(["bench", "--no-torch", "--profile", "-1"]) == 1
+    assert capsys.readouterr().err == "usage error: --profile must be at least 0, got -1\n"

@@ -138,3 +138,29 @@ def test_updates_are_written_after_the_run_from_the_old_values():
     np.testing.assert_array_equal(state["s"], [2, 2])
     executor.run(program, {}, state)
     np.testing.assert_array_equal(state["s"], [4, 4])
+
+
+def test_profile_times_every_kernel_by_kind_and_keeps_results():
+    from netlang.runtime.profile import KernelProfile
+
+    b = Builder(Graph(name="profiled"))
+    x = b.input("x", t(sym("N"), 6, 6, 8))
+    w = b.const(np.ones((3, 3, 8, 2), np.float32))
+    y = b.relu(b.conv2d(b.exp(x), w, padding="SAME"))
+    z = b.add(y, b.exp(y))
+    graph = b.graph
+    program = plan(graph, [z], {x})
+    executor = Executor(CPU)
+    feeds = {x: np.full((2, 6, 6, 8), 0.1, np.float32)}
+    (plain,) = executor.run(program, feeds, {})
+    executor.profile = profile = KernelProfile(CPU)
+    for _ in range(3):
+        (profiled,) = executor.run(program, feeds, {})
+    np.testing.assert_array_equal(profiled, plain)
+    assert profile.runs == 3
+    rows = {r.label: r for r in profile.rows()}
+    assert {k: r.calls for k, r in rows.items()} == {"exp": 2, "conv2d 3x3": 1, "relu": 1,
+                                                     "add": 1}
+    assert sum(r.share for r in rows.values()) == pytest.approx(1.0)
+    assert profile.total_ms() == pytest.approx(sum(r.ms for r in rows.values()))
+    assert [r.label for r in profile.rows(top=1)] == [max(rows, key=lambda k: rows[k].ms)]
