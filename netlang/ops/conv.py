@@ -5,7 +5,9 @@ TensorFlow).  ``padding`` is ``"SAME"`` or ``"VALID"`` with TensorFlow's rule: S
 ``out = ceil(in / stride)`` and pads ``max((out-1)*stride + (k-1)*dilation + 1 - in, 0)`` in
 total, the odd extra row/column at the bottom/right.
 
-How the kernels stay fast (CPU NumPy; CuPy shares the code):
+How the kernels stay fast (CPU NumPy; CuPy shares the code).  On the CPU, stride-1 windows of
+up to 9 taps over 8-16 channels instead run as one in-place GEMM per tap over shifted rows of
+the image (ops/shifted_gemm.py: no patch matrix at all); otherwise:
 
 - forward: a strided window view of the (padded) input is copied once into the patch
   matrix ``[N*OH*OW, kh*kw*cin]`` (im2col) and multiplied by the filter in ONE GEMM whose
@@ -29,6 +31,7 @@ from typing import NamedTuple
 
 from netlang.errors import ArgumentError, ShapeError
 from netlang.ir.types import TensorType, dim_prod
+from netlang.ops import shifted_gemm
 from netlang.ops.registry import defop
 
 CONV_ATTRS = {"stride": (1, 1), "padding": "VALID", "dilation": (1, 1)}
@@ -280,6 +283,8 @@ def patch_matrix(xp, x, gh: Axis, gw: Axis):
 
 def conv2d_kernel(xp, x, w, stride=(1, 1), padding="VALID", dilation=(1, 1)):
     gh, gw = window_geometry("conv2d", x.shape[1:3], w.shape[:2], stride, dilation, padding)
+    if shifted_gemm.usable(xp, x.dtype, gh, gw, x.shape[3]):
+        return shifted_gemm.conv2d(x, w, gh, gw)
     patches = patch_matrix(xp, x, gh, gw)
     PATCHES.put(x, (gh, gw), patches)
     out = patches @ w.reshape(-1, w.shape[3])
@@ -291,6 +296,8 @@ def backprop_filter_kernel(xp, x, g, like_w, stride=(1, 1), padding="VALID",
     kh, kw, cin, cout = like_w.shape
     gh, gw = window_geometry("conv2d", x.shape[1:3], (kh, kw), stride, dilation, padding)
     patches = PATCHES.take(x, (gh, gw))
+    if patches is None and shifted_gemm.usable(xp, x.dtype, gh, gw, cin):
+        return shifted_gemm.backprop_filter(x, g, kh, kw, gh, gw)
     if patches is None:
         patches = patch_matrix(xp, x, gh, gw)
     g2 = g.reshape(-1, cout)
@@ -307,6 +314,8 @@ def backprop_input(xp, g, w, in_shape: tuple, gh: Axis, gw: Axis):
     if kh == kw == 1 and gh.padded == gh.size and gw.padded == gw.size and (
             gh.stride == gw.stride == 1):
         return (g2 @ w.reshape(cin, cout).T).reshape(in_shape)
+    if shifted_gemm.usable(xp, g.dtype, gh, gw, cin):
+        return shifted_gemm.backprop_input(g, w, in_shape, gh, gw)
     if cin < 4:
         return col2im_channels_first(xp, g2, w, in_shape, gh, gw)
     # taps[t] = g @ W[t]^T, t = i*kw + j: contiguous [N, OH, OW, cin] slabs to scatter-add.
