@@ -48,12 +48,6 @@ class Backend:
         if self.name == "gpu":
             self.xp.cuda.Stream.null.synchronize()
 
-    def device_rng(self, rng: np.random.Generator):
-        """A generator whose draws land on this device, seeded from ``rng`` (host)."""
-        if self.name != "gpu":
-            return rng
-        return self.xp.random.default_rng(int(rng.integers(2**63 - 1)))
-
 
 CPU = Backend("cpu", np)
 

@@ -4,8 +4,9 @@
   generated here from the group's sub-expression, compiled once and cached by expression and
   input dtypes.  The generator is plain string code, so its output is unit-tested without a
   GPU.  A group with an op the generator does not know runs the shared ``out=`` path instead.
-* random ops: their shared kernels draw from a generator; on the GPU they get a CuPy generator
-  (seeded from the session's host generator), so masks are made on the device.
+* random ops: their shared kernels draw from a generator; on the GPU they get ``KeyedDraws``,
+  cuRAND draws keyed by the session's host generator, so masks are made on the device and
+  a resumed run draws what the uninterrupted one would have.
 
 This module never imports CuPy: kernels receive it as ``xp`` (backend.py is the only importer).
 """
@@ -176,22 +177,41 @@ def fused_gpu(xp, *arrays, expr):
     return out
 
 
-_DEVICE_RNGS: dict[int, tuple] = {}
+class KeyedDraws:
+    """Device random numbers whose only state is the session's host generator.
+
+    Each draw takes one 63-bit key from the host generator (``Session.rng``, which checkpoints
+    save and gradcheck resets) and seeds a counter-based Philox cuRAND generator with it;
+    re-seeding Philox costs no setup kernel.  So a run resumed from a checkpoint, or a
+    gradient check that resets the host generator, draws exactly the masks an uninterrupted
+    run would.  ``random(shape, dtype)`` is what the shared random kernels call.
+    """
+
+    def __init__(self, xp, host):
+        self.host = host if host is not None else np.random.default_rng()
+        philox = xp.cuda.curand.CURAND_RNG_PSEUDO_PHILOX4_32_10
+        self.device = xp.random.RandomState(method=philox)
+
+    def random(self, shape, dtype=np.float64):
+        self.device.seed(np.uint64(self.host.integers(2**63 - 1)))
+        return self.device.random_sample(shape, dtype=dtype)
 
 
-def _device_generator(xp, rng):
-    """One CuPy generator per host generator, seeded from it (reproducible per seed)."""
-    entry = _DEVICE_RNGS.get(id(rng))
-    if entry is None or entry[0] is not rng:
-        seed = int(rng.integers(2**63 - 1)) if rng is not None else None
-        entry = _DEVICE_RNGS[id(rng)] = (rng, xp.random.default_rng(seed))
-    return entry[1]
+_DEVICE_DRAWS: dict[int, KeyedDraws] = {}
+
+
+def _device_draws(xp, rng) -> KeyedDraws:
+    """One cuRAND generator per host generator, made on first use."""
+    draws = _DEVICE_DRAWS.get(id(rng))
+    if draws is None or draws.host is not rng:
+        draws = _DEVICE_DRAWS[id(rng)] = KeyedDraws(xp, rng)
+    return draws
 
 
 def on_device_rng(kernel: Callable) -> Callable:
-    """A random op's shared kernel, drawing from a CuPy generator instead of the host's."""
+    """A random op's shared kernel, drawing on the device with keys from the host generator."""
     def run(xp, *arrays, rng=None, **attrs):
-        return kernel(xp, *arrays, rng=_device_generator(xp, rng), **attrs)
+        return kernel(xp, *arrays, rng=_device_draws(xp, rng), **attrs)
     run.__doc__ = f"GPU: {kernel.__doc__ or 'random kernel'} (device random numbers)"
     return run
 

@@ -371,6 +371,21 @@ class HostElementwiseKernel:
         return out
 
 
+class HostRandomState:
+    """cupy.random.RandomState's stand-in: a generator re-made by every ``seed``."""
+
+    def __init__(self, method):
+        assert method == 7                       # asked for Philox
+        self.generator = None
+
+    def seed(self, seed):
+        assert isinstance(seed, np.uint64)       # what CuPy's seed() casts safely
+        self.generator = np.random.default_rng(int(seed))
+
+    def random_sample(self, size, dtype):
+        return self.generator.random(size, dtype=dtype)
+
+
 class NumpyCupy(types.ModuleType):
     """A ``cupy`` made of NumPy (everything not set here is NumPy's), one 'GPU'."""
 
@@ -383,9 +398,10 @@ def numpy_as_gpu(fresh_gpu_slot, monkeypatch, tmp_path):
     cupy = NumpyCupy("cupy")
     cupy.asnumpy = np.asarray
     cupy.ElementwiseKernel = HostElementwiseKernel
-    cupy.random = types.SimpleNamespace(default_rng=np.random.default_rng)
+    cupy.random = types.SimpleNamespace(RandomState=HostRandomState)
     cupy.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+        curand=types.SimpleNamespace(CURAND_RNG_PSEUDO_PHILOX4_32_10=7),
         Stream=types.SimpleNamespace(null=types.SimpleNamespace(synchronize=lambda: None)))
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setattr(HostElementwiseKernel, "folder", tmp_path)
@@ -420,18 +436,36 @@ def test_train_steps_through_the_gpu_code_paths_match_the_cpu(numpy_as_gpu):
     assert runs["gpu"][2] == runs["cpu"][2]
 
 
-def test_random_ops_draw_on_the_device_generator(numpy_as_gpu):
+@pytest.mark.parametrize("device", DEVICES[1:])
+def test_random_ops_draw_on_the_device_keyed_by_the_host_generator(device, request):
+    """Dropout masks are made on the device, each from one key of the host generator: a run
+    restored to the host generator's saved state (a resumed checkpoint) draws the same masks."""
+    backend = backend_for(device, request)
     b = Builder(Graph(name="drop"))
     x = b.input("x", TensorType(DType.f32, (64, 64)))
     y = b.op("dropout_mask", x, rate=0.25)
     program = plan(b.graph, [y], {x})
-    executor = Executor(numpy_as_gpu, np.random.default_rng(5))
-    ones = np.ones((64, 64), np.float32)
-    first, second = (executor.run(program, {x: ones}, State(numpy_as_gpu))[0]
-                     for _ in range(2))
+    host = np.random.default_rng(5)
+    executor = Executor(backend, host)
+    ones = backend.asarray(np.ones((64, 64), np.float32))
+
+    def draw():
+        (mask,) = executor.run(program, {x: ones}, State(backend))
+        assert type(mask) is type(ones)                 # made on the device
+        return backend.to_numpy(mask)
+
+    first = draw()
+    saved = host.bit_generator.state
+    second, third = draw(), draw()
     assert set(np.unique(first)) <= {0.0, np.float32(1 / 0.75)}
-    assert not np.array_equal(first, second)          # one generator, drawn from twice
+    assert not np.array_equal(first, second) and not np.array_equal(second, third)
     assert 0.6 < float(np.mean(first > 0)) < 0.9
+    host.bit_generator.state = saved
+    np.testing.assert_array_equal(draw(), second)
+    np.testing.assert_array_equal(draw(), third)
+    resumed = Executor(backend, np.random.default_rng(5))   # a fresh session, same seed
+    executor = resumed
+    np.testing.assert_array_equal(draw(), first)
 
 
 class FakeKernel:
