@@ -3,18 +3,19 @@
 #
 #   bash tools/gpu_check.sh                       # the GPU machine (carry .whl and .gpu_data)
 #   bash tools/gpu_check.sh --device cpu --quick  # a dry run of every step on a CPU machine
-#   bash tools/gpu_check.sh --short               # tighter limits (about 3.5 min) for a small lease
+#   bash tools/gpu_check.sh --short               # tighter limits (210 s at most) for a small lease
 #
 # 1. installs what the machine lacks (lark, graphviz) from the wheels in .whl/;
 # 2. runs the backend parity tests (every op's outputs and gradients on the GPU vs NumPy,
 #    inferred vs executed shapes, generated fused kernels) and the fusion tests;
 # 3. runs tools/bench.py on the device at batch 64 and 256 next to PyTorch on the same device,
-#    then the CNNs at batch 256 without fusion (what fusion buys, in time and kernel launches);
+#    then the CNNs at batch 256 without fusion (what fusion buys, in time and kernel launches),
+#    then a per-kernel profile of the CNNs at batch 256 (where a step's time goes);
 # 4. trains one epoch of specs/mnist.net on the device and measures its test accuracy
 #    (MNIST from .gpu_data/mnist, gzipped idx files copied from the netlang cache);
-# 5. writes $OUT/report.md with the results and one log per step (7 files in $OUT).
+# 5. writes $OUT/report.md with the results and one log per step (8 files in $OUT).
 #
-# Each step has its own time limit (585 s together at most; about four minutes expected).
+# Each step has its own time limit (590 s together at most; about four minutes expected).
 # Prepare here (once): .whl/ (pip download, see /work/.library/device/README.md) and
 #   mkdir -p .gpu_data/mnist; for f in ~/.cache/netlang/mnist/*-ubyte; do
 #     gzip -9 -c "$f" > .gpu_data/mnist/$(basename "$f").gz; done
@@ -23,13 +24,14 @@ cd "$(dirname "$0")/.."
 
 DEVICE=gpu
 QUICK=0
-SHORT=0   # --short: the same steps with tighter limits (about 3.5 minutes), for a small lease
-T_PARITY=150; T_BENCH=180; T_NOFUSION=60; T_TRAIN=150; T_EVAL=45
+SHORT=0   # --short: the same steps with tighter limits (210 s at most), for a small lease
+T_PARITY=150; T_BENCH=160; T_NOFUSION=50; T_PROFILE=45; T_TRAIN=140; T_EVAL=45
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
-    --short) SHORT=1; T_PARITY=45; T_BENCH=75; T_NOFUSION=0; T_TRAIN=45; T_EVAL=15; shift ;;
+    --short) SHORT=1; T_PARITY=45; T_BENCH=75; T_NOFUSION=0; T_PROFILE=30; T_TRAIN=45; T_EVAL=15
+             shift ;;
     *) echo "usage: tools/gpu_check.sh [--device gpu|cpu] [--quick] [--short]" >&2; exit 2 ;;
   esac
 done
@@ -109,6 +111,19 @@ if [ $T_NOFUSION -gt 0 ]; then
   say '```'
 fi
 
+if [ $T_PROFILE -gt 0 ]; then
+  timeout $T_PROFILE python3 tools/bench.py --device "$DEVICE" --batch $BIG --workloads residual \
+    mnist_small --no-torch --compile-runs 0 --steps 3 --warmup 2 --profile 12 \
+    > "$OUT/profile.log" 2>&1
+  rc=$?
+  say ""
+  say "## where a step's time goes at batch $BIG (each kernel timed to completion): $(status $rc) ($(elapsed))"
+  say '```'
+  sed -n '/kernels take/,/^training throughput/p' "$OUT/profile.log" | grep -v "^training" | tee -a "$REPORT"
+  [ $rc -ne 0 ] && tail -15 "$OUT/profile.log" | tee -a "$REPORT"
+  say '```'
+fi
+
 # -- 4. one epoch of specs/mnist.net -----------------------------------------------------------
 RUN=/tmp/netlang_gpu_run
 rm -rf "$RUN"
@@ -126,4 +141,4 @@ say '```'
 grep -vE "^\s*$" "$OUT/train.log" | tail -8 | tee -a "$REPORT"
 say '```'
 say ""
-say "total $(elapsed); logs: env.log parity.log bench.log bench.json bench_nofusion.log train.log"
+say "total $(elapsed); logs: env.log parity.log bench.log bench.json bench_nofusion.log profile.log train.log"
