@@ -40,6 +40,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 START=$(date +%s)
 REPORT="$OUT/report.md"
+: > "$REPORT"    # a fresh report, even in a reused $OUT
 say() { echo "$@" | tee -a "$REPORT"; }
 elapsed() { echo $(( $(date +%s) - START ))s; }
 status() { if [ "$1" -eq 0 ]; then echo ok; elif [ "$1" -eq 124 ]; then echo "TIMED OUT"; else echo "FAILED (exit $1)"; fi; }
