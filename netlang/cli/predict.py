@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import netlang
+from netlang.cli.arrays import read_npy
 from netlang.errors import UsageError
 from netlang.train.feeding import features_feeder
 from netlang.train.inference import restore_for_inference
@@ -42,15 +43,7 @@ def add_arguments(parser) -> None:
 
 
 def load_input(path: str) -> np.ndarray:
-    try:
-        x = np.load(Path(path), allow_pickle=False)
-    except OSError as err:
-        raise UsageError(f"--input: cannot read '{path}': {err.strerror}") from None
-    except ValueError as err:
-        reason = ("it holds Python objects, not a plain array" if "pickle" in str(err)
-                  else str(err))
-        raise UsageError(f"--input: cannot read '{path}': {reason}",
-                         hint="save the examples with numpy.save(path, array)") from None
+    x = read_npy(path, "--input", hint="save the examples with numpy.save(path, array)")
     if x.ndim == 0:
         raise UsageError(f"--input '{path}' holds a scalar; give one example per row")
     return x

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 import netlang
+from netlang.cli.arrays import read_npy
 from netlang.errors import UsageError
 
 HELP = "run part of a network: fetch named values given feeds"
@@ -28,10 +28,7 @@ def parse_feed(text: str) -> tuple[str, np.ndarray]:
     if not sep or not name:
         raise UsageError(f"--feed '{text}' is not NAME=VALUE")
     if value.endswith(".npy"):
-        try:
-            return name, np.load(Path(value), allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise UsageError(f"--feed {name}: cannot read '{value}': {err}") from None
+        return name, read_npy(value, f"--feed {name}")
     try:
         return name, np.asarray(json.loads(value))
     except json.JSONDecodeError:

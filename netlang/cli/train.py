@@ -54,10 +54,11 @@ def run(args) -> int:
     model = netlang.compile(args.file)
     config = train_config(model.graph.meta.get("train"), model.graph.name).with_overrides(
         epochs=args.epochs, batch=args.batch, seed=args.seed)
+    run_folder = RunFolder(args.out or Path("runs") / Path(args.file).stem)
+    run_folder.check()
     dataset = load_dataset(config.data.name, config.data.args, args.data_dir, config.data.span)
     dataset = limit(dataset, args.limit)
     trainer = Trainer(model, config, dataset, device=args.device, lr=args.lr)
-    run_folder = RunFolder(args.out or Path("runs") / Path(args.file).stem)
     val = len(dataset.validation) if dataset.validation is not None else 0
     say(f"training {model.graph.name} on {dataset.name}: {len(dataset.train)} examples "
         f"({val} for validation), {config.epochs} epochs of batch {config.batch}, "

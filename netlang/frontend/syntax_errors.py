@@ -125,6 +125,9 @@ def _hint(ctx: ErrorContext) -> str | None:
         return keyword
     if ctx.token_type in {k.upper() for k in KEYWORDS}:
         return f"'{ctx.token_text}' is a reserved word; use another name"
+    if ctx.token_type is None and ctx.token_text and not ctx.token_text.isascii():
+        return ("names are ASCII letters, digits and '_' (not starting with a digit); "
+                "other characters may appear only in comments and strings")
     return ctx.example_hint
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,16 @@ class RunFolder:
     @property
     def plot_path(self) -> Path:
         return self.path / "curves.png"
+
+    def check(self) -> None:
+        """Make sure the folder exists and can be written, touching nothing in it (so a bad
+        --out is refused before minutes of data loading)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"cannot use the run folder {self.path}: {err.strerror}") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot use the run folder {self.path}: Permission denied")
 
     def create(self, fresh: bool) -> None:
         """Make the folder; a fresh run starts a new log."""

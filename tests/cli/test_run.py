@@ -56,3 +56,16 @@ def test_a_name_fed_twice_is_refused(capsys):
 def test_a_learning_rate_that_is_not_a_positive_number_is_refused(capsys):
     assert main(["train", "specs/spiral.net", "--lr", "nan"]) == 1
     assert capsys.readouterr().err == "usage error: --lr must be a positive number, got nan\n"
+
+
+def test_an_unreadable_npy_feed_says_why_once(tmp_path, capsys):
+    missing = tmp_path / "missing.npy"
+    assert main(["run", "specs/calc.net", "--fetch", "g", "--feed", f"x={missing}"]) == 1
+    assert capsys.readouterr().err == (
+        f"usage error: --feed x: cannot read '{missing}': No such file or directory\n")
+    pickled = tmp_path / "objects.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert main(["run", "specs/calc.net", "--fetch", "g", "--feed", f"x={pickled}"]) == 1
+    assert capsys.readouterr().err == (
+        f"usage error: --feed x: cannot read '{pickled}': it holds Python objects, not a "
+        "plain array\nhint: save it with numpy.save(path, array)\n")

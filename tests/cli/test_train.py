@@ -200,3 +200,18 @@ def test_predict_output_is_written_to_exactly_the_named_file(spec, tmp_path, cap
     with np.load(tmp_path / "y.npz") as saved:
         assert sorted(saved.files) == ["pred", "probs"]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_unusable_run_folder_is_refused_before_the_data_is_loaded(spec, tmp_path, capsys,
+                                                                      monkeypatch):
+    from netlang.cli import train as train_command
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the data was loaded before the run folder was checked")
+
+    monkeypatch.setattr(train_command, "load_dataset", no_loading)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, out, err = train(capsys, spec, "--out", blocker / "run")
+    assert code == 1 and out == ""
+    assert err == f"usage error: cannot use the run folder {blocker / 'run'}: Not a directory\n"

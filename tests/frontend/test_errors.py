@@ -87,6 +87,18 @@ network n {
 bad.net:4:13: syntax error: unexpected character '$'
       h = image $ 2
                 ^"""),
+    Case("syntax_non_ascii_name", """\
+network n {
+  input x: f32[N, 4]   # comments may say anything: é
+  hé = relu(x)
+  output y = hé
+}
+""", """\
+bad.net:3:4: syntax error: unexpected character 'é'
+      hé = relu(x)
+       ^
+hint: names are ASCII letters, digits and '_' (not starting with a digit); other characters \
+may appear only in comments and strings"""),
     Case("syntax_unclosed_brace", """\
 network n {
   input x: f32[N, 2]
