@@ -17,6 +17,7 @@ ops and differentiates them, so a fused node is an ordinary op that can be diffe
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -243,26 +244,97 @@ def assign_buffers(expr: tuple, n_inputs: int, wants: list) -> tuple[list, list]
     return buffers, slots
 
 
+MAX_TILED_CHANNELS, TILED_ROW = 32, 256
+
+
+def row_tiling(out_shape: tuple, shapes: list[tuple]) -> int:
+    """How many times to tile the per-channel vectors of a group (1: not at all).
+
+    A bias add over ``[N, H, W, 4]`` broadcasts a 4-vector: NumPy's inner loop then runs 4
+    elements at a time and costs 3.5x a plain add.  When every value of the group is either
+    full-size, a vector along the last axis, or a single number, the group can run on 2-D
+    views ``[rows, k*C]`` with the vectors tiled k times, so inner loops are k*C long
+    (``[256, 28, 28, 4]``: 1.13 -> 0.32 ms; gains fade above 32 channels).
+    """
+    if not out_shape:
+        return 1
+    channels = out_shape[-1]
+    if not 0 < channels <= MAX_TILED_CHANNELS:
+        return 1
+    kinds = {_kind(s, out_shape) for s in shapes}
+    if None in kinds or "vector" not in kinds:
+        return 1
+    rows = math.prod(out_shape) // channels
+    k = 1
+    while 2 * k * channels <= TILED_ROW and rows % (2 * k) == 0:
+        k *= 2
+    return k
+
+
+def _kind(shape: tuple, out_shape: tuple) -> str | None:
+    if tuple(shape) == tuple(out_shape):
+        return "full"
+    if math.prod(shape) == 1:
+        return "scalar"
+    if shape and shape[-1] == out_shape[-1] and math.prod(shape[:-1]) == 1:
+        return "vector"
+    return None
+
+
 def make_plan(xp, expr: tuple, in_dtypes: tuple, in_shapes: tuple) -> FusedPlan:
     in_types = [TensorType(DType.of(d), tuple(s)) for d, s in zip(in_dtypes, in_shapes)]
-    wants = [(t.shape, t.dtype.numpy) for t in step_types(expr, in_types)]
+    types = step_types(expr, in_types)
+    out_shape = types[-1].shape
+    tiles = row_tiling(out_shape, [t.shape for t in in_types + types]) if xp is np else 1
+    wants = [(_tiled(t.shape, out_shape, tiles), t.dtype.numpy) for t in types]
     buffers, slots = assign_buffers(expr, len(in_types), wants)
     steps = tuple(((INTO.get(op) or _generic_into(get_op(op)))(xp), operands, k, dict(attrs))
                   for (op, _, attrs), (operands, k) in zip(expr, slots))
-    run, source = generate_python(xp, buffers, steps, len(in_types))
+    views = [_view_code(s, out_shape, tiles) for s in in_shapes] if tiles > 1 else None
+    run, source = generate_python(xp, buffers, steps, len(in_types), views,
+                                  out_shape if tiles > 1 else None)
     return FusedPlan(tuple(buffers), steps, len(in_types), run, source)
 
 
-def generate_python(xp, buffers: list, steps: tuple, n: int) -> tuple[Callable, str]:
-    """The plan as the text of one Python function, and that function."""
+def _tiled(shape: tuple, out_shape: tuple, tiles: int) -> tuple:
+    """A value's shape in the tiled 2-D layout (itself when there is no tiling)."""
+    if tiles == 1:
+        return shape
+    kind = _kind(shape, out_shape)
+    channels = out_shape[-1]
+    if kind == "full":
+        return (math.prod(out_shape) // (channels * tiles), channels * tiles)
+    return (channels * tiles,) if kind == "vector" else ()
+
+
+def _view_code(shape: tuple, out_shape: tuple, tiles: int) -> str:
+    """How the generated function turns input ``{x}`` into its tiled 2-D form."""
+    target = _tiled(shape, out_shape, tiles)
+    if _kind(shape, out_shape) == "vector":
+        return f"tile({{x}}.reshape(-1), {tiles})"
+    return f"{{x}}.reshape({target!r})"
+
+
+def generate_python(xp, buffers: list, steps: tuple, n: int, views: list[str] | None = None,
+                    out_shape: tuple | None = None) -> tuple[Callable, str]:
+    """The plan as the text of one Python function, and that function.  With ``views`` (the
+    row tiling), inputs are first reshaped or tiled by that code and the output buffer is
+    allocated as ``out_shape`` and written through its 2-D view."""
     def name(slot: int) -> str:
         return f"x{slot}" if slot < n else f"b{slot - n}"
 
-    scope: dict[str, Any] = {"empty": xp.empty}
+    scope: dict[str, Any] = {"empty": xp.empty, "tile": xp.tile}
     lines = [f"def fused({', '.join(name(i) for i in range(n))}):"]
+    for i, code in enumerate(views or []):
+        lines.append(f"    x{i} = {code.format(x=f'x{i}')}")
     for k, (shape, dtype) in enumerate(buffers):
         scope[f"shape{k}"], scope[f"dtype{k}"] = shape, dtype
-        lines.append(f"    b{k} = empty(shape{k}, dtype{k})")
+        if k == 0 and out_shape is not None:
+            scope["out_shape"] = out_shape
+            lines.append("    out = empty(out_shape, dtype0)")
+            lines.append("    b0 = out.reshape(shape0)")
+        else:
+            lines.append(f"    b{k} = empty(shape{k}, dtype{k})")
     for j, (fn, operands, k, attrs) in enumerate(steps):
         scope[f"f{j}"] = fn
         keywords = []
@@ -271,7 +343,7 @@ def generate_python(xp, buffers: list, steps: tuple, n: int) -> tuple[Callable, 
             keywords.append(f", {key}=a{j}_{key}")
         lines.append(f"    f{j}({', '.join(map(name, operands))}, out={name(k)}"
                      f"{''.join(keywords)})")
-    lines.append("    return b0")
+    lines.append("    return out" if out_shape is not None else "    return b0")
     source = "\n".join(lines) + "\n"
     exec(compile(source, "<fused plan>", "exec"), scope)  # noqa: S102  (text made above)
     return scope["fused"], source

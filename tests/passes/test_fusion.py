@@ -236,7 +236,7 @@ def test_a_chain_writes_every_step_into_its_output_buffer():
     expr = (("add", ("x0", "x1"), ()), ("relu", ("t0",), ()), ("mul", ("t1", "x0"), ()),
             ("tanh", ("t2",), ()))
     x = np.ones((4, 3), np.float32)
-    p = plan_for(expr, [x, np.ones(3, np.float32)])
+    p = plan_for(expr, [x, x])
     assert p.scratch == 0 and p.buffers == (((4, 3), np.dtype("float32")),)
     assert p.source == ("def fused(x0, x1):\n"
                         "    b0 = empty(shape0, dtype0)\n"
@@ -245,7 +245,38 @@ def test_a_chain_writes_every_step_into_its_output_buffer():
                         "    f2(b0, x0, out=b0)\n"
                         "    f3(b0, out=b0)\n"
                         "    return b0\n")
-    np.testing.assert_allclose(p.run(x, np.ones(3, np.float32)), np.tanh(2.0), rtol=1e-6)
+    np.testing.assert_allclose(p.run(x, x), np.tanh(2.0), rtol=1e-6)
+
+
+def test_a_group_over_few_channels_runs_on_rows_with_its_vectors_tiled():
+    """bias + relu over [2, 3, 4, 4]: 24 rows of 4 channels become 3 rows of 32, the bias
+    tiled 8 times, so NumPy's inner loops run 32 elements instead of 4."""
+    expr = (("add", ("x0", "x1"), ()), ("relu", ("t0",), ()), ("mul", ("t1", "x2"), ()))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    scale = np.float32(0.5)
+    p = plan_for(expr, [x, bias, scale])
+    assert p.buffers == (((3, 32), np.dtype("float32")),)
+    assert p.source == ("def fused(x0, x1, x2):\n"
+                        "    x0 = x0.reshape((3, 32))\n"
+                        "    x1 = tile(x1.reshape(-1), 8)\n"
+                        "    x2 = x2.reshape(())\n"
+                        "    out = empty(out_shape, dtype0)\n"
+                        "    b0 = out.reshape(shape0)\n"
+                        "    f0(x0, x1, out=b0)\n"
+                        "    f1(b0, out=b0)\n"
+                        "    f2(b0, x2, out=b0)\n"
+                        "    return out\n")
+    y = p.run(x, bias, scale)
+    assert y.shape == x.shape and y.dtype == np.float32 and y.base is None
+    np.testing.assert_array_equal(y, np.maximum(x + bias, 0) * scale)
+    strided = np.asfortranarray(x)                        # any layout: reshape copies
+    np.testing.assert_array_equal(p.run(strided, bias, scale), y)
+    assert plan_for(expr, [x.reshape(2, 3, 2, 8), np.ones(8, np.float32), scale]).buffers[0][
+        0] == (3, 32)
+    assert plan_for(expr, [x.reshape(6, 16) @ np.ones((16, 64), np.float32),
+                           np.ones(64, np.float32), scale]).buffers[0][0] == (6, 64)
 
 
 def test_a_tree_needs_one_scratch_buffer_and_never_writes_an_input():
