@@ -187,31 +187,32 @@ class KeyedDraws:
     run would.  ``random(shape, dtype)`` is what the shared random kernels call.
     """
 
-    def __init__(self, xp, host):
+    def __init__(self, device, host):
+        self.device = device
         self.host = host if host is not None else np.random.default_rng()
-        philox = xp.cuda.curand.CURAND_RNG_PSEUDO_PHILOX4_32_10
-        self.device = xp.random.RandomState(method=philox)
 
     def random(self, shape, dtype=np.float64):
         self.device.seed(np.uint64(self.host.integers(2**63 - 1)))
         return self.device.random_sample(shape, dtype=dtype)
 
 
-_DEVICE_DRAWS: dict[int, KeyedDraws] = {}
+_PHILOX: dict[int, object] = {}
 
 
-def _device_draws(xp, rng) -> KeyedDraws:
-    """One cuRAND generator per host generator, made on first use."""
-    draws = _DEVICE_DRAWS.get(id(rng))
-    if draws is None or draws.host is not rng:
-        draws = _DEVICE_DRAWS[id(rng)] = KeyedDraws(xp, rng)
-    return draws
+def philox(xp):
+    """The one cuRAND Philox generator of this array module: every draw re-seeds it, so all
+    sessions share it and none keeps state in it."""
+    generator = _PHILOX.get(id(xp))
+    if generator is None:
+        method = xp.cuda.curand.CURAND_RNG_PSEUDO_PHILOX4_32_10
+        generator = _PHILOX[id(xp)] = xp.random.RandomState(method=method)
+    return generator
 
 
 def on_device_rng(kernel: Callable) -> Callable:
     """A random op's shared kernel, drawing on the device with keys from the host generator."""
     def run(xp, *arrays, rng=None, **attrs):
-        return kernel(xp, *arrays, rng=_device_draws(xp, rng), **attrs)
+        return kernel(xp, *arrays, rng=KeyedDraws(philox(xp), rng), **attrs)
     run.__doc__ = f"GPU: {kernel.__doc__ or 'random kernel'} (device random numbers)"
     return run
 

@@ -407,6 +407,7 @@ def numpy_as_gpu(fresh_gpu_slot, monkeypatch, tmp_path):
     monkeypatch.setattr(HostElementwiseKernel, "folder", tmp_path)
     monkeypatch.setattr(HostElementwiseKernel, "built", {})
     monkeypatch.setattr(gpu_kernels, "_COMPILED", {})
+    monkeypatch.setattr(gpu_kernels, "_PHILOX", {})
     monkeypatch.setattr(gpu_kernels, "_LAUNCHES", gpu_kernels.PerExpression())
     return get_backend("gpu")
 
@@ -466,6 +467,7 @@ def test_random_ops_draw_on_the_device_keyed_by_the_host_generator(device, reque
     resumed = Executor(backend, np.random.default_rng(5))   # a fresh session, same seed
     executor = resumed
     np.testing.assert_array_equal(draw(), first)
+    assert len(gpu_kernels._PHILOX) == 1      # one device generator, whatever the sessions
 
 
 class FakeKernel:
@@ -488,6 +490,7 @@ def test_a_fused_node_is_one_launch_and_its_kernel_is_built_once(monkeypatch):
                                  ElementwiseKernel=FakeKernel)
     monkeypatch.setattr(FakeKernel, "made", [])
     monkeypatch.setattr(gpu_kernels, "_COMPILED", {})
+    monkeypatch.setattr(gpu_kernels, "_PHILOX", {})
     monkeypatch.setattr(gpu_kernels, "_LAUNCHES", gpu_kernels.PerExpression())
     expr = (("mul", ("x0", "x1"), ()), ("tanh", ("t0",), ()))
     x, w = np.ones((4, 3), np.float32), np.ones(3, np.float32)
