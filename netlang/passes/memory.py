@@ -2,8 +2,8 @@
 
 Liveness runs over the graph in its (topological) run order: a value dies right after the
 step that uses it last, unless a run must return it (fetches, outputs, state updates).  The
-executor frees on exactly that schedule (``runtime.program.liveness`` computes the same lists
-from the same rule).  The report compares the peak bytes held by activations, the values
+executor frees on exactly that schedule: ``runtime.program.plan`` takes its lists from
+``last_uses``.  The report compares the peak bytes held by activations, the values
 kernels compute, with the plan and without it (every value kept to the end of the run).
 Parameters, state, constants and fed inputs are not activations: they exist either way.
 Symbolic dims (``N``) are bound to the batch size.  Each value is counted as its own buffer,

@@ -14,6 +14,7 @@ from typing import Any
 from netlang.errors import ExecutionError, FeedError
 from netlang.ir.graph import Graph, Node
 from netlang.ops.registry import get_op
+from netlang.passes.memory import last_uses
 
 SOURCES = ("input", "param", "state", "const")
 _NO_KERNEL_HINT = {"mode": "bind the train/eval mode first (passes.mode.bind_mode)",
@@ -51,20 +52,6 @@ class Program:
         return len(self.steps)
 
 
-def liveness(steps: list[Node], keep: set[int]) -> list[list[int]]:
-    """For each step, the values that are dead once it has run (never those in ``keep``)."""
-    last_use: dict[int, int] = {}
-    for index, node in enumerate(steps):
-        last_use.setdefault(node.id, index)
-        for i in node.inputs:
-            last_use[i] = index
-    free: list[list[int]] = [[] for _ in steps]
-    for value, index in last_use.items():
-        if value not in keep:
-            free[index].append(value)
-    return free
-
-
 def plan(graph: Graph, fetches: list[int], fed: set[int] = frozenset(),
          updates: dict[str, int] | None = None) -> Program:
     updates = dict(updates or {})
@@ -75,7 +62,7 @@ def plan(graph: Graph, fetches: list[int], fed: set[int] = frozenset(),
     for node in steps:
         if node.op == "input" and node.id not in fed:
             raise _missing_feed(graph, node, fetches)
-    free = liveness(steps, set(roots))
+    free = last_uses(steps, set(roots))
     program = Program(graph, steps, list(fetches), fed, updates, free)
     _compile_steps(program)
     return program

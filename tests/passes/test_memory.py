@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from netlang.ir.types import DType, dim_mul, sym
 from netlang.passes.memory import human_bytes, last_uses, plan_memory, plan_memory_usage
-from netlang.runtime.program import liveness
+from netlang.runtime import program
 from tests.passes.util import builder, t
 
 N = sym("N")
@@ -67,7 +67,8 @@ def test_liveness_matches_the_runtimes():
     graph = chain()
     steps = list(graph)
     keep = {graph.outputs["y"]}
-    assert last_uses(steps, keep) == liveness(steps, keep) == [[], [0], [1], [2]]
+    runtime = program.plan(graph, [graph.outputs["y"]], {steps[0].id}).free_after
+    assert last_uses(steps, keep) == runtime == [[], [0], [1], [2]]
 
 
 def test_human_bytes():
