@@ -91,38 +91,32 @@ say '```'
 BATCHES=(64 256); BIG=256; STEPS=(--steps 20 --warmup 5); COMPILES=3
 if [ $QUICK = 1 ]; then BATCHES=(8 16); BIG=16; STEPS=(--steps 2 --warmup 1); COMPILES=1; fi
 if [ $SHORT = 1 ]; then STEPS=(--steps 5 --warmup 2); COMPILES=1; fi
-timeout $T_BENCH python3 tools/bench.py --device "$DEVICE" --batch "${BATCHES[@]}" "${STEPS[@]}" \
-  --compile-runs $COMPILES --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
-rc=$?
-say ""
-say "## benchmark, $DEVICE, netlang vs PyTorch: $(status $rc) ($(elapsed))"
-say '```'
-sed -n '/^training throughput/,$p' "$OUT/bench.log" | tee -a "$REPORT"
-[ $rc -ne 0 ] && tail -15 "$OUT/bench.log" | tee -a "$REPORT"
-say '```'
-if [ $T_NOFUSION -gt 0 ]; then
-  timeout $T_NOFUSION python3 tools/bench.py --device "$DEVICE" --batch $BIG --workloads mnist residual \
-    --no-torch --no-fusion --compile-runs 0 "${STEPS[@]}" > "$OUT/bench_nofusion.log" 2>&1
-  rc=$?
+# bench_section LIMIT LOG TITLE FROM -- ARGS...: run tools/bench.py with ARGS under LIMIT seconds
+# into $OUT/LOG, and put its output from the first line matching FROM into the report.
+bench_section() {
+  local limit=$1 log="$OUT/$2" title=$3 from=$4; shift 5
+  timeout "$limit" python3 tools/bench.py --device "$DEVICE" "$@" > "$log" 2>&1
+  local rc=$?
   say ""
-  say "## the same CNNs at batch $BIG without fusion: $(status $rc) ($(elapsed))"
+  say "## $title: $(status $rc) ($(elapsed))"
   say '```'
-  sed -n '/^training throughput/,$p' "$OUT/bench_nofusion.log" | tee -a "$REPORT"
-  [ $rc -ne 0 ] && tail -15 "$OUT/bench_nofusion.log" | tee -a "$REPORT"
+  sed -n "/$from/,\$p" "$log" | tee -a "$REPORT"
+  [ $rc -ne 0 ] && tail -15 "$log" | tee -a "$REPORT"
   say '```'
-fi
+}
 
+bench_section $T_BENCH bench.log "benchmark, $DEVICE, netlang vs PyTorch" "^training throughput" -- \
+  --batch "${BATCHES[@]}" "${STEPS[@]}" --compile-runs $COMPILES --json "$OUT/bench.json"
+if [ $T_NOFUSION -gt 0 ]; then
+  bench_section $T_NOFUSION bench_nofusion.log "the same CNNs at batch $BIG without fusion" \
+    "^training throughput" -- --batch $BIG --workloads mnist residual --no-torch --no-fusion \
+    --compile-runs 0 "${STEPS[@]}"
+fi
 if [ $T_PROFILE -gt 0 ]; then
-  timeout $T_PROFILE python3 tools/bench.py --device "$DEVICE" --batch $BIG --workloads residual \
-    mnist_small --no-torch --compile-runs 0 --steps 3 --warmup 2 --profile 12 \
-    > "$OUT/profile.log" 2>&1
-  rc=$?
-  say ""
-  say "## where a step's time goes at batch $BIG (each kernel timed to completion): $(status $rc) ($(elapsed))"
-  say '```'
-  sed -n '/kernels take/,/^training throughput/p' "$OUT/profile.log" | grep -v "^training" | tee -a "$REPORT"
-  [ $rc -ne 0 ] && tail -15 "$OUT/profile.log" | tee -a "$REPORT"
-  say '```'
+  bench_section $T_PROFILE profile.log \
+    "where a step's time goes at batch $BIG (each kernel timed to completion)" "kernels take" -- \
+    --batch $BIG --workloads residual mnist_small --no-torch --compile-runs 0 --steps 3 \
+    --warmup 2 --profile 12
 fi
 
 # -- 4. one epoch of specs/mnist.net -----------------------------------------------------------
