@@ -17,6 +17,15 @@ def read_npy(path: str, what: str, hint: str = "save it with numpy.save(path, ar
     except OSError as err:
         raise UsageError(f"{what}: cannot read '{path}': {err.strerror or err}") from None
     except ValueError as err:
-        reason = ("it holds Python objects, not a plain array" if "pickle" in str(err)
-                  else str(err))
-        raise UsageError(f"{what}: cannot read '{path}': {reason}", hint=hint) from None
+        raise UsageError(f"{what}: cannot read '{path}': {_why(path, err)}", hint=hint) from None
+
+
+def _why(path: str, err: ValueError) -> str:
+    """NumPy takes any file without its header for a pickle; say which it really is."""
+    with open(path, "rb") as f:
+        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            return "it is not a .npy file (no NumPy header)"
+    return "it holds Python objects, not a plain array" if "pickle" in str(err) else str(err)
+
+
+NPY_MAGIC = b"\x93NUMPY"

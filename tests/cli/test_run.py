@@ -69,3 +69,9 @@ def test_an_unreadable_npy_feed_says_why_once(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"usage error: --feed x: cannot read '{pickled}': it holds Python objects, not a "
         "plain array\nhint: save it with numpy.save(path, array)\n")
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not numpy at all")
+    assert main(["run", "specs/calc.net", "--fetch", "g", "--feed", f"x={garbage}"]) == 1
+    assert capsys.readouterr().err == (
+        f"usage error: --feed x: cannot read '{garbage}': it is not a .npy file (no NumPy "
+        "header)\nhint: save it with numpy.save(path, array)\n")

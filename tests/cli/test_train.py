@@ -173,10 +173,12 @@ def test_train_refuses_a_limit_or_stop_after_below_one(flag, capsys):
 def test_predict_input_errors_name_the_file_plainly(spec, tmp_path, capsys):
     ckpt = str(tmp_path / "c.ckpt")
     netlang.compile(spec).session().save(ckpt)
-    pickled = tmp_path / "x.npy"
-    pickled.write_bytes(b"garbage" * 10)
-    for path, reason in [(pickled, ("it holds Python objects, not a plain array\n"
-                                    "hint: save the examples with numpy.save(path, array)")),
+    pickled, garbage = tmp_path / "x.npy", tmp_path / "g.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    garbage.write_bytes(b"garbage" * 10)
+    hint = "\nhint: save the examples with numpy.save(path, array)"
+    for path, reason in [(pickled, "it holds Python objects, not a plain array" + hint),
+                         (garbage, "it is not a .npy file (no NumPy header)" + hint),
                          (tmp_path / "no.npy", "No such file or directory")]:
         assert main(["predict", str(spec), "--checkpoint", ckpt, "--input", str(path)]) == 1
         assert capsys.readouterr().err == f"usage error: --input: cannot read '{path}': {reason}\n"
