@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from netlang.errors import SpecError
 from netlang.frontend.lower import lower_spec
-from netlang.frontend.parser import parse
+from netlang.frontend.parser import MAX_NESTING, parse
 from netlang.ir.graph import Graph
 
 
@@ -19,8 +19,9 @@ def load_spec(text: str, path: str) -> Graph:
     """Parse and lower a spec to a ``Graph``; raises ``SpecError`` with file:line:col."""
     try:
         return lower_spec(parse(text, path))
-    except RecursionError:
-        raise SpecError(f"{path}: an expression is nested too deeply to compile "
-                        f"(thousands of operators in one expression)",
+    except RecursionError:  # the parser refuses deeper nesting; this is a deep caller's stack
+        raise SpecError(f"{path}: an expression is nested too deeply to compile (at most "
+                        f"{MAX_NESTING} levels of operators, calls or brackets, fewer when "
+                        f"called from deep inside a program)",
                         hint="split it into several assignments, e.g. a = ...; b = a + ...") \
             from None

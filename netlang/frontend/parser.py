@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Tree, v_args
 from lark.exceptions import (
     LarkError,
     UnexpectedCharacters,
@@ -19,6 +19,7 @@ from lark.exceptions import (
     UnexpectedToken,
     VisitError,
 )
+from lark.visitors import Transformer_NonRecursive
 
 from netlang.errors import SourceFile, Span, SpecError, SyntaxErr
 from netlang.frontend import ast
@@ -30,6 +31,12 @@ GRAMMAR_NAME = "netlang.lark"
 CONTINUES_AFTER = frozenset({"_PIPE", "PLUS", "MINUS", "STAR", "SLASH", "AT", "_POW",
                              "EQUAL", "COMMA", "COLON", "LPAR", "LSQB"})
 OPENERS = {"LPAR": "(", "LSQB": "["}
+# The lowering evaluates an expression recursively, a few Python frames per level, so an
+# expression may nest at most this many operators, calls and brackets (Python's default
+# recursion limit of 1000 leaves room for the caller).  Checked before anything recurses.
+MAX_NESTING = 200
+NESTING_RULES = frozenset({"add", "sub", "mul", "div", "matmul", "pow", "neg", "call",
+                           "pipe_name", "pipe_call", "tuple", "list"})
 CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB"}
 
 
@@ -92,6 +99,7 @@ def parse(text: str, path: str = "<string>") -> ast.Spec:
     lark, joiner = _parser()
     try:
         tree = lark.parse(text)
+        check_nesting(tree, source)
         items = ToAst(source).transform(tree)
     except UnexpectedInput as err:
         raise _syntax_error(err, source, lark, joiner) from None
@@ -102,6 +110,31 @@ def parse(text: str, path: str = "<string>") -> ast.Spec:
     except LarkError as err:  # anything else Lark can raise on odd input
         raise SyntaxErr(str(err).splitlines()[0], Span(source, 1, 1)) from None
     return ast.Spec(source, list(items))
+
+
+def check_nesting(tree: Tree, source: SourceFile) -> None:
+    """Refuse the first expression nested deeper than ``MAX_NESTING``, pointing at its start.
+
+    The walk is iterative: it must not itself run out of stack on the trees it refuses.
+    """
+    deepest: dict[int, tuple[Tree, int]] = {}
+    stack = [(tree, 0, None)]
+    while stack:
+        node, depth, outermost = stack.pop()
+        if node.data in NESTING_RULES:
+            depth, outermost = depth + 1, outermost or node
+            if depth > deepest.get(id(outermost), (outermost, 0))[1]:
+                deepest[id(outermost)] = (outermost, depth)
+        stack.extend((child, depth, outermost) for child in node.children
+                     if isinstance(child, Tree))
+    too_deep = [(node.meta.line, node.meta.column, depth, node)
+                for node, depth in deepest.values() if depth > MAX_NESTING]
+    if too_deep:
+        _, _, depth, node = min(too_deep, key=lambda t: t[:2])
+        raise SyntaxErr(f"an expression is nested too deeply to compile: {depth} levels of "
+                        f"operators, calls or brackets, at most {MAX_NESTING}",
+                        _span(source, node.meta),
+                        hint="split it into several assignments, e.g. a = ...; b = a + ...")
 
 
 def _syntax_error(err: UnexpectedInput, source: SourceFile, lark: Lark,
@@ -212,7 +245,7 @@ def _token_span(source: SourceFile, token: Token) -> Span:
 
 
 @v_args(meta=True)
-class ToAst(Transformer):
+class ToAst(Transformer_NonRecursive):
     """Builds ``ast`` nodes from Lark's parse tree, attaching spans everywhere."""
 
     def __init__(self, source: SourceFile):

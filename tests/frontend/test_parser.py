@@ -131,16 +131,55 @@ def test_reserved_words_cannot_be_names():
     assert "unexpected '='" in info.value.message
 
 
-def test_deep_nesting_is_a_spec_error_not_a_crash():
+DEEP = {  # construct -> an expression nested n levels deep
+    "power": lambda n: "x ** " * n + "x",
+    "sum": lambda n: " + ".join(["x"] * (n + 1)),
+    "product": lambda n: " * ".join(["x"] * (n + 1)),
+    "calls": lambda n: "relu(" * n + "x" + ")" * n,
+    "pipeline": lambda n: "x" + " |> relu" * n,
+    "negation": lambda n: "-" * n + "x",
+    "lists": lambda n: "[" * n + "x" + "]" * n,
+}
+
+
+@pytest.mark.parametrize("n", [201, 489, 490, 491, 3000])
+@pytest.mark.parametrize("construct", sorted(DEEP))
+def test_deep_nesting_is_a_located_error_with_the_limit(construct, n):
+    """7 constructs x 5 depths = 35 cases: never a RecursionError or VisitError."""
+    from netlang.errors import SpecError
+    from netlang.frontend import load_spec
+    from netlang.frontend.parser import MAX_NESTING
+
+    text = f"network n {{\n input x: f32[]\n output y = {DEEP[construct](n)}\n}}"
+    with pytest.raises(SpecError) as info:
+        load_spec(text, "t.net")
+    head = str(info.value).splitlines()[0]
+    assert head == (f"t.net:3:13: syntax error: an expression is nested too deeply to "
+                    f"compile: {n} levels of operators, calls or brackets, at most "
+                    f"{MAX_NESTING}")
+    assert info.value.hint == "split it into several assignments, e.g. a = ...; b = a + ..."
+
+
+@pytest.mark.parametrize("construct", ["sum", "product", "calls", "pipeline", "negation"])
+def test_nesting_at_the_limit_compiles(construct):
+    """5 cases: exactly MAX_NESTING levels lower to a graph."""
+    from netlang.frontend import load_spec
+    from netlang.frontend.parser import MAX_NESTING
+
+    text = f"network n {{\n input x: f32[]\n output y = {DEEP[construct](MAX_NESTING)}\n}}"
+    assert "y" in load_spec(text, "t.net").outputs
+
+
+def test_the_deepest_statement_is_named_first_in_the_file():
     from netlang.errors import SpecError
     from netlang.frontend import load_spec
 
-    deep = "relu(" * 3000 + "x" + ")" * 3000
+    text = ("network n {\n input x: f32[]\n a = relu(x)\n"
+            f" b = {DEEP['sum'](250)}\n output y = {DEEP['sum'](300)}\n}}")
     with pytest.raises(SpecError) as info:
-        load_spec(f"network n {{\n input x: f32[]\n output y = {deep}\n}}", "t.net")
-    assert str(info.value) == (
-        "error: t.net: an expression is nested too deeply to compile (thousands of operators "
-        "in one expression)\nhint: split it into several assignments, e.g. a = ...; b = a + ...")
+        load_spec(text, "t.net")
+    assert str(info.value).startswith("t.net:4:6: syntax error: an expression is nested too "
+                                      "deeply to compile: 250 levels")
 
 
 def test_redundant_parentheses_are_free():
