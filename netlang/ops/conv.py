@@ -100,6 +100,7 @@ def window_geometry(op: str, hw: tuple, khw: tuple, stride, dilation, padding,
     if not all(isinstance(d, int) for d in hw):
         raise ShapeError(f"{op} needs known image height and width, got [{hw[0]},{hw[1]}]",
                          hint="give the input's spatial dims as numbers, e.g. f32[N,28,28,1]")
+    check_known_kernel(op, khw)
     axes = [axis_geometry(n, k, s, d, mode) for n, k, s, d in zip(hw, khw, stride, dilation)]
     if None in axes:
         spans = [(k - 1) * d + 1 for k, d in zip(khw, dilation)]
@@ -109,6 +110,13 @@ def window_geometry(op: str, hw: tuple, khw: tuple, stride, dilation, padding,
             f"{hw[0]}x{hw[1]} input with padding=VALID",
             hint="use padding=SAME, a smaller kernel, or a larger input")
     return axes[0], axes[1]
+
+
+def check_known_kernel(op: str, khw: tuple) -> None:
+    """A filter's height and width must be numbers: a window of K taps has no shape rule."""
+    if not all(isinstance(k, int) for k in khw):
+        raise ShapeError(f"{op} needs a known kernel height and width, got [{khw[0]},{khw[1]}]",
+                         hint="give the filter's first two dims as numbers, e.g. f32[3,3,1,32]")
 
 
 # -- shape checks --------------------------------------------------------------------------
@@ -439,6 +447,7 @@ def transpose_geometry(op: str, x_shape: tuple, w_shape: tuple, stride, padding,
     if not all(isinstance(d, int) for d in x_shape[1:3]):
         raise ShapeError(f"{op} needs known image height and width, got "
                          f"[{x_shape[1]},{x_shape[2]}]")
+    check_known_kernel(op, w_shape[:2])
     hw = tuple(transpose_out_size(n, k, s, d, mode)
                for n, k, s, d in zip(x_shape[1:3], w_shape[:2], stride, dilation))
     gh, gw = window_geometry(op, hw, w_shape[:2], stride, dilation, padding)

@@ -498,6 +498,28 @@ bad.net:4:24: syntax error: unexpected '+', expected '(', '}', '|>' or a newline
       h = image |> flatten + 1
                            ^
 hint: a pipeline is the loosest operation: write (x |> f) + y"""),
+    Case("shape_symbolic_kernel_size", """\
+network n {
+  input x: f32[N, 8, 8, 2]
+  input w: f32[K, 3, 2, 2]
+  output y = conv2d(x, w)
+}
+""", """\
+bad.net:4:14: shape error: conv2d needs a known kernel height and width, got [K,3]
+      output y = conv2d(x, w)
+                 ^^^^^^^^^^^^
+hint: give the filter's first two dims as numbers, e.g. f32[3,3,1,32]"""),
+    Case("shape_symbolic_transpose_kernel_size", """\
+network n {
+  input x: f32[N, 8, 8, 2]
+  input w: f32[2, K, 2, 2]
+  output y = x |> conv2d_transpose(w, stride=2)
+}
+""", """\
+bad.net:4:19: shape error: conv2d_transpose needs a known kernel height and width, got [2,K]
+      output y = x |> conv2d_transpose(w, stride=2)
+                      ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+hint: give the filter's first two dims as numbers, e.g. f32[3,3,1,32]"""),
 ]
 
 

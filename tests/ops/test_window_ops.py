@@ -214,3 +214,34 @@ def test_dropout_mask_scales_kept_units_and_repeats_with_the_seed():
 def test_dropout_rate_out_of_range():
     with pytest.raises(ArgumentError, match=r"dropout rate must be a number in \[0, 1\)"):
         typed("dropout_mask", t(3, 4), rate=1.0)
+
+
+# -- symbolic filter sizes (issue 14, item 9) -----------------------------------------------
+
+N = sym("N")
+SYMBOLIC_KERNELS = [  # (op, input types with a symbolic kh or kw, the dims it reports)
+    ("conv2d", (t(N, 8, 8, 2), t(sym("K"), 3, 2, 4)), "[K,3]"),
+    ("conv2d", (t(N, 8, 8, 2), t(3, sym("K"), 2, 4)), "[3,K]"),
+    ("conv2d_transpose", (t(N, 8, 8, 2), t(sym("K"), 3, 4, 2)), "[K,3]"),
+    ("conv2d_transpose", (t(N, 8, 8, 2), t(3, sym("K"), 4, 2)), "[3,K]"),
+    ("conv2d_backprop_input", (t(N, 6, 6, 4), t(sym("K"), 3, 2, 4), t(N, 8, 8, 2)), "[K,3]"),
+    ("conv2d_backprop_filter", (t(N, 8, 8, 2), t(N, 6, 6, 4), t(3, sym("K"), 2, 4)), "[3,K]"),
+]
+
+
+@pytest.mark.parametrize("op, types, dims", SYMBOLIC_KERNELS,
+                         ids=[f"{c[0]}-{c[2]}" for c in SYMBOLIC_KERNELS])
+def test_symbolic_kernel_size_is_a_shape_error(op, types, dims):
+    """6 cases: a symbolic kh/kw is a shape error naming the dims, never a TypeError."""
+    with pytest.raises(ShapeError) as err:
+        typed(op, *types)
+    assert err.value.message == f"{op} needs a known kernel height and width, got {dims}"
+    assert err.value.hint == ("give the filter's first two dims as numbers, "
+                              "e.g. f32[3,3,1,32]")
+
+
+def test_symbolic_filter_count_is_supported():
+    """A symbolic number of filters is just a symbolic output channel dim."""
+    assert typed("conv2d", t(N, 8, 8, 2), t(3, 3, 2, sym("K"))) == t(N, 6, 6, sym("K"))
+    assert typed("conv2d_transpose", t(N, 8, 8, 2), t(3, 3, sym("K"), 2)) == t(
+        N, 10, 10, sym("K"))
