@@ -1,0 +1,164 @@
+"""oneDNN kernels against the NumPy reference kernels, on random geometries (hypothesis)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from netlang.ops.registry import get_op
+from netlang.runtime import onednn
+from netlang.runtime.onednn_kernels import conv2d_bias_relu, onednn_kernels
+
+needs_onednn = pytest.mark.skipif(not onednn.available(), reason=onednn.unavailable_reason())
+FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def reference(op: str, *arrays, **attrs) -> np.ndarray:
+    return get_op(op).kernel(np, *arrays, **attrs)
+
+
+def factory_for(op: str, arrays, attrs):
+    return onednn_kernels()[op]([a.shape for a in arrays], [a.dtype for a in arrays], attrs)
+
+
+def check_parity(op: str, arrays, attrs, taps: int = 1):
+    """oneDNN == reference within float32 rounding of a ``taps``-term sum, and bitwise
+    equal to itself when run twice."""
+    run = factory_for(op, arrays, attrs)
+    assert run is not None, f"{op} {attrs} was not taken"
+    want = reference(op, *arrays, **attrs)
+    got = run(*arrays)
+    assert got.shape == want.shape and got.dtype == np.float32
+    scale = float(np.max(np.abs(want), initial=1.0))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * taps * scale)
+    assert np.array_equal(run(*arrays), got), f"{op} is not deterministic"
+
+
+conv_cases = st.fixed_dictionaries({
+    "n": st.integers(1, 3), "h": st.integers(1, 11), "w": st.integers(1, 11),
+    "cin": st.sampled_from([1, 3, 8, 16]), "cout": st.sampled_from([1, 4, 8, 17]),
+    "kh": st.integers(1, 4), "kw": st.integers(1, 4),
+    "stride": st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    "dilation": st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    "padding": st.sampled_from(["SAME", "VALID"]), "seed": st.integers(0, 2 ** 16)})
+
+
+def conv_arrays(case):
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["n"], case["h"], case["w"], case["cin"]), np.float32)
+    w = rng.standard_normal((case["kh"], case["kw"], case["cin"], case["cout"]), np.float32)
+    attrs = {k: case[k] for k in ("stride", "padding", "dilation")}
+    if case["padding"] == "VALID":
+        assume(case["h"] >= (case["kh"] - 1) * case["dilation"][0] + 1)
+        assume(case["w"] >= (case["kw"] - 1) * case["dilation"][1] + 1)
+    y = reference("conv2d", x, w, **attrs)
+    g = rng.standard_normal(y.shape, np.float32)
+    return x, w, g, attrs
+
+
+@needs_onednn
+@FAST
+@given(conv_cases)
+def test_conv2d_and_its_gradients_match_the_reference(case):
+    x, w, g, attrs = conv_arrays(case)
+    taps = w.shape[0] * w.shape[1] * w.shape[2]
+    check_parity("conv2d", [x, w], attrs, taps)
+    check_parity("conv2d_backprop_input", [g, w, x], attrs, taps * w.shape[3])
+    check_parity("conv2d_backprop_filter", [x, g, w], attrs, g.size)
+
+
+@needs_onednn
+@FAST
+@given(conv_cases)
+def test_conv2d_transpose_matches_the_reference(case):
+    x, w, _, attrs = conv_arrays(case)
+    wt = w.transpose(0, 1, 3, 2).copy()          # [kh, kw, cout, cin] of the transpose
+    xt = np.random.default_rng(case["seed"]).standard_normal(
+        (*x.shape[:3], wt.shape[3]), np.float32)
+    check_parity("conv2d_transpose", [xt, wt], attrs, wt.size)
+
+
+pool_cases = st.fixed_dictionaries({
+    "n": st.integers(1, 3), "h": st.integers(1, 10), "w": st.integers(1, 10),
+    "c": st.sampled_from([1, 3, 16, 33]),
+    "window": st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    "stride": st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))),
+    "padding": st.sampled_from(["SAME", "VALID"]), "seed": st.integers(0, 2 ** 16),
+    "ties": st.booleans()})
+
+
+@needs_onednn
+@FAST
+@given(pool_cases)
+def test_pooling_and_its_gradients_match_the_reference(case):
+    """With ``ties`` the image holds a few small integers, so most windows have several
+    maxima: oneDNN must route the gradient to the first, in row-major tap order."""
+    rng = np.random.default_rng(case["seed"])
+    shape = (case["n"], case["h"], case["w"], case["c"])
+    x = (rng.integers(-2, 2, shape).astype(np.float32) if case["ties"]
+         else rng.standard_normal(shape, np.float32))
+    attrs = {k: case[k] for k in ("window", "stride", "padding")}
+    if case["padding"] == "VALID":
+        assume(case["h"] >= case["window"][0] and case["w"] >= case["window"][1])
+    y = reference("maxpool", x, **attrs)
+    g = rng.standard_normal(y.shape, np.float32)
+    check_parity("maxpool", [x], attrs)
+    check_parity("maxpool_grad", [x, y, g], attrs, 9)
+    check_parity("avgpool", [x], attrs, 9)
+    check_parity("avgpool_grad", [g, x], attrs, 9)
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(4, 5, 6, 8), (30, 17), (2, 3, 4, 5, 3)])
+def test_batchnorm_apply_and_grad_gamma_match_the_reference(shape):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, np.float32) * 3 + 1
+    g = rng.standard_normal(shape, np.float32)
+    axes = tuple(range(x.ndim - 1))
+    mean, var = x.mean(axes), x.var(axes)
+    gamma, beta = (rng.standard_normal(shape[-1], np.float32) for _ in range(2))
+    attrs = {"axis": -1, "epsilon": 1e-3}
+    check_parity("batchnorm_apply", [x, mean, var, gamma, beta], attrs, 4)
+    check_parity("batchnorm_grad_gamma", [g, x, mean, var], attrs, x.size // shape[-1])
+
+
+@needs_onednn
+def test_factories_decline_what_they_do_not_handle():
+    x64 = np.zeros((1, 5, 5, 2))
+    w = np.zeros((3, 3, 2, 4), np.float32)
+    assert factory_for("conv2d", [x64, w], {}) is None                        # float64
+    assert factory_for("conv2d", [np.zeros((1, 2, 2, 2), np.float32), w], {}) is None  # VALID
+    assert factory_for("batchnorm_apply", [np.zeros((2, 3, 4), np.float32)]
+                       + [np.zeros(2, np.float32)] * 4, {"axis": 0, "epsilon": 1e-3}) is None
+
+
+@needs_onednn
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_bias_relu_is_conv_plus_bias_then_relu(relu):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 9, 7, 5), np.float32)
+    w = rng.standard_normal((3, 3, 5, 6), np.float32)
+    b = rng.standard_normal(6, np.float32)
+    attrs = {"stride": (2, 1), "padding": "SAME", "dilation": (1, 1)}
+    run = conv2d_bias_relu([x.shape, w.shape, b.shape], [np.float32] * 3, attrs, relu=relu)
+    want = reference("conv2d", x, w, **attrs) + b
+    np.testing.assert_allclose(run(x, w, b), np.maximum(want, 0) if relu else want,
+                               atol=1e-4)
+
+
+def test_without_the_library_there_are_no_kernels_and_a_reason(monkeypatch):
+    missing = onednn.Library(candidates=lambda: ["/nonexistent/libdnnl.so.3"])
+    monkeypatch.setattr(onednn, "LIBRARY", missing)
+    assert onednn_kernels() == {}
+    assert not onednn.available()
+    reason = onednn.unavailable_reason()
+    assert reason.startswith("oneDNN not loaded: ") and "/nonexistent/libdnnl.so.3" in reason
+    assert "\n" not in reason
+
+
+def test_a_library_without_the_functions_is_refused(monkeypatch):
+    not_dnnl = onednn.Library(candidates=lambda: ["libc.so.6"])
+    monkeypatch.setattr(onednn, "LIBRARY", not_dnnl)
+    assert onednn_kernels() == {}
+    assert "dnnl_" in onednn.unavailable_reason()
