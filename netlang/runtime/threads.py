@@ -1,0 +1,88 @@
+"""The one place that sizes the CPU thread pools: OpenBLAS's (NumPy's GEMMs) and OpenMP's
+(libgomp, which runs oneDNN's primitives).
+
+A training step alternates the two: a oneDNN convolution, then a NumPy GEMM for a dense
+layer, then oneDNN again.  Both pools are sized to the usable cores (the machine we measure
+on has 2), so they must not keep spinning on the cores while the other works.  libgomp's
+default lets its idle workers spin (``GOMP_SPINCOUNT``) after every parallel region; with
+``OMP_WAIT_POLICY=passive`` they sleep at once.  ``tools/bench_onednn.py --threads``
+measures the interleaved step under each policy in fresh processes; passive wins (see
+``WAIT_POLICY``'s comment for the numbers), so it is the default here.
+
+Nothing here runs at import.  The CPU backend calls ``configure_cpu_threads()`` once,
+explicitly, BEFORE the first oneDNN kernel is built: libgomp reads ``OMP_WAIT_POLICY`` and
+``OMP_NUM_THREADS`` only when it is loaded.  The returned ``ThreadSetting`` says what was
+set, and what could not be (libgomp already loaded by someone else).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from netlang.runtime import onednn
+
+# Measured with tools/bench_onednn.py --threads on 2 cores (OpenBLAS 2 threads, libgomp 2
+# threads; one step = mnist's conv2 forward, backward-data and backward-weights, each followed
+# by a [64,1024]x[1024,1024] NumPy GEMM; median of 21 steps, 3 fresh processes per policy,
+# load average ~4.5 from other work): default 304 / 368 / 328 ms, passive 228 / 225 / 228 ms,
+# active 323 / 236 / 432 ms.  Passive is a third faster and the steadiest; what it costs is the
+# wake-up of sleeping workers (tens of microseconds) at the start of each primitive.
+WAIT_POLICY = "passive"
+
+
+@dataclass
+class ThreadSetting:
+    """What ``configure_cpu_threads`` set, for the backend to log or show."""
+
+    threads: int
+    blas: str                     # e.g. "openblas: 2 threads"
+    openmp: str                   # e.g. "libgomp: 2 threads, OMP_WAIT_POLICY=passive"
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return "; ".join([self.blas, self.openmp, *self.notes])
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:          # not Linux
+        return os.cpu_count() or 1
+
+
+def libgomp_loaded() -> bool:
+    return any(pool["user_api"] == "openmp" for pool in threadpool_info())
+
+
+def configure_cpu_threads(threads: int | None = None,
+                          wait_policy: str | None = WAIT_POLICY) -> ThreadSetting:
+    """Size BLAS and OpenMP to ``threads`` each (default: the usable cores) and give OpenMP
+    ``wait_policy`` (None: leave libgomp's default), then load oneDNN.  Process-wide, by
+    design and by name: call it once, before the first oneDNN kernel."""
+    threads = threads or usable_cores()
+    notes = []
+    if libgomp_loaded():
+        notes.append("libgomp was already loaded: OMP_WAIT_POLICY and OMP_NUM_THREADS "
+                     "left as they were")
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if wait_policy is not None:
+            os.environ["OMP_WAIT_POLICY"] = wait_policy
+    if not onednn.available():
+        notes.append(onednn.unavailable_reason())
+    threadpool_limits(limits=threads, user_api="blas")
+    threadpool_limits(limits=threads, user_api="openmp")
+    return ThreadSetting(threads, pools_line("blas"), pools_line("openmp"), notes)
+
+
+def pools_line(user_api: str) -> str:
+    pools = [p for p in threadpool_info() if p["user_api"] == user_api]
+    if not pools:
+        return f"{user_api}: none loaded"
+    text = ", ".join(f"{p['internal_api']}: {p['num_threads']} threads" for p in pools)
+    if user_api == "openmp":
+        text += f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}"
+    return text
