@@ -82,7 +82,8 @@ def pools_line(user_api: str) -> str:
     pools = [p for p in threadpool_info() if p["user_api"] == user_api]
     if not pools:
         return f"{user_api}: none loaded"
-    text = ", ".join(f"{p['internal_api']}: {p['num_threads']} threads" for p in pools)
+    name = "prefix" if user_api == "openmp" else "internal_api"   # libgomp, openblas
+    text = ", ".join(f"{p[name]}: {p['num_threads']} threads" for p in pools)
     if user_api == "openmp":
         text += f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}"
     return text

@@ -162,3 +162,19 @@ def test_a_library_without_the_functions_is_refused(monkeypatch):
     monkeypatch.setattr(onednn, "LIBRARY", not_dnnl)
     assert onednn_kernels() == {}
     assert "dnnl_" in onednn.unavailable_reason()
+
+
+def test_configure_cpu_threads_says_what_it_set(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    from netlang.runtime.threads import configure_cpu_threads
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "unset-by-test")   # restored after the test
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")
+    with threadpool_limits(limits=None):                     # restores the pools on exit
+        setting = configure_cpu_threads(threads=2)
+    assert setting.threads == 2
+    assert "2 threads" in setting.blas or "none loaded" in setting.blas
+    if onednn.available():      # loading oneDNN brings libgomp, whose pool is then sized
+        assert "libgomp: 2 threads, OMP_WAIT_POLICY=" in setting.openmp
+    assert setting.describe().startswith(setting.blas)
