@@ -1,27 +1,29 @@
-"""netlang bench: training throughput of the seed workloads, next to PyTorch eager.
+"""netlang bench: training throughput of the seed workloads, and the compile time of a spec.
 
-For each workload (a spec in ``specs/``) and batch size the train step is built as
-``netlang train`` builds it (network + gradients + the spec's optimizer; one
-``session.run(loss, training=True, updates=True)`` per step) and fed a fixed synthetic batch,
-copied to the device every step as real batches are.  After warm-up steps, steps are timed one
-by one (each ends when its loss is on the host); samples/s = batch / median step time.  The
-same network written with ``torch.nn`` (same layers, optimizer and batch) is timed the same way
-on the same device when ``import torch`` works.  Also printed: the compile time of
-``specs/mnist.net`` (parse, shapes, passes, autodiff, plan; median of several runs), and with
-``--allocations`` the arrays and kernel calls one training step takes with and without fusion,
-and with ``--profile TOP`` the TOP kinds of kernel that take most of a step's time.
+For each workload (a spec shipped in ``netlang/specs``, or one in ``--specs DIR``) and batch
+size the train step is built as ``netlang train`` builds it (network + gradients + the spec's
+optimizer; one ``session.run(loss, training=True, updates=True)`` per step) and fed a fixed
+synthetic batch, copied to the device every step as real batches are.  After warm-up steps,
+steps are timed one by one (each ends when its loss is on the host); samples/s = batch /
+median step time.  Also printed: the compile time of ``mnist.net``'s train step (parse,
+shapes, passes, autodiff, plan; median of several runs), with ``--allocations`` the arrays and
+kernel calls one training step takes with and without fusion, and with ``--profile TOP`` the
+TOP kinds of kernel that take most of a step's time.
+
+The package never imports torch: ``python3 tools/bench.py`` runs this same benchmark with
+rivals (PyTorch's twin of each network, NCHW and channels_last) timed right after netlang on
+each workload and batch, through ``run(args, rivals)``.
 
     netlang bench --device cpu --batch 64 256 --steps 20
-    python tools/bench.py --device gpu --json bench.json
+    python3 tools/bench.py --device gpu --json bench.json
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +32,18 @@ import numpy as np
 
 import netlang
 from netlang.errors import UsageError
+from netlang.passes.pipeline import OPTIMIZE, without
 
-HELP = "training throughput of the seed workloads (samples/s), next to PyTorch"
-SPECS = Path(__file__).resolve().parents[2] / "specs"
+HELP = "training throughput of the seed workloads (samples/s) and compile time"
+# The workloads' specs ship inside the package (netlang/specs, package data), as the grammar does.
+SPECS = Path(netlang.__file__).parent / "specs"
 WORKLOADS = ("mnist", "mnist_small", "spiral", "residual")
-CNNS = ("mnist", "mnist_small", "residual")
+NO_TORCH_HELP = ("accepted so scripts keep working; netlang bench never runs PyTorch "
+                 "(python3 tools/bench.py times it next to netlang)")
+NO_RIVALS = "not run (netlang bench never imports torch; python3 tools/bench.py adds it)"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser, no_torch_help: str = NO_TORCH_HELP) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 256], metavar="B",
                         help="batch sizes (default: 64 256)")
@@ -46,12 +52,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), metavar="NAME",
                         help=f"specs to run (default: {' '.join(WORKLOADS)})")
     parser.add_argument("--specs", default=str(SPECS), metavar="DIR",
-                        help="folder of the workload specs (default: the repo's specs/)")
-    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch runs")
+                        help="folder of the workload specs (default: the specs shipped "
+                             "with netlang)")
+    parser.add_argument("--no-torch", action="store_true", help=no_torch_help)
     parser.add_argument("--no-fusion", action="store_true",
                         help="run netlang without the fusion pass (to see what it buys)")
     parser.add_argument("--compile-runs", type=int, default=5,
-                        help="compile specs/mnist.net this many times (0: skip)")
+                        help="compile mnist.net's train step this many times (0: skip)")
     parser.add_argument("--allocations", action="store_true",
                         help="also count arrays and kernel calls per step, fused vs not")
     parser.add_argument("--profile", type=int, default=0, metavar="TOP",
@@ -64,30 +71,48 @@ def add_arguments(parser) -> None:
 class Result:
     workload: str
     batch: int
-    system: str                 # "netlang" or "pytorch"
+    system: str                 # "netlang", or a rival's (tools/bench.py: "pytorch", ...)
     samples_per_s: float
     step_ms: float              # median
     note: str = ""
     kernel_calls: int | None = None   # netlang: kernels run per step (one launch per fused group)
     profile: list | None = None       # netlang with --profile: [label, calls, ms, share] rows
+    params: int | None = None         # trainable numbers in the network
+
+
+@dataclass(frozen=True)
+class Rival:
+    """Another system timed right after netlang on each workload and batch.
+
+    ``time(workload, spec, batch, args, netlang_result)`` returns its row, or None where it
+    does not apply (channels_last on an MLP)."""
+
+    system: str
+    time: Callable[[str, Path, int, Any, Result], Result | None]
 
 
 # -- netlang ----------------------------------------------------------------------------------
 
+def passes_of(fused: bool) -> list:
+    """The optimize pipeline, with or without the fusion pass."""
+    return list(OPTIMIZE) if fused else without(OPTIMIZE, "fusion")
+
+
 def train_config_of(model):
     from netlang.train.config import TrainConfig, train_config
 
-    section = model.graph.meta.get("train")
+    section = model.graph.spec.train
     return train_config(section, model.graph.name) if section else TrainConfig()
 
 
 def build_train_model(model, config):
-    """The train step's Model, exactly as the trainer builds it."""
+    """The train step's Model, exactly as the trainer builds it (with ``model``'s passes)."""
     from netlang.model import Model
     from netlang.train.step import build_train_graph
 
     optimizer = config.make_optimizer()
-    return Model(build_train_graph(model, optimizer, config.weight_decay)), optimizer
+    graph = build_train_graph(model, optimizer, config.weight_decay)
+    return Model(graph, passes=model.passes), optimizer
 
 
 def classes_of(graph) -> int:
@@ -116,11 +141,11 @@ def synthetic_batch(graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
-def netlang_step(spec: Path, batch: int, device: str, seed: int = 0):
-    """(step function returning the loss, parameter count) for one workload."""
+def netlang_step(spec: Path, batch: int, device: str, seed: int = 0, fused: bool = True):
+    """(step function returning the loss, parameter count, session, feeds) for one workload."""
     from netlang.train.step import LR_INPUT
 
-    model = netlang.compile(spec)
+    model = netlang.compile(spec, passes=passes_of(fused))
     config = train_config_of(model)
     train, optimizer = build_train_model(model, config)
     session = train.session(device, seed)
@@ -169,132 +194,21 @@ def time_steps(step: Callable, warmup: int, steps: int) -> list[float]:
     return times
 
 
-@contextlib.contextmanager
-def fusion_disabled(disabled: bool = True):
-    """The optimize pipeline without the fusion pass, for the duration of the block."""
-    from netlang.passes import pipeline
-
-    saved = list(pipeline.OPTIMIZE)
-    if disabled:
-        pipeline.OPTIMIZE[:] = [(n, p) for n, p in saved if n != "fusion"]
-    try:
-        yield
-    finally:
-        pipeline.OPTIMIZE[:] = saved
-
-
-# -- PyTorch ----------------------------------------------------------------------------------
-
-def torch_nets() -> dict[str, Callable]:
-    """Each workload's network in torch.nn, layer for layer as its spec (NCHW)."""
-    import torch
-    from torch import nn
-
-    class Residual(nn.Module):
-        """x + conv(relu(bn(conv(relu(bn(x)))))), as the spec's residual block."""
-
-        def __init__(self, c: int):
-            super().__init__()
-            self.body = nn.Sequential(
-                nn.BatchNorm2d(c, eps=1e-3, momentum=0.01), nn.ReLU(),
-                nn.Conv2d(c, c, 3, padding=1),
-                nn.BatchNorm2d(c, eps=1e-3, momentum=0.01), nn.ReLU(),
-                nn.Conv2d(c, c, 3, padding=1))
-
-        def forward(self, x):
-            return x + self.body(x)
-
-    def mnist():
-        return nn.Sequential(
-            nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(4 * 4 * 64, 1024), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(1024, 10))
-
-    def mnist_small():
-        return nn.Sequential(
-            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(7 * 7 * 8, 10))
-
-    def spiral():
-        return nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-                             nn.Linear(64, 4))
-
-    def residual():
-        return nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), Residual(16), Residual(16), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 1), Residual(32),
-            nn.BatchNorm2d(32, eps=1e-3, momentum=0.01), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
-
-    del torch
-    return {"mnist": mnist, "mnist_small": mnist_small, "spiral": spiral,
-            "residual": residual}
-
-
-def torch_optimizer(torch, params, optimizer):
-    """The torch optimizer matching netlang's (TensorFlow 1.x formulas, same defaults)."""
-    name, lr, h = optimizer.name, optimizer.lr, dict(optimizer.hyper)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(h.get("beta1", 0.9),
-                                                      h.get("beta2", 0.999)),
-                                eps=h.get("epsilon", 1e-8))
-    if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=h.get("momentum", 0.9),
-                               nesterov=bool(h.get("nesterov", False)))
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=h.get("decay", 0.9),
-                                   eps=h.get("epsilon", 1e-10),
-                                   momentum=h.get("momentum", 0.0))
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr,
-                                   initial_accumulator_value=h.get("initial_accumulator", 0.1))
-    return torch.optim.SGD(params, lr=lr)
-
-
-def torch_step(name: str, spec: Path, batch: int, device: str, seed: int = 0):
-    """(step function, parameter count) of the workload's PyTorch twin on the same device."""
-    import torch
-    import torch.nn.functional as F
-
-    torch.manual_seed(seed)
-    # Same float32 arithmetic as netlang: no TF32 tensor-core rounding in convs or matmuls.
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    model = netlang.compile(spec)
-    config = train_config_of(model)
-    optimizer = config.make_optimizer()
-    where = torch.device("cuda" if device == "gpu" else "cpu")
-    net = torch_nets()[name]().to(where).train()
-    opt = torch_optimizer(torch, net.parameters(), optimizer)
-    feeds = synthetic_batch(model.graph, batch, seed)
-    x_name, y_name = [n for n in model.graph.inputs if not n.startswith("train/")][:2]
-    x = torch.from_numpy(to_nchw(feeds[x_name]))
-    y = torch.from_numpy(feeds[y_name].astype(np.int64))
-    params = sum(p.numel() for p in net.parameters())
-
-    def step():
-        xb, yb = x.to(where, non_blocking=True), y.to(where, non_blocking=True)
-        loss = F.cross_entropy(net(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    return step, params
-
-
-def to_nchw(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
-
-
-def torch_available() -> tuple[bool, str]:
-    try:
-        import torch
-    except ImportError as err:
-        return False, f"PyTorch is not installed ({err})"
-    return True, f"torch {torch.__version__} eager, float32 (TF32 off)"
+def bench_netlang(name: str, spec: Path, batch: int, args) -> Result:
+    """netlang's row for one workload and batch (and its kernel profile with --profile)."""
+    step, params, session, _ = netlang_step(spec, batch, args.device, fused=not args.no_fusion)
+    step()
+    calls = session.executor.kernel_calls
+    step()
+    calls = session.executor.kernel_calls - calls
+    med = statistics.median(time_steps(step, args.warmup, args.steps))
+    profile = profile_steps(session, step, args.steps) if args.profile else None
+    rows = None if profile is None else [
+        [r.label, r.calls, r.ms, r.share] for r in profile.rows(args.profile)]
+    if profile is not None:
+        print_profile(name, batch, profile, med, args.profile)
+    return Result(name, batch, "netlang", batch / med, med * 1e3,
+                  "no fusion" if args.no_fusion else "", calls, rows, params)
 
 
 # -- compile time and allocations ---------------------------------------------------------------
@@ -322,9 +236,8 @@ def step_allocations(spec: Path, batch: int, fused: bool) -> dict[str, int]:
     """One CPU training step: kernel calls, arrays kernels allocate, tracemalloc peak."""
     from netlang.ops.fused import plan_for
 
-    with fusion_disabled(not fused):
-        step, _, session, _ = netlang_step(spec, batch, "cpu")
-        step()
+    step, _, session, _ = netlang_step(spec, batch, "cpu", fused=fused)
+    step()
     values: dict[int, Any] = {}
     owned = [0]
 
@@ -354,70 +267,62 @@ def step_allocations(spec: Path, batch: int, fused: bool) -> dict[str, int]:
 def spec_path(folder: str, name: str) -> Path:
     path = Path(folder) / f"{name}.net"
     if not path.is_file():
-        raise UsageError(f"bench: no spec {path}", hint="run from the repository, or --specs DIR")
+        shipped = sorted(p.stem for p in Path(folder).glob("*.net"))
+        hint = (f"specs there: {', '.join(shipped)}; " if shipped else "") + "or --specs DIR"
+        raise UsageError(f"bench: no spec {path}", hint=hint)
     return path
 
 
-def bench_one(name: str, spec: Path, batch: int, args, with_torch: bool) -> list[Result]:
-    out = []
-    with fusion_disabled(args.no_fusion):
-        step, params, session, _ = netlang_step(spec, batch, args.device)
-        step()
-        calls = session.executor.kernel_calls
-        step()
-        calls = session.executor.kernel_calls - calls
-        times = time_steps(step, args.warmup, args.steps)
-        profile = profile_steps(session, step, args.steps) if args.profile else None
-    med = statistics.median(times)
-    rows = None if profile is None else [
-        [r.label, r.calls, r.ms, r.share] for r in profile.rows(args.profile)]
-    out.append(Result(name, batch, "netlang", batch / med, med * 1e3,
-                      "no fusion" if args.no_fusion else "", calls, rows))
-    if profile is not None:
-        print_profile(name, batch, profile, med, args.profile)
-    if with_torch:
-        tstep, tparams = torch_step(name, spec, batch, args.device)
-        ttimes = time_steps(tstep, args.warmup, args.steps)
-        tmed = statistics.median(ttimes)
-        note = "" if tparams == params else f"params {tparams} vs netlang {params}"
-        out.append(Result(name, batch, "pytorch", batch / tmed, tmed * 1e3, note))
-    return out
+def bench_one(name: str, spec: Path, batch: int, args, rivals: Sequence[Rival]) -> list[Result]:
+    """netlang's row, then each rival's on the same workload and batch."""
+    ours = bench_netlang(name, spec, batch, args)
+    theirs = (rival.time(name, spec, batch, args, ours) for rival in rivals)
+    return [ours, *(r for r in theirs if r is not None)]
 
 
-def print_table(results: list[Result], device: str) -> None:
-    print(f"\ntraining throughput on {device} (median of timed steps)")
-    print(f"  {'workload':<12} {'batch':>5} {'netlang/s':>11} {'pytorch/s':>11} "
-          f"{'ratio':>6} {'kernels':>7}  note")
+def print_table(results: list[Result], device: str, systems: Sequence[str] = ()) -> None:
+    """One line per workload and batch: netlang, each other system, netlang / the fastest."""
+    widths = [max(11, len(s) + 2) for s in systems]
+    print(f"\ntraining throughput on {device} (median of timed steps"
+          + ("; ratio: netlang / the fastest other system)" if systems else ")"))
+    print(f"  {'workload':<12} {'batch':>5} {'netlang/s':>11} "
+          + "".join(f"{s + '/s':>{w}} " for s, w in zip(systems, widths))
+          + (f"{'ratio':>6}  " if systems else "") + f"{'kernels':>7}  note")
     rows: dict[tuple, dict[str, Result]] = {}
     for r in results:
         rows.setdefault((r.workload, r.batch), {})[r.system] = r
-    for (name, batch), pair in rows.items():
-        ours, theirs = pair.get("netlang"), pair.get("pytorch")
-        ratio = f"{ours.samples_per_s / theirs.samples_per_s:.2f}" if ours and theirs else "-"
-        note = "; ".join(x.note for x in pair.values() if x.note)
+    for (name, batch), by_system in rows.items():
+        ours = by_system["netlang"]
+        others = [by_system.get(s) for s in systems]
+        best = max((r.samples_per_s for r in others if r), default=0.0)
+        ratio = f"{ours.samples_per_s / best:>6.2f}  " if best else f"{'-':>6}  "
+        note = "; ".join(r.note for r in by_system.values() if r.note)
         print(f"  {name:<12} {batch:>5} {ours.samples_per_s:>11,.0f} "
-              f"{(f'{theirs.samples_per_s:,.0f}' if theirs else '-'):>11} {ratio:>6} "
-              f"{ours.kernel_calls:>7}  {note}".rstrip())
+              + "".join(f"{(f'{r.samples_per_s:,.0f}' if r else '-'):>{w}} "
+                        for r, w in zip(others, widths))
+              + (ratio if systems else "") + f"{ours.kernel_calls:>7}  {note}".rstrip())
 
 
-def run(args) -> int:
+def run(args, rivals: Sequence[Rival] = (), rivals_note: str = NO_RIVALS) -> int:
+    """The benchmark; ``rivals`` (tools/bench.py: PyTorch) are timed after netlang on each
+    workload and batch, and ``rivals_note`` says what they are (the JSON's ``torch``)."""
     from netlang.runtime import backend
 
     check_arguments(args)
     backend.get_backend(args.device)   # one clear error if the GPU is not there
-    torch_ok, torch_note = (False, "--no-torch") if args.no_torch else torch_available()
     print(f"netlang bench: device {args.device}, batches {args.batch}, {args.steps} timed "
-          f"steps after {args.warmup} warm-up; PyTorch: {torch_note}", flush=True)
-    report: dict[str, Any] = {"device": args.device, "torch": torch_note, "results": []}
+          f"steps after {args.warmup} warm-up; PyTorch: {rivals_note}", flush=True)
+    report: dict[str, Any] = {"device": args.device, "torch": rivals_note, "results": []}
     results: list[Result] = []
     for name in args.workloads:
         spec = spec_path(args.specs, name)
         for batch in args.batch:
-            results += bench_one(name, spec, batch, args, torch_ok)
+            rows = bench_one(name, spec, batch, args, rivals)
+            results += rows
             print(f"  {name} batch {batch}: " + ", ".join(
-                f"{x.system} {x.samples_per_s:,.0f}/s ({x.step_ms:.1f} ms)"
-                for x in results if x.workload == name and x.batch == batch), flush=True)
-    print_table(results, args.device)
+                f"{x.system} {x.samples_per_s:,.0f}/s ({x.step_ms:.1f} ms)" for x in rows),
+                flush=True)
+    print_table(results, args.device, [r.system for r in rivals])
     report["results"] = [asdict(r) for r in results]
     if args.compile_runs > 0:
         times = compile_times(spec_path(args.specs, "mnist"), args.compile_runs)
@@ -428,11 +333,15 @@ def run(args) -> int:
     if args.allocations:
         report["allocations"] = print_allocations(args)
     if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(report, indent=2))
-        except OSError as err:
-            raise UsageError(f"--json: cannot write '{args.json}': {err.strerror}") from None
+        write_json(args.json, report)
     return 0
+
+
+def write_json(file: str, report: dict) -> None:
+    try:
+        Path(file).write_text(json.dumps(report, indent=2))
+    except OSError as err:
+        raise UsageError(f"--json: cannot write '{file}': {err.strerror}") from None
 
 
 def check_arguments(args) -> None:
@@ -446,6 +355,8 @@ def check_arguments(args) -> None:
         raise UsageError(f"--warmup must be at least 0, got {args.warmup}")
     if args.profile < 0:
         raise UsageError(f"--profile must be at least 0, got {args.profile}")
+    if not Path(args.specs).is_dir():
+        raise UsageError(f"--specs: no folder '{args.specs}'")
     if args.json and not Path(args.json).parent.is_dir():
         raise UsageError(f"--json: cannot write '{args.json}': no folder "
                          f"'{Path(args.json).parent}'")
@@ -462,4 +373,3 @@ def print_allocations(args) -> dict:
               f"arrays allocated {before['arrays']} -> {after['arrays']}, "
               f"peak {before['peak_bytes'] / 2**20:.1f} -> {after['peak_bytes'] / 2**20:.1f} MiB")
     return out
-

@@ -1,11 +1,24 @@
-"""netlang bench: the table it prints, its JSON, and the clear error for a missing GPU."""
+"""netlang bench: the table it prints, its JSON, the clear error for a missing GPU, its
+shipped specs; the package never imports torch, and tools/bench.py adds PyTorch's rows."""
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
+import re
+import shutil
 import sys
+from pathlib import Path
 
-from netlang.cli import main
+import pytest
+
+import netlang
+from netlang.cli import bench, build_parser, main
+from netlang.passes.pipeline import OPTIMIZE
 from netlang.runtime import backend
+
+PACKAGE = Path(netlang.__file__).parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_bench_prints_throughput_and_writes_json(tmp_path, capsys):
@@ -35,6 +48,7 @@ def test_fusion_cuts_the_kernels_of_a_training_step(tmp_path):
         calls[bool(flag)] = result["kernel_calls"]
     # Adam on 6 parameters: each update chain of ~12 ops becomes 3 fused kernels.
     assert calls[False] < calls[True] / 2
+    assert "fusion" in [name for name, _ in OPTIMIZE]   # --no-fusion left the pipeline alone
 
 
 def test_bench_on_a_missing_gpu_is_one_clear_error(monkeypatch, capsys):
@@ -69,3 +83,116 @@ def test_bench_profile_names_the_heaviest_kernels(tmp_path, capsys):
     assert len(labels) == 3 and all(f"    {label} " in text for label in labels)
     assert main(["bench", "--no-torch", "--profile", "-1"]) == 1
     assert capsys.readouterr().err == "usage error: --profile must be at least 0, got -1\n"
+
+
+def test_rivals_are_timed_after_netlang_and_compared_in_the_table(tmp_path, capsys):
+    """tools/bench.py's PyTorch rows come through ``run(args, rivals)``: each rival right
+    after netlang on every workload and batch, a column each, netlang / the fastest."""
+    seen = []
+
+    def fake(system, samples_per_s):
+        def time(name, spec, batch, args, ours):
+            seen.append((name, batch, system, ours.system))
+            if system == "slow" and name == "spiral":
+                return None
+            return bench.Result(name, batch, system, samples_per_s, 1e3 * batch / samples_per_s)
+        return bench.Rival(system, time)
+
+    args = build_parser().parse_args(
+        ["bench", "--workloads", "spiral", "mnist_small", "--batch", "4", "8", "--steps", "1",
+         "--warmup", "0", "--compile-runs", "0", "--json", str(tmp_path / "b.json")])
+    assert bench.run(args, [fake("fast", 1e9), fake("slow", 1.0)], "two fakes") == 0
+    assert seen == [(n, b, s, "netlang") for n in ("spiral", "mnist_small") for b in (4, 8)
+                    for s in ("fast", "slow")]
+    text = capsys.readouterr().out
+    assert "; PyTorch: two fakes\n" in text
+    assert "ratio: netlang / the fastest other system" in text
+    assert re.search(r"\n  spiral +4 +[\d,]+ +1,000,000,000 +- +0\.00 ", text)
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["torch"] == "two fakes"
+    assert [r["system"] for r in report["results"]] == (
+        ["netlang", "fast"] * 2 + ["netlang", "fast", "slow"] * 2)
+
+
+def test_the_specs_ship_inside_the_package():
+    """The workloads load from netlang/specs (package data), not from a checkout's layout."""
+    assert Path(bench.SPECS) == Path(netlang.__file__).parent / "specs"
+    assert all((bench.SPECS / f"{name}.net").is_file() for name in bench.WORKLOADS)
+    package_data = re.search(r"\[tool\.setuptools\.package-data\]\nnetlang = (.*)\n",
+                             (REPO / "pyproject.toml").read_text())
+    assert '"specs/*.net"' in package_data[1]
+
+
+def test_specs_flag_names_another_folder(tmp_path, capsys):
+    shutil.copy(bench.SPECS / "spiral.net", tmp_path / "tiny.net")
+    assert main(["bench", "--specs", str(tmp_path), "--workloads", "tiny", "--batch", "4",
+                 "--steps", "1", "--warmup", "0", "--compile-runs", "0"]) == 0
+    assert "  tiny batch 4: netlang " in capsys.readouterr().out
+    assert main(["bench", "--specs", str(tmp_path), "--workloads", "mnist"]) == 1
+    assert capsys.readouterr().err == (
+        f"usage error: bench: no spec {tmp_path / 'mnist.net'}\n"
+        "hint: specs there: tiny; or --specs DIR\n")
+    assert main(["bench", "--specs", str(tmp_path / "none")]) == 1
+    assert capsys.readouterr().err == f"usage error: --specs: no folder '{tmp_path / 'none'}'\n"
+
+
+def test_no_torch_is_the_only_behaviour_and_says_so(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "netlang bench never runs PyTorch" in " ".join(capsys.readouterr().out.split())
+
+
+def torch_imports(path: Path):
+    """Every way ``path`` imports torch: import statements and import_module("torch...")."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] if node.level == 0 else []
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            names = [str(node.args[0].value)]
+        else:
+            continue
+        yield from (n for n in names if n == "torch" or n.startswith("torch."))
+
+
+def test_the_package_never_imports_torch():
+    wrong = [f"{path.relative_to(PACKAGE)} imports {name}"
+             for path in sorted(PACKAGE.rglob("*.py")) for name in torch_imports(path)]
+    assert not wrong, "\n".join(wrong)
+    assert list(torch_imports(REPO / "tools" / "torch_nets.py"))   # the walk does see them
+
+
+def load_tools_bench(monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))   # the script puts tools/ on sys.path
+    spec = importlib.util.spec_from_file_location("tools_bench", REPO / "tools" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tools_bench_without_torch_is_netlang_bench(tmp_path, monkeypatch, capsys):
+    tools_bench = load_tools_bench(monkeypatch)
+    out = tmp_path / "b.json"
+    assert tools_bench.main(["--workloads", "spiral", "--batch", "4", "--steps", "1",
+                             "--warmup", "0", "--compile-runs", "0", "--no-torch",
+                             "--json", str(out)]) == 0
+    assert "; PyTorch: --no-torch\n" in capsys.readouterr().out
+    assert [r["system"] for r in json.loads(out.read_text())["results"]] == ["netlang"]
+
+
+def test_tools_bench_times_both_pytorch_layouts_next_to_netlang(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    tools_bench = load_tools_bench(monkeypatch)
+    out = tmp_path / "b.json"
+    assert tools_bench.main(["--workloads", "spiral", "mnist_small", "residual", "--batch", "4",
+                             "--steps", "1", "--warmup", "0", "--compile-runs", "0",
+                             "--json", str(out)]) == 0
+    assert re.search(r" pytorch/s +pytorch_channels_last/s +ratio ", capsys.readouterr().out)
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["workload"], r["system"]) for r in rows] == [
+        ("spiral", "netlang"), ("spiral", "pytorch"),
+        *((w, s) for w in ("mnist_small", "residual")
+          for s in ("netlang", "pytorch", "pytorch_channels_last"))]
+    # The torch.nn mirrors have exactly the specs' parameters.
+    assert all(r["note"] == "" and r["params"] > 0 for r in rows), rows
