@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -59,6 +60,7 @@ def run(args) -> int:
     metrics = evaluate(restored.session, feeder, split, names, args.batch)
     print(f"{args.split} ({len(split)} examples, epoch {restored.meta.get('epoch')}): "
           + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    warn_nonfinite(metrics, args.split, args.checkpoint)
     images = image_values(model, feeder)
     if images:
         peak = image_peak(dataset.normalizer) or (1.0 if float(np.max(split.x)) <= 1 else 255.0)
@@ -66,3 +68,12 @@ def run(args) -> int:
                                            args.batch).items():
             print(f"PSNR {name} vs {feeder.x_name}: {db:.2f} dB")
     return 0
+
+
+def warn_nonfinite(metrics: dict[str, float], split: str, checkpoint: str) -> None:
+    """A NaN or infinite loss or metric is printed as it is, with a warning on stderr: the
+    numbers mean nothing, most likely because the checkpoint's parameters are not finite."""
+    bad = [f"{k} {v}" for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:
+        print(f"warning: not finite on the {split} split: {', '.join(bad)}; the parameters "
+              f"in {checkpoint} may hold NaN or infinity", file=sys.stderr)

@@ -15,6 +15,7 @@ from typing import Any
 from netlang.ir.graph import Graph
 from netlang.runtime.checkpoint import (
     check_compatible,
+    check_complete,
     differences,
     network_hash,
     read,
@@ -23,7 +24,7 @@ from netlang.runtime.checkpoint import (
     variables,
 )
 
-__all__ = ["check_compatible", "check_network", "network_fields", "network_hash", "read",
+__all__ = ["check_compatible", "check_complete", "check_network", "network_fields", "network_hash", "read",
            "save", "variables"]
 
 

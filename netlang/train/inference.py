@@ -15,7 +15,7 @@ from netlang.model import Model
 from netlang.train import checkpoints
 from netlang.train.data import Dataset, Normalizer, Split
 from netlang.train.feeding import Feeder
-from netlang.train.loop import load_normalizer
+from netlang.train.loop import NORMALIZER_ARRAYS, load_normalizer
 from netlang.train.metrics import psnr
 
 
@@ -32,6 +32,10 @@ def restore_for_inference(model: Model, path, device: str = "cpu") -> Restored:
     arrays, meta = checkpoints.read(path)
     names = set(checkpoints.variables(model.graph))
     notes = checkpoints.check_network(path, model.graph, meta)
+    # A training checkpoint (it records the network beside its train graph) also holds the
+    # input normalization; without it predict would feed raw values silently.
+    required = NORMALIZER_ARRAYS if "network_variables" in meta else ()
+    checkpoints.check_complete(path, model.graph, arrays, required)
     session = model.session(device, int(meta.get("seed", 0)))
     session.state.load({k: v for k, v in arrays.items() if k in names})
     return Restored(session, load_normalizer(arrays), meta, notes)

@@ -20,17 +20,23 @@ from typing import Any
 
 import numpy as np
 
-from netlang.errors import CheckpointError
+from netlang.errors import CheckpointError, UsageError
 from netlang.model import Model
 from netlang.train import checkpoints
 from netlang.train.config import TrainConfig
 from netlang.train.data import Dataset, Normalizer, batch_slices, epoch_order, steps_per_epoch
 from netlang.train.feeding import make_feeder
 from netlang.train.metrics import evaluate
-from netlang.train.nonfinite import StepRecord, nonfinite_error
+from netlang.train.nonfinite import (
+    StepRecord,
+    nonfinite_arrays,
+    nonfinite_error,
+    nonfinite_state_error,
+)
 from netlang.train.step import LR_INPUT, build_train_graph
 
 GPU_SYNC_EVERY = 50    # steps between host reads of the loss and metrics on a GPU
+F32_MAX = float(np.finfo(np.float32).max)   # the rate is fed as a float32 scalar
 
 
 @dataclass
@@ -71,6 +77,9 @@ class Trainer:
                  device: str = "cpu", lr: float | None = None, eval_batch: int = 500):
         self.model, self.config, self.dataset = model, config, dataset
         self.optimizer = config.make_optimizer(lr)
+        if not np.isfinite(self.optimizer.lr) or abs(self.optimizer.lr) > F32_MAX:
+            raise UsageError(f"the learning rate {self.optimizer.lr} does not fit a float32 "
+                             f"(at most {F32_MAX:.4g})", hint="lower the learning rate")
         self.schedule = config.make_schedule()
         self.graph = build_train_graph(model, self.optimizer, config.weight_decay)
         self.train_model = Model(self.graph)
@@ -85,6 +94,7 @@ class Trainer:
         self.history: list[StepRecord] = []
         self.sync_every = 1 if self.session.backend.name == "cpu" else GPU_SYNC_EVERY
         self._unread: list[list] = []   # device results of the steps since the last read
+        self.restored_meta: dict[str, Any] = {}   # the header of the checkpoint resumed from
 
     # -- schedule ---------------------------------------------------------------------------
     @property
@@ -164,17 +174,31 @@ class Trainer:
         return evaluate(self.session, self.feeder, split, self.fetches, self.eval_batch)
 
     # -- checkpoints --------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        meta = {"epoch": self.epoch, "step": self.step, "seed": self.config.seed,
+    def save(self, path: str | Path, record: dict[str, Any] | None = None) -> None:
+        """Write the whole training state to ``path``, with the run's settings (``restore``
+        compares them) and ``record``, the epoch's log record (a resume rewrites the log from
+        it if a kill came between the checkpoint and the log).  Non-finite parameters are
+        refused: the previous checkpoint stays the last good one."""
+        bad = nonfinite_arrays(self.session)
+        if bad:
+            raise nonfinite_state_error(path, bad, self.step - 1, self.epoch, self.session,
+                                        self.fetches, self.history)
+        c = self.config
+        meta = {"epoch": self.epoch, "step": self.step, "seed": c.seed,
                 "rng": self.session.rng.bit_generator.state,
                 "optimizer": self.optimizer.describe(), "data": self.dataset.name,
+                "batch": c.batch, "epochs": c.epochs, "lr": self.optimizer.lr,
+                "train_examples": len(self.dataset.train),
+                "schedule": self.schedule.describe(), "log": record,
                 **checkpoints.network_fields(self.model.graph)}
         arrays = dict(self.session.state.to_numpy())
         arrays.update({f"data/{k}": v for k, v in self.dataset.normalizer.to_arrays().items()})
         checkpoints.save(path, arrays, self.graph, meta)
 
     def restore(self, path: str | Path) -> list[str]:
-        """Continue from a checkpoint of this very training setup; returns notes."""
+        """Continue from a checkpoint of this very training setup; returns notes.  Settings
+        that would change the run (batch, training examples, optimizer, seed, fewer epochs)
+        are refused; more epochs are accepted with a note."""
         arrays, meta = checkpoints.read(path)
         notes = checkpoints.check_network(path, self.model.graph, meta)
         trained_with = str(meta.get("optimizer", "")).split("(")[0]
@@ -183,15 +207,57 @@ class Trainer:
                                   f"{self.optimizer.name}",
                                   hint="resume with the spec's optimizer")
         checkpoints.check_compatible(path, self.graph, meta)  # optimizer slots too
+        checkpoints.check_complete(path, self.graph, arrays, NORMALIZER_ARRAYS)
         if meta.get("seed") != self.config.seed:
             raise CheckpointError(f"{path} was trained with seed {meta.get('seed')}, this run "
                                   f"uses seed {self.config.seed}",
                                   hint="resume with the same --seed")
+        notes += check_same_run(path, meta, self)
         names = set(checkpoints.variables(self.graph))
         self.session.state.load({k: v for k, v in arrays.items() if k in names})
         self.session.rng.bit_generator.state = meta["rng"]
         self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
+        self.restored_meta = meta
         return notes
+
+
+NORMALIZER_ARRAYS = ("data/mean", "data/scale")
+
+
+def check_same_run(path, meta: dict[str, Any], trainer: Trainer) -> list[str]:
+    """Refuse a resume whose batch, training examples or optimizer settings differ from the
+    checkpoint's, or that has fewer epochs; more epochs are fine and get a note.  (Files
+    written before these settings were recorded are not compared.)"""
+    c, optimizer = trainer.config, trainer.optimizer
+    if "batch" in meta and meta["batch"] != c.batch:
+        raise CheckpointError(f"{path} was trained with batch {meta['batch']}, this run uses "
+                              f"batch {c.batch}", hint=f"resume with --batch {meta['batch']}")
+    examples = len(trainer.dataset.train)
+    if "train_examples" in meta and meta["train_examples"] != examples:
+        raise CheckpointError(f"{path} was trained on {meta['train_examples']} examples, this "
+                              f"run has {examples}",
+                              hint=f"resume with --limit {meta['train_examples']}"
+                              if meta["train_examples"] < examples
+                              else "resume with the same data and --limit")
+    if "lr" in meta and meta["lr"] != optimizer.lr:
+        raise CheckpointError(f"{path} was trained with lr {meta['lr']}, this run uses lr "
+                              f"{optimizer.lr}", hint=f"resume with --lr {meta['lr']}")
+    if "lr" in meta and meta.get("optimizer") != optimizer.describe():
+        raise CheckpointError(f"{path} was trained with {meta.get('optimizer')}, this run "
+                              f"uses {optimizer.describe()}",
+                              hint="resume with the spec's optimizer settings")
+    recorded = meta.get("epochs")
+    if recorded is None or recorded == c.epochs:
+        return []
+    if c.epochs < recorded:
+        raise CheckpointError(f"{path} is a run of {recorded} epochs; --resume cannot "
+                              f"shorten it to {c.epochs}",
+                              hint=f"resume with --epochs {recorded} or more")
+    note = f"note: extending the run from {recorded} to {c.epochs} epochs"
+    if trainer.schedule.kind != "constant":
+        note += (f"; the {trainer.schedule.kind} schedule now spans {c.epochs} epochs, so "
+                 f"the learning rates from here on differ from the first plan's")
+    return [note]
 
 
 def load_normalizer(arrays: dict[str, np.ndarray]) -> Normalizer | None:

@@ -98,5 +98,31 @@ def nonfinite_error(loss_name: str, loss_value: float, step: int, epoch: int,
     return NonFiniteError(f"{head}; re-running the step did not reproduce it", hint=HINT)
 
 
+def nonfinite_arrays(session) -> list[str]:
+    """Names of the session's float state arrays that hold a NaN or an infinity."""
+    xp = session.backend.xp
+    return [name for name, value in session.state.arrays.items()
+            if getattr(value, "dtype", None) is not None and value.dtype.kind == "f"
+            and not bool(xp.isfinite(value).all())]
+
+
+def nonfinite_state_error(path, names: list[str], step: int, epoch: int, session,
+                          fetches: list[str], history: list[StepRecord]) -> NonFiniteError:
+    """The error to stop with instead of saving non-finite parameters: an update after the
+    last loss check (the epoch's last step) wrote them.  Names the arrays and the first op
+    that went non-finite, found by re-running the recorded steps."""
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    head = (f"not saving {path}: {shown} became non-finite at step {step} (epoch {epoch}), "
+            f"after its loss was checked")
+    for record in history:
+        found = rerun_checked(session, fetches, record)
+        if found is not None:
+            node, value = found
+            return NonFiniteError(f"{head}; the first non-finite value: {describe_node(node)}: "
+                                  f"{describe_values(value)}", node.span, hint=SAVE_HINT)
+    return NonFiniteError(head, hint=SAVE_HINT)
+
+
 HINT = ("lower the learning rate, or keep log/div/sqrt away from zero "
         "(for example log(x + 1e-7))")
+SAVE_HINT = HINT + "; any earlier checkpoint is kept"

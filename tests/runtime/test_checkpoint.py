@@ -1,6 +1,7 @@
 """Checkpoints: round trip, atomic replacement, damaged files and other networks refused."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -138,11 +139,97 @@ def test_a_killed_writer_never_leaves_a_broken_file(tmp_path):
         assert (arrays["pad"] == meta["step"]).all() and arrays["fc1/W"][0, 0] == meta["step"]
 
 
-def test_a_pickle_is_refused_without_advice_to_unpickle_it(tmp_path):
+def test_a_file_that_is_no_archive_is_refused_without_advice_to_unpickle_it(tmp_path):
     path = tmp_path / "run.ckpt"
     path.write_bytes(b"garbage" * 10)
     with pytest.raises(CheckpointError) as info:
         checkpoint.read(path)
     assert str(info.value) == (
-        f"checkpoint error: {path} is not a readable netlang checkpoint (it holds pickled "
-        "Python objects)\nhint: the file is truncated or corrupt; use an earlier copy")
+        f"checkpoint error: {path} is not a netlang checkpoint (not an .npz archive)\n"
+        "hint: pass the last.ckpt file a training run wrote")
+
+
+def rewrite(path, arrays, meta):
+    """Write an archive by hand (as damage or another tool might), bypassing ``save``."""
+    with open(path, "wb") as f:
+        np.savez(f, __meta__=np.array(json.dumps(meta)),
+                 **{f"a/{name}": value for name, value in arrays.items()})
+
+
+def test_each_array_is_checked_against_the_checksum_in_the_manifest(tmp_path):
+    """4 cases: one array's bytes changed, two arrays swapped, one array renamed away,
+    an array added that the manifest does not list."""
+    path = checkpoint.save(tmp_path / "run.ckpt", ARRAYS, network())
+    arrays, meta = checkpoint.read(path)
+    assert sorted(meta["checksums"]) == sorted(ARRAYS)
+    hint = "\nhint: the file is corrupt; use an earlier copy"
+    changed = {**arrays, "fc1/W": arrays["fc1/W"] + 1}
+    swapped = {**arrays, "fc1/W": arrays["adam/m/fc1/W"], "adam/m/fc1/W": arrays["fc1/W"]}
+    renamed = {k.replace("bn/", "bm/"): v for k, v in arrays.items()}
+    added = {**arrays, "extra": np.zeros(2, np.float32)}
+    cases = [
+        (changed, "1 array does not match the checksum in its header: fc1/W"),
+        (swapped, "2 arrays do not match the checksum in its header: fc1/W, adam/m/fc1/W"),
+        (renamed, "1 array listed in its header is missing: bn/mean"),
+        (added, "1 array does not match the checksum in its header: extra"),
+    ]
+    for damaged, reason in cases:
+        rewrite(path, damaged, meta)
+        with pytest.raises(CheckpointError) as info:
+            checkpoint.read(path)
+        assert str(info.value) == f"checkpoint error: {path} is damaged: {reason}{hint}"
+
+
+def test_a_checkpoint_without_a_variable_is_refused_naming_it(tmp_path):
+    """3 cases: a variable missing, a required extra array missing, a wrong-typed array."""
+    graph = network()
+    arrays = {"fc1/W": ARRAYS["fc1/W"], "bn/mean": ARRAYS["bn/mean"]}
+    checkpoint.check_complete("c.ckpt", graph, arrays)                  # complete: fine
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.check_complete("c.ckpt", graph, {"fc1/W": ARRAYS["fc1/W"]})
+    assert str(info.value) == (
+        "checkpoint error: c.ckpt is incomplete: no array for bn/mean\nhint: the file is "
+        "damaged or was not written by netlang; use an earlier copy")
+    with pytest.raises(CheckpointError, match="^checkpoint error: c.ckpt is incomplete: no "
+                                              "array for data/mean, data/scale\n"):
+        checkpoint.check_complete("c.ckpt", graph, arrays, ("data/mean", "data/scale"))
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.check_complete("c.ckpt", graph, {**arrays, "bn/mean": np.zeros(3, int)})
+    assert str(info.value) == ("checkpoint error: c.ckpt: the array of 'bn/mean' does not "
+                               "match its header (f32[3])\nhint: the file is corrupt; use an "
+                               "earlier copy")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_checkpoints_get_the_mode_the_umask_gives(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = checkpoint.save(tmp_path / "run.ckpt", ARRAYS, network())
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_foreign_and_damaged_containers_are_one_line_errors_naming_the_file(tmp_path):
+    """4 cases: a .npy array, an .npz without a header, a zip whose member claims an
+    unknown compression method, one that claims to be encrypted."""
+    npy, bare = tmp_path / "x.npy", tmp_path / "bare.npz"
+    np.save(npy, np.zeros(3))
+    np.savez(bare, a=np.zeros(3))
+    path = checkpoint.save(tmp_path / "run.ckpt", ARRAYS, network())
+    data = path.read_bytes()
+    method, flags = tmp_path / "method.ckpt", tmp_path / "flags.ckpt"
+    central = data.index(b"PK\x01\x02")      # the first central directory entry
+    method.write_bytes(data[:central + 10] + b"\x63\x00" + data[central + 12:])
+    flags.write_bytes(data[:central + 8] + b"\x01\x00" + data[central + 10:])
+    for bad, reason in [(npy, "is not a netlang checkpoint (it is a .npy array)"),
+                        (bare, ("is not a netlang checkpoint (no 'netlang-checkpoint-1' "
+                               "header)"))]:
+        with pytest.raises(CheckpointError) as info:
+            checkpoint.read(bad)
+        assert str(info.value).splitlines()[0] == f"checkpoint error: {bad} {reason}"
+    for bad in (method, flags):
+        with pytest.raises(CheckpointError) as info:
+            checkpoint.read(bad)
+        assert str(info.value).startswith(
+            f"checkpoint error: {bad} is not a readable netlang checkpoint (")
