@@ -9,9 +9,8 @@ per example); the checkpoint's normalization is applied unless --no-normalize is
 """
 from __future__ import annotations
 
-import os
+import io
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 import netlang
 from netlang.cli.arrays import read_npy
 from netlang.errors import UsageError
+from netlang.runtime.checkpoint import replace_atomically
 from netlang.train.feeding import features_feeder
 from netlang.train.inference import restore_for_inference
 from netlang.train.metrics import predict
@@ -101,21 +101,15 @@ def check_output_name(path: Path, fetches: list[str]) -> None:
 
 
 def save(path: Path, outputs: dict[str, np.ndarray]) -> None:
-    """Write the outputs to exactly ``path``, atomically: a temporary file in the same folder
-    renamed over it, so an earlier file there stays whole if anything fails."""
+    """Write the outputs to exactly ``path``, atomically (a temporary file in the same folder
+    renamed over it, so an earlier file there stays whole if anything fails), with the mode
+    the user's umask gives."""
+    buffer = io.BytesIO()
+    if path.suffix == ".npy":
+        np.save(buffer, next(iter(outputs.values())))
+    else:
+        np.savez(buffer, **{k.replace("/", "_"): v for k, v in outputs.items()})
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        replace_atomically(path, buffer.getvalue())
     except OSError as err:
-        raise UsageError(f"--output: cannot write '{path}': {err.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if path.suffix == ".npy":
-                np.save(f, next(iter(outputs.values())))
-            else:
-                np.savez(f, **{k.replace("/", "_"): v for k, v in outputs.items()})
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise UsageError(f"--output: cannot write '{path}': {err.strerror}") from None
-        raise
+        raise UsageError(f"--output: cannot write '{path}': {err.strerror or err}") from None

@@ -2,8 +2,9 @@
 
 A data set has features and (usually) labels; a network declares its inputs in order.  The
 first input takes the features, reshaped to the declared shape (MNIST's 28x28 images feed
-``f32[N,28,28,1]`` or ``f32[N,784]`` alike); the second takes the labels, as class ids for an
-integer input or one-hot rows for a float ``[N, classes]`` input (seed 000's placeholders).
+``f32[N,28,28,1]`` or ``f32[N,784]`` alike); the second takes the labels: integer class ids feed an ``[N]`` input
+as they are, or a float ``[N, classes]`` input as one-hot rows (seed 000's placeholders);
+float targets (regression) are fed as values, reshaped to the input, never one-hot encoded.
 A network with one input (SRCNN: the image is its own target) gets the features alone.
 """
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Feeder:
     x_shape: tuple[int, ...] | None      # the declared dims after the batch, when static
     y_name: str | None = None
     y_classes: int | None = None         # one-hot width for a float label input
+    y_shape: tuple[int, ...] | None = None   # target dims after the batch (float targets)
+    y_dtype: str | None = None           # the target input's NumPy dtype (float targets)
 
     def prepare_x(self, x: np.ndarray) -> np.ndarray:
         if self.x_shape is None:
@@ -34,6 +37,8 @@ class Feeder:
         return x.reshape((len(x), *self.x_shape))
 
     def prepare_y(self, y: np.ndarray) -> np.ndarray:
+        if self.y_shape is not None:
+            return np.asarray(y, self.y_dtype).reshape((len(y), *self.y_shape))
         if self.y_classes is None:
             return y
         out = np.zeros((len(y), self.y_classes), np.float32)
@@ -87,14 +92,42 @@ def make_feeder(graph: Graph, split: Split, dataset: str) -> Feeder:
     if split.y is None:
         raise DataError(f"input '{y_name}' needs labels, but the {dataset} data have none")
     y_type = graph.nodes[graph.inputs[y_name]].type
-    classes = None
-    if y_type.dtype.is_float and y_type.rank == 2 and isinstance(y_type.shape[1], int):
-        classes = y_type.shape[1]
-        top = int(split.y.max()) if len(split.y) else 0
-        if top >= classes:
-            raise DataError(f"{dataset} has label {top} but input '{y_name}' is {y_type} "
-                            f"({classes} classes)")
-    elif y_type.rank != 1:
+    if y_type.rank == 0:
         raise DataError(f"input '{y_name}' is {y_type}; {dataset} labels feed an integer "
                         f"[N] input (class ids) or a float [N, classes] input (one-hot)")
-    return Feeder(features.x_name, features.x_shape, y_name, classes)
+    if y_type.rank == 1:
+        return Feeder(features.x_name, features.x_shape, y_name)
+    if y_type.rank == 2 and split.y.ndim == 1 and split.y.dtype.kind in "iu" and (
+            y_type.dtype.is_float and isinstance(y_type.shape[1], int) and y_type.shape[1] > 1):
+        return Feeder(features.x_name, features.x_shape, y_name,
+                      one_hot_classes(y_name, y_type, split.y, dataset))
+    return Feeder(features.x_name, features.x_shape, y_name,
+                  y_shape=target_tail(y_name, y_type, split.y, dataset),
+                  y_dtype=y_type.dtype.numpy.name)
+
+
+def one_hot_classes(y_name: str, y_type: TensorType, y: np.ndarray, dataset: str) -> int:
+    """The one-hot width for integer class ids fed to a float ``[N, classes]`` input."""
+    classes = y_type.shape[1]
+    top = int(y.max()) if len(y) else 0
+    low = int(y.min()) if len(y) else 0
+    if top >= classes or low < 0:
+        bad = top if top >= classes else low
+        raise DataError(f"{dataset} has label {bad} but input '{y_name}' is {y_type} "
+                        f"({classes} classes)")
+    return classes
+
+
+def target_tail(y_name: str, y_type: TensorType, y: np.ndarray, dataset: str
+                ) -> tuple[int, ...]:
+    """The per-example shape to feed targets (float values, or already one-hot rows) in."""
+    tail = static_tail(y_type)
+    have = math.prod(y.shape[1:])
+    if tail is None or math.prod(tail) != have:
+        hint = ("store class ids as integers to have them one-hot encoded"
+                if y.ndim == 1 and y.dtype.kind == "f" else
+                f"declare '{y_name}' with {have} value{'s' * (have != 1)} per example")
+        raise DataError(f"{dataset} targets are {y.dtype.name} with {have} "
+                        f"value{'s' * (have != 1)} per example but input '{y_name}' is "
+                        f"{y_type}", hint=hint)
+    return tail

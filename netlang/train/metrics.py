@@ -31,12 +31,14 @@ def predict(session, feeder: Feeder, x: np.ndarray, names: list[str],
     """Values of ``names`` for every example of ``x`` (eval mode), concatenated."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     split = Split(x, None)
-    for part in batch_slices(len(x), batch):
+    # No examples still run once, on an empty batch: the outputs get their true dtype and
+    # shape ([0, 4] probabilities), not a guess.
+    for part in batch_slices(len(x), batch) or [slice(0, 0)]:
         feeds = {feeder.x_name: feeder.prepare_x(split.x[part])}
         for name, value in zip(names, session.run(names, feeds, training=False)):
             parts[name].append(np.asarray(value))
-    return {name: np.concatenate(chunks) if chunks and chunks[0].ndim else
-            (chunks[0] if chunks else np.zeros(0)) for name, chunks in parts.items()}
+    return {name: np.concatenate(chunks) if chunks[0].ndim else chunks[0]
+            for name, chunks in parts.items()}
 
 
 def psnr(mse: float, peak: float = 1.0) -> float:

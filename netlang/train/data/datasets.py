@@ -174,11 +174,7 @@ def npz(args: dict, data_dir=None, span=None, note: Callable = stderr_note) -> D
     if not args["path"]:
         raise ArgumentError("data npz needs a path", span, hint='data npz("arrays.npz")')
     path = Path(str(args["path"])).expanduser()
-    try:
-        with np.load(path) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read the arrays ({err})") from None
+    arrays = read_npz(path)
     x = arrays.get("x", arrays.get("x_train"))
     if x is None:
         raise DataError(f"{path}: no array named x or x_train (found: "
@@ -188,6 +184,31 @@ def npz(args: dict, data_dir=None, span=None, note: Callable = stderr_note) -> D
         raise DataError(f"{path}: x has {len(x)} examples but y has {len(y)}")
     test = Split(arrays["x_test"], arrays.get("y_test")) if "x_test" in arrays else None
     return assemble("npz", x, y, test, args, span)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a user's .npz file; anything else (a .npy, a damaged or encrypted zip,
+    pickled objects, text or complex arrays) is a one-line DataError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            if not f.read(4).startswith(b"PK"):
+                raise DataError(f"{path}: not an .npz archive",
+                                hint="save the arrays with numpy.savez(path, x=..., y=...)")
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except DataError:
+        raise
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the arrays ({err.strerror or err})") from None
+    except Exception as err:  # noqa: BLE001 - zipfile/zlib raise many types for damage
+        reason = "it holds Python objects" if "pickle" in str(err) else (
+            str(err) or type(err).__name__)
+        raise DataError(f"{path}: cannot read the arrays ({reason})") from None
+    for name, value in arrays.items():
+        if value.dtype.kind not in "biuf":
+            raise DataError(f"{path}: array '{name}' holds {value.dtype} values, not real "
+                            f"numbers")
+    return arrays
 
 
 DATASETS = {"mnist": mnist, "fashion_mnist": fashion_mnist, "spiral": spiral, "npz": npz}
