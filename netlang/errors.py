@@ -106,6 +106,12 @@ class GradientError(SpecError):
     kind = "gradient error"
 
 
+class IRError(NetlangError):
+    """A pass produced an ill-formed graph (a compiler bug, not a spec error)."""
+
+    kind = "IR check failed"
+
+
 class ExecutionError(NetlangError):
     kind = "execution error"
 
@@ -132,6 +138,12 @@ class DeviceError(NetlangError):
 
 class UsageError(NetlangError):
     kind = "usage error"
+
+
+class OutputError(NetlangError):
+    """A file netlang writes could not be written (disk full, permissions)."""
+
+    kind = "write error"
 
 
 @dataclass

@@ -4,6 +4,7 @@
     netlang train specs/mnist.net --epochs 2 --limit 5000 --out /tmp/quick
     netlang train specs/mnist.net --stop-after 5      # 5 of the 20 epochs, then stop
     netlang train specs/mnist.net --resume            # continue after the last checkpoint
+    netlang train specs/mnist.net --force             # start over in a folder holding a run
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<spec-name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the run folder's last checkpoint")
+    parser.add_argument("--force", action="store_true",
+                        help="start a fresh run even if the run folder holds one (it is "
+                             "replaced)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="folder with the data set's files (or set NETLANG_DATA)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
@@ -54,8 +58,19 @@ def run(args) -> int:
     model = netlang.compile(args.file)
     config = train_config(model.graph.meta.get("train"), model.graph.name).with_overrides(
         epochs=args.epochs, batch=args.batch, seed=args.seed)
+    if args.resume and args.force:
+        raise UsageError("--resume and --force contradict each other",
+                         hint="--resume continues the run; --force replaces it")
     run_folder = RunFolder(args.out or Path("runs") / Path(args.file).stem)
     run_folder.check()
+    with run_folder.locked():
+        if not (args.resume or args.force):
+            run_folder.refuse_overwrite()
+        return train_in(args, model, config, run_folder)
+
+
+def train_in(args, model, config, run_folder: RunFolder) -> int:
+    """Load the data and train into ``run_folder`` (whose lock the caller holds)."""
     dataset = load_dataset(config.data.name, config.data.args, args.data_dir, config.data.span)
     dataset = limit(dataset, args.limit)
     trainer = Trainer(model, config, dataset, device=args.device, lr=args.lr)

@@ -1,8 +1,9 @@
 """A whole training run, as ``netlang train`` does it: resume, epochs, log, checkpoints, plot.
 
-After every epoch the run folder gets a log record and a fresh checkpoint (atomically, so
-a kill leaves the previous one intact); at the end the curves are plotted and the test
-split, when there is one, is measured once.
+After every epoch the run folder gets a fresh checkpoint (atomically, so a kill leaves the
+previous one intact) holding the epoch's log record, then the record in the log; a resume
+repairs the log to agree with the checkpoint.  At the end the curves are plotted and the
+test split, when there is one, is measured once.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def resume_from(trainer: Trainer, run: RunFolder, out: Callable[[str], None]) ->
                                    "run folder you want to continue")
     for note in trainer.restore(run.checkpoint_path):
         out(note)
+    for note in run.repair_log(trainer.epoch, trainer.restored_meta.get("log")):
+        out(note)
     out(f"resuming {run.path} after epoch {trainer.epoch} (step {trainer.step})")
 
 
@@ -60,7 +63,7 @@ def fit(trainer: Trainer, run: RunFolder, resume: bool = False,
             epoch = trainer.run_epoch(update)
         finally:
             bar.close()
-        trainer.save(run.checkpoint_path)
+        trainer.save(run.checkpoint_path, epoch.record())
         run.append(epoch.record())
         out(epoch.line(epochs))
         result.epochs.append(epoch)
