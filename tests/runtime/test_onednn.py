@@ -8,7 +8,11 @@ from hypothesis import strategies as st
 
 from netlang.ops.registry import get_op
 from netlang.runtime import onednn
-from netlang.runtime.onednn_kernels import conv2d_bias_relu, onednn_kernels
+from netlang.runtime.onednn_kernels import (
+    FEW_INPUT_CHANNELS,
+    conv2d_bias_relu,
+    onednn_kernels,
+)
 
 needs_onednn = pytest.mark.skipif(not onednn.available(), reason=onednn.unavailable_reason())
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -64,7 +68,10 @@ def test_conv2d_and_its_gradients_match_the_reference(case):
     x, w, g, attrs = conv_arrays(case)
     taps = w.shape[0] * w.shape[1] * w.shape[2]
     check_parity("conv2d", [x, w], attrs, taps)
-    check_parity("conv2d_backprop_input", [g, w, x], attrs, taps * w.shape[3])
+    if w.shape[2] < FEW_INPUT_CHANNELS:       # the reference is faster there: declined
+        assert factory_for("conv2d_backprop_input", [g, w, x], attrs) is None
+    else:
+        check_parity("conv2d_backprop_input", [g, w, x], attrs, taps * w.shape[3])
     check_parity("conv2d_backprop_filter", [x, g, w], attrs, g.size)
 
 
@@ -76,7 +83,10 @@ def test_conv2d_transpose_matches_the_reference(case):
     wt = w.transpose(0, 1, 3, 2).copy()          # [kh, kw, cout, cin] of the transpose
     xt = np.random.default_rng(case["seed"]).standard_normal(
         (*x.shape[:3], wt.shape[3]), np.float32)
-    check_parity("conv2d_transpose", [xt, wt], attrs, wt.size)
+    if wt.shape[2] < FEW_INPUT_CHANNELS:
+        assert factory_for("conv2d_transpose", [xt, wt], attrs) is None
+    else:
+        check_parity("conv2d_transpose", [xt, wt], attrs, wt.size)
 
 
 pool_cases = st.fixed_dictionaries({
