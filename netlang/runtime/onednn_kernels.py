@@ -15,7 +15,9 @@ weights may be reordered to a blocked layout inside a call (they change every st
 Not covered here, on purpose (the reference runs): ``batch_variance`` (oneDNN computes the
 variance around its own batch mean, netlang's op takes the mean as an input);
 ``batchnorm_grad_x`` (a per-channel scale of g, which oneDNN only offers inside a backward
-pass that also needs x and the mean this op does not get); ``maxpool_grad_grad``.
+pass that also needs x and the mean this op does not get); ``batchnorm_grad_gamma`` (the
+factory below matches the reference, but measured slower: see ``FACTORIES``);
+``maxpool_grad_grad``.
 """
 from __future__ import annotations
 
@@ -428,7 +430,9 @@ FACTORIES: dict[str, Callable] = {
     "avgpool": pool_forward("avgpool", dnnl.POOLING_AVG_EXCLUDE_PADDING),
     "avgpool_grad": avgpool_grad,
     "batchnorm_apply": batchnorm_apply,
-    "batchnorm_grad_gamma": batchnorm_grad_gamma,
+    # batchnorm_grad_gamma (above) matches the reference but is left out: oneDNN's backward
+    # batchnorm also computes diff_src and synchronizes its threads several times, and was
+    # slower than NumPy's one pass (fastest of 40, [64,14,14,32]: 3.8 ms vs 0.2 ms).
 }
 
 
