@@ -18,6 +18,10 @@ variance around its own batch mean, netlang's op takes the mean as an input);
 pass that also needs x and the mean this op does not get); ``batchnorm_grad_gamma`` (the
 factory below matches the reference, but measured slower: see ``FACTORIES``);
 ``maxpool_grad_grad``.
+
+One known difference: a NaN inside a max-pooling window makes the reference's output NaN
+(``np.maximum`` propagates it), while oneDNN returns the largest of the other values; finite
+inputs, infinities and ties agree exactly.
 """
 from __future__ import annotations
 
