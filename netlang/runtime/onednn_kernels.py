@@ -10,7 +10,8 @@ kernels in ``ops/`` stay the definition; tests compare the two.
 Geometry is the reference's own (``ops.conv.window_geometry``): TensorFlow's SAME padding is
 passed as explicit left/right pads (the odd one at the bottom/right), and netlang's dilation
 d is oneDNN's ``d - 1``.  Images are NHWC and filters ``[kh, kw, cin, cout]`` in place; the
-weights may be reordered to a blocked layout inside a call (they change every step).
+weights may be reordered to a blocked layout inside a call (they change every step).  A
+``run`` reuses its oneDNN memories, so one run must not be called from two threads at once.
 
 Not covered here, on purpose (the reference runs): ``batch_variance`` (oneDNN computes the
 variance around its own batch mean, netlang's op takes the mean as an input);
