@@ -146,8 +146,12 @@ def torch_variant(op: str, arrays, attrs):
 
 # -- timing ----------------------------------------------------------------------------------------
 
+STAT = statistics.median
+
+
 def interleaved_medians(variants: dict, repeats: int) -> dict[str, float]:
-    """Median ms of each callable, one call of each per round (2 warm-up rounds)."""
+    """Median ms (``--min``: fastest) of each callable, one call of each per round (2
+    warm-up rounds)."""
     times: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(repeats + 2):
         for name, fn in variants.items():
@@ -155,7 +159,7 @@ def interleaved_medians(variants: dict, repeats: int) -> dict[str, float]:
             fn()
             if round_ >= 2:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    return {name: STAT(t) * 1e3 for name, t in times.items()}
 
 
 def shape_text(shapes) -> str:
@@ -176,8 +180,8 @@ def bench_specs(specs, batch, repeats) -> None:
             ref = get_op(op).kernel
             variants = {"numpy": lambda ref=ref, arrays=arrays, attrs=attrs:
                         ref(np, *arrays, **attrs)}
-            fast = kernels[op](list(shapes), [np.float32] * len(shapes), attrs) if kernels \
-                else None
+            factory = kernels.get(op)
+            fast = factory(list(shapes), [np.float32] * len(shapes), attrs) if factory else None
             if fast is not None:
                 variants["onednn"] = lambda fast=fast, arrays=arrays: fast(*arrays)
             tv = torch_variant(op, arrays, attrs) if with_torch else None
@@ -243,9 +247,14 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", action="store_true", help="time OMP_WAIT_POLICY choices")
+    parser.add_argument("--min", action="store_true",
+                        help="report the fastest round instead of the median (a busy machine)")
     args = parser.parse_args(argv)
+    global STAT
+    STAT = min if args.min else statistics.median
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
-    print(f"median of {args.repeats} interleaved rounds; load average {load}")
+    print(f"{'fastest' if args.min else 'median'} of {args.repeats} interleaved rounds; "
+          f"load average {load}")
     if args.threads:
         bench_wait_policy(args.repeats)
         return 0
