@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +18,8 @@ from netlang.cli import main
 from netlang.runtime import checkpoint
 from netlang.train.runs import RunFolder
 from tests.cli.test_train import TINY, train
+
+ROOT = Path(__file__).resolve().parents[2]
 
 REGRESSION = """\
 network reg {
@@ -247,3 +254,28 @@ def test_log_records_beyond_the_checkpoint_are_dropped_on_resume(spec, tmp_path,
                           "the checkpoint does not hold\n") in out
     epochs = [json.loads(x)["epoch"] for x in log.open() if '"epoch", "epoch"' in x]
     assert epochs == [1, 2]
+
+
+def test_sigkills_during_training_leave_a_log_that_agrees_with_the_checkpoint(spec, tmp_path):
+    """3 real SIGKILLs at different moments of a 12-epoch run, each followed by --resume;
+    at the end every epoch is in the log exactly once, as in the checkpoint."""
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "netlang", "train", str(spec), "--out", str(run),
+            "--epochs", "12"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    for kill, delay in enumerate((0.0, 0.02, 0.004)):
+        resume = ["--resume"] if (run / "last.ckpt").exists() else (["--force"] if kill else [])
+        child = subprocess.Popen([*argv, *resume], stdout=subprocess.PIPE, env=env,
+                                 stderr=subprocess.DEVNULL, text=True)
+        while not child.stdout.readline().startswith("epoch "):
+            assert child.poll() is None, "the run ended before an epoch line"
+        time.sleep(delay)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finished = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True,
+                              check=False)
+    assert finished.returncode == 0, finished.stderr
+    _, meta = checkpoint.read(run / "last.ckpt")
+    epochs = [json.loads(x)["epoch"] for x in (run / "log.jsonl").open()
+              if json.loads(x)["event"] == "epoch"]
+    assert meta["epoch"] == 12 and epochs == list(range(1, 13))
