@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from netlang.errors import ShapeError
 from netlang.ir.types import TensorType, dim_div, dim_mul
-from netlang.ops.elementwise import unbroadcast
+from netlang.ops.elementwise import cotangent_rule, unbroadcast
 from netlang.ops.registry import defop
 from netlang.ops.rules import (
     axis_of,
@@ -47,6 +47,7 @@ defop("leaky_relu", arity=1, shape=_alpha_rule("leaky_relu"), attrs={"alpha": 0.
 
 
 def _leaky_relu_grad_rule(g: TensorType, x: TensorType, alpha) -> TensorType:
+    cotangent_rule("leaky_relu_grad", g, x)
     return binary_rule("leaky_relu_grad")(g, x)
 
 
@@ -75,6 +76,7 @@ defop("elu", arity=1, shape=_alpha_rule("elu", minimum=0), attrs={"alpha": 1.0},
 
 
 def _elu_grad_rule(g: TensorType, y: TensorType, alpha) -> TensorType:
+    cotangent_rule("elu_grad", g, y)
     return binary_rule("elu_grad")(g, y)
 
 

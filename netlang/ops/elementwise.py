@@ -29,14 +29,32 @@ def unbroadcast(b, g: int, like: int) -> int:
     return b.sum_to_like(g, like)
 
 
+def cotangent_rule(opname: str, g: TensorType, *others: TensorType) -> None:
+    """Gradient ops take a float cotangent and float operands of its dtype (as autodiff
+    builds them), so their kernels compute in exactly the dtype the rule promises."""
+    float_only(opname, g)
+    for t in others:
+        if t.dtype != g.dtype:
+            raise ShapeError(f"{opname}: the cotangent is {g} but an operand is {t}",
+                             hint="a gradient op computes in one float dtype: cast them alike")
+
+
+def no_bool_arithmetic(opname: str, t: TensorType, written: str) -> None:
+    """NumPy refuses ``-`` and ``sign`` on booleans; say so at check instead of at run."""
+    if t.dtype is DType.bool:
+        raise ShapeError(f"{opname} ({written}) is not defined on bool tensors, got {t}",
+                         hint="cast(x, dtype=i32) first to count true as 1 and false as 0")
+
+
 # -- broadcasting helpers ------------------------------------------------------------------
 
 def _sum_to_like_shape(g: TensorType, like: TensorType) -> TensorType:
+    cotangent_rule("sum_to_like", g)
     return like.with_dtype(g.dtype)
 
 
 defop("sum_to_like", arity=2, shape=_sum_to_like_shape,
-      kernel=lambda xp, g, like: sum_to_shape(xp, g, like.shape),
+      kernel=lambda xp, g, like: sum_to_shape(xp, g, like.shape).astype(g.dtype, copy=False),
       vjp=lambda b, n, g: (b.broadcast_like(g, n.inputs[0]), None),
       doc="Sum the first input down to the second's shape (the VJP of broadcasting).")
 
@@ -66,7 +84,13 @@ defop("add", arity=2, shape=binary_rule("add"), elementwise=True,
       kernel=lambda xp, a, b: operator.add(*common_dtype(a, b)),
       vjp=lambda b, n, g: (unbroadcast(b, g, n.inputs[0]), unbroadcast(b, g, n.inputs[1])))
 
-defop("sub", arity=2, shape=binary_rule("sub"), elementwise=True,
+def _sub_rule(a: TensorType, c: TensorType, **_) -> TensorType:
+    out = broadcast_types("sub", a, c)
+    no_bool_arithmetic("sub", out, "a - b of two bools")
+    return out
+
+
+defop("sub", arity=2, shape=_sub_rule, elementwise=True,
       kernel=lambda xp, a, b: operator.sub(*common_dtype(a, b)),
       vjp=lambda b, n, g: (unbroadcast(b, g, n.inputs[0]),
                            unbroadcast(b, b.neg(g), n.inputs[1])))
@@ -89,12 +113,22 @@ def _div_rule(a: TensorType, c: TensorType, **_) -> TensorType:
     return out if out.dtype.is_float else out.with_dtype(DType.f32)
 
 
+def _div_kernel(xp, a, b):
+    a, b = common_dtype(a, b)   # f32 / f64 is f64, as the rule says
+    return xp.true_divide(a, b).astype(a.dtype if a.dtype.kind == "f" else "float32",
+                                       copy=False)
+
+
 defop("div", arity=2, shape=_div_rule, elementwise=True,
-      kernel=lambda xp, a, b: xp.true_divide(a, b).astype(
-          a.dtype if a.dtype.kind == "f" else "float32", copy=False),
+      kernel=_div_kernel,
       vjp=_div_vjp)
 
-defop("neg", arity=1, shape=same_type, elementwise=True,
+def _neg_rule(x: TensorType, **_) -> TensorType:
+    no_bool_arithmetic("neg", x, "unary -")
+    return x
+
+
+defop("neg", arity=1, shape=_neg_rule, elementwise=True,
       kernel=lambda xp, x: -x,
       vjp=lambda b, n, g: (b.neg(g),))
 
@@ -129,7 +163,12 @@ defop("relu", arity=1, shape=float_same_type("relu"), elementwise=True,
       vjp=lambda b, n, g: (b.relu_grad(g, n.id),),
       doc="max(x, 0)")
 
-defop("relu_grad", arity=2, shape=binary_rule("relu_grad"), elementwise=True,
+def _relu_grad_rule(g: TensorType, y: TensorType, **_) -> TensorType:
+    cotangent_rule("relu_grad", g, y)
+    return broadcast_types("relu_grad", g, y)
+
+
+defop("relu_grad", arity=2, shape=_relu_grad_rule, elementwise=True,
       kernel=lambda xp, g, y: g * (y > 0),
       vjp=lambda b, n, g: (b.relu_grad(g, n.inputs[1]), None),
       doc="g where the relu output y is positive, else 0 (relu's VJP).")
@@ -212,7 +251,7 @@ def _select_vjp(b, n, g):
 
 
 defop("select", arity=3, shape=_select_rule, elementwise=True,
-      kernel=lambda xp, cond, a, b: xp.where(cond, a, b),
+      kernel=lambda xp, cond, a, b: xp.where(cond, *common_dtype(a, b)),
       vjp=_select_vjp,
       doc="select(cond, a, b): a where cond is true, else b (train/eval switches use it).")
 
@@ -224,7 +263,12 @@ def _zeros_like(b, g: int) -> int:
     return b.fill_like(g, value=0.0)
 
 
-defop("sign", arity=1, shape=same_type, elementwise=True, flops=flops_per_output(1),
+def _sign_rule(x: TensorType, **_) -> TensorType:
+    no_bool_arithmetic("sign", x, "the sign of a number")
+    return x
+
+
+defop("sign", arity=1, shape=_sign_rule, elementwise=True, flops=flops_per_output(1),
       kernel=lambda xp, x: xp.sign(x),
       vjp=lambda b, n, g: (None,),
       doc="-1, 0 or 1 by the sign of x (abs's VJP); its derivative is zero almost everywhere.")

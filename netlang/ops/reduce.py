@@ -12,6 +12,7 @@ import math
 
 from netlang.errors import ShapeError
 from netlang.ir.types import DType, TensorType
+from netlang.ops.elementwise import cotangent_rule
 from netlang.ops.registry import REQUIRED, defop
 from netlang.ops.rules import (
     axes_of,
@@ -186,6 +187,13 @@ def _expand_rule(opname: str, g: TensorType, like: TensorType, axis, keepdims) -
     return like.with_dtype(g.dtype)
 
 
+def _grad_rule(opname: str, g: TensorType, like: TensorType, axis, keepdims,
+               *same_dtype: TensorType) -> TensorType:
+    """A reduction's VJP helper: a float cotangent (and operands of its dtype) expanded."""
+    cotangent_rule(opname, g, *same_dtype)
+    return _expand_rule(opname, g, like, axis, keepdims)
+
+
 def _expanded(g, shape: tuple, axes: tuple):
     """``g`` reshaped so it broadcasts against ``shape`` (reduced axes as size 1)."""
     return g.reshape(kept_shape(shape, axes))
@@ -211,7 +219,7 @@ def _mean_grad_kernel(xp, g, like, axis, keepdims):
 
 
 defop("mean_grad", arity=2, attrs={"axis": REQUIRED, "keepdims": False},
-      shape=lambda g, like, axis, keepdims: _expand_rule("mean_grad", g, like, axis, keepdims),
+      shape=lambda g, like, axis, keepdims: _grad_rule("mean_grad", g, like, axis, keepdims),
       flops=flops_per_input(1), kernel=_mean_grad_kernel,
       vjp=lambda b, n, h: (b.mean(h, axis=n.attrs["axis"], keepdims=n.attrs["keepdims"]),
                            None),
@@ -221,7 +229,7 @@ defop("mean_grad", arity=2, attrs={"axis": REQUIRED, "keepdims": False},
 def _max_grad_rule(g: TensorType, x: TensorType, y: TensorType, axis, keepdims):
     if y.shape != g.shape:
         raise ShapeError(f"max_grad: the reduced value {y} and its cotangent {g} differ")
-    return _expand_rule("max_grad", g, x, axis, keepdims)
+    return _grad_rule("max_grad", g, x, axis, keepdims)
 
 
 def _max_grad_kernel(xp, g, x, y, axis, keepdims):
@@ -279,6 +287,6 @@ def _prod_grad_vjp(b, n, h):
 
 
 defop("prod_grad", arity=2, attrs={"axis": REQUIRED, "keepdims": False},
-      shape=lambda g, x, axis, keepdims: _expand_rule("prod_grad", g, x, axis, keepdims),
+      shape=lambda g, x, axis, keepdims: _grad_rule("prod_grad", g, x, axis, keepdims, x),
       flops=flops_per_output(4), kernel=_prod_grad_kernel, vjp=_prod_grad_vjp,
       doc="prod_grad(g, x): g times the product of the other entries (prod's VJP).")

@@ -520,6 +520,37 @@ bad.net:4:19: shape error: conv2d_transpose needs a known kernel height and widt
       output y = x |> conv2d_transpose(w, stride=2)
                       ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 hint: give the filter's first two dims as numbers, e.g. f32[3,3,1,32]"""),
+    Case("shape_negating_a_bool", """\
+network n {
+  input mask: bool[N, 4]
+  output y = -mask
+}
+""", """\
+bad.net:3:14: shape error: neg (unary -) is not defined on bool tensors, got bool[N,4]
+      output y = -mask
+                 ^^^^^
+hint: cast(x, dtype=i32) first to count true as 1 and false as 0"""),
+    Case("shape_subtracting_bools", """\
+network n {
+  input a: bool[N, 4]
+  input b: bool[4]
+  output y = a - b
+}
+""", """\
+bad.net:4:14: shape error: sub (a - b of two bools) is not defined on bool tensors, got bool[N,4]
+      output y = a - b
+                 ^^^^^
+hint: cast(x, dtype=i32) first to count true as 1 and false as 0"""),
+    Case("shape_sign_of_a_bool", """\
+network n {
+  input a: bool[N, 4]
+  output y = sign(a)
+}
+""", """\
+bad.net:3:14: shape error: sign (the sign of a number) is not defined on bool tensors, got bool[N,4]
+      output y = sign(a)
+                 ^^^^^^^
+hint: cast(x, dtype=i32) first to count true as 1 and false as 0"""),
 ]
 
 
