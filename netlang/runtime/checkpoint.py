@@ -183,8 +183,12 @@ def verify_checksums(path: str | Path, arrays: dict[str, np.ndarray],
         raise CheckpointError(f"{path} is damaged: {_count(missing, 'array')} listed in its "
                               f"header {'is' if len(missing) == 1 else 'are'} missing: "
                               f"{_names(missing)}", hint=DAMAGED_HINT)
-    bad = [name for name, value in arrays.items()
-           if name not in sums or array_checksum(value) != sums[name]]
+    unlisted = [name for name in arrays if name not in sums]
+    if unlisted:
+        raise CheckpointError(f"{path} is damaged: {_count(unlisted, 'array')} "
+                              f"{'is' if len(unlisted) == 1 else 'are'} not listed in its "
+                              f"header: {_names(unlisted)}", hint=DAMAGED_HINT)
+    bad = [name for name, value in arrays.items() if array_checksum(value) != sums[name]]
     if bad:
         raise CheckpointError(f"{path} is damaged: {_count(bad, 'array')} "
                               f"{'does' if len(bad) == 1 else 'do'} not match the "
