@@ -45,6 +45,14 @@ class Given:
     value: Any
     span: Span
     name: str | None = None
+    word: Word | None = None   # the bare name written (``same``), even if a value has it
+
+
+def takes_word(convert: Callable) -> Callable:
+    """Mark a converter of enum-like words (``padding=same``, ``activation=relu``): a bare
+    name given to it is that word, even when the spec also has a value of that name."""
+    convert.takes_word = True
+    return convert
 
 
 class WrongType(Exception):
@@ -139,6 +147,8 @@ def bind(fname: str, params: tuple[Param, ...], args: list[Given], call_span: Sp
             out[p.name] = p.default
             continue
         arg = given[p.name]
+        if arg.word is not None and getattr(p.convert, "takes_word", False):
+            arg = Given(arg.word, arg.span, arg.name, arg.word)   # enums: their own names
         if (unknown_name is not None and isinstance(arg.value, Word)
                 and p.convert in (tensor, optional_tensor)):
             raise unknown_name(arg.value.name, arg.span)
@@ -233,6 +243,7 @@ def optional_tensor(value):
     return None if value is None else tensor(value)
 
 
+@takes_word
 def word_or_string(value) -> str:
     if isinstance(value, Word):
         return value.name
@@ -241,12 +252,14 @@ def word_or_string(value) -> str:
     raise WrongType("a name")
 
 
+@takes_word
 def optional_name(value):
     return None if value is None else word_or_string(value)
 
 
 def choice(*options: str) -> Callable[[Any], str]:
     """A converter accepting one of ``options`` given as a bare name or a string."""
+    @takes_word
     def convert(value) -> str:
         try:
             text = word_or_string(value).lower()

@@ -68,8 +68,17 @@ class CallLowering:
 
     # -- dispatch -------------------------------------------------------------------------
     def call(self, expr: ast.Call):
-        args = [Given(self.eval(a.value), a.span, a.name) for a in expr.args]
+        args = [self._argument(a) for a in expr.args]
         return self.apply(expr.func, args, expr.span, expr.func_span)
+
+    def _argument(self, arg: ast.Arg) -> Given:
+        """An evaluated argument; a bare name also keeps the word as written, since an
+        enum value (``padding=same``) is not looked up among the spec's values."""
+        if not isinstance(arg.value, ast.Name):
+            return Given(self.eval(arg.value), arg.span, arg.name)
+        word = Word(arg.value.id)
+        value = self.env.lookup(word.name)   # a later definition is reported where used
+        return Given(word if value is None else value, arg.span, arg.name, word)
 
     def apply(self, func: str, args: list[Given], span: Span, func_span: Span):
         if func == "grad":
@@ -270,6 +279,9 @@ class CallLowering:
     # -- blocks, repeat, grad -------------------------------------------------------------
     def _block(self, block: ast.Block, args: list[Given], span: Span) -> Tensor:
         params = tuple(Param(name, _anything) for name, _ in block.params)
+        for given in args:   # a value defined further down, not an enum word
+            if isinstance(given.value, Word) and given.value.name in self.env.later:
+                raise self.unknown_name(given.value.name, given.span)
         a = bind(block.name, params + (NAME, SHARE), args, span)
         if block.name in self.block_stack:
             raise NameErr(f"block '{block.name}' uses itself", span,
@@ -318,6 +330,7 @@ class CallLowering:
             raise ArgumentError("repeat takes a block or layer, a count and its input",
                                 span, hint="repeat(residual, 3, h, 16)")
         target, count, rest = args[0], args[1], args[2:]
+        target = Given(target.word or target.value, target.span)
         if not isinstance(target.value, Word):
             raise ArgumentError(f"repeat: the first argument must name a block or layer, "
                                 f"got {describe(target.value)}", target.span)
@@ -389,4 +402,4 @@ def _attr_value(op: str, name: str, given: Given):
             raise ArgumentError(f"{op}: '{name}' must be a constant, got {describe(value)}",
                                 given.span)
         return value
-    return convert(given.value)
+    return convert(given.word or given.value)

@@ -6,7 +6,17 @@ and their arguments are listed here because the front end may not import the run
 from __future__ import annotations
 
 from netlang.errors import ArgumentError, Span, did_you_mean
-from netlang.frontend.arguments import REQUIRED, Given, Init, Param, Word, WrongType, bind, number
+from netlang.frontend.arguments import (
+    REQUIRED,
+    Given,
+    Init,
+    Param,
+    Word,
+    WrongType,
+    bind,
+    number,
+    takes_word,
+)
 
 # name -> its arguments (all numbers), in the order the init tuple holds them.
 INITIALIZERS: dict[str, tuple[Param, ...]] = {
@@ -38,6 +48,7 @@ def init_from_call(name: str, args: list[Given], span: Span) -> Init:
     return Init((name, *(bound[p.name] for p in INITIALIZERS[name])))
 
 
+@takes_word
 def init_spec(value) -> tuple:
     """An initial value as written: an initializer (``he_normal``, ``normal(0.02)``) or a
     number (a constant); raises ``WrongType`` for anything else."""

@@ -34,6 +34,7 @@ from netlang.frontend.arguments import (
     pair,
     positive_int,
     rate,
+    takes_word,
     tensor,
 )
 from netlang.frontend.initializers import init_spec
@@ -42,6 +43,7 @@ from netlang.ir.types import DType, TensorType
 PADDING = choice("valid", "same")
 
 
+@takes_word
 def activation_name(value):
     """``activation=relu``: the name of a one-input op, or None."""
     if value is None:
