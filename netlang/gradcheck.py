@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netlang.compiler import GRAD_PREFIX, training_graph
 from netlang.errors import UsageError
 from netlang.ir.types import Sym
 from netlang.model import Model, Session
-from netlang.ops.builder import Builder
-from netlang.passes.autodiff import gradients
 from netlang.passes.precision import to_float64
 
 
@@ -42,19 +41,15 @@ def random_feeds(model: Model, batch: int, rng: np.random.Generator) -> dict:
 
 
 def float64_gradient_model(model: Model) -> tuple[Model, dict[str, str]]:
+    """The model in float64 with its training graph's ``grad/<param>`` outputs, and the
+    parameter -> gradient output names (parameters the loss cannot reach are skipped)."""
     graph, _ = to_float64(model.graph)
     if graph.loss is None:
         raise UsageError("gradcheck needs a spec with a loss")
-    b = Builder(graph)
-    loss = graph.outputs[graph.loss]
-    names = list(graph.params)
-    grads = gradients(b, loss, [graph.params[n] for n in names])
-    fetch = {}
-    for name, g in zip(names, grads):
-        if g is not None:
-            graph.outputs[f"grad:{name}"] = g
-            fetch[name] = f"grad:{name}"
-    return Model(graph), fetch
+    graph = training_graph(graph, require_all=False)
+    fetch = {name: GRAD_PREFIX + name for name in graph.params
+             if GRAD_PREFIX + name in graph.outputs}
+    return Model(graph, passes=model.passes), fetch
 
 
 def gradcheck(model: Model, batch: int = 2, per_param: int = 6, seed: int = 0,

@@ -1,9 +1,8 @@
 """The Python API: ``netlang.compile`` gives a ``Model``; a ``Session`` runs it.
 
-This is the one module that chains the stages: parse and lower (``frontend``), the prepare
-passes (``passes``), then per program the feed cut, the mode binding, optimization and
-planning, which the ``runtime`` executes against a ``State`` (the seed's Graph/Session model,
-in netlang's words)::
+The stages themselves are chained in ``compiler.py``; a model keeps the compiled graph and
+the programs compiled from it, and a session runs them against a ``State`` (the seed's
+Graph/Session model, in netlang's words)::
 
     model = netlang.compile("specs/mnist.net")
     s = model.session(device="cpu", seed=0)
@@ -22,70 +21,51 @@ from typing import Any
 
 import numpy as np
 
+from netlang import compiler
+from netlang.compiler import GRAD_PREFIX, Compiled, Passes, Step, explain_text
 from netlang.errors import FeedError, UsageError, did_you_mean
 from netlang.ir.graph import Graph
 from netlang.ir.printer import format_graph
 from netlang.ir.types import DType, TensorType, bind_dims
-from netlang.ops.builder import Builder
-from netlang.passes.autodiff import check_all_reached, gradients
-from netlang.passes.feeds import cut_feeds
-from netlang.passes.memory import plan_memory
-from netlang.passes.mode import bind_mode
-from netlang.passes.pipeline import OPTIMIZE, PREPARE, each_pass, run_passes
+from netlang.passes.pipeline import OPTIMIZE
 from netlang.runtime import checkpoint
 from netlang.runtime.backend import get_backend
 from netlang.runtime.executor import Executor
-from netlang.runtime.program import Program, plan
 from netlang.runtime.state import State
 
 UPDATE_OPS = "update_ops"   # fetch this name to run the state updates (the seed's update_ops)
-GRAD_PREFIX = "grad/"       # the training graph names d(loss)/d(param) "grad/<param>"
+
+__all__ = ["GRAD_PREFIX", "UPDATE_OPS", "Model", "Session", "compile"]
 
 
-def read_source(source: str | Path) -> tuple[str, str]:
-    """(text, path) for a spec given as a path or as text."""
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
-                                    and "{" not in source):
-        path = Path(source)
-        try:
-            return path.read_text(), str(source)
-        except OSError as err:
-            raise UsageError(f"cannot read spec '{source}': {err.strerror}") from None
-        except UnicodeDecodeError as err:
-            raise UsageError(f"cannot read spec '{source}': not UTF-8 text (byte "
-                             f"0x{err.object[err.start]:02x} at offset {err.start})",
-                             hint="a spec is a UTF-8 text file (.net)") from None
-    return source, "<string>"
-
-
-def compile(source: str | Path, path: str | None = None) -> Model:
-    """Parse, lower and prepare a spec (a file path or the spec text itself)."""
-    from netlang.frontend import load_spec
-
-    text, where = read_source(source)
-    graph = load_spec(text, path or where)
-    lowered = graph
-    graph, reports = run_passes(graph, PREPARE)
-    return Model(graph, reports, lowered)
+def compile(source: str | Path, path: str | None = None,
+            passes: Passes = OPTIMIZE) -> Model:
+    """Parse, lower and prepare a spec (a file path or the spec text itself); ``passes``
+    optimizes every program the model compiles (default: ``passes.pipeline.OPTIMIZE``)."""
+    lowered = compiler.load(source, path)
+    graph, steps = compiler.prepare(lowered)
+    return Model(graph, steps, lowered, passes)
 
 
 class Model:
     """A compiled spec: the typed graph, and programs compiled from it on demand."""
 
-    def __init__(self, graph: Graph, reports=(), lowered: Graph | None = None):
+    def __init__(self, graph: Graph, steps=(), lowered: Graph | None = None,
+                 passes: Passes = OPTIMIZE):
         self.graph = graph
         self.lowered = lowered or graph
-        self.reports = list(reports)
-        self._programs: dict[tuple, tuple[Program, dict]] = {}
+        self.steps: list[Step] = [s if isinstance(s, Step) else Step(*s) for s in steps]
+        self.passes = list(passes)
+        self._programs: dict[tuple, Compiled] = {}
         self._training_graph: Graph | None = None
 
     @property
     def warnings(self) -> list:
-        return list(self.lowered.meta.get("warnings", []))
+        return list(self.lowered.spec.warnings)
 
     @property
     def train_config(self):
-        return self.graph.meta.get("train")
+        return self.graph.spec.train
 
     def types(self) -> dict[str, TensorType]:
         """The type of every named value (inputs, parameters, assignments, outputs)."""
@@ -99,48 +79,19 @@ class Model:
 
     # -- the graphs a user can look at ---------------------------------------------------
     def training_graph(self) -> Graph:
-        """The network plus ``grad/<param>`` outputs: d(loss)/d(param) for every parameter.
-
-        The training helper extends this with the optimizer's updates.  A parameter the
-        loss cannot reach is a ``GradientError`` naming the op that blocks it.
-        """
+        """The network plus ``grad/<param>`` outputs: d(loss)/d(param) for every parameter
+        (``compiler.training_graph``; the training step adds the optimizer's updates)."""
         if self._training_graph is None:
-            graph = self.graph.copy()
-            graph.meta.pop("id_map", None)
-            if graph.loss is None or graph.loss not in graph.outputs:
-                raise UsageError(f"network '{graph.name}' has no loss to differentiate",
-                                 hint="add a line such as: loss xent = mean(...)")
-            loss = graph.outputs[graph.loss]
-            names = list(graph.params)
-            grads = gradients(Builder(graph), loss, [graph.params[n] for n in names])
-            check_all_reached(graph, loss, graph.params, dict(zip(names, grads)))
-            for name, grad in zip(names, grads):
-                graph.outputs[GRAD_PREFIX + name] = grad
-            self._training_graph = graph
+            self._training_graph = compiler.training_graph(self.graph)
         return self._training_graph
 
     def trace(self, training: bool = False, graph: Graph | None = None,
               fed: frozenset[int] = frozenset(), fetches: tuple[int, ...] | None = None,
-              updates: bool = True) -> list[tuple[str, Graph, str]]:
-        """Every optimization step for one program, as ``(pass name, graph after, report)``.
-
-        ``fetches`` (ids of ``graph``) become the roots DCE prunes to (default: all
-        outputs); without ``updates`` the state updates are left out of the program.
-        """
-        start = (graph or self.graph).copy()
-        start.meta.pop("id_map", None)
-        if fetches is not None:
-            start.meta["fetches"] = list(fetches)
-        if not updates:
-            start.updates = {}
-        steps = []
-        if fed:
-            start, report = cut_feeds(start, fed)
-            steps.append(("cut_feeds", start, report))
-        current, report = bind_mode(start, training)
-        steps.append(("bind_mode", current, report))
-        steps.extend(each_pass(current, OPTIMIZE))
-        return steps
+              updates: bool = True) -> list[Step]:
+        """Every optimization step for one program (``compiler.trace`` with this model's
+        passes), as ``(pass name, graph after, report)``."""
+        return compiler.trace(graph or self.graph, training, fed, fetches, updates,
+                              self.passes).steps
 
     def ir(self, after: str | None = None, training: bool = False,
            with_span: bool = True) -> str:
@@ -155,19 +106,19 @@ class Model:
         base = self.training_graph() if training else self.graph
         if after is None or after == "gradients" and training:
             return base
-        if after in (name for name, _ in self.reports):
+        if after in (step.name for step in self.steps):
             return self.graph  # PREPARE runs once; its last graph is the compiled one
-        for name, graph, _ in self.trace(training, base, updates=training):
-            if name == after:
-                return graph
-        names = ["lowered", *(n for n, _ in self.reports), *(["gradients"] if training else []),
-                 "bind_mode", *(n for n, _ in OPTIMIZE)]
+        for step in self.trace(training, base, updates=training):
+            if step.name == after:
+                return step.graph
+        names = ["lowered", *(s.name for s in self.steps),
+                 *(["gradients"] if training else []), "bind_mode",
+                 *(n for n, _ in self.passes)]
         raise UsageError(f"no pass named '{after}'",
                          hint=did_you_mean(str(after), names) or "passes: " + ", ".join(names))
 
     def explain(self, training: bool = False, batch: int | None = None,
-                step: tuple[str, Graph, str] | None = None,
-                fetches: list[str] | None = None) -> str:
+                step: Step | tuple | None = None, fetches: list[str] | None = None) -> str:
         """What each pass changed, in order, and the memory plan's peak at ``batch``.
 
         ``training`` explains the training graph (forward plus gradients); ``step`` adds one
@@ -176,54 +127,32 @@ class Model:
         leave the state updates out, as eval runs do; training programs keep them.
         """
         batch = batch if batch is not None else _config_batch(self.train_config)
-        steps = [("lowered", self.lowered, ""),
-                 *((name, self.graph, report) for name, report in self.reports)]
+        steps = [Step("lowered", self.lowered, ""), *self.steps]
         if training:
             added = f"d({self.graph.loss})/d(param) for {len(self.graph.params)} parameters"
-            steps.append(("gradients", self.training_graph(), added))
+            steps.append(Step("gradients", self.training_graph(), added))
         if step is not None:
-            steps.append(step)
-        base = steps[-1][1]
+            steps.append(step if isinstance(step, Step) else Step(*step))
+        base = steps[-1].graph
         ids = None if fetches is None else tuple(base.resolve(n) for n in fetches)
         steps += self.trace(training, base, fetches=ids, updates=training)
-        _, memory = plan_memory(steps[-1][1], batch)
+        memory = compiler.memory_report(steps[-1].graph, batch)
         what = "training" if training else "eval"
         return explain_text(f"explain {self.graph.name} ({what}, batch {batch})", steps, memory)
 
     # -- programs --------------------------------------------------------------------------
     def program(self, fetches: tuple[int, ...], fed: frozenset[int], training: bool,
-                updates: bool, graph: Graph | None = None) -> tuple[Program, dict]:
-        """The cached program for these fetches and fed values (ids in ``graph``), and the
+                updates: bool, graph: Graph | None = None) -> Compiled:
+        """The cached program for these fetches and fed values (ids in ``graph``), with the
         map from those ids to the program graph's."""
         base = graph or self.graph
         key = (id(base), fetches, fed, training, updates)
         cached = self._programs.get(key)
         if cached is None:
-            opt = self.trace(training, base, fed, fetches, updates)[-1][1]
-            mapping = opt.meta.get("id_map") or {nid: nid for nid in base.nodes}
-            fetch_ids = [mapping.get(f) for f in fetches]
-            if None in fetch_ids:
-                raise UsageError("a fetched value was optimized away")
-            fed_ids = {mapping[f] for f in fed if mapping.get(f) is not None}
-            cached = (plan(opt, fetch_ids, fed_ids, opt.updates), mapping)
+            cached = compiler.compile_program(base, fetches, fed, training, updates,
+                                              self.passes)
             self._programs[key] = cached
         return cached
-
-
-def explain_text(title: str, steps: list[tuple[str, Graph, str]], memory: str) -> str:
-    """The table ``netlang explain`` prints: pass, node count, change, report lines."""
-    lines = [title, f"  {'pass':<12}{'nodes':>6}{'change':>8}  what changed"]
-    previous = None
-    for name, graph, report in steps:
-        change = "" if previous in (None, len(graph)) else f"{len(graph) - previous:+d}"
-        previous = len(graph)
-        head, *items = str(report).split("\n") if report else [""]
-        lines.append(f"  {name:<12}{len(graph):>6}{change:>8}  {head}".rstrip())
-        lines += [f"      {item.strip()}" for item in items]
-    head, *items = str(memory).split("\n")
-    lines.append(f"memory plan: {head}")
-    lines += [f"      {item.strip()}" for item in items]
-    return "\n".join(lines) + "\n"
 
 
 def _config_batch(config) -> int:
@@ -267,7 +196,8 @@ class Session:
         base = self._graph_for([*wanted, *feeds])
         ids = tuple(self._value_id(base, n) for n in wanted)
         fed = {self._value_id(base, k): v for k, v in feeds.items()}
-        program, mapping = self.model.program(ids, frozenset(fed), training, updates, base)
+        compiled = self.model.program(ids, frozenset(fed), training, updates, base)
+        program, mapping = compiled.program, compiled.mapping
         dims: dict[str, tuple[int, str]] = {}
         values = {mapping[k]: self._feed_value(base, k, v, dims) for k, v in fed.items()
                   if mapping.get(k) is not None}

@@ -1,7 +1,10 @@
 """The layering rule of STYLE.md, checked on the source: a module imports only leftwards.
 
-errors <- ir <- ops <- frontend, passes <- runtime <- model <- train, gradcheck <- viz <- cli
-and one place knows each outside thing (networkx, lark, graphviz, cupy).
+errors <- ir <- ops <- frontend, passes, runtime <- compiler <- model <- train, gradcheck
+<- viz <- cli.  ``runtime`` runs a prepared graph: it never imports ``frontend`` or
+``passes`` (they sit on one level, so neither may import the other); ``compiler`` is the one
+module that chains them.  One place knows each outside thing (networkx, lark, graphviz,
+cupy, oneDNN).
 """
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "netlang"
 
-LAYER = {"errors": 0, "ir": 1, "ops": 2, "frontend": 3, "passes": 3, "runtime": 4,
-         "model": 5, "gradcheck": 6, "train": 6, "viz": 7, "cli": 8, "__init__": 8,
-         "__main__": 9}
+LAYER = {"errors": 0, "ir": 1, "ops": 2, "frontend": 3, "passes": 3, "runtime": 3,
+         "compiler": 4, "model": 5, "gradcheck": 6, "train": 6, "viz": 7, "cli": 8,
+         "bench": 8, "__init__": 8, "__main__": 9}
 
 OUTSIDE = {"networkx": {"ir/graph.py"}, "lark": None, "graphviz": None, "cupy": {
     "runtime/backend.py"}, "cupyx": {"runtime/backend.py"}}
@@ -64,3 +67,17 @@ def test_one_module_knows_each_outside_library():
     assert where["cupy"] <= OUTSIDE["cupy"] and where["cupyx"] <= OUTSIDE["cupyx"]
     assert len(where["lark"]) <= 1, f"lark imported in {where['lark']}"
     assert all(p.startswith("viz/") for p in where["graphviz"]), where["graphviz"]
+
+
+def test_one_module_loads_onednn():
+    loaders = {str(p.relative_to(ROOT)) for p in sources() if "libdnnl" in p.read_text()}
+    assert loaders <= {"runtime/onednn.py"}, loaders
+
+
+def test_passes_frontend_and_runtime_do_not_import_each_other():
+    peers = {"frontend", "passes", "runtime"}
+    wrong = [f"{path.relative_to(ROOT)} imports {name}" for path in sources()
+             if part_of(path) in peers for name in imports(path)
+             if name.split(".")[:2][-1] in peers - {part_of(path)}
+             and name.startswith("netlang.")]
+    assert not wrong, "\n".join(wrong)

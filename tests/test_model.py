@@ -151,11 +151,11 @@ def test_the_eval_program_has_no_batch_statistics_updates_or_dropout():
     model = netlang.compile(BN_DROPOUT)
     y = model.graph.outputs["y"]
     x = model.graph.inputs["x"]
-    evaluating, _ = model.program((y,), frozenset({x}), training=False, updates=False)
+    evaluating = model.program((y,), frozenset({x}), training=False, updates=False).program
     ops = {n.op for n in evaluating.steps}
     assert not ops & {"mean", "dropout_mask", "select", "mode"}
     assert evaluating.updates == {}
-    training, _ = model.program((y,), frozenset({x}), training=True, updates=True)
+    training = model.program((y,), frozenset({x}), training=True, updates=True).program
     ops = {n.op for n in training.steps}
     assert {"mean", "dropout_mask"} <= ops or "fused" in ops
     assert sorted(training.updates) == ["bn1/moving_mean", "bn1/moving_variance"]

@@ -43,7 +43,7 @@ def run(args) -> int:
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     model = netlang.compile(args.file)
-    config = train_config(model.graph.meta.get("train"), model.graph.name)
+    config = train_config(model.graph.spec.train, model.graph.name)
     restored = restore_for_inference(model, args.checkpoint, args.device)
     for note in restored.notes:
         print(note, file=sys.stderr)

@@ -26,7 +26,7 @@ def run(args) -> int:
 
 
 def _train_batch(graph) -> int:
-    batch = (graph.meta.get("train") or {}).get("batch", 1)
+    batch = (graph.spec.train or {}).get("batch", 1)
     return batch if isinstance(batch, int) else 1
 
 

@@ -56,7 +56,7 @@ def run(args) -> int:
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
     model = netlang.compile(args.file)
-    config = train_config(model.graph.meta.get("train"), model.graph.name).with_overrides(
+    config = train_config(model.graph.spec.train, model.graph.name).with_overrides(
         epochs=args.epochs, batch=args.batch, seed=args.seed)
     if args.resume and args.force:
         raise UsageError("--resume and --force contradict each other",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netlang.errors import ArgumentError, Span, did_you_mean
+from netlang.ops.registry import REQUIRED
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,6 @@ class WrongType(Exception):
         super().__init__(expected)
         self.expected = expected
         self.hint = hint
-
-
-class _Required:
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED = _Required()
 
 
 @dataclass(frozen=True)

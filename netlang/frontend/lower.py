@@ -4,10 +4,12 @@ Statements are lowered in order through one ``Builder``; every node built for an
 carries that expression's span, so shape errors (raised by the op rules while building) and
 every later error point at the spec.  Calls (layers, ops, blocks) are in ``calls``.
 The result records the user's names in ``graph.values``, outputs, the loss and metrics in
-their tables, the layers for ``check``/``summary`` in ``meta["layers"]``, the validated train
-section in ``meta["train"]`` and warnings (an unused input) in ``meta["warnings"]``.
+their tables, and ``graph.spec`` (``ir.graph.SpecInfo``): the layers for ``check``/``summary``,
+the validated train section and warnings (an unused input).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -29,7 +31,7 @@ from netlang.frontend.initializers import init_spec
 from netlang.frontend.names import Env
 from netlang.frontend.scopes import LayerRecord, join
 from netlang.frontend.train_config import validate_train
-from netlang.ir.graph import Graph
+from netlang.ir.graph import Graph, SpecInfo
 from netlang.ir.types import DType, TensorType, sym
 from netlang.ops.builder import Builder
 
@@ -45,7 +47,7 @@ def lower_spec(spec: ast.Spec) -> Graph:
     graph = lowering.network(network)
     train = _the_train_section(spec, network.name)
     if train is not None:
-        graph.meta["train"] = validate_train(train)
+        graph.spec = replace(graph.spec, train=validate_train(train))
     return graph
 
 
@@ -94,8 +96,8 @@ class Lowering(CallLowering):
         for decl in self.pending:
             self._resolve_role(decl)
         self._warn_unused_inputs()
-        self.graph.meta.update(layers=self.layers, warnings=self.warnings,
-                               source=self.spec.source)
+        self.graph.spec = SpecInfo(layers=self.layers, warnings=self.warnings,
+                                   source=self.spec.source)
         return self.graph
 
     def statement(self, stmt) -> None:

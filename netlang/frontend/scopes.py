@@ -1,7 +1,7 @@
 """Layer records and scope names: what ``check`` and ``summary`` list, and how layers are named.
 
 Every call the lowering expands (a layer, a primitive op, an operator) leaves a
-``LayerRecord`` in ``graph.meta["layers"]``: its name (``conv1``, ``residual1/bn2``,
+``LayerRecord`` in ``graph.spec.layers``: its name (``conv1``, ``residual1/bn2``,
 ``relu3``), the op or layer it was, its span, its output value, the node ids it created and
 the parameters it made.  Names count per kind within a scope, as Keras and tf.layers do.
 """

@@ -1,6 +1,6 @@
 """Per-layer numbers for ``netlang check`` and ``netlang summary`` (like Keras' summary).
 
-Rows come from the ``LayerRecord``s the lowering leaves in ``graph.meta["layers"]``: each
+Rows come from the ``LayerRecord``s the lowering leaves in ``graph.spec.layers``: each
 layer's output type, the parameters it created, its forward FLOPs per example (from each
 op's ``flops`` rule, one FLOP per output element where an op has none; a multiply-add is
 2) and the bytes of its output at a given batch size.  The batch symbols are the leading
@@ -62,7 +62,7 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
     at_batch = dict(per_example, **{s: batch for s in batch_symbols(graph)})
     names = _user_names(graph)
     rows = [_row(graph, record, per_example, at_batch, names)
-            for record in graph.meta.get("layers", [])]
+            for record in graph.spec.layers]
     return Summary(graph.name, batch, rows)
 
 

@@ -1,6 +1,6 @@
 """The ``train NAME { KEY VALUE ... }`` section: parsed generically, validated here.
 
-The result is the plain dict the training loop reads from ``graph.meta["train"]`` (see
+The result is the plain dict the training loop reads from ``graph.spec.train`` (see
 ``netlang.train.config``); only the settings the spec gives appear, the trainer fills in
 its defaults::
 

@@ -19,6 +19,7 @@ from netlang.ir.types import TensorType
 
 # Ops whose values come from outside the dataflow: feeds, the parameter store, state.
 SOURCE_OPS = frozenset({"input", "param", "state", "const"})
+VARIABLE_OPS = frozenset({"param", "state"})     # values a session's state holds
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,15 @@ class Node:
     span: Span | None = None
     tags: frozenset = frozenset()
 
+    def is_source(self, kind: str | None = None) -> bool:
+        """Whether the value comes from outside the dataflow (of that kind: ``"input"``,
+        ``"param"``, ``"state"``, ``"const"``)."""
+        return self.op == kind if kind is not None else self.op in SOURCE_OPS
+
     def label(self) -> str:
         """How other nodes refer to this one in the IR text: ``%conv1/W`` or ``%7``."""
-        return f"%{self.name}" if self.op in ("input", "param", "state") and self.name else (
-            f"%{self.id}")
+        named = self.op in VARIABLE_OPS or self.op == "input"
+        return f"%{self.name}" if named and self.name else f"%{self.id}"
 
 
 def attr_key(attrs: dict[str, Any]) -> tuple:
@@ -50,6 +56,24 @@ def attr_key(attrs: dict[str, Any]) -> tuple:
             v = tuple(v)
         items.append((k, v))
     return tuple(items)
+
+
+@dataclass(frozen=True)
+class SpecInfo:
+    """What the front end learned from the spec besides the graph; passes carry it unchanged.
+
+    ``train``: the validated train section (key -> value; ``train/config.py`` reads it), or
+    None.  ``layers``: one ``LayerRecord`` per layer use, for ``check``, ``summary`` and the
+    layer view.  ``warnings``: what ``check`` warns about (an unused input).  ``source``: the
+    spec's text.  ``optimizer``: how the train step's updates were made (``adam(lr=...)``),
+    set only on a train-step graph.
+    """
+
+    train: dict | None = None
+    layers: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    source: Any = None
+    optimizer: str | None = None
 
 
 @dataclass
@@ -66,7 +90,10 @@ class Graph:
     loss: str | None = None
     metrics: list[str] = field(default_factory=list)
     values: dict[str, int] = field(default_factory=dict)     # every user-visible name
-    meta: dict[str, Any] = field(default_factory=dict)       # train section, source, mode
+    # names a program does not fetch (outputs and values it leaves out): reports still show
+    # them, but nothing is kept for their sake
+    unfetched: dict[str, int] = field(default_factory=dict)
+    spec: SpecInfo = field(default_factory=SpecInfo)          # train section, layers, ...
     next_id: int = 0
 
     # -- building -------------------------------------------------------------------------
@@ -86,7 +113,7 @@ class Graph:
                        params=dict(self.params), state=dict(self.state),
                        outputs=dict(self.outputs), updates=dict(self.updates),
                        metrics=list(self.metrics), values=dict(self.values),
-                       meta=dict(self.meta))
+                       unfetched=dict(self.unfetched))
 
     # -- queries --------------------------------------------------------------------------
     def __getitem__(self, nid: int) -> Node:
@@ -139,7 +166,8 @@ class Graph:
 
     def name_of(self, nid: int) -> str | None:
         """The user-visible name of a value, if it has one."""
-        for table in (self.outputs, self.values, self.params, self.inputs, self.state):
+        for table in (self.outputs, self.values, self.params, self.inputs, self.state,
+                      self.unfetched):
             for k, v in table.items():
                 if v == nid:
                     return k

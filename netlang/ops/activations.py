@@ -40,7 +40,8 @@ def _leaky_relu_kernel(xp, x, alpha):
     return xp.where(x > 0, x, x * alpha)
 
 
-defop("leaky_relu", arity=1, shape=_alpha_rule("leaky_relu"), attrs={"alpha": 0.1},
+defop("leaky_relu", arity=1, expr="({0} > 0 ? ({T}){0} : ({T}){alpha} * {0})",
+      shape=_alpha_rule("leaky_relu"), attrs={"alpha": 0.1},
       elementwise=True, flops=flops_per_output(2), kernel=_leaky_relu_kernel,
       vjp=lambda b, n, g: (b.leaky_relu_grad(g, n.inputs[0], alpha=n.attrs["alpha"]),),
       doc="x where x > 0, else alpha*x (seed 000: max(0.1x, x)).")
@@ -51,7 +52,8 @@ def _leaky_relu_grad_rule(g: TensorType, x: TensorType, alpha) -> TensorType:
     return binary_rule("leaky_relu_grad")(g, x)
 
 
-defop("leaky_relu_grad", arity=2, shape=_leaky_relu_grad_rule, attrs={"alpha": 0.1},
+defop("leaky_relu_grad", arity=2, expr="({1} > 0 ? ({T}){0} : ({T}){alpha} * {0})",
+      shape=_leaky_relu_grad_rule, attrs={"alpha": 0.1},
       elementwise=True, flops=flops_per_output(2),
       kernel=lambda xp, g, x, alpha: xp.where(x > 0, g, g * alpha),
       vjp=lambda b, n, g: (unbroadcast(b, b.leaky_relu_grad(g, n.inputs[1],
@@ -69,7 +71,8 @@ def _elu_kernel(xp, x, alpha):
     return xp.where(x > 0, x, neg)
 
 
-defop("elu", arity=1, shape=_alpha_rule("elu", minimum=0), attrs={"alpha": 1.0},
+defop("elu", arity=1, expr="({0} > 0 ? ({T}){0} : ({T}){alpha} * expm1(({T}){0}))",
+      shape=_alpha_rule("elu", minimum=0), attrs={"alpha": 1.0},
       elementwise=True, flops=flops_per_output(4), kernel=_elu_kernel,
       vjp=lambda b, n, g: (b.elu_grad(g, n.id, alpha=n.attrs["alpha"]),),
       doc="x where x > 0, else alpha*(exp(x) - 1); alpha >= 0.")
@@ -90,7 +93,8 @@ def _elu_grad_vjp(b, n, h):
             unbroadcast(b, b.select(positive, zero, hg), y))
 
 
-defop("elu_grad", arity=2, shape=_elu_grad_rule, attrs={"alpha": 1.0}, elementwise=True,
+defop("elu_grad", arity=2, expr="({1} > 0 ? ({T}){0} : ({T}){0} * (({T}){1} + ({T}){alpha}))",
+      shape=_elu_grad_rule, attrs={"alpha": 1.0}, elementwise=True,
       flops=flops_per_output(2),
       # With alpha >= 0, y > 0 exactly where x > 0, and for x <= 0 the slope alpha*e^x = y+alpha.
       kernel=lambda xp, g, y, alpha: xp.where(y > 0, g, g * (y + alpha)),

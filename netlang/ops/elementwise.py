@@ -80,7 +80,8 @@ def common_dtype(a, b):
     return a.astype(target, copy=False), b.astype(target, copy=False)
 
 
-defop("add", arity=2, shape=binary_rule("add"), elementwise=True,
+defop("add", arity=2, expr="{0} + {1}", commutative=True,
+      shape=binary_rule("add"), elementwise=True,
       kernel=lambda xp, a, b: operator.add(*common_dtype(a, b)),
       vjp=lambda b, n, g: (unbroadcast(b, g, n.inputs[0]), unbroadcast(b, g, n.inputs[1])))
 
@@ -90,12 +91,14 @@ def _sub_rule(a: TensorType, c: TensorType, **_) -> TensorType:
     return out
 
 
-defop("sub", arity=2, shape=_sub_rule, elementwise=True,
+defop("sub", arity=2, expr="{0} - {1}",
+      shape=_sub_rule, elementwise=True,
       kernel=lambda xp, a, b: operator.sub(*common_dtype(a, b)),
       vjp=lambda b, n, g: (unbroadcast(b, g, n.inputs[0]),
                            unbroadcast(b, b.neg(g), n.inputs[1])))
 
-defop("mul", arity=2, shape=binary_rule("mul"), elementwise=True,
+defop("mul", arity=2, expr="{0} * {1}", commutative=True,
+      shape=binary_rule("mul"), elementwise=True,
       kernel=lambda xp, a, b: operator.mul(*common_dtype(a, b)),
       vjp=lambda b, n, g: (unbroadcast(b, b.mul(g, n.inputs[1]), n.inputs[0]),
                            unbroadcast(b, b.mul(g, n.inputs[0]), n.inputs[1])))
@@ -119,7 +122,8 @@ def _div_kernel(xp, a, b):
                                        copy=False)
 
 
-defop("div", arity=2, shape=_div_rule, elementwise=True,
+defop("div", arity=2, expr="({T}){0} / ({T}){1}",
+      shape=_div_rule, elementwise=True,
       kernel=_div_kernel,
       vjp=_div_vjp)
 
@@ -128,37 +132,45 @@ def _neg_rule(x: TensorType, **_) -> TensorType:
     return x
 
 
-defop("neg", arity=1, shape=_neg_rule, elementwise=True,
+defop("neg", arity=1, expr="-{0}",
+      shape=_neg_rule, elementwise=True,
       kernel=lambda xp, x: -x,
       vjp=lambda b, n, g: (b.neg(g),))
 
-defop("square", arity=1, shape=same_type, elementwise=True,
+defop("square", arity=1, expr="{0} * {0}",
+      shape=same_type, elementwise=True,
       kernel=lambda xp, x: x * x,
       vjp=lambda b, n, g: (b.mul(g, b.mul(n.inputs[0], b.const(2.0, b.type_of(g).dtype))),))
 
-defop("exp", arity=1, shape=float_same_type("exp"), elementwise=True,
+defop("exp", arity=1, expr="exp(({T}){0})",
+      shape=float_same_type("exp"), elementwise=True,
       kernel=lambda xp, x: xp.exp(x),
       vjp=lambda b, n, g: (b.mul(g, n.id),))
 
-defop("log", arity=1, shape=float_same_type("log"), elementwise=True,
+defop("log", arity=1, expr="log(({T}){0})",
+      shape=float_same_type("log"), elementwise=True,
       kernel=lambda xp, x: xp.log(x),
       vjp=lambda b, n, g: (b.div(g, n.inputs[0]),))
 
-defop("sqrt", arity=1, shape=float_same_type("sqrt"), elementwise=True,
+defop("sqrt", arity=1, expr="sqrt(({T}){0})",
+      shape=float_same_type("sqrt"), elementwise=True,
       kernel=lambda xp, x: xp.sqrt(x),
       vjp=lambda b, n, g: (b.div(g, b.mul(n.id, b.const(2.0, b.type_of(g).dtype))),))
 
-defop("sin", arity=1, shape=float_same_type("sin"), elementwise=True,
+defop("sin", arity=1, expr="sin(({T}){0})",
+      shape=float_same_type("sin"), elementwise=True,
       kernel=lambda xp, x: xp.sin(x),
       vjp=lambda b, n, g: (b.mul(g, b.cos(n.inputs[0])),))
 
-defop("cos", arity=1, shape=float_same_type("cos"), elementwise=True,
+defop("cos", arity=1, expr="cos(({T}){0})",
+      shape=float_same_type("cos"), elementwise=True,
       kernel=lambda xp, x: xp.cos(x),
       vjp=lambda b, n, g: (b.neg(b.mul(g, b.sin(n.inputs[0]))),))
 
 # -- activations ---------------------------------------------------------------------------
 
-defop("relu", arity=1, shape=float_same_type("relu"), elementwise=True,
+defop("relu", arity=1, expr="({0} < ({T})0 ? ({T})0 : {0})",
+      shape=float_same_type("relu"), elementwise=True,
       kernel=lambda xp, x: xp.maximum(x, 0),
       vjp=lambda b, n, g: (b.relu_grad(g, n.id),),
       doc="max(x, 0)")
@@ -168,12 +180,15 @@ def _relu_grad_rule(g: TensorType, y: TensorType, **_) -> TensorType:
     return broadcast_types("relu_grad", g, y)
 
 
-defop("relu_grad", arity=2, shape=_relu_grad_rule, elementwise=True,
+defop("relu_grad", arity=2, expr="{0} * ({T})({1} > 0)",
+      shape=_relu_grad_rule, elementwise=True,
       kernel=lambda xp, g, y: g * (y > 0),
       vjp=lambda b, n, g: (b.relu_grad(g, n.inputs[1]), None),
       doc="g where the relu output y is positive, else 0 (relu's VJP).")
 
-defop("sigmoid", arity=1, shape=float_same_type("sigmoid"), elementwise=True,
+defop("sigmoid", arity=1,
+      expr="({0} >= 0 ? ({T})1 / (({T})1 + exp(-{0})) : exp({0}) / (({T})1 + exp({0})))",
+      shape=float_same_type("sigmoid"), elementwise=True,
       kernel=lambda xp, x: _sigmoid(xp, x),
       vjp=lambda b, n, g: (b.mul(g, b.mul(n.id, b.sub(b.const(1.0, b.type_of(g).dtype),
                                                           n.id))),))
@@ -185,7 +200,8 @@ def _sigmoid(xp, x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
-defop("tanh", arity=1, shape=float_same_type("tanh"), elementwise=True,
+defop("tanh", arity=1, expr="tanh(({T}){0})",
+      shape=float_same_type("tanh"), elementwise=True,
       kernel=lambda xp, x: xp.tanh(x),
       vjp=lambda b, n, g: (b.mul(g, b.sub(b.const(1.0, b.type_of(g).dtype),
                                           b.square(n.id))),))
@@ -220,7 +236,8 @@ defop("cast", arity=1, shape=_cast_rule, attrs={"dtype": REQUIRED},
       kernel=lambda xp, x, dtype: x.astype(DType(str(dtype)).numpy, copy=False),
       vjp=_cast_vjp)
 
-defop("equal", arity=2, shape=compare_rule("equal"), elementwise=True,
+defop("equal", arity=2, expr="{0} == {1}", commutative=True,
+      shape=compare_rule("equal"), elementwise=True,
       kernel=lambda xp, a, b: a == b,
       nondiff="equal returns booleans")
 
@@ -250,7 +267,10 @@ def _select_vjp(b, n, g):
             unbroadcast(b, b.select(cond, zero, g), y))
 
 
-defop("select", arity=3, shape=_select_rule, elementwise=True,
+SELECT_OP = "select"   # constant folding resolves it when its condition is a constant
+
+defop(SELECT_OP, arity=3, expr="({0} ? ({T}){1} : ({T}){2})",
+      shape=_select_rule, elementwise=True,
       kernel=lambda xp, cond, a, b: xp.where(cond, *common_dtype(a, b)),
       vjp=_select_vjp,
       doc="select(cond, a, b): a where cond is true, else b (train/eval switches use it).")
@@ -268,12 +288,14 @@ def _sign_rule(x: TensorType, **_) -> TensorType:
     return x
 
 
-defop("sign", arity=1, shape=_sign_rule, elementwise=True, flops=flops_per_output(1),
+defop("sign", arity=1, expr="({0} != {0} ? {0} : ({T})(({0} > 0) - ({0} < 0)))",
+      shape=_sign_rule, elementwise=True, flops=flops_per_output(1),
       kernel=lambda xp, x: xp.sign(x),
       vjp=lambda b, n, g: (None,),
       doc="-1, 0 or 1 by the sign of x (abs's VJP); its derivative is zero almost everywhere.")
 
-defop("abs", arity=1, shape=same_type, elementwise=True, flops=flops_per_output(1),
+defop("abs", arity=1, expr="({0} < 0 ? -{0} : {0})",
+      shape=same_type, elementwise=True, flops=flops_per_output(1),
       kernel=lambda xp, x: xp.abs(x),
       vjp=lambda b, n, g: (b.mul(g, b.sign(n.inputs[0])),),
       doc="|x|")
@@ -287,13 +309,17 @@ def _pick_vjp(b, n, g, a_loses: int):
             unbroadcast(b, b.select(a_loses, g, zero), c))
 
 
-defop("maximum", arity=2, shape=binary_rule("maximum"), elementwise=True,
+defop("maximum", arity=2, commutative=True,
+      expr="(({0} != {0} || {0} > {1}) ? ({T}){0} : ({T}){1})",
+      shape=binary_rule("maximum"), elementwise=True,
       flops=flops_per_output(1),
       kernel=lambda xp, a, b: xp.maximum(*common_dtype(a, b)),
       vjp=lambda b, n, g: _pick_vjp(b, n, g, b.less(*n.inputs)),
       doc="The larger of a and b, elementwise, with broadcasting.")
 
-defop("minimum", arity=2, shape=binary_rule("minimum"), elementwise=True,
+defop("minimum", arity=2, commutative=True,
+      expr="(({0} != {0} || {0} < {1}) ? ({T}){0} : ({T}){1})",
+      shape=binary_rule("minimum"), elementwise=True,
       flops=flops_per_output(1),
       kernel=lambda xp, a, b: xp.minimum(*common_dtype(a, b)),
       vjp=lambda b, n, g: _pick_vjp(b, n, g, b.greater(*n.inputs)),
@@ -318,7 +344,8 @@ def _pow_vjp(b, n, g):
     return (b.mul(g, b.mul(slope, b.const(p, b.type_of(g).dtype))),)
 
 
-defop("pow", arity=1, shape=_pow_rule, attrs={"exponent": REQUIRED}, elementwise=True,
+defop("pow", arity=1, expr="pow(({T}){0}, ({T}){exponent})",
+      shape=_pow_rule, attrs={"exponent": REQUIRED}, elementwise=True,
       flops=flops_per_output(4),
       kernel=lambda xp, x, exponent: x ** exponent,  # ``**`` has NumPy's fast x*x, sqrt paths
       vjp=_pow_vjp,
@@ -330,18 +357,21 @@ def _rsqrt_kernel(xp, x):
     return xp.divide(1, out, out=out)
 
 
-defop("rsqrt", arity=1, shape=float_same_type("rsqrt"), elementwise=True,
+defop("rsqrt", arity=1, expr="({T})1 / sqrt(({T}){0})",
+      shape=float_same_type("rsqrt"), elementwise=True,
       flops=flops_per_output(2), kernel=_rsqrt_kernel,
       vjp=lambda b, n, g: (b.mul(g, b.mul(b.pow(n.id, exponent=3.0),
                                           b.const(-0.5, b.type_of(g).dtype))),),
       doc="1 / sqrt(x) (batchnorm's scale).")
 
-defop("greater", arity=2, shape=compare_rule("greater"), elementwise=True,
+defop("greater", arity=2, expr="{0} > {1}",
+      shape=compare_rule("greater"), elementwise=True,
       flops=flops_per_output(1),
       kernel=lambda xp, a, b: a > b,
       nondiff="greater returns booleans")
 
-defop("less", arity=2, shape=compare_rule("less"), elementwise=True,
+defop("less", arity=2, expr="{0} < {1}",
+      shape=compare_rule("less"), elementwise=True,
       flops=flops_per_output(1),
       kernel=lambda xp, a, b: a < b,
       nondiff="less returns booleans")

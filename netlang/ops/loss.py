@@ -160,7 +160,9 @@ def _sigmoid_xent_kernel(xp, x, z):
     return xp.asarray(out)
 
 
-defop("sigmoid_cross_entropy", arity=2, shape=_sigmoid_xent_rule, elementwise=True,
+defop("sigmoid_cross_entropy", arity=2,
+      expr="({0} > 0 ? {0} : ({T})0) - {0} * {1} + log1p(exp({0} < 0 ? {0} : -{0}))",
+      shape=_sigmoid_xent_rule, elementwise=True,
       flops=flops_per_output(6), kernel=_sigmoid_xent_kernel,
       vjp=lambda b, n, g: (b.mul(g, b.sub(b.sigmoid(n.inputs[0]), n.inputs[1])),
                            b.neg(b.mul(g, n.inputs[0]))),

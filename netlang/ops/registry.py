@@ -1,10 +1,15 @@
 """The op table: every primitive declared once, with all its facets side by side.
 
 An ``OpDef`` holds the op's name, its attribute schema (name -> default, ``REQUIRED`` when the
-user must give it), its shape/dtype rule, its kernel over an array module ``xp`` (NumPy or
-CuPy), and its VJP rule, which *emits IR* through a ``Builder``.  An op that cannot have a
-gradient says why in ``nondiff`` (autodiff quotes it when a parameter is cut off from the
-loss).  A missing rule fails here, at registration, not at run time.
+user must give it), its shape/dtype rule, its reference kernel over an array module ``xp``
+(NumPy or CuPy), and its VJP rule, which *emits IR* through a ``Builder``.  An op that cannot
+have a gradient says why in ``nondiff`` (autodiff quotes it when a parameter is cut off from
+the loss).  The flags passes and backends read live here too, so nothing outside ``ops/``
+asks an op's name: ``pure`` (CSE may merge it), ``foldable`` (constant folding may run it),
+``commutative`` (CSE sorts its operands), ``marker`` (a placeholder a pass replaces before
+anything runs: ``grad``, ``mode``), ``elementwise`` with ``expr``, the C expression of one
+element that the code generators (CUDA today) compile fused groups from.  A missing rule fails
+here, at registration, not at run time.
 """
 from __future__ import annotations
 
@@ -37,6 +42,15 @@ class OpDef:
     elementwise: bool = False            # same-shape map over its inputs (fusion candidate)
     flops: Callable | None = None        # (out_type, *input_types, **attrs) -> FLOPs per run
     doc: str = ""
+    commutative: bool = False            # f(a, b) == f(b, a) bit for bit (CSE sorts operands)
+    marker: bool = False                 # replaced by a pass before running (grad, mode)
+    expr: str | None = None              # one element in C: {0}, {1} operands, {T} the type,
+    #                                      attributes by name ({alpha}); for code generators
+
+    @property
+    def foldable(self) -> bool:
+        """Constant folding may compute it once at compile time with its kernel."""
+        return self.pure and not self.random and not self.marker and self.kernel is not None
 
 
 OPS: dict[str, OpDef] = {}
@@ -45,16 +59,20 @@ OPS: dict[str, OpDef] = {}
 def defop(name: str, *, arity: int | None, shape: Callable, kernel: Callable | None,
           vjp: Callable | None = None, attrs: dict[str, Any] | None = None,
           nondiff: str | None = None, pure: bool = True, random: bool = False,
-          elementwise: bool = False, flops: Callable | None = None, doc: str = "") -> OpDef:
-    """Declare an op.  Exactly one of ``vjp`` and ``nondiff`` must be given."""
+          elementwise: bool = False, flops: Callable | None = None, doc: str = "",
+          commutative: bool = False, marker: bool = False, expr: str | None = None) -> OpDef:
+    """Declare an op.  Exactly one of ``vjp`` and ``nondiff`` must be given; ``expr`` only
+    for elementwise ops."""
     if name in OPS:
         raise ValueError(f"op {name!r} registered twice")
     if (vjp is None) == (nondiff is None):
         raise ValueError(f"op {name!r} needs exactly one of a VJP rule or a nondiff reason")
     if shape is None:
         raise ValueError(f"op {name!r} has no shape rule")
+    if expr is not None and not elementwise:
+        raise ValueError(f"op {name!r} has an element expression but is not elementwise")
     op = OpDef(name, arity, shape, kernel, vjp, dict(attrs or {}), nondiff, pure, random,
-               elementwise, flops, doc)
+               elementwise, flops, doc, commutative, marker, expr)
     OPS[name] = op
     return op
 

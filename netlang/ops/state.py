@@ -1,6 +1,7 @@
 """Source ops (inputs, parameters, state, constants): the executor supplies their values."""
 from __future__ import annotations
 
+from netlang.ir.types import DType, TensorType
 from netlang.ops.registry import defop
 
 
@@ -12,9 +13,13 @@ for _name in ("input", "param", "state", "const"):
     defop(_name, arity=0, shape=_no_shape, kernel=None, attrs={"init": None, "value": None},
           nondiff="a source value", pure=_name in ("const", "input"))
 
-defop("grad", arity=2, shape=lambda y, x: x, kernel=None,
-      nondiff="expanded by the autodiff pass before anything runs",
+GRAD_OP = "grad"   # grad(y, x): a marker the autodiff pass expands
+MODE_OP = "mode"   # the train/eval flag: a marker bind_mode replaces with a constant
+
+defop(GRAD_OP, arity=2, shape=lambda y, x: x, kernel=None,
+      nondiff="expanded by the autodiff pass before anything runs", marker=True,
       doc="grad(y, x): d(sum y)/dx, with x's type.  Replaced by autodiff.")
 
-defop("mode", arity=0, shape=_no_shape, kernel=None, nondiff="the train/eval flag",
+defop(MODE_OP, arity=0, shape=lambda: TensorType(DType.bool, ()), kernel=None, marker=True,
+      nondiff="the train/eval flag",
       doc="True while training; bound to a constant before a program runs.")

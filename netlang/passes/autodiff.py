@@ -9,9 +9,12 @@ ordinary IR, a gradient can itself be differentiated (``grad(grad(y, x), x)``).
 from __future__ import annotations
 
 from netlang.errors import GradientError
-from netlang.ir.graph import SOURCE_OPS, Graph
+from netlang.ir.graph import Graph
 from netlang.ops.builder import Builder
 from netlang.ops.registry import get_op
+from netlang.ops.state import GRAD_OP
+from netlang.passes.report import Report, report
+from netlang.passes.rewrite import rebuild
 
 
 def _on_paths(graph: Graph, y: int, xs: list[int]) -> set[int]:
@@ -35,7 +38,7 @@ def gradients(b: Builder, y: int, xs: list[int], seed: int | None = None) -> lis
         cotangent = {y: seed if seed is not None else b.fill_like(y, value=1.0)}
     for nid in sorted(relevant, reverse=True):
         node = graph.nodes[nid]
-        if nid not in cotangent or node.op in SOURCE_OPS or not node.type.dtype.is_float:
+        if nid not in cotangent or node.is_source() or not node.type.dtype.is_float:
             continue
         opdef = get_op(node.op)
         if opdef.vjp is None:
@@ -84,15 +87,13 @@ def check_all_reached(graph: Graph, loss: int, params: dict[str, int],
                                  "these parameters")
 
 
-def expand_grads(graph: Graph) -> tuple[Graph, str]:
+def expand_grads(graph: Graph) -> tuple[Graph, Report]:
     """Replace every ``grad(y, x)`` node with the gradient subgraph it stands for."""
-    from netlang.passes.rewrite import rebuild
-
     count = 0
 
     def visit(b: Builder, node, mapped):
         nonlocal count
-        if node.op != "grad":
+        if node.op != GRAD_OP:
             return None
         count += 1
         y, x = mapped
@@ -102,5 +103,5 @@ def expand_grads(graph: Graph) -> tuple[Graph, str]:
                 g = b.fill_like(x, value=0.0)
         return g
 
-    new = rebuild(graph, visit)
-    return new, f"expanded {count} grad() node(s)"
+    new, mapping = rebuild(graph, visit)
+    return new, report(f"expanded {count} grad() node(s)", changed=count, mapping=mapping)

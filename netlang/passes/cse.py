@@ -5,29 +5,28 @@ node whose key was seen before becomes the earlier node.  Because gradients are 
 this works across the forward and the backward graph (a VJP that recomputes ``softmax(logits)``
 reuses the forward one).  Never merged: ops declared ``pure=False`` (random masks, state reads)
 and the sources that are distinct by identity (inputs, parameters, state); equal constants
-are merged.  ``add`` and ``mul`` are commutative in IEEE arithmetic, so ``a+b`` meets ``b+a``.
+are merged.  Ops whose record says ``commutative`` (``add``, ``mul``: commutative in IEEE
+arithmetic) have their operands sorted, so ``a+b`` meets ``b+a``.
 """
 from __future__ import annotations
 
-from netlang.ir.graph import SOURCE_OPS, Graph, Node, attr_key
+from netlang.ir.graph import Graph, Node, attr_key
 from netlang.ops.registry import get_op
-from netlang.passes.dce import rewrite
-from netlang.passes.report import Report, collapse, describe, location, plural
+from netlang.passes.dce import rewrite_and_prune
+from netlang.passes.report import Report, collapse, describe, location, plural, report
 from netlang.passes.rewrite import copy_node
-
-COMMUTATIVE = frozenset({"add", "mul", "maximum", "minimum", "equal"})
 
 
 def mergeable(node: Node) -> bool:
-    if node.op == "const":
-        return True
-    if node.op in SOURCE_OPS or node.op in ("mode", "grad"):
-        return False
-    return get_op(node.op).pure
+    """Equal constants merge; other sources are distinct by identity; markers never run."""
+    if node.is_source():
+        return node.is_source("const")
+    opdef = get_op(node.op)
+    return opdef.pure and not opdef.marker
 
 
 def cse_key(node: Node, inputs: tuple[int, ...]) -> tuple:
-    if node.op in COMMUTATIVE:
+    if get_op(node.op).commutative:
         inputs = tuple(sorted(inputs))
     return node.op, attr_key(node.attrs), inputs, node.type
 
@@ -47,9 +46,9 @@ def eliminate_common_subexpressions(graph: Graph) -> tuple[Graph, Report]:
         seen[key] = (nid, node)
         return nid
 
-    new, _ = rewrite(graph, visit)
-    return new, Report(f"merged {plural(len(merged), 'node')}", _grouped(graph, merged),
-                       changed=len(merged))
+    new, _, mapping = rewrite_and_prune(graph, visit)
+    return new, report(f"merged {plural(len(merged), 'node')}", _grouped(graph, merged),
+                       changed=len(merged), mapping=mapping)
 
 
 def _grouped(graph: Graph, merged: list[tuple[Node, Node]]) -> list[str]:

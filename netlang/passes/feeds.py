@@ -6,22 +6,24 @@ overrides (``run(c, {b: 3})`` must see the new ``b`` even though ``b`` was a con
 from __future__ import annotations
 
 from netlang.ir.graph import Graph
+from netlang.passes.report import Report, report
 from netlang.passes.rewrite import rebuild
 
 
-def cut_feeds(graph: Graph, fed: frozenset[int]) -> tuple[Graph, str]:
+def cut_feeds(graph: Graph, fed: frozenset[int]) -> tuple[Graph, Report]:
+    """Every fed value (ids of ``graph``) becomes an input named as the user names it."""
     def visit(b, node, inputs):
-        if node.id not in fed or node.op == "input":
+        if node.id not in fed or node.is_source("input"):
             return None
         name = graph.name_of(node.id) or f"%{node.id}"
-        nid = b.graph.add("input", (), {}, node.type, scope=node.scope, name=name,
-                          span=node.span, tags=node.tags | {"fed"})
-        return nid
+        return b.graph.add("input", (), {}, node.type, scope=node.scope, name=name,
+                           span=node.span, tags=node.tags | {"fed"})
 
-    new = rebuild(graph, visit)
+    new, mapping = rebuild(graph, visit)
     for old in fed:
-        nid = new.meta["id_map"].get(old)
-        if nid is not None and new.nodes[nid].op == "input":
+        nid = mapping.get(old)
+        if nid is not None and new.nodes[nid].is_source("input"):
             new.inputs[new.nodes[nid].name] = nid
-    cut = sorted(graph.name_of(f) or f"%{f}" for f in fed if graph.nodes[f].op != "input")
-    return new, f"cut at fed values: {', '.join(cut)}" if cut else "no fed values to cut"
+    cut = sorted(graph.name_of(f) or f"%{f}" for f in fed if not graph.nodes[f].is_source("input"))
+    summary = f"cut at fed values: {', '.join(cut)}" if cut else "no fed values to cut"
+    return new, report(summary, changed=len(cut), mapping=mapping)

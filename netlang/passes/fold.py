@@ -12,24 +12,23 @@ from __future__ import annotations
 import numpy as np
 
 from netlang.errors import NetlangError
-from netlang.ir.graph import SOURCE_OPS, Graph, Node
+from netlang.ir.graph import Graph, Node
 from netlang.ops.registry import get_op
-from netlang.passes.dce import rewrite
-from netlang.passes.report import Report, describe, plural, with_orphans
+from netlang.ops.elementwise import SELECT_OP
+from netlang.passes.dce import rewrite_and_prune
+from netlang.passes.report import Report, describe, plural, report, with_orphans
 
 FOLD_LIMIT = 1_000_000   # elements
 
 
 def constant_of(graph: Graph, nid: int) -> np.ndarray | None:
     node = graph.nodes[nid]
-    return node.attrs["value"] if node.op == "const" else None
+    return node.attrs["value"] if node.is_source("const") else None
 
 
 def foldable(node: Node) -> bool:
-    if node.op in SOURCE_OPS or node.op in ("mode", "grad") or not node.inputs:
-        return False
-    opdef = get_op(node.op)
-    if not opdef.pure or opdef.random or opdef.kernel is None:
+    """The op's record allows folding, and the result is small and of a known shape."""
+    if node.is_source() or not node.inputs or not get_op(node.op).foldable:
         return False
     return node.type.is_static and int(np.prod(node.type.shape)) <= FOLD_LIMIT
 
@@ -60,7 +59,7 @@ def fold_constants(graph: Graph) -> tuple[Graph, Report]:
     folded: list[tuple[Node, str]] = []
 
     def visit(b, node, inputs):
-        if node.op == "select":
+        if node.op == SELECT_OP:
             branch = chosen_branch(b.graph, node, inputs)
             if branch is not None:
                 folded.append((node, f"branch {'a' if branch == inputs[1] else 'b'}"))
@@ -74,11 +73,10 @@ def fold_constants(graph: Graph) -> tuple[Graph, Report]:
         folded.append((node, _show(value)))
         return b.const(value, node.type.dtype)
 
-    new, orphans = rewrite(graph, visit)
+    new, orphans, mapping = rewrite_and_prune(graph, visit)
     items = [f"{describe(graph, node)} -> {result}" for node, result in folded]
-    summary = f"folded {plural(len(folded), 'node')}"
-    summary = with_orphans(summary, orphans)
-    return new, Report(summary, items, changed=len(folded))
+    summary = with_orphans(f"folded {plural(len(folded), 'node')}", orphans)
+    return new, report(summary, items, changed=len(folded), mapping=mapping)
 
 
 def _show(value: np.ndarray) -> str:

@@ -18,8 +18,8 @@ from netlang.ir.graph import Graph, Node
 from netlang.ops.builder import Builder
 from netlang.ops.fused import format_expr, input_ref, step_ref
 from netlang.ops.registry import OPS
-from netlang.passes.dce import fetch_roots
-from netlang.passes.rewrite import copy_node, record_mapping, remap_roles
+from netlang.passes.report import Report, report
+from netlang.passes.rewrite import copy_node, remap_roles
 
 
 def _hashable_attrs(node: Node) -> tuple | None:
@@ -33,22 +33,17 @@ def _hashable_attrs(node: Node) -> tuple | None:
 
 
 def fusible(node: Node) -> bool:
-    """An elementwise, pure op with a kernel and plain attributes."""
+    """An elementwise, pure op with a kernel and plain attributes (a fused group is not
+    elementwise in its record: groups do not nest)."""
     opdef = OPS.get(node.op)
     return (opdef is not None and opdef.elementwise and opdef.pure and not opdef.random
-            and opdef.kernel is not None and node.op != "fused"
-            and _hashable_attrs(node) is not None)
+            and opdef.kernel is not None and _hashable_attrs(node) is not None)
 
 
 def named_values(graph: Graph) -> set[int]:
-    """Values a run must produce or a session may fetch: they stay visible nodes.
-
-    When the program's fetches are known (``meta["fetches"]``) only they, the outputs and the
-    updates are kept; otherwise every named value is, since any may be fetched.
-    """
-    keep = {*graph.outputs.values(), *graph.updates.values()}
-    fetched = fetch_roots(graph)
-    return keep | set(graph.values.values() if fetched is None else fetched)
+    """Values a run must produce or a session may fetch by name: they stay visible nodes.
+    (A program's graph names only its fetches: ``compiler.program_graph``.)"""
+    return {*graph.outputs.values(), *graph.updates.values(), *graph.values.values()}
 
 
 def find_groups(graph: Graph) -> list[list[int]]:
@@ -90,14 +85,14 @@ def group_expr(graph: Graph, members: list[int]) -> tuple[tuple, list[int]]:
     return tuple(steps), external
 
 
-def fuse_elementwise(graph: Graph) -> tuple[Graph, str]:
+def fuse_elementwise(graph: Graph) -> tuple[Graph, Report]:
     """Replace every maximal elementwise group with one ``fused`` node."""
     groups = find_groups(graph)
     if not groups:
-        return graph, "no elementwise groups to fuse"
+        return graph, report("no elementwise groups to fuse")
     by_root = {g[-1]: g for g in groups}
     absorbed = {m for g in groups for m in g[:-1]}
-    new = Graph(name=graph.name, meta=dict(graph.meta))
+    new = Graph(name=graph.name, spec=graph.spec)
     b = Builder(new)
     mapping: dict[int, int | None] = {}
     lines = []
@@ -114,10 +109,9 @@ def fuse_elementwise(graph: Graph) -> tuple[Graph, str]:
             mapping[node.id] = b.op("fused", *inputs, expr=expr)
         lines.append(_describe(new, mapping[node.id], inputs, expr))
     remap_roles(graph, new, mapping)
-    record_mapping(graph, new, mapping)
     count = sum(len(g) for g in groups)
     head = f"fused {count} elementwise nodes into {len(groups)} group(s)"
-    return new, "\n".join([head, *lines])
+    return new, report(head, lines, changed=count, mapping=mapping)
 
 
 def _describe(graph: Graph, nid: int, inputs: list[int], expr: tuple) -> str:
@@ -126,4 +120,4 @@ def _describe(graph: Graph, nid: int, inputs: list[int], expr: tuple) -> str:
     formula = format_expr(expr, [graph.nodes[i].label() for i in inputs])
     where = " ".join(x for x in (node.scope, node.span.short() if node.span else "") if x)
     note = f"  # {where}" if where else ""
-    return f"  {node.label()}: {node.type} = {formula}  ({len(expr)} ops){note}"
+    return f"{node.label()}: {node.type} = {formula}  ({len(expr)} ops){note}"

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 from netlang.ir.graph import Graph
 from netlang.ir.types import DType
+from netlang.ops.state import MODE_OP
+from netlang.passes.report import Report, report
 from netlang.passes.rewrite import rebuild
 
 
-def bind_mode(graph: Graph, training: bool) -> tuple[Graph, str]:
+def bind_mode(graph: Graph, training: bool) -> tuple[Graph, Report]:
     count = 0
 
     def visit(b, node, inputs):
         nonlocal count
-        if node.op != "mode":
+        if node.op != MODE_OP:
             return None
         count += 1
         return b.const(bool(training), DType.bool)
 
-    new = rebuild(graph, visit)
-    new.meta["training"] = bool(training)
+    new, mapping = rebuild(graph, visit)
     mode = "train" if training else "eval"
-    return new, f"bound the mode to {mode} ({count} node)" if count else "no mode node"
+    summary = f"bound the mode to {mode} ({count} node)" if count else "no mode node"
+    return new, report(summary, changed=count, mapping=mapping)

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from netlang.errors import IRError
 from netlang.ir.graph import Graph
 from netlang.passes.autodiff import expand_grads
 from netlang.passes.cse import eliminate_common_subexpressions
 from netlang.passes.dce import eliminate_dead_code
 from netlang.passes.fold import fold_constants
 from netlang.passes.fusion import fuse_elementwise
-from netlang.passes.report import Report
+from netlang.passes.report import Report, report
+from netlang.passes.rewrite import compose, identity_mapping
 from netlang.passes.simplify import simplify
-from netlang.passes.verify import IRError, verify_graph
+from netlang.passes.verify import verify_graph
 
-Pass = Callable[[Graph], tuple[Graph, str]]
+Pass = Callable[[Graph], tuple[Graph, Report]]
 
 
 def settle(graph: Graph, rounds: int = 8) -> tuple[Graph, Report]:
@@ -33,16 +35,18 @@ def settle(graph: Graph, rounds: int = 8) -> tuple[Graph, Report]:
     earlier passes would have rewritten; usually nothing is left and this costs one round.
     """
     items: list[str] = []
+    mapping = identity_mapping(graph)
     for _ in range(rounds):
         changed = 0
         for fn in (fold_constants, simplify, eliminate_common_subexpressions):
-            graph, report = fn(graph)
-            changed += getattr(report, "changed", 0)
-            items += getattr(report, "items", ())
+            graph, rep = fn(graph)
+            changed += rep.changed
+            items += rep.items
+            mapping = compose(mapping, rep.mapping)
         if not changed:
             break
     summary = f"{len(items)} more change(s) once CSE had merged" if items else "nothing more"
-    return graph, Report(summary, items, changed=len(items))
+    return graph, report(summary, items, mapping=mapping)
 
 
 PREPARE: list[tuple[str, Pass]] = [
@@ -58,32 +62,25 @@ OPTIMIZE: list[tuple[str, Pass]] = [
     ("fusion", fuse_elementwise),
 ]
 
-VERIFY = True
+
+def without(passes: list[tuple[str, Pass]], *names: str) -> list[tuple[str, Pass]]:
+    """The list with the named passes left out (``without(OPTIMIZE, "fusion")``)."""
+    return [(name, fn) for name, fn in passes if name not in names]
 
 
 def each_pass(graph: Graph, passes: list[tuple[str, Pass]],
-              verify: bool | None = None) -> Iterator[tuple[str, Graph, str]]:
-    """Run the passes in order, yielding ``(name, graph after it, report)`` for each."""
+              verify: bool = True) -> Iterator[tuple[str, Graph, Report]]:
+    """Run the passes in order, yielding ``(name, graph after it, report)`` for each; the IR
+    verifier checks every result and names the pass that broke it."""
     for name, fn in passes:
-        graph, report = fn(graph)
-        if VERIFY if verify is None else verify:
+        graph, rep = fn(graph)
+        if verify:
             try:
                 verify_graph(graph)
             except IRError as err:
                 err.message = f"after pass '{name}': {err.message}"
                 raise
-        yield name, graph, report
-
-
-def run_passes(graph: Graph, passes: list[tuple[str, Pass]],
-               stop_after: str | None = None) -> tuple[Graph, list[tuple[str, str]]]:
-    reports = []
-    for name, after, report in each_pass(graph, passes):
-        graph = after
-        reports.append((name, report))
-        if name == stop_after:
-            break
-    return graph, reports
+        yield name, graph, rep
 
 
 def pass_names() -> list[str]:

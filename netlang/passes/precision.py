@@ -5,10 +5,11 @@ import numpy as np
 
 from netlang.ir.graph import Graph
 from netlang.ir.types import DType
+from netlang.passes.report import Report, report
 from netlang.passes.rewrite import rebuild
 
 
-def to_float64(graph: Graph) -> tuple[Graph, str]:
+def to_float64(graph: Graph) -> tuple[Graph, Report]:
     """Every f32 value becomes f64: types, constants and dtype attributes."""
     count = 0
 
@@ -20,7 +21,7 @@ def to_float64(graph: Graph) -> tuple[Graph, str]:
         attrs = dict(node.attrs)
         if attrs.get("dtype") == "f32":
             attrs["dtype"] = "f64"
-        if node.op == "const":
+        if node.is_source("const"):
             value = np.asarray(attrs["value"], dtype=np.float64)
             value.setflags(write=False)
             attrs["value"] = value
@@ -28,5 +29,5 @@ def to_float64(graph: Graph) -> tuple[Graph, str]:
         return b.graph.add(node.op, inputs, attrs, new_type, scope=node.scope, name=node.name,
                            span=node.span, tags=node.tags)
 
-    new = rebuild(graph, visit)
-    return new, f"converted {count} node(s) to f64"
+    new, mapping = rebuild(graph, visit)
+    return new, report(f"converted {count} node(s) to f64", changed=count, mapping=mapping)

@@ -1,37 +1,39 @@
-"""What a pass says it did: a string (printed by ``netlang explain``) that also keeps its counts.
+"""What a pass says it did: a summary line, one line per changed node, counts and the id map.
 
-``Report`` is a ``str`` so reports read as text everywhere (``explain``, ``viz``), while tests
-and tools can check ``report.changed`` and the per-node ``report.items`` without parsing.
+``netlang explain`` prints ``str(report)``; tests and tools read ``changed``, ``items`` and
+``extra`` without parsing text.  ``mapping`` says where every node of the pass's input graph
+went (old id -> new id, None where the pass removed it); the compile pipeline composes these
+maps, so a session can follow a value through any number of passes.
 """
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import Self
+from dataclasses import dataclass, field
+from typing import Any
 
 from netlang.ir.graph import Graph, Node
 
 
-class Report(str):
+@dataclass(frozen=True)
+class Report:
     """A pass report: the summary line, then one indented line per changed node."""
 
-    changed: int
-    items: tuple[str, ...]
-    extra: dict
+    summary: str
+    items: tuple[str, ...] = ()
+    changed: int = 0
+    mapping: dict[int, int | None] | None = field(default=None, repr=False, compare=False)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    def __new__(cls, summary: str, items: Iterable[str] = (), changed: int | None = None,
-                **extra) -> Self:
-        items = tuple(items)
-        text = "\n".join([summary, *(f"  {item}" for item in collapse(items))])
-        self = super().__new__(cls, text)
-        self.changed = len(items) if changed is None else changed
-        self.items = items
-        self.extra = extra
-        return self
+    def __str__(self) -> str:
+        return "\n".join([self.summary, *(f"  {item}" for item in collapse(self.items))])
 
-    @property
-    def summary(self) -> str:
-        return self.split("\n", 1)[0]
+
+def report(summary: str, items: Iterable[str] = (), changed: int | None = None,
+           mapping: dict[int, int | None] | None = None, **extra) -> Report:
+    """A ``Report``; ``changed`` defaults to the number of items."""
+    items = tuple(items)
+    return Report(summary, items, len(items) if changed is None else changed, mapping, extra)
 
 
 def collapse(lines: Iterable[str]) -> list[str]:

@@ -3,7 +3,8 @@
 ``rebuild(graph, visit)`` copies nodes in order into a fresh graph.  For each node ``visit``
 gets a builder, the old node and its already-mapped inputs, and returns the new value id to
 stand for it, or None to copy the node as it is.  Named roles (inputs, params, outputs, ...)
-follow the mapping; roles whose node disappeared are dropped.
+follow the mapping; roles whose node disappeared are dropped.  It returns the new graph and
+the mapping (old id -> new id, None for nodes left out), which passes hand on in their reports.
 """
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from collections.abc import Callable
 from netlang.ir.graph import Graph, Node
 from netlang.ops.builder import Builder
 
+Mapping = dict[int, "int | None"]
+
 
 def copy_node(b: Builder, node: Node, inputs: tuple[int, ...]) -> int:
-    nid = b.graph.add(node.op, inputs, node.attrs, node.type, scope=node.scope,
-                      name=node.name, span=node.span, tags=node.tags)
-    return nid
+    return b.graph.add(node.op, inputs, node.attrs, node.type, scope=node.scope,
+                       name=node.name, span=node.span, tags=node.tags)
 
 
-def remap_roles(old: Graph, new: Graph, mapping: dict[int, int | None]) -> None:
-    for role in ("inputs", "params", "state", "outputs", "updates", "values"):
+def remap_roles(old: Graph, new: Graph, mapping: Mapping) -> None:
+    for role in ("inputs", "params", "state", "outputs", "updates", "values", "unfetched"):
         table = {k: mapping.get(v) for k, v in getattr(old, role).items()}
         setattr(new, role, {k: v for k, v in table.items() if v is not None})
     new.loss = old.loss if old.loss in new.outputs else None
@@ -28,13 +30,15 @@ def remap_roles(old: Graph, new: Graph, mapping: dict[int, int | None]) -> None:
 
 
 def rebuild(graph: Graph, visit: Callable | None = None,
-            keep: set[int] | None = None) -> Graph:
-    """A new graph with the nodes in ``keep`` (default all), rewritten by ``visit``."""
-    new = Graph(name=graph.name, meta=dict(graph.meta))
+            keep: set[int] | None = None) -> tuple[Graph, Mapping]:
+    """A new graph with the nodes in ``keep`` (default all), rewritten by ``visit``, and the
+    id mapping from ``graph`` to it."""
+    new = Graph(name=graph.name, spec=graph.spec)
     b = Builder(new)
-    mapping: dict[int, int | None] = {}
+    mapping: Mapping = {}
     for node in graph.nodes.values():
         if keep is not None and node.id not in keep:
+            mapping[node.id] = None
             continue
         inputs = tuple(mapping[i] for i in node.inputs)
         result = None
@@ -43,19 +47,15 @@ def rebuild(graph: Graph, visit: Callable | None = None,
                 result = visit(b, node, inputs)
         mapping[node.id] = result if result is not None else copy_node(b, node, inputs)
     remap_roles(graph, new, mapping)
-    record_mapping(graph, new, mapping)
-    return new
+    return new, mapping
 
 
-def record_mapping(old: Graph, new: Graph, mapping: dict[int, int | None]) -> None:
-    """Keep ``meta["id_map"]``: ids of the graph a pipeline started from -> ids now.
+def compose(first: Mapping, then: Mapping | None) -> Mapping:
+    """The mapping of two passes run one after the other (None stays None)."""
+    if then is None:
+        return dict(first)
+    return {k: (then.get(v) if v is not None else None) for k, v in first.items()}
 
-    Sessions name values by the ids of the prepared graph; after any number of rebuilding
-    passes this map says where each value went (None where a pass removed it).
-    """
-    before = old.meta.get("id_map")
-    if before is None:
-        new.meta["id_map"] = dict(mapping)
-    else:
-        new.meta["id_map"] = {k: (mapping.get(v) if v is not None else None)
-                              for k, v in before.items()}
+
+def identity_mapping(graph: Graph) -> Mapping:
+    return {nid: nid for nid in graph.nodes}

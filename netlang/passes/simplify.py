@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from netlang.errors import NetlangError
 from netlang.ir.graph import Graph, Node
-from netlang.passes.dce import rewrite
-from netlang.passes.report import Report, describe, plural, with_orphans
+from netlang.passes.dce import rewrite_and_prune
+from netlang.passes.report import Report, describe, plural, report, with_orphans
 
 
 def uniform_value(graph: Graph, nid: int):
@@ -145,9 +145,8 @@ def simplify(graph: Graph) -> tuple[Graph, Report]:
             rewritten.append((node, formula))
         return nid
 
-    new, orphans = rewrite(graph, visit)
+    new, orphans, mapping = rewrite_and_prune(graph, visit)
     items = [f"{describe(graph, node)}: {formula}" for node, formula in rewritten]
-    summary = f"rewrote {plural(len(rewritten), 'node')}"
-    summary = with_orphans(summary, orphans)
-    return new, Report(summary, items, changed=len(rewritten))
+    summary = with_orphans(f"rewrote {plural(len(rewritten), 'node')}", orphans)
+    return new, report(summary, items, changed=len(rewritten), mapping=mapping)
 

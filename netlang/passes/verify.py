@@ -8,19 +8,13 @@ the bad node with a marker, like JAX's ``check_jaxpr`` and FX's ``lint``.
 """
 from __future__ import annotations
 
-from netlang.errors import NetlangError
+from netlang.errors import IRError, NetlangError
 from netlang.ir.graph import Graph, Node
 from netlang.ir.printer import format_node
 from netlang.ops.registry import OPS
 
 CONTEXT = 3   # lines of IR shown before and after the bad node
 SOURCE_KINDS = {"inputs": "input", "params": "param", "state": "state"}
-
-
-class IRError(NetlangError):
-    """A pass produced an ill-formed graph (a compiler bug, not a spec error)."""
-
-    kind = "IR check failed"
 
 
 def verify_graph(graph: Graph) -> tuple[Graph, str]:
@@ -51,9 +45,9 @@ def _node_problem(graph: Graph, nid: int, node: Node, seen: set[int]) -> str | N
     unknown = sorted(set(node.attrs) - set(opdef.attrs))
     if unknown:
         return f"{node.op} has unknown attribute(s) {', '.join(unknown)}"
-    if node.op == "const":
+    if node.is_source("const"):
         return _const_problem(node)
-    if node.op in ("input", "param", "state", "mode"):
+    if node.is_source():
         return None
     return _type_problem(graph, node, opdef)
 

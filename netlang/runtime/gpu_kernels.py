@@ -27,48 +27,10 @@ from netlang.ops.fused import (
     step_ref,
     step_types,
 )
-from netlang.ops.registry import all_ops
+from netlang.ops.registry import all_ops, get_op
 
 CTYPE = {DType.f32: "float", DType.f64: "double", DType.i32: "int", DType.i64: "long long",
          DType.bool: "bool"}
-
-# CUDA expression per op; {0}, {1}, ... are operands, {T} the step's C type, attributes by
-# name.  Each matches the NumPy kernel (NaN propagation of maximum/minimum/relu included).
-CUDA_EXPR: dict[str, str] = {
-    "add": "{0} + {1}",
-    "sub": "{0} - {1}",
-    "mul": "{0} * {1}",
-    "div": "({T}){0} / ({T}){1}",
-    "neg": "-{0}",
-    "square": "{0} * {0}",
-    "exp": "exp(({T}){0})",
-    "log": "log(({T}){0})",
-    "sqrt": "sqrt(({T}){0})",
-    "rsqrt": "({T})1 / sqrt(({T}){0})",
-    "sin": "sin(({T}){0})",
-    "cos": "cos(({T}){0})",
-    "tanh": "tanh(({T}){0})",
-    "abs": "({0} < 0 ? -{0} : {0})",
-    "relu": "({0} < ({T})0 ? ({T})0 : {0})",
-    "relu_grad": "{0} * ({T})({1} > 0)",
-    "sigmoid": "({0} >= 0 ? ({T})1 / (({T})1 + exp(-{0})) "
-               ": exp({0}) / (({T})1 + exp({0})))",
-    "select": "({0} ? ({T}){1} : ({T}){2})",
-    "maximum": "(({0} != {0} || {0} > {1}) ? ({T}){0} : ({T}){1})",
-    "minimum": "(({0} != {0} || {0} < {1}) ? ({T}){0} : ({T}){1})",
-    "sign": "({0} != {0} ? {0} : ({T})(({0} > 0) - ({0} < 0)))",
-    "pow": "pow(({T}){0}, ({T}){exponent})",
-    "leaky_relu": "({0} > 0 ? ({T}){0} : ({T}){alpha} * {0})",
-    "leaky_relu_grad": "({1} > 0 ? ({T}){0} : ({T}){alpha} * {0})",
-    "elu": "({0} > 0 ? ({T}){0} : ({T}){alpha} * expm1(({T}){0}))",
-    "elu_grad": "({1} > 0 ? ({T}){0} : ({T}){0} * (({T}){1} + ({T}){alpha}))",
-    "sigmoid_cross_entropy": "({0} > 0 ? {0} : ({T})0) - {0} * {1} "
-                             "+ log1p(exp({0} < 0 ? {0} : -{0}))",
-    "equal": "{0} == {1}",
-    "greater": "{0} > {1}",
-    "less": "{0} < {1}",
-}
-
 
 @dataclass(frozen=True)
 class KernelSource:
@@ -93,8 +55,14 @@ def c_literal(value) -> str:
     return {"inf": "(1.0 / 0.0)", "-inf": "(-1.0 / 0.0)", "nan": "(0.0 / 0.0)"}.get(text, text)
 
 
+def element_expr(op: str) -> str | None:
+    """The op record's C expression of one element (``{0} + {1}``), if it has one.  Each
+    matches the NumPy kernel, NaN propagation of maximum/minimum/relu included."""
+    return get_op(op).expr
+
+
 def can_generate(expr: tuple) -> bool:
-    return all(op in CUDA_EXPR for op, _, _ in expr)
+    return all(element_expr(op) is not None for op, _, _ in expr)
 
 
 def live_parts(expr: tuple) -> tuple[list[int], list[int]]:
@@ -128,7 +96,7 @@ def cuda_source(expr: tuple, in_dtypes: list[DType]) -> KernelSource:
         op, args, attrs = expr[j]
         ctype = CTYPE[types[j].dtype]
         fields = {k: c_literal(v) for k, v in attrs if v is not None}
-        body = CUDA_EXPR[op].format(*args, T=ctype, **fields)
+        body = element_expr(op).format(*args, T=ctype, **fields)
         lines.append(f"{ctype} {step_ref(j)} = ({ctype})({body});")
     lines.append(f"y = {output_ref(expr)};")
     in_params = ", ".join(f"{in_dtypes[i].numpy.name} {input_ref(i)}" for i in inputs)

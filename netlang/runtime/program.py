@@ -14,7 +14,7 @@ from typing import Any
 from netlang.errors import ExecutionError, FeedError
 from netlang.ir.graph import Graph, Node
 from netlang.ops.registry import get_op
-from netlang.passes.memory import last_uses
+from netlang.runtime.memory import last_uses
 
 SOURCES = ("input", "param", "state", "const")
 _NO_KERNEL_HINT = {"mode": "bind the train/eval mode first (passes.mode.bind_mode)",

@@ -1,7 +1,7 @@
 """Training: data sources, optimizers, the train-step graph, the loop, checkpoints, metrics.
 
     model = netlang.compile("specs/mnist.net")
-    config = train_config(model.graph.meta["train"])
+    config = train_config(model.graph.spec.train)
     dataset = load_dataset(config.data.name, config.data.args)
     trainer = Trainer(model, config, dataset)
     fit(trainer, RunFolder("runs/mnist"))

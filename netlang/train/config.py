@@ -1,6 +1,6 @@
 """A spec's ``train NAME { ... }`` section as a ``TrainConfig``, with command-line overrides.
 
-The front end stores the section in ``graph.meta["train"]`` (key -> value).  A value that
+The front end stores the section in ``graph.spec.train`` (key -> value).  A value that
 names something with arguments (``data mnist(validation=5000)``, ``optimizer adam(lr=1e-4)``,
 ``schedule cosine()``) is read as a call: a name plus keyword arguments (a first positional
 argument is ``path`` for ``npz`` and ``lr`` for an optimizer).

@@ -10,10 +10,13 @@ does forward, backward and update.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
+from netlang.compiler import GRAD_PREFIX
 from netlang.errors import UsageError
 from netlang.ir.graph import Graph
 from netlang.ir.types import DType, TensorType
-from netlang.model import GRAD_PREFIX, Model
+from netlang.model import Model
 from netlang.ops.builder import Builder
 from netlang.train.optimizers import Optimizer
 
@@ -30,7 +33,6 @@ def build_train_graph(model: Model, optimizer: Optimizer, weight_decay: float = 
     if not model.graph.params:
         raise UsageError(f"network '{model.graph.name}' has no parameters to train")
     train = model.training_graph().copy()
-    train.meta.pop("id_map", None)
     b = Builder(train)
     with b.tagged("optimizer"), b.in_scope(optimizer.name):
         lr = b.input(LR_INPUT, TensorType(DType.f32, ()))
@@ -42,5 +44,5 @@ def build_train_graph(model: Model, optimizer: Optimizer, weight_decay: float = 
                     decay = b.const(weight_decay, b.type_of(param).dtype)
                     grad = b.add(grad, b.mul(decay, param))
                 train.updates[name] = optimizer.step(b, name, param, grad, step_size)
-    train.meta["optimizer"] = optimizer.describe()
+    train.spec = replace(train.spec, optimizer=optimizer.describe())
     return train

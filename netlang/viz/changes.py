@@ -1,4 +1,4 @@
-"""What optimization did to a graph, read off ``meta["id_map"]`` (old id -> new id or None).
+"""What optimization did to a graph, read off the passes' id map (old id -> new id or None).
 
 Old nodes that map to nothing were removed (dead code, or the inside of a folded
 expression).  Several old nodes mapping to one new node were merged: by CSE when they had the
@@ -40,9 +40,10 @@ def _ops(nodes: list[Node]) -> str:
     return nodes[0].op if len(nodes) == 1 else f"{len(nodes)} ops"
 
 
-def compare(before: Graph, after: Graph, reports=()) -> Changes:
-    """The merges, folds and removals that turned ``before`` into ``after``."""
-    id_map = after.meta.get("id_map")
+def compare(before: Graph, after: Graph, id_map: dict[int, int | None] | None = None,
+            reports=()) -> Changes:
+    """The merges, folds and removals that turned ``before`` into ``after`` (``id_map``:
+    where each of ``before``'s ids went; default: ids that still exist stayed)."""
     if id_map is None:
         id_map = {nid: nid for nid in before.nodes if nid in after.nodes}
     changes = Changes(reports=list(reports))

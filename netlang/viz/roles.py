@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from netlang.compiler import GRAD_PREFIX
 from netlang.ir.graph import Graph
 from netlang.viz.diagram import Box, Diagram, Edge
 from netlang.viz.labels import shape_text
-
-GRAD_PREFIX = "grad/"   # training graphs name d(loss)/d(conv1/W) "grad/conv1/W" (model.py)
-
 
 def output_kind(graph: Graph, name: str) -> str:
     if name == graph.loss:

@@ -7,7 +7,7 @@ Gradient nodes keep their forward node's scope and span, so each call's gradient
 one box of their own (``∇ conv1``).  Parameters and state fold into the first box of their
 scope that reads them; constants and the train/eval flag are not drawn.
 
-Names come from the frontend's layer records (``meta["layers"]``: ``conv1``, ``relu3``) when
+Names come from the frontend's layer records (``graph.spec.layers``: ``conv1``, ``relu3``) when
 the graph has them; graphs built by hand are named by scope, value name or op.
 """
 from __future__ import annotations
@@ -154,7 +154,7 @@ class UnitNamer:
         self.names = names
         self.records: dict[tuple, str] = {}
         self.kinds: dict[str, str] = {}
-        for record in graph.meta.get("layers", ()):
+        for record in graph.spec.layers:
             span, name = getattr(record, "span", None), getattr(record, "name", None)
             if span is not None and name:
                 self.records.setdefault((span, name), name)

@@ -581,7 +581,7 @@ network n {
 
 def test_unused_input_is_a_warning_not_an_error():
     graph = load_spec(UNUSED_INPUT, "warn.net")
-    warnings = graph.meta["warnings"]
+    warnings = graph.spec.warnings
     assert [type(w) for w in warnings] == [Warning_]
     assert str(warnings[0]) == """\
 warn.net:3:9: warning: input 'label' is never used
@@ -592,4 +592,4 @@ hint: remove it, or use it in an output, the loss or a metric"""
 
 def test_an_input_that_is_only_an_output_is_used():
     graph = load_spec("network n {\n  input x: f32[N]\n  output x\n}\n", "ok.net")
-    assert graph.meta["warnings"] == []
+    assert graph.spec.warnings == []

@@ -31,7 +31,7 @@ def ops_of(graph) -> list[str]:
 
 
 def layer(graph, name: str):
-    (record,) = [r for r in graph.meta["layers"] if r.name == name]
+    (record,) = [r for r in graph.spec.layers if r.name == name]
     return record
 
 
@@ -39,7 +39,7 @@ def layer(graph, name: str):
 
 def test_mnist_shapes_follow_the_seed():
     graph = spec("mnist.net")
-    shapes = [str(graph.type_of(r.output)) for r in graph.meta["layers"]
+    shapes = [str(graph.type_of(r.output)) for r in graph.spec.layers
               if r.kind in ("conv2d", "maxpool", "flatten", "dense")]
     assert shapes == ["f32[N,24,24,32]", "f32[N,12,12,32]", "f32[N,8,8,64]", "f32[N,4,4,64]",
                       "f32[N,1024]", "f32[N,1024]", "f32[N,10]"]
@@ -67,7 +67,7 @@ def test_mnist_roles():
 
 
 def test_mnist_train_section():
-    train = spec("mnist.net").meta["train"]
+    train = spec("mnist.net").spec.train
     assert {k: v for k, v in train.items() if k != "spans"} == {
         "data": {"name": "mnist", "args": {"validation": 5000}, "span": train["data"]["span"]},
         "optimizer": {"name": "adam", "args": {"lr": 1e-4},
@@ -116,7 +116,7 @@ def test_all_nodes_of_one_layer_carry_its_span():
 def test_layers_are_named_per_kind_unless_named():
     graph = net("h = x |> conv2d(4, kernel=3) |> conv2d(4, kernel=3, name=stem)"
                 " |> conv2d(4, kernel=3) |> flatten |> dense(10)")
-    names = [r.name for r in graph.meta["layers"]]
+    names = [r.name for r in graph.spec.layers]
     assert names == ["x", "conv1", "stem", "conv2", "flatten1", "dense1"]
     assert {"stem/W", "stem/b", "conv2/W"} <= set(graph.params)
 

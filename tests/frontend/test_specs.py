@@ -29,7 +29,7 @@ def test_spec_compiles_clean(path):
 def test_trainable_specs_have_a_loss_and_a_train_section(path):
     graph = load_spec(path.read_text(), str(path))
     assert graph.loss is not None
-    assert {"data", "optimizer", "batch", "epochs"} <= set(graph.meta["train"])
+    assert {"data", "optimizer", "batch", "epochs"} <= set(graph.spec.train)
 
 
 def test_compile_accepts_spec_text():

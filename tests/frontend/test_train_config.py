@@ -12,7 +12,7 @@ NETWORK = "network n {\n  input x: f32[N, 2]\n  output y = relu(x)\n}\n"
 
 def train(*lines: str) -> dict:
     text = NETWORK + "train n {\n" + "".join(f"  {line}\n" for line in lines) + "}\n"
-    config = load_spec(text, "t.net").meta["train"]
+    config = load_spec(text, "t.net").spec.train
     return {k: v for k, v in config.items() if k != "spans"}, config["spans"]
 
 
@@ -79,7 +79,7 @@ def test_the_trainer_reads_the_config():
 
     text = NETWORK + ("train n {\n  data spiral(points=50)\n  optimizer adam(1e-2)\n"
                       "  batch 16\n  epochs 3\n  schedule cosine(min=0.1)\n}\n")
-    config = train_config(load_spec(text, "t.net").meta["train"], "n")
+    config = train_config(load_spec(text, "t.net").spec.train, "n")
     assert (config.data.name, config.data.args) == ("spiral", {"points": 50})
     assert (config.optimizer.name, config.optimizer.args) == ("adam", {"lr": 0.01})
     assert (config.batch, config.epochs, config.schedule.name) == (16, 3, "cosine")

@@ -29,7 +29,7 @@ def calc_graph():
 @pytest.mark.parametrize("x, g, g2", [(0.0, 1.0, 2.0), (np.pi, 5.2831855, 2.0)])
 def test_seed_002_gradient_and_second_derivative(x, g, g2):
     graph, report = calc_graph()
-    assert report == "expanded 2 grad() node(s)"
+    assert str(report) == "expanded 2 grad() node(s)"
     feeds = {graph.inputs["x"]: np.float32(x)}
     got_g, got_g2 = run(graph, [graph.outputs["g"], graph.outputs["g2"]], feeds)
     assert got_g.dtype == np.float32

@@ -16,7 +16,8 @@ from netlang.errors import ShapeError
 from netlang.ir.types import DType
 from netlang.passes.autodiff import gradients
 from netlang.passes.mode import bind_mode
-from netlang.passes.pipeline import OPTIMIZE, PREPARE, pass_names, run_passes
+from netlang.compiler import run_passes
+from netlang.passes.pipeline import OPTIMIZE, PREPARE, pass_names
 from tests.passes.util import builder, mode_node, run, t, text
 
 F64 = DType.f64

@@ -190,3 +190,23 @@ def test_configure_cpu_threads_says_what_it_set(monkeypatch):
     if onednn.available():      # loading oneDNN brings libgomp, whose pool is then sized
         assert "libgomp: 2 threads, OMP_WAIT_POLICY=" in setting.openmp
     assert setting.describe().startswith(setting.blas)
+
+
+@needs_onednn
+def test_a_primitive_oneDNN_refuses_to_build_falls_back(monkeypatch):
+    from netlang.runtime import onednn_kernels as kernels
+
+    def refused(*_):
+        raise onednn.OneDNNError("dnnl_convolution_forward_primitive_desc_create", 2)
+    monkeypatch.setitem(kernels.FACTORIES, "conv2d", refused)
+    x, w = np.zeros((1, 4, 4, 4), np.float32), np.zeros((3, 3, 4, 4), np.float32)
+    assert factory_for("conv2d", [x, w], {}) is None
+
+
+@needs_onednn
+def test_attributes_as_the_reference_takes_them():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 9, 9, 4), np.float32)
+    w = rng.standard_normal((2, 3, 4, 5), np.float32)
+    check_parity("conv2d", [x, w], {"stride": [2, 1], "padding": "same", "dilation": 2}, 24)
+    check_parity("maxpool", [x], {"window": 3, "stride": None, "padding": "valid"})

@@ -29,7 +29,7 @@ train n {
 
 def test_the_front_ends_train_section_becomes_a_config():
     graph = netlang.compile(SPEC).graph
-    config = train_config(graph.meta["train"], graph.name)
+    config = train_config(graph.spec.train, graph.name)
     assert config.data == Call("spiral", {"points": 10, "validation": 4}, config.data.span)
     assert (config.batch, config.epochs, config.seed, config.weight_decay) == (8, 3, 5, 1e-4)
     assert config.make_optimizer().describe() == "momentum(lr=0.1, momentum=0.9, nesterov=True)"

@@ -1,10 +1,10 @@
-"""Reading what optimization did from ``meta["id_map"]``, and marking it in the views."""
+"""Reading what optimization did from the passes' id map, and marking it in the views."""
 from __future__ import annotations
 
 from netlang.ir.graph import Graph
 from netlang.model import Model
 from netlang.ops.builder import Builder
-from netlang.passes.rewrite import rebuild
+from netlang.passes.rewrite import compose, rebuild
 from netlang.viz import compare, diagram_of, view_diagram
 from tests.viz.nets import N, f32, mlp_graph
 
@@ -33,15 +33,16 @@ def hand_optimize(graph: Graph) -> Graph:
             return b.const(6.0)
         return None
 
-    g = rebuild(graph, merge_and_fold)
+    g, first = rebuild(graph, merge_and_fold)
     keep = g.ancestors(g.roots())
-    return rebuild(g, keep=keep)
+    after, second = rebuild(g, keep=keep)
+    return after, compose(first, second)
 
 
 def test_compare_tells_merged_folded_and_removed_apart():
     before = duplicated_graph()
-    after = hand_optimize(before)
-    changes = compare(before, after)
+    after, id_map = hand_optimize(before)
+    changes = compare(before, after, id_map)
     relu = next(n.id for n in after if n.op == "relu")
     six = next(n.id for n in after if n.op == "const")
     assert [n.op for n in changes.merged[relu]] == ["relu"]
@@ -53,8 +54,8 @@ def test_compare_tells_merged_folded_and_removed_apart():
 
 def test_optimized_op_view_marks_merges_and_lists_removals():
     before = duplicated_graph()
-    after = hand_optimize(before)
-    d = diagram_of(after, "op", changes=compare(before, after))
+    after, id_map = hand_optimize(before)
+    d = diagram_of(after, "op", changes=compare(before, after, id_map))
     relu = next(n.id for n in after if n.op == "relu")
     assert d.boxes[f"op{relu}"].marks == ["+1 merged (CSE)"]
     six = [b for b in d.boxes.values() if b.marks == ["folded mul"]]

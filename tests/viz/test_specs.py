@@ -32,7 +32,7 @@ def test_every_spec_renders_with_each_layer_named_and_shapes_on_edges(spec, tmp_
     model = compiled(spec)
     pic = svg(model, tmp_path)
     titles = {d.texts[0] for d in pic.nodes.values() if d.texts}
-    for record in model.graph.meta["layers"]:
+    for record in model.graph.spec.layers:
         if record.kind not in ("input", "param", "grad"):   # grad() becomes ∇ boxes
             assert record.name.rpartition("/")[2] in titles, record.name
     shapes: dict[str, set[str]] = {}

@@ -3,7 +3,7 @@
 Liveness runs over the graph in its (topological) run order: a value dies right after the
 step that uses it last, unless a run must return it (fetches, outputs, state updates).  The
 executor frees on exactly that schedule: ``runtime.program.plan`` takes its lists from
-``last_uses``.  The report compares the peak bytes held by activations, the values
+``last_uses``.  ``netlang explain`` compares the peak bytes held by activations, the values
 kernels compute, with the plan and without it (every value kept to the end of the run).
 Parameters, state, constants and fed inputs are not activations: they exist either way.
 Symbolic dims (``N``) are bound to the batch size.  Each value is counted as its own buffer,
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netlang.ir.graph import SOURCE_OPS, Graph, Node
+from netlang.ir.graph import Graph, Node
 from netlang.ir.types import TensorType, resolve_dim
-from netlang.passes.dce import live_nodes, root_ids
-from netlang.passes.report import Report, describe
 
 
 def last_uses(steps: list[Node], keep: set[int]) -> list[list[int]]:
@@ -62,10 +60,12 @@ class MemoryPlan:
 
 
 def plan_memory_usage(graph: Graph, batch: int = 1) -> MemoryPlan:
-    live = live_nodes(graph)
+    """The peak bytes of a full run of ``graph`` (its outputs and updates) at ``batch``."""
+    roots = graph.roots()
+    live = graph.ancestors(roots)
     steps = [node for node in graph if node.id in live]
-    free = last_uses(steps, set(root_ids(graph)))
-    size = {n.id: tensor_bytes(n.type, batch) for n in steps if n.op not in SOURCE_OPS}
+    free = last_uses(steps, set(roots))
+    size = {n.id: tensor_bytes(n.type, batch) for n in steps if not n.is_source()}
     held = peak = 0
     peak_step = None
     for node, dead in zip(steps, free):
@@ -74,21 +74,6 @@ def plan_memory_usage(graph: Graph, batch: int = 1) -> MemoryPlan:
             peak, peak_step = held, node
         held -= sum(size.get(d, 0) for d in dead)
     return MemoryPlan(batch, peak, sum(size.values()), peak_step, len(size))
-
-
-def plan_memory(graph: Graph, batch: int = 1) -> tuple[Graph, Report]:
-    """The memory plan as a pass: the graph unchanged, the report with both peaks."""
-    mp = plan_memory_usage(graph, batch)
-    saved = mp.unplanned_bytes - mp.peak_bytes
-    summary = (f"peak activation memory at batch {batch}: {human_bytes(mp.peak_bytes)} with "
-               f"the plan (each value freed after its last use), "
-               f"{human_bytes(mp.unplanned_bytes)} without (every value kept to the end); "
-               f"saves {human_bytes(saved)}")
-    items = []
-    if mp.peak_step is not None:
-        items.append(f"{mp.values} activations; the peak is reached at "
-                     f"{describe(graph, mp.peak_step)}")
-    return graph, Report(summary, items, changed=0, plan=mp)
 
 
 def human_bytes(count: int) -> str:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from netlang.ir.types import DType, dim_mul, sym
-from netlang.passes.memory import human_bytes, last_uses, plan_memory, plan_memory_usage
+from netlang.compiler import memory_report
 from netlang.runtime import program
+from netlang.runtime.memory import human_bytes, last_uses, plan_memory_usage
 from tests.passes.util import builder, t
 
 N = sym("N")
@@ -54,7 +55,7 @@ def test_outputs_and_updates_are_never_freed():
 
 
 def test_report_states_both_numbers():
-    _, report = plan_memory(chain(), batch=64)
+    report = memory_report(chain(), batch=64)
     assert report.summary == (
         "peak activation memory at batch 64: 5,120 B (5.00 KiB) with the plan (each value "
         "freed after its last use), 7,680 B (7.50 KiB) without (every value kept to the end); "
