@@ -32,6 +32,7 @@ from netlang.frontend.arguments import (
     positive_int,
     tensor,
 )
+from netlang.frontend.diagnostics import BROKEN, Cascade
 from netlang.frontend.initializers import INITIALIZERS, init_from_call
 from netlang.frontend.layers import LAYERS, NAME, SHARE, Layer, is_weighted_call
 from netlang.frontend.names import Env
@@ -78,6 +79,8 @@ class CallLowering:
             return Given(self.eval(arg.value), arg.span, arg.name)
         word = Word(arg.value.id)
         value = self.env.lookup(word.name)   # a later definition is reported where used
+        if value is BROKEN:
+            raise Cascade
         return Given(word if value is None else value, arg.span, arg.name, word)
 
     def apply(self, func: str, args: list[Given], span: Span, func_span: Span):
@@ -304,9 +307,7 @@ class CallLowering:
             with self.b.in_scope(path):
                 return self._block_body(block)
         except SpecError as err:
-            inside = err.span is not None and block.span.line <= err.span.line <= block.end_line
-            if err.hint is None and inside:
-                err.hint = f"in {path}, the use of block '{block.name}' on line {span.line}"
+            _note_block_use(err, block, path, span)
             raise
         finally:
             self.env, self.sharing = saved
@@ -351,6 +352,18 @@ class CallLowering:
         with self.recording(None, "grad", span) as record:
             record.output = self.apply_primitive("grad", (a["y"].id, a["x"].id), {})
         return Tensor(record.output)
+
+
+def _note_block_use(err: SpecError, block: ast.Block, path: str, span: Span) -> None:
+    """An error inside a block (or inside a block it uses) also names this use of it."""
+    inside = err.span is not None and (
+        block.span.line <= err.span.line <= block.end_line
+        and err.span.source.path == block.span.source.path)
+    if not (inside or getattr(err, "block_uses", None)):
+        return
+    err.block_uses = [*getattr(err, "block_uses", []), path]
+    note = f"in block '{block.name}', used at {span} as {path}"
+    err.hint = f"{err.hint}; {note}" if err.hint else note
 
 
 def _collect_blocks(spec: ast.Spec) -> dict[str, ast.Block]:

@@ -27,6 +27,7 @@ from netlang.frontend import ast
 from netlang.frontend.arguments import Init, Tensor, Word, WrongType, describe
 from netlang.frontend.calls import CallLowering
 from netlang.frontend.constants import fold_constants, is_number
+from netlang.frontend.diagnostics import BROKEN, Cascade, ErrorList, TooManyErrors
 from netlang.frontend.initializers import init_spec
 from netlang.frontend.names import Env
 from netlang.frontend.scopes import LayerRecord, join
@@ -45,9 +46,10 @@ def lower_spec(spec: ast.Spec) -> Graph:
     network = _the_network(spec)
     lowering = Lowering(spec, network.name)
     graph = lowering.network(network)
-    train = _the_train_section(spec, network.name)
+    train = lowering.checked(_the_train_section, spec, network.name)
     if train is not None:
-        graph.spec = replace(graph.spec, train=validate_train(train))
+        graph.spec = replace(graph.spec, train=lowering.checked(validate_train, train))
+    lowering.errors.raise_if_any()
     return graph
 
 
@@ -86,19 +88,55 @@ class Lowering(CallLowering):
         self.warnings: list[Warning_] = []
         self.roles: dict[str, int] = {}          # output name -> line it was declared
         self.pending: list[ast.RoleDecl] = []    # bare 'output x', resolved at the end
+        self.errors = ErrorList()
         super().__init__(spec)
 
     # -- the network ----------------------------------------------------------------------
     def network(self, net: ast.Network) -> Graph:
         self.env = Env(net.body)
-        for stmt in net.body:
-            self.statement(stmt)
-        for decl in self.pending:
-            self._resolve_role(decl)
+        try:
+            for stmt in net.body:
+                self._independently(self.statement, stmt)
+            for decl in self.pending:
+                self._independently(self._resolve_role, decl)
+        except TooManyErrors:
+            pass
         self._warn_unused_inputs()
+        self._warn_unreached_values()
         self.graph.spec = SpecInfo(layers=self.layers, warnings=self.warnings,
                                    source=self.spec.source)
         return self.graph
+
+    def _independently(self, lower, stmt) -> None:
+        """Lower one statement; a spec error is collected and its names marked broken, so
+        the statements after it are still checked (and their own errors reported)."""
+        try:
+            lower(stmt)
+        except Cascade:
+            self._mark_broken(stmt)
+        except SpecError as err:
+            self._mark_broken(stmt)
+            self.errors.add(err)
+
+    def _mark_broken(self, stmt) -> None:
+        name = getattr(stmt, "name", None)
+        if isinstance(stmt, ast.RoleDecl) and name is None:
+            name = "loss"
+        if name is not None and name not in self.env:
+            self.env.define(name, BROKEN, getattr(stmt, "name_span", stmt.span))
+
+    def checked(self, check, *args):
+        """``check(*args)``, or None with its spec error collected."""
+        if self.errors.truncated:
+            return None
+        try:
+            return check(*args)
+        except SpecError as err:
+            try:
+                self.errors.add(err)
+            except TooManyErrors:
+                pass
+            return None
 
     def statement(self, stmt) -> None:
         handler = {ast.InputDecl: self._input, ast.ParamDecl: self._param_decl,
@@ -161,6 +199,8 @@ class Lowering(CallLowering):
 
     def _resolve_role(self, decl: ast.RoleDecl) -> None:
         value = self.env.lookup(decl.name)
+        if value is BROKEN:
+            raise Cascade
         if not isinstance(value, Tensor):
             raise NameErr(f"{decl.role} '{decl.name}' is never defined", decl.name_span,
                           hint=did_you_mean(decl.name, self.env.names)
@@ -201,6 +241,22 @@ class Lowering(CallLowering):
                     f"input '{name}' is never used", span,
                     hint="remove it, or use it in an output, the loss or a metric"))
 
+    def _warn_unreached_values(self) -> None:
+        """A value the network computes that no output, loss, metric or update needs."""
+        needed, todo = set(), list(self.graph.roots())
+        while todo:
+            nid = todo.pop()
+            if nid not in needed:
+                needed.add(nid)
+                todo.extend(self.graph.nodes[nid].inputs)
+        for name, binding in self.env.names.items():
+            value = binding.value
+            if binding.what == "name" and isinstance(value, Tensor) and value.id not in needed:
+                self.warnings.append(Warning_(
+                    f"'{name}' is computed but reaches no output, loss or metric",
+                    binding.span, hint="remove it, or use it in an output, the loss or a "
+                                       "metric"))
+
     # -- types ----------------------------------------------------------------------------
     def tensor_type(self, texpr: ast.TypeExpr) -> TensorType:
         name = DTYPE_ALIASES.get(texpr.dtype, texpr.dtype)
@@ -227,6 +283,8 @@ class Lowering(CallLowering):
         kind = type(expr)
         if kind is ast.Name:
             value = self.env.lookup(expr.id)
+            if value is BROKEN:
+                raise Cascade
             if value is None and expr.id in self.env.later:
                 raise self.unknown_name(expr.id, expr.span)
             return Word(expr.id) if value is None else value

@@ -375,7 +375,7 @@ network n {
 bad.net:2:40: name error: unknown name 'label'
       return (x |> flatten |> dense(10)) + label
                                            ^^^^^
-hint: a block sees only its parameters and its own names: pass 'label' to block 'head' as an argument"""),
+hint: a block sees only its parameters and its own names: pass 'label' to block 'head' as an argument; in block 'head', used at bad.net:7:7 as head1"""),
     Case("block_without_return", """\
 block head(x) {
   y = relu(x)
@@ -389,7 +389,7 @@ network n {
 bad.net:1:1: error: block 'head' must end with 'return EXPR'
     block head(x) {
     ^
-hint: in head1, the use of block 'head' on line 7"""),
+hint: in block 'head', used at bad.net:7:7 as head1"""),
     Case("block_uses_itself", """\
 block loop(x) {
   return loop(x)
@@ -403,7 +403,7 @@ network n {
 bad.net:2:10: name error: block 'loop' uses itself
       return loop(x)
              ^^^^^^^
-hint: blocks are inlined, so they cannot be recursive"""),
+hint: blocks are inlined, so they cannot be recursive; in block 'loop', used at bad.net:7:7 as loop1"""),
     Case("train_unknown_setting", """\
 network n {
   input image: f32[N, 28, 28, 1]
