@@ -74,8 +74,11 @@ class Model:
             out[name] = self.graph.nodes[self.graph.resolve(name)].type
         return out
 
-    def session(self, device: str = "cpu", seed: int = 0) -> Session:
-        return Session(self, device, seed)
+    def session(self, device: str = "cpu", seed: int = 0, kernels: str = "default") -> Session:
+        """A session on ``device``; ``kernels`` picks the CPU's kernel set (``default``:
+        oneDNN and netlang's fast paths, ``builtin``: no library, ``numpy``: the reference
+        kernels alone)."""
+        return Session(self, device, seed, kernels)
 
     # -- the graphs a user can look at ---------------------------------------------------
     def training_graph(self) -> Graph:
@@ -166,9 +169,10 @@ def _config_batch(config) -> int:
 class Session:
     """A model bound to a backend, holding the state its runs read and update."""
 
-    def __init__(self, model: Model, device: str = "cpu", seed: int = 0):
+    def __init__(self, model: Model, device: str = "cpu", seed: int = 0,
+                 kernels: str = "default"):
         self.model = model
-        self.backend = get_backend(device)
+        self.backend = get_backend(device, kernels)
         self.seed = seed
         self.state = State.initialize(model.graph, self.backend, seed)
         self.rng = np.random.default_rng(seed)

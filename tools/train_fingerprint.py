@@ -5,7 +5,7 @@ run ``--steps`` steps on seeded random feeds at batch 8, and print the sha256 of
 array afterwards (parameters, optimizer slots, batchnorm statistics).  Run it before and after
 a refactor; equal lines mean bitwise-identical training.
 
-    python3 tools/train_fingerprint.py [--steps 5] [--kernels numpy|default]
+    python3 tools/train_fingerprint.py [--steps 5] [--kernels default|builtin|numpy]
 """
 from __future__ import annotations
 
@@ -25,14 +25,14 @@ from netlang.train.config import train_config  # noqa: E402
 from netlang.train.step import LR_INPUT, build_train_graph  # noqa: E402
 
 
-def fingerprint(spec: Path, steps: int, batch: int = 8) -> str | None:
+def fingerprint(spec: Path, steps: int, batch: int = 8, kernels: str = "default") -> str | None:
     model = netlang.compile(spec)
     if model.graph.loss is None or model.train_config is None:
         return None
     config = train_config(model.train_config, model.graph.name)
     train = netlang.Model(build_train_graph(model, config.make_optimizer(None),
                                             config.weight_decay))
-    session = train.session("cpu", config.seed)
+    session = train.session("cpu", config.seed, kernels)
     rng = np.random.default_rng(7)
     for _ in range(steps):
         feeds = {k: v.astype(np.float32) if v.dtype.kind == "f" else v
@@ -49,9 +49,11 @@ def fingerprint(spec: Path, steps: int, batch: int = 8) -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--kernels", default="default", choices=("default", "builtin", "numpy"))
     args = parser.parse_args()
     for spec in sorted((ROOT / "specs").glob("*.net")):
-        print(f"{spec.name:<18} {fingerprint(spec, args.steps) or 'no loss/train section'}")
+        print(f"{spec.name:<18} "
+              f"{fingerprint(spec, args.steps, kernels=args.kernels) or 'no loss/train section'}")
 
 
 if __name__ == "__main__":

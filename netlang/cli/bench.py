@@ -234,7 +234,7 @@ def compile_times(spec: Path, runs: int) -> dict[str, float]:
 
 def step_allocations(spec: Path, batch: int, fused: bool) -> dict[str, int]:
     """One CPU training step: kernel calls, arrays kernels allocate, tracemalloc peak."""
-    from netlang.ops.fused import plan_for
+    from netlang.runtime.fused_plan import plan_for
 
     step, _, session, _ = netlang_step(spec, batch, "cpu", fused=fused)
     step()

@@ -5,33 +5,27 @@ TensorFlow).  ``padding`` is ``"SAME"`` or ``"VALID"`` with TensorFlow's rule: S
 ``out = ceil(in / stride)`` and pads ``max((out-1)*stride + (k-1)*dilation + 1 - in, 0)`` in
 total, the odd extra row/column at the bottom/right.
 
-How the kernels stay fast (CPU NumPy; CuPy shares the code).  On the CPU, stride-1 windows of
-up to 9 taps over 8-16 channels instead run as one in-place GEMM per tap over shifted rows of
-the image (ops/shifted_gemm.py: no patch matrix at all); otherwise:
+The reference kernels over ``xp`` (NumPy and CuPy share them; the CPU backend runs oneDNN or
+its own fast paths instead, see runtime/cpu_kernels.py):
 
 - forward: a strided window view of the (padded) input is copied once into the patch
   matrix ``[N*OH*OW, kh*kw*cin]`` (im2col) and multiplied by the filter in ONE GEMM whose
   result already is the NHWC output;
-- filter gradient: ``patches^T @ g``, one GEMM.  The patch matrix the forward built is kept
-  (``PATCHES``) and reused when the filter gradient of the same input array follows;
+- filter gradient: ``patches^T @ g``, one GEMM;
 - input gradient: per kernel offset, ``g @ W[i, j]^T`` (one batched GEMM), then a
   scatter-add of kh*kw shifted slabs into the padded input (col2im).  No loops over the
-  batch or pixels; the only Python loop is over the kh*kw kernel offsets.  The slabs go into
-  a reused buffer (``SCRATCH``), not a fresh array each step.
+  batch or pixels; the only Python loop is over the kh*kw kernel offsets.
 
 The gradient ops are linear in each argument, so their VJPs are again these three ops and
 gradients of gradients work.
 """
 from __future__ import annotations
 
-import functools
 import math
-import weakref
 from typing import NamedTuple
 
 from netlang.errors import ArgumentError, ShapeError
-from netlang.ir.types import TensorType, dim_prod
-from netlang.ops import shifted_gemm
+from netlang.ir.types import MAX_INT32, TensorType, dim_prod
 from netlang.ops.registry import defop
 
 CONV_ATTRS = {"stride": (1, 1), "padding": "VALID", "dilation": (1, 1)}
@@ -49,6 +43,8 @@ def pair(op: str, name: str, value) -> tuple[int, int]:
         raise ArgumentError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (a, b)):
         raise ArgumentError(f"{op}: {name} must be positive integers, got {value!r}")
+    if max(a, b) > MAX_INT32:
+        raise ArgumentError(f"{op}: {name} must be at most {MAX_INT32}, got {value!r}")
     return a, b
 
 
@@ -109,6 +105,11 @@ def window_geometry(op: str, hw: tuple, khw: tuple, stride, dilation, padding,
             f"{op}: the {khw[0]}x{khw[1]} {what}{dil} is larger than the "
             f"{hw[0]}x{hw[1]} input with padding=VALID",
             hint="use padding=SAME, a smaller kernel, or a larger input")
+    if axes[0].padded * axes[1].padded > MAX_INT32:
+        raise ShapeError(
+            f"{op}: padding={mode} pads the {hw[0]}x{hw[1]} input to "
+            f"{axes[0].padded}x{axes[1].padded}, more than the {MAX_INT32} cells a kernel "
+            f"can index", hint=f"use a {what} no larger than the input, or padding=VALID")
     return axes[0], axes[1]
 
 
@@ -203,75 +204,6 @@ def crop_padding(xp, xpad, gh: Axis, gw: Axis):
                                      gw.before:gw.before + gw.size, :])
 
 
-class PatchCache:
-    """The last patch matrices built, keyed by the identity of the input array.
-
-    The forward conv builds ``patches(x)``; the filter gradient of the same x (same array
-    object, same geometry) takes it back instead of building it again.  An entry dies with
-    its array (weak reference) and is handed out once; kernels never mutate their inputs,
-    so an array that is still alive still holds the values its patches were built from.
-    """
-
-    def __init__(self, max_entries: int = 8, max_bytes: int = 256 << 20):
-        self.entries: dict[int, tuple] = {}
-        self.max_entries, self.max_bytes = max_entries, max_bytes
-        self.hits = 0
-
-    def put(self, x, key: tuple, patches) -> None:
-        if patches.nbytes > self.max_bytes:
-            return
-        try:
-            ref = weakref.ref(x, functools.partial(self._forget, id(x)))
-        except TypeError:       # an array type without weak references: just do not cache
-            return
-        self.entries.pop(id(x), None)
-        self.entries[id(x)] = (ref, key, patches)
-        while len(self.entries) > self.max_entries or sum(
-                e[2].nbytes for e in self.entries.values()) > self.max_bytes:
-            self.entries.pop(next(iter(self.entries)))
-
-    def _forget(self, x_id: int, _ref) -> None:
-        self.entries.pop(x_id, None)
-
-    def take(self, x, key: tuple):
-        entry = self.entries.get(id(x))
-        if entry is None or entry[0]() is not x or entry[1] != key:
-            return None
-        del self.entries[id(x)]
-        self.hits += 1
-        return entry[2]
-
-
-PATCHES = PatchCache()
-
-
-class Scratch:
-    """Reusable buffers for large temporaries that never leave a kernel (col2im's taps).
-
-    A fresh multi-megabyte array each step costs the first-touch page faults of memory the
-    allocator has just handed back to the OS: in a training step that tripled the time of
-    conv2d's input gradient.  A buffer is keyed by array module, shape and dtype; the few
-    most recent are kept.
-    """
-
-    def __init__(self, max_entries: int = 4):
-        self.buffers: dict[tuple, object] = {}
-        self.max_entries = max_entries
-
-    def empty(self, xp, shape: tuple, dtype):
-        key = (xp.__name__, tuple(shape), str(dtype))
-        buf = self.buffers.pop(key, None)
-        if buf is None:
-            buf = xp.empty(shape, dtype=dtype)
-        self.buffers[key] = buf
-        while len(self.buffers) > self.max_entries:
-            self.buffers.pop(next(iter(self.buffers)))
-        return buf
-
-
-SCRATCH = Scratch()
-
-
 def patch_matrix(xp, x, gh: Axis, gw: Axis):
     """im2col: ``[N*OH*OW, kh*kw*C]``, one row per output pixel (a single strided copy).
 
@@ -289,25 +221,27 @@ def patch_matrix(xp, x, gh: Axis, gw: Axis):
     return view.reshape(-1, k)
 
 
-def conv2d_kernel(xp, x, w, stride=(1, 1), padding="VALID", dilation=(1, 1)):
-    gh, gw = window_geometry("conv2d", x.shape[1:3], w.shape[:2], stride, dilation, padding)
-    if shifted_gemm.usable(xp, x.dtype, gh, gw, x.shape[3]):
-        return shifted_gemm.conv2d(x, w, gh, gw)
-    patches = patch_matrix(xp, x, gh, gw)
-    PATCHES.put(x, (gh, gw), patches)
+def conv_with_patches(x, w, patches, gh: Axis, gw: Axis):
+    """conv2d as ONE GEMM of the patch matrix and the filter: already the NHWC output."""
     out = patches @ w.reshape(-1, w.shape[3])
     return out.reshape(x.shape[0], gh.out, gw.out, w.shape[3])
 
 
+def conv2d_kernel(xp, x, w, stride=(1, 1), padding="VALID", dilation=(1, 1)):
+    gh, gw = window_geometry("conv2d", x.shape[1:3], w.shape[:2], stride, dilation, padding)
+    return conv_with_patches(x, w, patch_matrix(xp, x, gh, gw), gh, gw)
+
+
 def backprop_filter_kernel(xp, x, g, like_w, stride=(1, 1), padding="VALID",
                            dilation=(1, 1)):
-    kh, kw, cin, cout = like_w.shape
-    gh, gw = window_geometry("conv2d", x.shape[1:3], (kh, kw), stride, dilation, padding)
-    patches = PATCHES.take(x, (gh, gw))
-    if patches is None and shifted_gemm.usable(xp, x.dtype, gh, gw, cin):
-        return shifted_gemm.backprop_filter(x, g, kh, kw, gh, gw)
-    if patches is None:
-        patches = patch_matrix(xp, x, gh, gw)
+    gh, gw = window_geometry("conv2d", x.shape[1:3], like_w.shape[:2], stride, dilation,
+                             padding)
+    return filter_gradient(xp, patch_matrix(xp, x, gh, gw), g, like_w.shape)
+
+
+def filter_gradient(xp, patches, g, w_shape: tuple):
+    """``patches^T @ g`` as the filter ``[kh, kw, cin, cout]``."""
+    kh, kw, cin, cout = w_shape
     g2 = g.reshape(-1, cout)
     # Multiply in the orientation where the long M axis is contiguous in both operands:
     # OpenBLAS runs it faster than patches^T @ g on a row-major patch matrix.
@@ -315,19 +249,19 @@ def backprop_filter_kernel(xp, x, g, like_w, stride=(1, 1), padding="VALID",
     return xp.ascontiguousarray(dw).reshape(kh, kw, cin, cout)
 
 
-def backprop_input(xp, g, w, in_shape: tuple, gh: Axis, gw: Axis):
-    """The adjoint of conv2d w.r.t. its input: a GEMM per kernel tap, then col2im."""
+def backprop_input(xp, g, w, in_shape: tuple, gh: Axis, gw: Axis, taps=None):
+    """The adjoint of conv2d w.r.t. its input: a GEMM per kernel tap, then col2im.
+    ``taps`` may be a reusable ``[kh*kw, N*OH*OW, cin]`` buffer for the per-tap products."""
     kh, kw, cin, cout = w.shape
     g2 = g.reshape(-1, cout)
     if kh == kw == 1 and gh.padded == gh.size and gw.padded == gw.size and (
             gh.stride == gw.stride == 1):
         return (g2 @ w.reshape(cin, cout).T).reshape(in_shape)
-    if shifted_gemm.usable(xp, g.dtype, gh, gw, cin):
-        return shifted_gemm.backprop_input(g, w, in_shape, gh, gw)
     if cin < 4:
         return col2im_channels_first(xp, g2, w, in_shape, gh, gw)
     # taps[t] = g @ W[t]^T, t = i*kw + j: contiguous [N, OH, OW, cin] slabs to scatter-add.
-    taps = SCRATCH.empty(xp, (kh * kw, g2.shape[0], cin), g.dtype)
+    if taps is None:
+        taps = xp.empty((kh * kw, g2.shape[0], cin), dtype=g.dtype)
     xp.matmul(g2[None], w.reshape(kh * kw, cin, cout).transpose(0, 2, 1), out=taps)
     taps = taps.reshape(kh, kw, in_shape[0], gh.out, gw.out, cin)
     dx = xp.zeros((in_shape[0], gh.padded, gw.padded, cin), dtype=g.dtype)

@@ -1,10 +1,9 @@
 """Reverse-mode autodiff as a graph transform: gradients are IR nodes appended to the graph.
 
-Walk the nodes between the differentiated values and ``y`` in reverse topological order,
-ask each op's VJP rule for its inputs' cotangents (the rule emits IR through the builder),
-and sum cotangents where a value fans out.  Values off every path get no gradient and no
-zeros are materialized; integer and boolean values never carry one.  Because the result is
-ordinary IR, a gradient can itself be differentiated (``grad(grad(y, x), x)``).
+The reverse loop itself is ``ops/reverse.backpropagate`` (the fused op's VJP uses it too);
+this pass expands ``grad(y, x)`` nodes with it and explains, when a parameter gets no
+gradient, which op blocks the path.  Because the result is ordinary IR, a gradient can
+itself be differentiated (``grad(grad(y, x), x)``).
 """
 from __future__ import annotations
 
@@ -12,49 +11,20 @@ from netlang.errors import GradientError
 from netlang.ir.graph import Graph
 from netlang.ops.builder import Builder
 from netlang.ops.registry import get_op
+from netlang.ops.reverse import backpropagate, on_paths
 from netlang.ops.state import GRAD_OP
 from netlang.passes.report import Report, report
 from netlang.passes.rewrite import rebuild
 
 
-def _on_paths(graph: Graph, y: int, xs: list[int]) -> set[int]:
-    """Nodes that depend on some x and that y depends on (the only ones gradients cross)."""
-    upstream = graph.ancestors([y])
-    depends = {x for x in xs if x in upstream}
-    for nid in graph.nodes:  # insertion order is topological
-        if (nid in upstream and nid not in depends
-                and any(i in depends for i in graph.nodes[nid].inputs)):
-            depends.add(nid)
-    return depends
-
-
 def gradients(b: Builder, y: int, xs: list[int], seed: int | None = None) -> list[int | None]:
     """Append nodes computing d(sum(y))/dx for each x; None where no gradient reaches x."""
-    graph = b.graph
-    relevant = _on_paths(graph, y, xs)
-    if y not in relevant:
-        return [None] * len(xs)
-    with b.at(graph.nodes[y].span), b.tagged("grad"):
-        cotangent = {y: seed if seed is not None else b.fill_like(y, value=1.0)}
-    for nid in sorted(relevant, reverse=True):
-        node = graph.nodes[nid]
-        if nid not in cotangent or node.is_source() or not node.type.dtype.is_float:
-            continue
-        opdef = get_op(node.op)
-        if opdef.vjp is None:
-            continue
-        with b.at(node.span), b.in_scope(node.scope), b.tagged("grad"):
-            in_grads = opdef.vjp(b, node, cotangent[nid])
-            for inp, g in zip(node.inputs, in_grads):
-                if g is None or inp not in relevant or not graph.nodes[inp].type.dtype.is_float:
-                    continue
-                cotangent[inp] = g if inp not in cotangent else b.add(cotangent[inp], g)
-    return [cotangent.get(x) for x in xs]
+    return backpropagate(b, y, xs, seed)
 
 
 def blocking_ops(graph: Graph, y: int, x: int) -> list[str]:
     """Why no gradient flows from y back to x: the ops on the way that stop it."""
-    relevant = _on_paths(graph, y, [x])
+    relevant = on_paths(graph, y, [x])
     found = []
     for nid in sorted(relevant):
         node = graph.nodes[nid]

@@ -1,11 +1,20 @@
 """Array backends.  The only module that imports CuPy.
 
 A ``Backend`` names an array module ``xp`` (NumPy or CuPy) and how arrays cross between host
-and device.  Kernels are written against ``xp`` so both backends share them; where the code
-cannot be shared (a generated CUDA kernel for a fused group, device-side random numbers), a
-backend carries an override for that op, and ``kernel_for`` picks it once per op when a
-program is planned.  GPU overrides live in ``runtime/gpu_kernels.py``, which gets CuPy only as
-the ``xp`` its kernels are called with.
+and device.  The reference kernels in ``ops/`` are written against ``xp`` so both backends
+share them.  A backend adds its own on top, picked when the executor binds a program:
+
+* ``factories``: op -> kernel factories, tried in order with the node's concrete shapes,
+  dtypes and attributes, once per program and batch size; each returns ``run(*arrays)`` or
+  None to pass (CPU: oneDNN, runtime/onednn_kernels.py, then NumPy fast paths,
+  runtime/cpu_kernels.py);
+* ``kernels``: op -> a kernel with the reference's signature (GPU: a generated CUDA kernel
+  per fused group, device-side random numbers; runtime/gpu_kernels.py, which gets CuPy only
+  as the ``xp`` its kernels are called with).
+
+The CPU's kernel sets (``--kernels``): ``default`` (oneDNN, then netlang's own fast paths),
+``builtin`` (netlang's own fast paths, no library), ``numpy`` (the reference kernels alone,
+for debugging and for the tests that compare the fast paths with them).
 """
 from __future__ import annotations
 
@@ -29,6 +38,9 @@ class Backend:
     xp: Any
     kernels: Mapping[str, Callable] = field(default_factory=dict, hash=False,
                                             compare=False)  # op name -> override
+    factories: Mapping[str, tuple] = field(default_factory=dict, hash=False,
+                                           compare=False)   # op name -> kernel factories
+    notes: tuple[str, ...] = field(default=(), hash=False, compare=False)  # said once
 
     def kernel_for(self, opdef) -> Callable | None:
         """The kernel this backend runs for ``opdef``: its override, else the shared one."""
@@ -49,7 +61,8 @@ class Backend:
             self.xp.cuda.Stream.null.synchronize()
 
 
-CPU = Backend("cpu", np)
+CPU_REFERENCE = Backend("cpu", np)   # the shared xp kernels alone (--kernels numpy)
+KERNEL_CHOICES = ("default", "builtin", "numpy")
 
 
 class MetricSums:
@@ -122,7 +135,9 @@ def keep_freed_memory() -> bool:
     gradients) every step.  By default glibc maps each of them fresh and unmaps it on free,
     so every step pays the page faults of first-touching that memory again: about 15% of a
     residual CNN's step on CPU.  Raising the mmap and trim thresholds makes freed blocks
-    reusable.  A no-op where the C library is not glibc.
+    reusable.  This changes the whole process's allocator, so the library never calls it on
+    its own: the ``netlang`` command does, at start (``cli/__init__.py``), and a program
+    using the Python API may.  A no-op where the C library is not glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -134,13 +149,46 @@ def keep_freed_memory() -> bool:
         return False
 
 
-def get_backend(name: str | Backend = "cpu") -> Backend:
-    """The backend for ``--device cpu|gpu`` (created once; the GPU one checks for a GPU)."""
+@functools.cache
+def _cpu_backend(library: bool = True) -> Backend:
+    """NumPy with the CPU's fast paths: oneDNN's kernels where the library loads (else a
+    note says why not), then netlang's own (fused groups, shifted-row convolutions)."""
+    from netlang.runtime import onednn
+    from netlang.runtime.cpu_kernels import cpu_factories
+    from netlang.runtime.onednn_kernels import onednn_kernels
+
+    factories: dict[str, tuple] = {}
+    if library:
+        factories = {op: (_stateless(f),) for op, f in onednn_kernels().items()}
+    for op, made in cpu_factories().items():
+        factories[op] = factories.get(op, ()) + tuple(made)
+    notes = () if not library or onednn.available() else (
+        f"oneDNN is not used ({onednn.unavailable_reason()}); convolutions, pooling and "
+        f"batchnorm run netlang's NumPy kernels",)
+    return Backend("cpu", np, factories=factories, notes=notes)
+
+
+def _stateless(factory: Callable) -> Callable:
+    """A library factory ``(shapes, dtypes, attrs)`` as a backend factory (which also gets
+    the executor's kernel state)."""
+    def make(shapes, dtypes, attrs, _state):
+        return factory(shapes, dtypes, attrs)
+    make.__name__ = getattr(factory, "__name__", "factory")
+    return make
+
+
+def get_backend(name: str | Backend = "cpu", kernels: str = "default") -> Backend:
+    """The backend for ``--device cpu|gpu`` (created once; the GPU one checks for a GPU);
+    ``kernels="numpy"`` gives the CPU's reference kernels alone."""
     if isinstance(name, Backend):
         return name
+    if kernels not in KERNEL_CHOICES:
+        raise DeviceError(f"unknown kernel set '{kernels}'",
+                          hint="use --kernels " + ", ".join(KERNEL_CHOICES))
     if name in ("cpu", "numpy"):
-        keep_freed_memory()
-        return CPU
+        if kernels == "numpy" or name == "numpy":
+            return CPU_REFERENCE
+        return _cpu_backend(library=kernels == "default")
     if name in ("gpu", "cuda", "cupy"):
         if not _GPU:
             _GPU.append(_gpu_backend())

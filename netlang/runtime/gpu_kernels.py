@@ -20,7 +20,6 @@ import numpy as np
 
 from netlang.ir.types import DType, TensorType
 from netlang.ops.fused import (
-    PerExpression,
     fused_kernel,
     input_ref,
     output_ref,
@@ -104,6 +103,28 @@ def cuda_source(expr: tuple, in_dtypes: list[DType]) -> KernelSource:
     key = repr((expr, [str(d) for d in in_dtypes])).encode()
     name = "netlang_fused_" + hashlib.sha1(key).hexdigest()[:12]
     return KernelSource(in_params, out_params, "\n".join(lines), name)
+
+
+class PerExpression:
+    """A cache looked up on every call of a fused kernel: keyed by the identity of the
+    expression (the node's own attribute, so no nested tuple is hashed per call), then by
+    a key the caller derives from the arrays (their dtypes and shapes).  (The CPU makes its
+    fused plans once per program instead; the GPU issue moves this there too.)"""
+
+    def __init__(self, limit: int = 4096):
+        self.entries: dict[int, tuple] = {}
+        self.limit = limit
+
+    def get(self, expr: tuple, key, make: Callable, *args):
+        entry = self.entries.get(id(expr))
+        if entry is None or entry[0] is not expr:
+            if len(self.entries) >= self.limit:
+                self.entries.clear()
+            entry = self.entries[id(expr)] = (expr, {})
+        value = entry[1].get(key)
+        if value is None:
+            value = entry[1][key] = make(*args)
+        return value
 
 
 _COMPILED: dict[tuple, object] = {}

@@ -22,7 +22,7 @@ from netlang.ir.types import DType, TensorType
 from netlang.ops.builder import Builder
 from netlang.ops.registry import get_op
 from netlang.passes.autodiff import gradients
-from netlang.runtime.backend import CPU
+from netlang.runtime.backend import CPU_REFERENCE
 from netlang.runtime.executor import Executor
 from netlang.runtime.program import plan
 from netlang.runtime.state import State
@@ -93,8 +93,8 @@ def build(op: str, arrays, attrs) -> tuple[Builder, list[int], int]:
 
 def run(graph: Graph, fetches: list[int], feeds: dict[int, np.ndarray], seed: int = 0):
     program = plan(graph, fetches, set(feeds))
-    executor = Executor(CPU, np.random.default_rng(seed))
-    return executor.run(program, feeds, State(CPU))
+    executor = Executor(CPU_REFERENCE, np.random.default_rng(seed))
+    return executor.run(program, feeds, State(CPU_REFERENCE))
 
 
 def call_kernel(op: str, arrays, attrs, seed: int = 0):

@@ -11,11 +11,11 @@ from netlang.compiler import program_graph
 from netlang.ir.graph import Graph
 from netlang.ir.types import DType, TensorType, sym
 from netlang.ops.builder import Builder
-from netlang.ops.fused import plan_for
+from netlang.runtime.fused_plan import plan_for
 from netlang.passes.autodiff import gradients
 from netlang.passes.fusion import find_groups, fuse_elementwise
 from netlang.passes.verify import verify_graph
-from netlang.runtime.backend import CPU
+from netlang.runtime.backend import get_backend
 from netlang.runtime.executor import Executor
 from netlang.runtime.program import plan
 from netlang.runtime.state import State
@@ -39,12 +39,12 @@ def bias_relu_graph():
 
 def run_graph(graph: Graph, feeds: dict[str, np.ndarray], state=None, on_step=None):
     """All outputs of ``graph`` (and the updates applied to a copy of ``state``)."""
-    store = State(CPU)
+    store = State(get_backend("cpu", "builtin"))
     for k, v in (state or {}).items():
         store[k] = np.array(v)
     fetches = list(graph.outputs.values())
     program = plan(graph, fetches, {graph.inputs[k] for k in feeds}, dict(graph.updates))
-    executor = Executor(CPU, np.random.default_rng(0))
+    executor = Executor(get_backend("cpu", "builtin"), np.random.default_rng(0))
     executor.on_step = on_step
     values = executor.run(program, {graph.inputs[k]: v for k, v in feeds.items()}, store)
     return dict(zip(graph.outputs, values)), store.arrays, executor

@@ -11,7 +11,7 @@ from netlang.ir.types import DType, TensorType
 from netlang.ops.builder import Builder
 from netlang.ops.registry import OPS, defop
 from netlang.ops.rules import same_type
-from netlang.runtime.backend import CPU
+from netlang.runtime.backend import CPU_REFERENCE
 from netlang.runtime.executor import Executor
 from netlang.runtime.program import plan
 from netlang.runtime.state import State
@@ -45,8 +45,8 @@ def run(graph: Graph, fetches: list[int], feeds: dict[int, np.ndarray] | None = 
         state: State | None = None, seed: int = 0) -> list[np.ndarray]:
     feeds = feeds or {}
     program = plan(graph, fetches, set(feeds), graph.updates if state is not None else None)
-    executor = Executor(CPU, np.random.default_rng(seed))
-    return executor.run(program, feeds, state if state is not None else State(CPU))
+    executor = Executor(CPU_REFERENCE, np.random.default_rng(seed))
+    return executor.run(program, feeds, state if state is not None else State(CPU_REFERENCE))
 
 
 @contextlib.contextmanager

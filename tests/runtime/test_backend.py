@@ -30,7 +30,7 @@ from netlang.passes.autodiff import gradients
 from netlang.passes.fusion import fuse_elementwise
 from netlang.runtime import backend as backend_module
 from netlang.runtime import gpu_kernels
-from netlang.runtime.backend import CPU, Backend, MetricSums, get_backend, gpu_available
+from netlang.runtime.backend import CPU_REFERENCE, Backend, MetricSums, get_backend, gpu_available
 from netlang.runtime.executor import Executor
 from netlang.runtime.program import plan
 from netlang.runtime.state import State
@@ -68,7 +68,8 @@ def fake_cupy(count=None, error=None) -> types.ModuleType:
 
 
 def test_cpu_is_numpy():
-    assert get_backend("cpu") is CPU and CPU.xp is np
+    assert get_backend("cpu") is get_backend("cpu") and get_backend("cpu").xp is np
+    assert get_backend("cpu", kernels="numpy") is CPU_REFERENCE and not CPU_REFERENCE.factories
 
 
 def test_gpu_without_cupy_is_one_clear_error(fresh_gpu_slot, monkeypatch):
@@ -124,7 +125,7 @@ def test_kernel_for_prefers_the_backends_override():
     special = Backend("cpu", np, {"relu": doubled_relu})
     assert special.kernel_for(get_op("relu")) is doubled_relu
     assert special.kernel_for(get_op("tanh")) is get_op("tanh").kernel
-    assert CPU.kernel_for(get_op("relu")) is get_op("relu").kernel
+    assert CPU_REFERENCE.kernel_for(get_op("relu")) is get_op("relu").kernel
 
 
 def test_the_executor_runs_the_backends_override():
@@ -139,7 +140,7 @@ def test_the_executor_runs_the_backends_override():
 
 
 def test_metric_sums_read_back_means_once_and_start_over():
-    sums = MetricSums(CPU)
+    sums = MetricSums(CPU_REFERENCE)
     for loss, acc in [(1.0, 0.5), (3.0, 1.0)]:
         sums.add({"loss": np.float32(loss), "accuracy": np.float32(acc)})
     assert sums.read() == {"loss": 2.0, "accuracy": 0.75}
@@ -414,7 +415,7 @@ def numpy_as_gpu(fresh_gpu_slot, monkeypatch, tmp_path):
 
 def test_train_steps_through_the_gpu_code_paths_match_the_cpu(numpy_as_gpu):
     """specs/spiral.net's Adam steps on the GPU backend (generated kernels for every fused
-    group, on the host) give the CPU backend's losses and parameters."""
+    group, on the host) give the CPU_REFERENCE backend's losses and parameters."""
     import netlang
     from netlang.cli.bench import build_train_model, synthetic_batch, train_config_of
     from netlang.train.step import LR_INPUT
@@ -547,7 +548,7 @@ def test_op_runs_the_same_on_every_backend(device, case, data, request):
     (got,) = run_on(backend, b.graph, [y], feeds)
     random = get_op(case.op).random
     want = (np.asarray(call_kernel(case.op, arrays, attrs)) if device == "cpu"
-            else run_on(CPU, b.graph, [y], feeds)[0])
+            else run_on(CPU_REFERENCE, b.graph, [y], feeds)[0])
     check_value(got, want, b.graph.nodes[y].type, f"{case.op} on {device}", not random)
     out_type = b.graph.nodes[y].type
     if device == "cpu" or not case.grad or random or not out_type.dtype.is_float:
@@ -557,7 +558,7 @@ def test_op_runs_the_same_on_every_backend(device, case, data, request):
     feeds[cot] = np.random.default_rng(1).uniform(-1, 1, out_type.shape).astype(
         out_type.dtype.numpy)
     grads = [g for g in gradients(b, y, [ins[i] for i in wrt], seed=cot) if g is not None]
-    for g, cpu_g, gpu_g in zip(grads, run_on(CPU, b.graph, grads, feeds),
+    for g, cpu_g, gpu_g in zip(grads, run_on(CPU_REFERENCE, b.graph, grads, feeds),
                                run_on(backend, b.graph, grads, feeds)):
         check_value(gpu_g, cpu_g, b.graph.nodes[g].type, f"d {case.op} on {device}", True)
 
@@ -581,7 +582,7 @@ def test_fused_groups_run_the_same_as_their_ops(device, data, request):
     refs = {f"x{i}": v for i, v in enumerate(ins)}
     for j, (op, args, attrs) in enumerate(expr):
         refs[f"t{j}"] = b.op(op, *[refs[a] for a in args], **dict(attrs))
-    (want,) = run_on(CPU, b.graph, [refs[f"t{len(expr) - 1}"]], dict(zip(ins, arrays)))
+    (want,) = run_on(CPU_REFERENCE, b.graph, [refs[f"t{len(expr) - 1}"]], dict(zip(ins, arrays)))
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_allclose(fused_kernel(np, *arrays, expr=expr), want, rtol=2e-6,

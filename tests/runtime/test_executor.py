@@ -14,7 +14,7 @@ from netlang.ir.types import DType, TensorType, sym
 from netlang.ops.builder import Builder
 from netlang.ops.registry import OPS
 from netlang.runtime.memory import plan_memory_usage
-from netlang.runtime.backend import CPU
+from netlang.runtime.backend import CPU_REFERENCE
 from netlang.runtime.executor import Executor
 from netlang.runtime.program import plan
 from netlang.runtime.state import State
@@ -55,8 +55,8 @@ def test_dead_values_are_really_freed(monkeypatch):
     for op in ("exp", "sin", "cos", "tanh"):
         monkeypatch.setitem(OPS, op, dataclasses.replace(OPS[op], kernel=tracking(op)))
     graph, x, y = chain()
-    (out,) = Executor(CPU).run(plan(graph, [y], {x}), {x: np.ones((2, 100), np.float32)},
-                               State(CPU))
+    (out,) = Executor(CPU_REFERENCE).run(plan(graph, [y], {x}), {x: np.ones((2, 100), np.float32)},
+                               State(CPU_REFERENCE))
     assert alive_at_tanh == ["cos"]
     assert made["tanh"]() is out
 
@@ -78,21 +78,21 @@ def test_measured_peak_equals_the_memory_plan():
             refs.append((value.nbytes, weakref.ref(value)))
         peak = max(peak, sum(size for size, ref in refs if ref() is not None))
 
-    executor = Executor(CPU)
+    executor = Executor(CPU_REFERENCE)
     executor.on_step = on_step
     program = plan(b.graph, [b.graph.outputs["d"]], {x})
-    executor.run(program, {x: np.ones((8, 50), np.float32)}, State(CPU))
+    executor.run(program, {x: np.ones((8, 50), np.float32)}, State(CPU_REFERENCE))
     assert peak == plan_memory_usage(b.graph, batch=8).peak_bytes == 3 * 8 * 50 * 4
     assert executor.kernel_calls == 5
 
 
 def test_only_planned_kernels_run_and_are_counted():
     graph, _x, y = chain()
-    executor = Executor(CPU)
+    executor = Executor(CPU_REFERENCE)
     exp_id = graph.nodes[graph.nodes[y].inputs[0]].inputs[0]   # cos's input is sin's output
     program = plan(graph, [y], {exp_id})                         # feed sin's output: cuts
     assert [c.opdef.name for c in program.calls] == ["cos", "tanh"]
-    executor.run(program, {exp_id: np.zeros((1, 100), np.float32)}, State(CPU))
+    executor.run(program, {exp_id: np.zeros((1, 100), np.float32)}, State(CPU_REFERENCE))
     assert executor.kernel_calls == 2
 
 
@@ -105,9 +105,9 @@ def test_a_failing_kernel_names_its_node_and_spec_location(monkeypatch):
     x = b.input("x", t(3))
     with b.at(Span(SourceFile("net.net", "y = sin(exp(x))\n"), 1, 5)):
         y = b.sin(b.exp(x))
-    executor = Executor(CPU)
+    executor = Executor(CPU_REFERENCE)
     with pytest.raises(ExecutionError) as info:
-        executor.run(plan(b.graph, [y], {x}), {x: np.ones(3, np.float32)}, State(CPU))
+        executor.run(plan(b.graph, [y], {x}), {x: np.ones(3, np.float32)}, State(CPU_REFERENCE))
     assert str(info.value).splitlines()[0] == (
         "net.net:1:5: execution error: sin (node %2) failed on inputs of shapes (3,): overflow")
     assert executor.kernel_calls == 1   # exp ran, sin did not finish
@@ -120,9 +120,9 @@ def test_missing_feeds_and_variables_are_clear_errors():
     y = b.mul(x, w)
     program = plan(b.graph, [y], {x})
     with pytest.raises(FeedError, match="no value fed for x"):
-        Executor(CPU).run(program, {}, State(CPU))
+        Executor(CPU_REFERENCE).run(program, {}, State(CPU_REFERENCE))
     with pytest.raises(ExecutionError, match="the variable 'w' has no value"):
-        Executor(CPU).run(program, {x: np.ones(3, np.float32)}, State(CPU))
+        Executor(CPU_REFERENCE).run(program, {x: np.ones(3, np.float32)}, State(CPU_REFERENCE))
 
 
 def test_updates_are_written_after_the_run_from_the_old_values():
@@ -130,9 +130,9 @@ def test_updates_are_written_after_the_run_from_the_old_values():
     s = b.state("s", t(2), init=("ones",))
     b.update(s, b.add(s, s))
     b.graph.outputs["old"] = s
-    state = State.initialize(b.graph, CPU)
+    state = State.initialize(b.graph, CPU_REFERENCE)
     program = plan(b.graph, [s], set(), b.graph.updates)
-    executor = Executor(CPU)
+    executor = Executor(CPU_REFERENCE)
     (old,) = executor.run(program, {}, state)
     np.testing.assert_array_equal(old, [1, 1])
     np.testing.assert_array_equal(state["s"], [2, 2])
@@ -150,10 +150,10 @@ def test_profile_times_every_kernel_by_kind_and_keeps_results():
     z = b.add(y, b.exp(y))
     graph = b.graph
     program = plan(graph, [z], {x})
-    executor = Executor(CPU)
+    executor = Executor(CPU_REFERENCE)
     feeds = {x: np.full((2, 6, 6, 8), 0.1, np.float32)}
     (plain,) = executor.run(program, feeds, {})
-    executor.profile = profile = KernelProfile(CPU)
+    executor.profile = profile = KernelProfile(CPU_REFERENCE)
     for _ in range(3):
         (profiled,) = executor.run(program, feeds, {})
     np.testing.assert_array_equal(profiled, plain)

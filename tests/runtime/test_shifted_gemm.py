@@ -1,4 +1,4 @@
-"""The CPU's shifted-row convolution kernels (ops/shifted_gemm.py) against the im2col ones.
+"""The CPU's shifted-row convolution kernels (runtime/shifted_gemm.py) against the im2col ones.
 
 The property cases in cases_conv.py reach the shifted kernels with 8 channels; these tests
 check them on the shapes they were made for (16-32 channels, 28x28 and 14x14 images),
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netlang.ops import conv, shifted_gemm
-from netlang.ops.conv import backprop_filter_kernel, backprop_input_kernel, conv2d_kernel
+from netlang.ops import conv
+from netlang.runtime import cpu_kernels, shifted_gemm
 
 
 def geometry(x_shape, w_shape, padding, dilation=(1, 1), stride=(1, 1)):
@@ -72,15 +72,20 @@ def test_conv_kernels_choose_shifted_rows_only_where_they_pay():
     gh, gw = geometry((8, 28, 28, 16), (3, 3, 16, 16), "SAME")
     assert not shifted_gemm.usable(object(), np.float32, gh, gw, 16)    # CuPy keeps im2col
 
-    # the op kernels route through it: no patch matrix is cached for the filter gradient
+    # the CPU backend's factories route through it: no patch matrix is kept for the filter
+    # gradient
     x = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
     w = rng.standard_normal((3, 3, 8, 4)).astype(np.float32)
-    entries = dict(conv.PATCHES.entries)
-    y = conv2d_kernel(np, x, w, padding="SAME")
-    assert conv.PATCHES.entries == entries
+    state = cpu_kernels.KernelState()
+    attrs = {"stride": (1, 1), "padding": "SAME", "dilation": (1, 1)}
+    f32 = [np.dtype(np.float32)] * 3
+    y = cpu_kernels.conv2d([x.shape, w.shape], f32, attrs, state)(x, w)
+    assert state.patches.entries == {}
     g = np.ones_like(y)
-    dx = backprop_input_kernel(np, g, w, x, padding="SAME")
-    dw = backprop_filter_kernel(np, x, g, w, padding="SAME")
+    dx = cpu_kernels.conv2d_backprop_input([g.shape, w.shape, x.shape], f32, attrs, state)(
+        g, w, x)
+    dw = cpu_kernels.conv2d_backprop_filter([x.shape, g.shape, w.shape], f32, attrs, state)(
+        x, g, w)
     gh, gw = geometry(x.shape, w.shape, "SAME")
     y_ref, dx_ref, dw_ref = im2col_reference(x, w, g, gh, gw)
     for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):

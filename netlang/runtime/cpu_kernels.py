@@ -1,0 +1,138 @@
+"""The CPU backend's own fast paths: kernel factories made once per program and batch size.
+
+A factory gets a node's concrete input shapes and dtypes, its attributes and the executor's
+``KernelState``, and returns ``run(*arrays)`` or None (then the next factory, or the
+reference kernel in ``ops/``, runs).  The CPU backend tries oneDNN's factories first
+(runtime/onednn_kernels.py), then these:
+
+* ``fused``: the group as one generated function of in-place ufunc calls
+  (runtime/fused_plan.py), planned once for the program's shapes.
+* convolutions the library does not take: stride-1 windows of up to 9 taps over 8-16
+  channels as one GEMM per tap over shifted image rows (runtime/shifted_gemm.py), else
+  im2col, keeping the forward's patch matrix for the filter gradient of the same input
+  (``KernelState.patches``, owned by the executor) and a reused buffer for col2im's taps.
+"""
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from netlang.ops.conv import (
+    backprop_input,
+    conv_with_patches,
+    filter_gradient,
+    patch_matrix,
+    window_geometry,
+)
+from netlang.runtime import shifted_gemm
+from netlang.runtime.fused_plan import make_plan
+
+Run = Callable[..., object]
+Factory = Callable[[list, list, dict, "KernelState"], "Run | None"]
+
+
+class PatchCache:
+    """The last patch matrices built, keyed by the identity of the input array.
+
+    The forward conv builds ``patches(x)``; the filter gradient of the same x (same array
+    object, same geometry) takes it back instead of building it again.  An entry dies with
+    its array (weak reference) and is handed out once; kernels never mutate their inputs,
+    so an array that is still alive still holds the values its patches were built from.
+    """
+
+    def __init__(self, max_entries: int = 8, max_bytes: int = 256 << 20):
+        self.entries: dict[int, tuple] = {}
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.hits = 0
+
+    def put(self, x, key: tuple, patches) -> None:
+        if patches.nbytes > self.max_bytes:
+            return
+        try:
+            ref = weakref.ref(x, functools.partial(self._forget, id(x)))
+        except TypeError:       # an array type without weak references: just do not cache
+            return
+        self.entries.pop(id(x), None)
+        self.entries[id(x)] = (ref, key, patches)
+        while len(self.entries) > self.max_entries or sum(
+                e[2].nbytes for e in self.entries.values()) > self.max_bytes:
+            self.entries.pop(next(iter(self.entries)))
+
+    def _forget(self, x_id: int, _ref) -> None:
+        self.entries.pop(x_id, None)
+
+    def take(self, x, key: tuple):
+        entry = self.entries.get(id(x))
+        if entry is None or entry[0]() is not x or entry[1] != key:
+            return None
+        del self.entries[id(x)]
+        self.hits += 1
+        return entry[2]
+
+
+@dataclass
+class KernelState:
+    """What kernels of one executor share between calls (never process-global)."""
+
+    patches: PatchCache = field(default_factory=PatchCache)
+
+
+def _geometry(shapes, attrs, khw):
+    return window_geometry("conv2d", shapes[0][1:3], khw, attrs["stride"], attrs["dilation"],
+                           attrs["padding"])
+
+
+def conv2d(shapes, dtypes, attrs, state: KernelState) -> Run:
+    gh, gw = _geometry(shapes, attrs, shapes[1][:2])
+    if shifted_gemm.usable(np, dtypes[0], gh, gw, shapes[0][3]):
+        return lambda x, w: shifted_gemm.conv2d(x, w, gh, gw)
+
+    def run(x, w):
+        patches = patch_matrix(np, x, gh, gw)
+        state.patches.put(x, (gh, gw), patches)
+        return conv_with_patches(x, w, patches, gh, gw)
+    return run
+
+
+def conv2d_backprop_filter(shapes, dtypes, attrs, state: KernelState) -> Run:
+    w_shape = tuple(shapes[2])
+    gh, gw = _geometry(shapes, attrs, w_shape[:2])
+    shifted = shifted_gemm.usable(np, dtypes[0], gh, gw, w_shape[2])
+
+    def run(x, g, _like_w):
+        patches = state.patches.take(x, (gh, gw))
+        if patches is None and shifted:
+            return shifted_gemm.backprop_filter(x, g, w_shape[0], w_shape[1], gh, gw)
+        if patches is None:
+            patches = patch_matrix(np, x, gh, gw)
+        return filter_gradient(np, patches, g, w_shape)
+    return run
+
+
+def conv2d_backprop_input(shapes, dtypes, attrs, state: KernelState) -> Run:
+    in_shape = tuple(shapes[2])
+    kh, kw, cin, _ = shapes[1]
+    gh, gw = window_geometry("conv2d", in_shape[1:3], (kh, kw), attrs["stride"],
+                             attrs["dilation"], attrs["padding"])
+    if shifted_gemm.usable(np, dtypes[0], gh, gw, cin):
+        return lambda g, w, _like: shifted_gemm.backprop_input(g, w, in_shape, gh, gw)
+    one_by_one = kh == kw == 1 and (gh.padded, gw.padded) == in_shape[1:3]
+    taps = None
+    if cin >= 4 and not one_by_one:   # the shapes backprop_input scatters through taps
+        taps = np.empty((kh * kw, in_shape[0] * gh.out * gw.out, cin), dtype=dtypes[0])
+    return lambda g, w, _like: backprop_input(np, g, w, in_shape, gh, gw, taps)
+
+
+def fused(shapes, dtypes, attrs, _state: KernelState) -> Run:
+    return make_plan(np, attrs["expr"], tuple(dtypes), tuple(map(tuple, shapes))).run
+
+
+def cpu_factories() -> dict[str, tuple[Factory, ...]]:
+    """op name -> the NumPy fast paths' factories."""
+    return {"fused": (fused,), "conv2d": (conv2d,),
+            "conv2d_backprop_filter": (conv2d_backprop_filter,),
+            "conv2d_backprop_input": (conv2d_backprop_input,)}
