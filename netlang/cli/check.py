@@ -4,7 +4,12 @@ from __future__ import annotations
 import sys
 
 import netlang
-from netlang.frontend.summary import format_count, summarize
+from netlang.frontend.summary import (
+    available_memory,
+    format_count,
+    memory_warnings,
+    summarize,
+)
 
 HELP = "check a spec: parse it, infer every shape, list the layers"
 
@@ -22,9 +27,17 @@ def run(args) -> int:
         print(f"{args.file}: network {summary.network}, {len(summary.rows)} layers, "
               f"{format_count(summary.total_params)} parameters")
         print(layer_table(summary))
-    for warning in model.warnings:
+    batch = train_batch(model.lowered)
+    for warning in [*model.warnings,
+                    *memory_warnings(model.lowered, batch, available_memory())]:
         print(str(warning), file=sys.stderr)
     return 0
+
+
+def train_batch(graph) -> int:
+    """The train section's batch size (activation memory is checked at it), else 1."""
+    batch = (graph.spec.train or {}).get("batch", 1)
+    return batch if isinstance(batch, int) and batch >= 1 else 1
 
 
 def layer_table(summary) -> str:

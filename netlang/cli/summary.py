@@ -1,9 +1,18 @@
 """netlang summary FILE [--batch B]: a Keras-like table of layers, parameters and FLOPs."""
 from __future__ import annotations
 
+import sys
+
 import netlang
 from netlang.errors import UsageError
-from netlang.frontend.summary import Summary, format_bytes, format_count, summarize
+from netlang.frontend.summary import (
+    Summary,
+    available_memory,
+    format_bytes,
+    format_count,
+    memory_warnings,
+    summarize,
+)
 
 HELP = "per-layer output shapes, parameters, FLOPs and activation memory"
 COLUMNS = ("Layer", "Kind", "Output shape", "Params", "FLOPs/example", "Activations")
@@ -22,6 +31,8 @@ def run(args) -> int:
     if batch < 1:
         raise UsageError(f"--batch must be at least 1, got {batch}")
     print(format_summary(summarize(model.lowered, batch)))
+    for warning in memory_warnings(model.lowered, batch, available_memory()):
+        print(str(warning), file=sys.stderr)
     return 0
 
 

@@ -33,7 +33,7 @@ from netlang.frontend.names import Env
 from netlang.frontend.scopes import LayerRecord, join
 from netlang.frontend.train_config import validate_train
 from netlang.ir.graph import Graph, SpecInfo
-from netlang.ir.types import DType, TensorType, sym
+from netlang.ir.types import DType, TensorType, sym, too_large
 from netlang.ops.builder import Builder
 
 OPERATOR_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}
@@ -111,12 +111,23 @@ class Lowering(CallLowering):
         """Lower one statement; a spec error is collected and its names marked broken, so
         the statements after it are still checked (and their own errors reported)."""
         try:
+            first = self.graph.next_id
             lower(stmt)
+            self._check_sizes(range(first, self.graph.next_id))
         except Cascade:
             self._mark_broken(stmt)
         except SpecError as err:
             self._mark_broken(stmt)
             self.errors.add(err)
+
+    def _check_sizes(self, ids: range) -> None:
+        """Every value a statement built must fit in what NumPy can index."""
+        for nid in ids:
+            node = self.graph.nodes.get(nid)
+            problem = too_large(node.type) if node is not None else None
+            if problem:
+                raise ShapeError(problem, node.span,
+                                 hint="check the sizes: a dim this large is most likely a typo")
 
     def _mark_broken(self, stmt) -> None:
         name = getattr(stmt, "name", None)

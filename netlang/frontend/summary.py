@@ -8,8 +8,10 @@ dims of the inputs (``N``); any other symbolic dim counts as 1.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from netlang.errors import Warning_
 from netlang.ir.graph import SOURCE_OPS, Graph, Node
 from netlang.ir.types import Sym, TensorType, resolve_dim
 from netlang.ops.registry import OPS
@@ -133,6 +135,55 @@ def _user_names(graph: Graph) -> dict[int, list[str]]:
         for name, nid in table.items():
             if name not in out.setdefault(nid, []):
                 out[nid].append(name)
+    return out
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def memory_warnings(graph: Graph, batch: int, available: int | None) -> list[Warning_]:
+    """A warning for each parameter, and each layer's output at ``batch``, that alone needs
+    more memory than is ``available``: such a spec checks, but cannot run here."""
+    if available is None:
+        return []
+    per_example = {s: 1 for s in _symbols(graph)}
+    at_batch = dict(per_example, **{s: batch for s in batch_symbols(graph)})
+    have = format_bytes(available)
+    out = []
+    for path, nid in {**graph.params, **graph.state}.items():
+        node = graph.nodes[nid]
+        size = node.type.dtype.itemsize * _count(node.type.shape, per_example)
+        if size > available:
+            out.append(Warning_(
+                f"parameter '{path}' ({node.type}) needs {format_bytes(size)}, more than "
+                f"the {have} of memory available", node.span,
+                hint="check the layer sizes; running or training this spec will fail"))
+    seen = set(graph.params.values()) | set(graph.state.values())
+    for record in graph.spec.layers:
+        if record.output is None or record.output in seen:
+            continue
+        seen.add(record.output)
+        t = graph.nodes[record.output].type
+        size = t.dtype.itemsize * _count(t.shape, at_batch)
+        if size > available:
+            out.append(Warning_(
+                f"the output of {record.name} ({t}) needs {format_bytes(size)} at batch "
+                f"{batch}, more than the {have} of memory available", record.span,
+                hint="use a smaller batch or smaller layers; running this spec will fail"))
     return out
 
 

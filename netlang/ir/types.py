@@ -188,6 +188,30 @@ class TensorType:
         return tuple(resolve_dim(d, bindings) for d in self.shape)
 
 
+# NumPy indexes with ``intp``: no array may hold more bytes than this.
+MAX_BYTES = int(np.iinfo(np.intp).max)
+# Sizes a kernel hands to BLAS or C loops are 32-bit ints in common builds (OpenBLAS without
+# ILP64): windows, strides and a padded image's cells stay below this.
+MAX_INT32 = 2**31 - 1
+
+
+def bytes_per_example(t: TensorType) -> int:
+    """The bytes of ``t`` with every symbolic dim (the batch ``N``) counted as 1."""
+    count = 1
+    for d in t.shape:
+        count *= d if isinstance(d, int) else max(1, d.coef)
+    return count * t.dtype.itemsize
+
+
+def too_large(t: TensorType) -> str | None:
+    """Why NumPy could not hold a value of type ``t`` even for one example, or None."""
+    size = bytes_per_example(t)
+    if size <= MAX_BYTES:
+        return None
+    return (f"{t} is too large to compute: {size:.3g} bytes per example, more than the "
+            f"{MAX_BYTES:.3g} NumPy can index")
+
+
 def scalar(dtype: DType = DType.f32) -> TensorType:
     return TensorType(dtype, ())
 

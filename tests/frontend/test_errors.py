@@ -551,6 +551,48 @@ bad.net:3:14: shape error: sign (the sign of a number) is not defined on bool te
       output y = sign(a)
                  ^^^^^^^
 hint: cast(x, dtype=i32) first to count true as 1 and false as 0"""),
+    Case("shape_value_too_large_to_index", """\
+network n {
+  input x: f32[N, 99999999999999999999]
+  output y = x
+}
+""", """\
+bad.net:2:3: shape error: f32[N,99999999999999999999] is too large to compute: 4e+20 bytes per \
+example, more than the 9.22e+18 NumPy can index
+      input x: f32[N, 99999999999999999999]
+      ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+hint: check the sizes: a dim this large is most likely a typo"""),
+    Case("argument_window_too_large", """\
+network n {
+  input x: f32[N, 8, 8, 2]
+  output y = maxpool(x, 2147483648, padding=same)
+}
+""", """\
+bad.net:3:14: argument error: maxpool: window must be at most 2147483647, got \
+(2147483648, 2147483648)
+      output y = maxpool(x, 2147483648, padding=same)
+                 ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^"""),
+    Case("argument_stride_too_large", """\
+network n {
+  input x: f32[N, 8, 8, 2]
+  output y = conv2d(x, 4, kernel=2, stride=100000000000000000000)
+}
+""", """\
+bad.net:3:14: argument error: conv2d: stride must be at most 2147483647, got \
+(100000000000000000000, 100000000000000000000)
+      output y = conv2d(x, 4, kernel=2, stride=100000000000000000000)
+                 ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^"""),
+    Case("shape_same_padding_beyond_indexing", """\
+network n {
+  input x: f32[N, 8, 8, 2]
+  output y = maxpool(x, 100000, padding=same)
+}
+""", """\
+bad.net:3:14: shape error: maxpool: padding=SAME pads the 8x8 input to 100000x100000, more \
+than the 2147483647 cells a kernel can index
+      output y = maxpool(x, 100000, padding=same)
+                 ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+hint: use a window no larger than the input, or padding=VALID"""),
 ]
 
 
