@@ -319,7 +319,10 @@ class PrimitiveDesc:
     implementation for the case (status unimplemented)."""
 
     def __init__(self, handle: Handle, keep=()):
-        self.handle, self.keep = handle, keep   # keep: objects the C side refers to
+        # keep: what the C object points into, alive as long as it.  A backward pd keeps a
+        # raw pointer to its forward hint (``hint_fwd_pd_`` in oneDNN's *_pd.hpp), so the
+        # hint is kept here, not freed when the factory returns.
+        self.handle, self.keep = handle, keep
 
     @classmethod
     def create(cls, fn: str, *args, keep=()) -> PrimitiveDesc | None:

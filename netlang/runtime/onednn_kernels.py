@@ -142,7 +142,7 @@ def conv_backward_data(geo: ConvGeometry) -> Run | None:
     pd = dnnl.PrimitiveDesc.create(
         "dnnl_convolution_backward_data_primitive_desc_create", dnnl.LIBRARY.engine,
         dnnl.CONVOLUTION_DIRECT, geo.x.handle, geo.w_any.handle, geo.y.handle,
-        *geo.geometry, hint.handle, None)
+        *geo.geometry, hint.handle, None, keep=(hint,))
     if pd is None:
         return None
     step = Step(pd, {ARG_DIFF_DST: geo.y, ARG_WEIGHTS: geo.w, ARG_DIFF_SRC: geo.x},
@@ -164,7 +164,7 @@ def conv_backward_weights(geo: ConvGeometry) -> Run | None:
     pd = dnnl.PrimitiveDesc.create(
         "dnnl_convolution_backward_weights_primitive_desc_create", dnnl.LIBRARY.engine,
         dnnl.CONVOLUTION_DIRECT, geo.x.handle, geo.w_any.handle, None, geo.y.handle,
-        *geo.geometry, hint.handle, None)
+        *geo.geometry, hint.handle, None, keep=(hint,))
     if pd is None:
         return None
     step = Step(pd, {ARG_SRC: geo.x, ARG_DIFF_DST: geo.y, ARG_DIFF_WEIGHTS: geo.w},
@@ -255,7 +255,8 @@ class PoolGeometry:
     def backward_pd(self, hint):
         return dnnl.PrimitiveDesc.create(
             "dnnl_pooling_backward_primitive_desc_create", dnnl.LIBRARY.engine,
-            self.algorithm, self.x.handle, self.y.handle, *self.geometry, hint.handle, None)
+            self.algorithm, self.x.handle, self.y.handle, *self.geometry, hint.handle, None,
+            keep=(hint,))
 
 
 def pool_geometry_of(op: str, x_shape: tuple, attrs: dict, algorithm: int):
@@ -402,7 +403,8 @@ def batchnorm_grad_gamma(shapes, dtypes, attrs) -> Run | None:
         dnnl.FORWARD_TRAINING, md.handle, md.handle, eps, flags, None)
     pd = None if hint is None else dnnl.PrimitiveDesc.create(
         "dnnl_batch_normalization_backward_primitive_desc_create", dnnl.LIBRARY.engine,
-        dnnl.BACKWARD, md.handle, md.handle, md.handle, eps, flags, hint.handle, None)
+        dnnl.BACKWARD, md.handle, md.handle, md.handle, eps, flags, hint.handle, None,
+        keep=(hint,))
     if pd is None:
         return None
     step = Step(pd, {ARG_SRC: md, ARG_DIFF_DST: md, ARG_MEAN: vec, ARG_VARIANCE: vec,
