@@ -19,10 +19,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import netlang  # noqa: E402
-from netlang.gradcheck import random_feeds  # noqa: E402
-from netlang.train.config import train_config  # noqa: E402
-from netlang.train.step import LR_INPUT, build_train_graph  # noqa: E402
+import netlang
+from netlang.gradcheck import random_feeds
+from netlang.train.config import train_config
+from netlang.train.step import LR_INPUT, build_train_graph
 
 
 def fingerprint(spec: Path, steps: int, batch: int = 8, kernels: str = "default") -> str | None:

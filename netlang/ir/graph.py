@@ -3,7 +3,9 @@
 A ``Node`` is one op applied to earlier nodes' values; every node has exactly one output, so a
 node id is also a value id.  ``Graph`` keeps nodes in insertion order, which is always a
 topological order (a node only ever refers to earlier ids); passes build new graphs rather
-than editing old ones.  networkx is used, here only, for reachability and cycle checks.
+than editing old ones.  Insertion order being topological, reachability is one walk over
+the inputs (``ancestors``) and a graph cannot have a cycle, so no graph library is needed
+here.
 """
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import networkx as nx
 import numpy as np
 
 from netlang.errors import Span
@@ -139,14 +140,6 @@ class Graph:
                 out[i].append(node.id)
         return out
 
-    def to_networkx(self) -> nx.DiGraph:
-        g = nx.DiGraph()
-        for node in self.nodes.values():
-            g.add_node(node.id)
-            for i in node.inputs:
-                g.add_edge(i, node.id)
-        return g
-
     def ancestors(self, roots: Iterable[int], stop: Iterable[int] = ()) -> set[int]:
         """Every node the roots depend on (roots included); ``stop`` nodes are not entered."""
         stop = set(stop)
@@ -160,9 +153,6 @@ class Graph:
             if nid not in stop:
                 todo.extend(self.nodes[nid].inputs)
         return seen
-
-    def has_cycle(self) -> bool:
-        return not nx.is_directed_acyclic_graph(self.to_networkx())
 
     def name_of(self, nid: int) -> str | None:
         """The user-visible name of a value, if it has one."""

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from netlang.errors import ShapeError
 from netlang.ir.types import TensorType
 from netlang.ops.registry import REQUIRED, defop, get_op
+from netlang.ops.reverse import backpropagate
 from netlang.ops.rules import (
     float_only,
     flops_per_input,
@@ -105,11 +106,6 @@ def _inverse_std_ir(b, var: int, epsilon) -> int:
     return b.rsqrt(b.add(var, b.const(epsilon, b.type_of(var).dtype)))
 
 
-def _batch_variance_ir(b, x, mean, axis):
-    axes = _other_axes(axis, b.type_of(x).rank)
-    return b.mean(b.square(b.sub(x, _along_ir(b, mean, x, axis))), axis=axes, keepdims=False)
-
-
 def _batch_variance_grad_ir(b, g, x, mean, axis):
     axes = _other_axes(axis, b.type_of(x).rank)
     spread = b.mean_grad(g, x, axis=axes, keepdims=False)
@@ -130,25 +126,15 @@ def _batchnorm_grad_gamma_ir(b, g, x, mean, var, axis, epsilon):
 
 
 def vjp_by_primitives(emit: Callable) -> Callable:
-    """A VJP that re-emits the op as primitive IR and runs the primitives' VJPs in reverse.
+    """A VJP that re-emits the op as primitive IR and runs autodiff's reverse loop over it.
 
     Each input is first passed through ``identity`` so that an input given twice gets one
     cotangent per position, as autodiff expects.
     """
     def vjp(b, node, g):
-        start = b.graph.next_id
         leaves = [b.identity(i) for i in node.inputs]
         out = emit(b, *leaves, **node.attrs)
-        cot = {out: g}
-        for nid in reversed(range(leaves[-1] + 1, b.graph.next_id)):
-            step = b.graph.nodes[nid]
-            opdef = get_op(step.op)
-            if nid not in cot or opdef.vjp is None or not step.type.dtype.is_float:
-                continue
-            for arg, grad in zip(step.inputs, opdef.vjp(b, step, cot[nid])):
-                if grad is not None and arg >= start and b.type_of(arg).dtype.is_float:
-                    cot[arg] = grad if arg not in cot else b.add(cot[arg], grad)
-        return tuple(cot.get(leaf) for leaf in leaves)
+        return tuple(backpropagate(b, out, leaves, seed=g, partial=True))
     return vjp
 
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from netlang.errors import NetlangError
 from netlang.ir.graph import Graph, Node
-from netlang.ops.registry import get_op
 from netlang.ops.elementwise import SELECT_OP
+from netlang.ops.registry import get_op
 from netlang.passes.dce import rewrite_and_prune
 from netlang.passes.report import Report, describe, plural, report, with_orphans
 

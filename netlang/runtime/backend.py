@@ -162,9 +162,11 @@ def _cpu_backend(library: bool = True) -> Backend:
         factories = {op: (_stateless(f),) for op, f in onednn_kernels().items()}
     for op, made in cpu_factories().items():
         factories[op] = factories.get(op, ()) + tuple(made)
-    notes = () if not library or onednn.available() else (
-        f"oneDNN is not used ({onednn.unavailable_reason()}); convolutions, pooling and "
-        f"batchnorm run netlang's NumPy kernels",)
+    notes: tuple[str, ...] = ()
+    if library and not onednn.available():
+        note = (f"oneDNN is not used ({onednn.unavailable_reason()}); convolutions, "
+                f"pooling and batchnorm run netlang's NumPy kernels")
+        notes = (note,)
     return Backend("cpu", np, factories=factories, notes=notes)
 
 

@@ -47,10 +47,6 @@ class Program:
     variables: list[tuple[int, str]] = field(default_factory=list)   # (id, state name)
     consts: list[Node] = field(default_factory=list)
 
-    @property
-    def node_count(self) -> int:
-        return len(self.steps)
-
 
 def plan(graph: Graph, fetches: list[int], fed: set[int] = frozenset(),
          updates: dict[str, int] | None = None) -> Program:

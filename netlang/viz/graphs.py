@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netlang.compiler import training_graph as gradients_of
 from netlang.compiler import trace
+from netlang.compiler import training_graph as gradients_of
 from netlang.errors import UsageError
 from netlang.ir.graph import Graph
 from netlang.viz.changes import Changes, compare

@@ -13,6 +13,7 @@ from netlang.ir.graph import Graph
 from netlang.viz.diagram import Box, Diagram, Edge
 from netlang.viz.labels import shape_text
 
+
 def output_kind(graph: Graph, name: str) -> str:
     if name == graph.loss:
         return "loss"

@@ -1,8 +1,6 @@
 """Conv, pool, resize and dropout behaviour users see: error text, TF semantics, adjoints."""
 from __future__ import annotations
 
-import gc
-
 import numpy as np
 import pytest
 

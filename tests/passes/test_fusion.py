@@ -11,12 +11,12 @@ from netlang.compiler import program_graph
 from netlang.ir.graph import Graph
 from netlang.ir.types import DType, TensorType, sym
 from netlang.ops.builder import Builder
-from netlang.runtime.fused_plan import plan_for
 from netlang.passes.autodiff import gradients
 from netlang.passes.fusion import find_groups, fuse_elementwise
 from netlang.passes.verify import verify_graph
 from netlang.runtime.backend import get_backend
 from netlang.runtime.executor import Executor
+from netlang.runtime.fused_plan import plan_for
 from netlang.runtime.program import plan
 from netlang.runtime.state import State
 

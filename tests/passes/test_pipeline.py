@@ -12,11 +12,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netlang.compiler import run_passes
 from netlang.errors import ShapeError
 from netlang.ir.types import DType
 from netlang.passes.autodiff import gradients
 from netlang.passes.mode import bind_mode
-from netlang.compiler import run_passes
 from netlang.passes.pipeline import OPTIMIZE, PREPARE, pass_names
 from tests.passes.util import builder, mode_node, run, t, text
 

@@ -13,9 +13,9 @@ from netlang.ir.graph import Graph
 from netlang.ir.types import DType, TensorType, sym
 from netlang.ops.builder import Builder
 from netlang.ops.registry import OPS
-from netlang.runtime.memory import plan_memory_usage
 from netlang.runtime.backend import CPU_REFERENCE
 from netlang.runtime.executor import Executor
+from netlang.runtime.memory import plan_memory_usage
 from netlang.runtime.program import plan
 from netlang.runtime.state import State
 

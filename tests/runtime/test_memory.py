@@ -1,8 +1,8 @@
 """Memory planning: liveness and the peak activation bytes with and without the plan."""
 from __future__ import annotations
 
-from netlang.ir.types import DType, dim_mul, sym
 from netlang.compiler import memory_report
+from netlang.ir.types import DType, dim_mul, sym
 from netlang.runtime import program
 from netlang.runtime.memory import human_bytes, last_uses, plan_memory_usage
 from tests.passes.util import builder, t
