@@ -86,11 +86,11 @@ class SpecError(NetlangError):
     """Anything wrong with a .net spec: syntax, names, arguments, shapes."""
 
 
-class SyntaxErr(SpecError):
+class SpecSyntaxError(SpecError):
     kind = "syntax error"
 
 
-class NameErr(SpecError):
+class SpecNameError(SpecError):
     kind = "name error"
 
 
@@ -147,7 +147,7 @@ class OutputError(NetlangError):
 
 
 @dataclass
-class Warning_:
+class SpecWarning:
     """A non-fatal finding (an unused input); printed like an error, never raised."""
 
     message: str

@@ -13,11 +13,11 @@ import contextlib
 
 from netlang.errors import (
     ArgumentError,
-    NameErr,
     NetlangError,
     ShapeError,
     Span,
     SpecError,
+    SpecNameError,
     did_you_mean,
 )
 from netlang.frontend import ast
@@ -96,7 +96,7 @@ class CallLowering:
             return self._layer(LAYERS[func], args, span)
         if func in OPS and func not in NOT_CALLABLE:
             return self._primitive_call(func, args, span)
-        raise NameErr(f"unknown op '{func}'", func_span,
+        raise SpecNameError(f"unknown op '{func}'", func_span,
                       hint=did_you_mean(func, self.callables()))
 
     # -- records and names ----------------------------------------------------------------
@@ -127,7 +127,7 @@ class CallLowering:
             path = join(self.b.scope_name, name)
             if path in self.scopes and self.sharing is None:
                 first = self.scopes[path].span
-                raise NameErr(f"a layer named '{name}' already exists (line {first.line})",
+                raise SpecNameError(f"a layer named '{name}' already exists (line {first.line})",
                               span, hint=f"use share={name} to reuse its parameters, or "
                                          "pick another name")
             self.namers[-1].claim(name)
@@ -146,7 +146,7 @@ class CallLowering:
                 raise ArgumentError(f"share={share}: '{path}' is {info.kind}, not {kind}",
                                     span)
             return path
-        raise NameErr(f"share={share}: no earlier layer or block is named '{share}'", span,
+        raise SpecNameError(f"share={share}: no earlier layer or block is named '{share}'", span,
                       hint=did_you_mean(share, self.scopes) or
                       "share names the scope of an earlier layer: conv1, dense2, or its name=")
 
@@ -157,7 +157,7 @@ class CallLowering:
             return self._shared_variable(local, type_, self.graph.params)
         path = join(self.b.scope_name, local)
         if path in self.graph.params:
-            raise NameErr(f"parameter '{path}' is defined twice", self.b.span)
+            raise SpecNameError(f"parameter '{path}' is defined twice", self.b.span)
         nid = self.b.param(local, type_, init=init)
         if self.current is not None:
             self.current.params.append(path)
@@ -175,7 +175,7 @@ class CallLowering:
     def _shared_variable(self, local: str, type_: TensorType, table: dict) -> int:
         path = join(self.b.scope_name, local)
         if path not in table:
-            raise NameErr(f"share={self.sharing}: '{self.sharing}' has no parameter "
+            raise SpecNameError(f"share={self.sharing}: '{self.sharing}' has no parameter "
                           f"'{path}' to share", self.b.span,
                           hint="a shared layer or block must be used the same way")
         have = self.graph.nodes[table[path]].type
@@ -287,7 +287,7 @@ class CallLowering:
                 raise self.unknown_name(given.value.name, given.span)
         a = bind(block.name, params + (NAME, SHARE), args, span)
         if block.name in self.block_stack:
-            raise NameErr(f"block '{block.name}' uses itself", span,
+            raise SpecNameError(f"block '{block.name}' uses itself", span,
                           hint="blocks are inlined, so they cannot be recursive")
         kind = f"a use of block '{block.name}'"
         path = self._scope_path(kind, block.name, a.pop("name"), a["share"], span)
@@ -371,14 +371,14 @@ def _collect_blocks(spec: ast.Spec) -> dict[str, ast.Block]:
     builtin = set(LAYERS) | set(OPS) | set(INITIALIZERS) | {"grad", "repeat"}
     for block in spec.of_kind(ast.Block):
         if block.name in blocks:
-            raise NameErr(f"block '{block.name}' is already defined (line "
+            raise SpecNameError(f"block '{block.name}' is already defined (line "
                           f"{blocks[block.name].span.line})", block.span)
         if block.name in builtin:
-            raise NameErr(f"block '{block.name}' would hide the built-in '{block.name}'",
+            raise SpecNameError(f"block '{block.name}' would hide the built-in '{block.name}'",
                           block.span, hint="give the block another name")
         for param, span in block.params:
             if param in ("name", "share"):
-                raise NameErr(f"a block parameter cannot be called '{param}'", span,
+                raise SpecNameError(f"a block parameter cannot be called '{param}'", span,
                               hint=f"{param}= is how every block use is named or shared")
         blocks[block.name] = block
     return blocks

@@ -1,9 +1,9 @@
 """Layer macros: each expands into parameters plus primitive ops (NHWC, as in the seeds).
 
-A layer is a signature (``arguments.Param`` tuple) and a build function ``(w, a) -> value``
-where ``a`` holds the bound arguments and ``w`` is the lowering, which provides ``b`` (the
-``Builder``, already inside the layer's scope and span), ``param``, ``state``, ``update``,
-``mode`` and ``activation``.  Layers with weights also accept the weights as tensors:
+A layer is a signature (``arguments.Param`` tuple) and a build function
+``(lower, args) -> value`` where ``args`` holds the bound arguments and ``lower`` is the
+lowering, which provides ``b`` (the ``Builder``, already inside the layer's scope and span),
+``param``, ``state``, ``update``, ``mode`` and ``activation``.  Layers with weights also accept the weights as tensors:
 ``conv2d(x, W, padding=same)`` is the primitive convolution with ``W``.
 
 Defaults follow tf.layers (the seeds' API): kernels start ``glorot_uniform`` (TensorFlow's
@@ -104,17 +104,17 @@ def _static(layer_name: str, what: str, dim, t: TensorType) -> int:
     return dim
 
 
-def _finish(w, y: int, a: dict) -> int:
+def _finish(lower, y: int, args: dict) -> int:
     """Add the bias (when the layer has one) and apply the activation."""
-    if a.get("b") is not None:
-        y = w.b.add(y, a["b"])
-    return w.activation(a.get("activation"), y)
+    if args.get("b") is not None:
+        y = lower.b.add(y, args["b"])
+    return lower.activation(args.get("activation"), y)
 
 
-def _bias(w, a: dict, units: int, dtype: DType) -> dict:
-    if a["use_bias"]:
-        a = dict(a, b=w.param("b", TensorType(dtype, (units,)), a["bias_init"]))
-    return a
+def _bias(lower, args: dict, units: int, dtype: DType) -> dict:
+    if args["use_bias"]:
+        args = dict(args, b=lower.param("b", TensorType(dtype, (units,)), args["bias_init"]))
+    return args
 
 
 WEIGHT_PARAMS = (
@@ -127,8 +127,8 @@ WEIGHT_PARAMS = (
 # -- dense ---------------------------------------------------------------------------------
 
 
-def _dense_input(w, x: int) -> TensorType:
-    t = w.b.type_of(x)
+def _dense_input(lower, x: int) -> TensorType:
+    t = lower.b.type_of(x)
     if t.rank != 2:
         hint = "add flatten before dense?" if t.rank > 2 else "reshape to [N, features]"
         raise ShapeError(f"dense expects a 2-D input [N, features], got {t}", hint=hint)
@@ -136,11 +136,11 @@ def _dense_input(w, x: int) -> TensorType:
     return t
 
 
-def _dense_weighted(w, a: dict) -> int:
-    x, weights = a["x"].id, a["W"].id
-    _dense_input(w, x)
-    bias = a["b"].id if a["b"] is not None else None
-    return _finish(w, w.b.matmul(x, weights), dict(a, b=bias))
+def _dense_weighted(lower, args: dict) -> int:
+    x, weights = args["x"].id, args["W"].id
+    _dense_input(lower, x)
+    bias = args["b"].id if args["b"] is not None else None
+    return _finish(lower, lower.b.matmul(x, weights), dict(args, b=bias))
 
 
 @layer("dense", "dense", (Param("x", tensor), Param("units", positive_int)) + WEIGHT_PARAMS,
@@ -148,14 +148,14 @@ def _dense_weighted(w, a: dict) -> int:
        weighted=(Param("x", tensor), Param("W", tensor), Param("b", optional_tensor, None),
                  Param("activation", activation_name, None)),
        build_weighted=_dense_weighted)
-def dense(w, a: dict) -> int:
+def dense(lower, args: dict) -> int:
     """x @ W + b, then the activation: W [in, units], b [units]."""
-    x = a["x"].id
-    t = _dense_input(w, x)
+    x = args["x"].id
+    t = _dense_input(lower, x)
     features = _static("dense", "input features", t.shape[1], t)
-    kernel = w.param("W", TensorType(t.dtype, (features, a["units"])), a["init"])
-    a = _bias(w, a, a["units"], t.dtype)
-    return _finish(w, w.b.matmul(x, kernel), a)
+    kernel = lower.param("W", TensorType(t.dtype, (features, args["units"])), args["init"])
+    args = _bias(lower, args, args["units"], t.dtype)
+    return _finish(lower, lower.b.matmul(x, kernel), args)
 
 
 # -- convolutions --------------------------------------------------------------------------
@@ -167,9 +167,9 @@ CONV_ATTRS = (
 )
 
 
-def _conv_attrs(a: dict) -> dict:
-    return {"stride": pair(a["stride"]), "padding": a["padding"].upper(),
-            "dilation": pair(a["dilation"])}
+def _conv_attrs(args: dict) -> dict:
+    return {"stride": pair(args["stride"]), "padding": args["padding"].upper(),
+            "dilation": pair(args["dilation"])}
 
 
 def _check_kernel(name: str, x: TensorType, kernel: TensorType, in_axis: int) -> None:
@@ -184,13 +184,13 @@ def _check_kernel(name: str, x: TensorType, kernel: TensorType, in_axis: int) ->
 
 
 def _conv_weighted(name: str, in_axis: int):
-    def build(w, a: dict) -> int:
-        x, kernel = a["x"].id, a["W"].id
-        _image_input(name, w.b.type_of(x))
-        _check_kernel(name, w.b.type_of(x), w.b.type_of(kernel), in_axis)
-        y = w.b.op(name, x, kernel, **_conv_attrs(a))
-        bias = a["b"].id if a["b"] is not None else None
-        return _finish(w, y, dict(a, b=bias))
+    def build(lower, args: dict) -> int:
+        x, kernel = args["x"].id, args["W"].id
+        _image_input(name, lower.b.type_of(x))
+        _check_kernel(name, lower.b.type_of(x), lower.b.type_of(kernel), in_axis)
+        y = lower.b.op(name, x, kernel, **_conv_attrs(args))
+        bias = args["b"].id if args["b"] is not None else None
+        return _finish(lower, y, dict(args, b=bias))
     return build
 
 
@@ -202,30 +202,32 @@ CONV_SIGNATURE = ((Param("x", tensor), Param("filters", positive_int), Param("ke
 
 @layer("conv2d", "conv", CONV_SIGNATURE, has_params=True, weighted=CONV_WEIGHTED,
        build_weighted=_conv_weighted("conv2d", 2))
-def conv2d(w, a: dict) -> int:
+def conv2d(lower, args: dict) -> int:
     """conv2d(x, W) + b with W [kh, kw, in, filters]; TensorFlow's SAME/VALID padding."""
-    x = a["x"].id
-    t = w.b.type_of(x)
+    x = args["x"].id
+    t = lower.b.type_of(x)
     _image_input("conv2d", t)
     channels = _static("conv2d", "input channels", t.shape[3], t)
-    kh, kw = a["kernel"]
-    kernel = w.param("W", TensorType(t.dtype, (kh, kw, channels, a["filters"])), a["init"])
-    a = _bias(w, a, a["filters"], t.dtype)
-    return _finish(w, w.b.conv2d(x, kernel, **_conv_attrs(a)), a)
+    kh, kw = args["kernel"]
+    kernel = lower.param("W", TensorType(t.dtype, (kh, kw, channels, args["filters"])),
+                         args["init"])
+    args = _bias(lower, args, args["filters"], t.dtype)
+    return _finish(lower, lower.b.conv2d(x, kernel, **_conv_attrs(args)), args)
 
 
 @layer("conv2d_transpose", "deconv", CONV_SIGNATURE, has_params=True, weighted=CONV_WEIGHTED,
        build_weighted=_conv_weighted("conv2d_transpose", 3))
-def conv2d_transpose(w, a: dict) -> int:
+def conv2d_transpose(lower, args: dict) -> int:
     """The transposed convolution with W [kh, kw, filters, in] (TensorFlow's layout)."""
-    x = a["x"].id
-    t = w.b.type_of(x)
+    x = args["x"].id
+    t = lower.b.type_of(x)
     _image_input("conv2d_transpose", t)
     channels = _static("conv2d_transpose", "input channels", t.shape[3], t)
-    kh, kw = a["kernel"]
-    kernel = w.param("W", TensorType(t.dtype, (kh, kw, a["filters"], channels)), a["init"])
-    a = _bias(w, a, a["filters"], t.dtype)
-    return _finish(w, w.b.conv2d_transpose(x, kernel, **_conv_attrs(a)), a)
+    kh, kw = args["kernel"]
+    kernel = lower.param("W", TensorType(t.dtype, (kh, kw, args["filters"], channels)),
+                         args["init"])
+    args = _bias(lower, args, args["filters"], t.dtype)
+    return _finish(lower, lower.b.conv2d_transpose(x, kernel, **_conv_attrs(args)), args)
 
 
 # -- pooling and reshaping -----------------------------------------------------------------
@@ -235,12 +237,12 @@ POOL_SIGNATURE = (Param("x", tensor), Param("window", pair, 2),
 
 
 def _pool(op: str):
-    def build(w, a: dict) -> int:
-        _image_input(op, w.b.type_of(a["x"].id))
-        window = a["window"]
-        stride = a["stride"] or window  # TensorFlow layers: stride defaults to the window
-        return w.b.op(op, a["x"].id, window=window, stride=stride,
-                      padding=a["padding"].upper())
+    def build(lower, args: dict) -> int:
+        _image_input(op, lower.b.type_of(args["x"].id))
+        window = args["window"]
+        stride = args["stride"] or window  # TensorFlow layers: stride defaults to the window
+        return lower.b.op(op, args["x"].id, window=window, stride=stride,
+                      padding=args["padding"].upper())
     build.__doc__ = f"{op} over window x window cells (stride defaults to the window)."
     return build
 
@@ -250,37 +252,37 @@ layer("avgpool", "avgpool", POOL_SIGNATURE)(_pool("avgpool"))
 
 
 @layer("global_avgpool", "global_avgpool", (Param("x", tensor),))
-def global_avgpool(w, a: dict) -> int:
+def global_avgpool(lower, args: dict) -> int:
     """The mean over height and width: [N,H,W,C] -> [N,C]."""
-    x = a["x"].id
-    _image_input("global_avgpool", w.b.type_of(x))
-    return w.b.mean(x, axis=(1, 2), keepdims=False)
+    x = args["x"].id
+    _image_input("global_avgpool", lower.b.type_of(x))
+    return lower.b.mean(x, axis=(1, 2), keepdims=False)
 
 
 @layer("flatten", "flatten", (Param("x", tensor),))
-def flatten(w, a: dict) -> int:
+def flatten(lower, args: dict) -> int:
     """[N, d1, d2, ...] -> [N, d1*d2*...]; the batch dim may stay symbolic."""
-    x = a["x"].id
-    t = w.b.type_of(x)
+    x = args["x"].id
+    t = lower.b.type_of(x)
     if t.rank < 2:
         raise ShapeError(f"flatten needs a batch dim and at least one more, got {t}")
     rest = t.shape[1:]
     if not all(isinstance(d, int) for d in rest):
         raise ShapeError(f"flatten needs known dims after the batch dim, got {t}",
                          hint="declare those dims as numbers in the input's type")
-    return w.b.reshape(x, shape=(-1, math.prod(rest)))
+    return lower.b.reshape(x, shape=(-1, math.prod(rest)))
 
 
 # -- batch norm and dropout ----------------------------------------------------------------
 
 
 @layer("dropout", "dropout", (Param("x", tensor), Param("rate", rate)))
-def dropout(w, a: dict) -> int:
+def dropout(lower, args: dict) -> int:
     """Training: x * mask with mask 0 or 1/(1-rate); evaluation: x (inverted dropout)."""
-    x = a["x"].id
-    _float_input("dropout", w.b.type_of(x))
-    dropped = w.b.mul(x, w.b.dropout_mask(x, rate=a["rate"]))
-    return w.b.select(w.mode(), dropped, x)
+    x = args["x"].id
+    _float_input("dropout", lower.b.type_of(x))
+    dropped = lower.b.mul(x, lower.b.dropout_mask(x, rate=args["rate"]))
+    return lower.b.select(lower.mode(), dropped, x)
 
 
 BATCHNORM_SIGNATURE = (
@@ -291,27 +293,27 @@ BATCHNORM_SIGNATURE = (
 
 
 @layer("batchnorm", "bn", BATCHNORM_SIGNATURE, has_params=True)
-def batchnorm(w, a: dict) -> int:
+def batchnorm(lower, args: dict) -> int:
     """y = gamma * (x - mean) / sqrt(var + epsilon) + beta over all axes but ``axis``.
 
     Training normalizes with the batch mean and population variance and moves the moving
     statistics toward them (``moving = momentum * moving + (1 - momentum) * batch``);
     evaluation uses the moving statistics.  ``select(mode, ...)`` picks between them.
     """
-    x = a["x"].id
-    t = w.b.type_of(x)
+    x = args["x"].id
+    t = lower.b.type_of(x)
     _float_input("batchnorm", t)
-    axis = _norm_axis(a["axis"], t)
+    axis = _norm_axis(args["axis"], t)
     channels = _static("batchnorm", "channels", t.shape[axis], t)
     vec = TensorType(t.dtype, (channels,))
-    mean_b, var_b = _moments(w, x, axis, t)
-    mean = _moving(w, "moving_mean", vec, ("zeros",), mean_b, a["momentum"])
-    var = _moving(w, "moving_variance", vec, ("ones",), var_b, a["momentum"])
-    gamma = w.param("gamma", vec, ("ones",)) if a["scale"] else w.b.const(
+    mean_b, var_b = _moments(lower, x, axis, t)
+    mean = _moving(lower, "moving_mean", vec, ("zeros",), mean_b, args["momentum"])
+    var = _moving(lower, "moving_variance", vec, ("ones",), var_b, args["momentum"])
+    gamma = lower.param("gamma", vec, ("ones",)) if args["scale"] else lower.b.const(
         np.ones(channels), t.dtype)
-    beta = w.param("beta", vec, ("zeros",)) if a["center"] else w.b.const(
+    beta = lower.param("beta", vec, ("zeros",)) if args["center"] else lower.b.const(
         np.zeros(channels), t.dtype)
-    return w.b.batchnorm_apply(x, mean, var, gamma, beta, axis=axis, epsilon=a["epsilon"])
+    return lower.b.batchnorm_apply(x, mean, var, gamma, beta, axis=axis, epsilon=args["epsilon"])
 
 
 def _norm_axis(axis: int, t: TensorType) -> int:
@@ -321,21 +323,21 @@ def _norm_axis(axis: int, t: TensorType) -> int:
     return axis % t.rank
 
 
-def _moments(w, x: int, axis: int, t: TensorType) -> tuple[int, int]:
+def _moments(lower, x: int, axis: int, t: TensorType) -> tuple[int, int]:
     """The batch mean and population variance over every axis but ``axis``, each [C]."""
-    mean = w.b.mean(x, axis=tuple(i for i in range(t.rank) if i != axis), keepdims=False)
-    return mean, w.b.batch_variance(x, mean, axis=axis)
+    mean = lower.b.mean(x, axis=tuple(i for i in range(t.rank) if i != axis), keepdims=False)
+    return mean, lower.b.batch_variance(x, mean, axis=axis)
 
 
-def _moving(w, name: str, vec: TensorType, init: tuple, batch: int, momentum: float) -> int:
+def _moving(lower, name: str, vec: TensorType, init: tuple, batch: int, momentum: float) -> int:
     """The statistic to normalize with: the batch's in training, the moving one otherwise."""
-    moving = w.state(name, vec, init)
-    keep = w.b.const(momentum, vec.dtype)
-    blend = w.b.const(1.0 - momentum, vec.dtype)
-    blended = w.b.add(w.b.mul(moving, keep), w.b.mul(batch, blend))
+    moving = lower.state(name, vec, init)
+    keep = lower.b.const(momentum, vec.dtype)
+    blend = lower.b.const(1.0 - momentum, vec.dtype)
+    blended = lower.b.add(lower.b.mul(moving, keep), lower.b.mul(batch, blend))
     # In eval mode the update folds to the state itself, and DCE drops it.
-    w.update(moving, w.b.select(w.mode(), blended, moving))
-    return w.b.select(w.mode(), batch, moving)
+    lower.update(moving, lower.b.select(lower.mode(), blended, moving))
+    return lower.b.select(lower.mode(), batch, moving)
 
 
 def is_weighted_call(layer_def: Layer, args) -> bool:

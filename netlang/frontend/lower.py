@@ -15,12 +15,12 @@ import numpy as np
 
 from netlang.errors import (
     ArgumentError,
-    NameErr,
     ShapeError,
     Span,
     SpecError,
-    SyntaxErr,
-    Warning_,
+    SpecNameError,
+    SpecSyntaxError,
+    SpecWarning,
     did_you_mean,
 )
 from netlang.frontend import ast
@@ -56,11 +56,11 @@ def lower_spec(spec: ast.Spec) -> Graph:
 def _the_network(spec: ast.Spec) -> ast.Network:
     networks = spec.of_kind(ast.Network)
     if not networks:
-        raise SyntaxErr("the spec has no network", Span(spec.source, 1, 1),
+        raise SpecSyntaxError("the spec has no network", Span(spec.source, 1, 1),
                         hint="a spec holds one 'network NAME { ... }'")
     if len(networks) > 1:
         first = networks[0]
-        raise SyntaxErr(f"a spec holds one network; '{first.name}' is already defined "
+        raise SpecSyntaxError(f"a spec holds one network; '{first.name}' is already defined "
                         f"(line {first.span.line})", networks[1].span)
     return networks[0]
 
@@ -68,10 +68,10 @@ def _the_network(spec: ast.Spec) -> ast.Network:
 def _the_train_section(spec: ast.Spec, network: str) -> ast.Train | None:
     sections = spec.of_kind(ast.Train)
     if len(sections) > 1:
-        raise SyntaxErr(f"a spec holds one train section; one is already defined "
+        raise SpecSyntaxError(f"a spec holds one train section; one is already defined "
                         f"(line {sections[0].span.line})", sections[1].span)
     if sections and sections[0].name != network:
-        raise NameErr(f"train section '{sections[0].name}' names no network",
+        raise SpecNameError(f"train section '{sections[0].name}' names no network",
                       sections[0].span, hint=f"the network is '{network}': train {network} {{")
     return sections[0] if sections else None
 
@@ -85,7 +85,7 @@ class Lowering(CallLowering):
         self.b = Builder(self.graph)
         self.env = Env()
         self.layers: list[LayerRecord] = []
-        self.warnings: list[Warning_] = []
+        self.warnings: list[SpecWarning] = []
         self.roles: dict[str, int] = {}          # output name -> line it was declared
         self.pending: list[ast.RoleDecl] = []    # bare 'output x', resolved at the end
         self.errors = ErrorList()
@@ -153,7 +153,7 @@ class Lowering(CallLowering):
         handler = {ast.InputDecl: self._input, ast.ParamDecl: self._param_decl,
                    ast.Assign: self._assign, ast.RoleDecl: self._role}.get(type(stmt))
         if handler is None:
-            raise SyntaxErr("'return' belongs in a block", stmt.span)
+            raise SpecSyntaxError("'return' belongs in a block", stmt.span)
         handler(stmt)
 
     def _input(self, decl: ast.InputDecl) -> None:
@@ -193,7 +193,7 @@ class Lowering(CallLowering):
     def _role(self, decl: ast.RoleDecl) -> None:
         if decl.value is None:
             if decl.name is None:
-                raise SyntaxErr("loss needs a value", decl.span,
+                raise SpecSyntaxError("loss needs a value", decl.span,
                                 hint="for example: loss = mean(softmax_cross_entropy(logits, "
                                      "label))")
             if decl.name in self.env:
@@ -213,14 +213,14 @@ class Lowering(CallLowering):
         if value is BROKEN:
             raise Cascade
         if not isinstance(value, Tensor):
-            raise NameErr(f"{decl.role} '{decl.name}' is never defined", decl.name_span,
+            raise SpecNameError(f"{decl.role} '{decl.name}' is never defined", decl.name_span,
                           hint=did_you_mean(decl.name, self.env.names)
                           or f"define it: {decl.role} {decl.name} = ...")
         self._set_role(decl, decl.name, value.id)
 
     def _set_role(self, decl: ast.RoleDecl, name: str, nid: int) -> None:
         if name in self.roles:
-            raise NameErr(f"'{name}' is already declared as an output (line "
+            raise SpecNameError(f"'{name}' is already declared as an output (line "
                           f"{self.roles[name]})", decl.name_span)
         self.roles[name] = decl.span.line
         if decl.role == "loss":
@@ -233,7 +233,7 @@ class Lowering(CallLowering):
     def _check_loss(self, decl: ast.RoleDecl, name: str, nid: int) -> None:
         if self.graph.loss is not None:
             line = self.roles[self.graph.loss]
-            raise SyntaxErr(f"a network has one loss; '{self.graph.loss}' is declared on "
+            raise SpecSyntaxError(f"a network has one loss; '{self.graph.loss}' is declared on "
                             f"line {line}", decl.span,
                             hint="add the terms into one loss: loss = a + b")
         t = self.graph.nodes[nid].type
@@ -248,7 +248,7 @@ class Lowering(CallLowering):
         for name, nid in self.graph.inputs.items():
             if nid not in used:
                 span = self.env.names[name].span if name in self.env.names else None
-                self.warnings.append(Warning_(
+                self.warnings.append(SpecWarning(
                     f"input '{name}' is never used", span,
                     hint="remove it, or use it in an output, the loss or a metric"))
 
@@ -263,7 +263,7 @@ class Lowering(CallLowering):
         for name, binding in self.env.names.items():
             value = binding.value
             if binding.what == "name" and isinstance(value, Tensor) and value.id not in needed:
-                self.warnings.append(Warning_(
+                self.warnings.append(SpecWarning(
                     f"'{name}' is computed but reaches no output, loss or metric",
                     binding.span, hint="remove it, or use it in an output, the loss or a "
                                        "metric"))
@@ -276,10 +276,10 @@ class Lowering(CallLowering):
         except ValueError:
             hint = (f"write {name}" if texpr.dtype in DTYPE_ALIASES else
                     did_you_mean(texpr.dtype, [d.value for d in DType]))
-            raise NameErr(f"unknown dtype '{texpr.dtype}'", texpr.dtype_span,
+            raise SpecNameError(f"unknown dtype '{texpr.dtype}'", texpr.dtype_span,
                           hint=hint or "use one of f32, f64, i32, i64, bool") from None
         if name != texpr.dtype:
-            raise NameErr(f"unknown dtype '{texpr.dtype}'", texpr.dtype_span,
+            raise SpecNameError(f"unknown dtype '{texpr.dtype}'", texpr.dtype_span,
                           hint=f"write {name}")
         dims = []
         for dim, span in texpr.dims:

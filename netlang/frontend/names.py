@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from netlang.errors import NameErr, Span, did_you_mean
+from netlang.errors import Span, SpecNameError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Env:
             where = f"line {first.span.line}"
             if first.what != "name":
                 where += f", as {'an' if first.what[0] in 'aeiou' else 'a'} {first.what}"
-            raise NameErr(f"'{name}' is already defined ({where})", span,
+            raise SpecNameError(f"'{name}' is already defined ({where})", span,
                           hint="names are single-assignment: give the new value another name")
 
     def lookup(self, name: str):
@@ -59,10 +59,10 @@ class Env:
     def __contains__(self, name: str) -> bool:
         return name in self.names
 
-    def unknown(self, name: str, span: Span, callables=()) -> NameErr:
+    def unknown(self, name: str, span: Span, callables=()) -> SpecNameError:
         """The error for a name that is not defined here (yet)."""
         if name in self.later:
-            return NameErr(f"'{name}' is used before it is defined "
+            return SpecNameError(f"'{name}' is used before it is defined "
                            f"(line {self.later[name].line})", span,
                            hint="move the definition above its first use")
         hint = did_you_mean(name, self.names)
@@ -71,4 +71,4 @@ class Env:
                     f"{self.owner} as an argument")
         if hint is None and name in callables:
             hint = f"'{name}' is an op or layer: call it, as in {name}(x), or pipe into it"
-        return NameErr(f"unknown name '{name}'", span, hint=hint)
+        return SpecNameError(f"unknown name '{name}'", span, hint=hint)

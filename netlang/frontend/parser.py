@@ -3,7 +3,7 @@
 The grammar lives in ``grammar/netlang.lark``; the LALR parser is built once per process.
 A small line joiner between lexer and parser drops the newlines that do not end a statement
 (inside brackets, after an operator, before ``|>``), so pipelines can span lines.  Lark's
-errors become ``SyntaxErr`` with what was expected in words (see ``syntax_errors``).
+errors become ``SpecSyntaxError`` with what was expected in words (see ``syntax_errors``).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from lark.exceptions import (
 )
 from lark.visitors import Transformer_NonRecursive
 
-from netlang.errors import SourceFile, Span, SpecError, SyntaxErr
+from netlang.errors import SourceFile, Span, SpecError, SpecSyntaxError
 from netlang.frontend import ast
 from netlang.frontend.syntax_errors import ErrorContext, describe_syntax_error
 
@@ -94,7 +94,7 @@ def _parser() -> tuple[Lark, LineJoiner]:
 
 
 def parse(text: str, path: str = "<string>") -> ast.Spec:
-    """The syntax tree of one spec; raises ``SyntaxErr`` pointing at the first mistake."""
+    """The syntax tree of one spec; raises ``SpecSyntaxError`` pointing at the first mistake."""
     source = SourceFile(path, text)
     lark, joiner = _parser()
     try:
@@ -108,7 +108,7 @@ def parse(text: str, path: str = "<string>") -> ast.Spec:
             raise err.orig_exc from None
         raise
     except LarkError as err:  # anything else Lark can raise on odd input
-        raise SyntaxErr(str(err).splitlines()[0], Span(source, 1, 1)) from None
+        raise SpecSyntaxError(str(err).splitlines()[0], Span(source, 1, 1)) from None
     return ast.Spec(source, list(items))
 
 
@@ -131,14 +131,14 @@ def check_nesting(tree: Tree, source: SourceFile) -> None:
                 for node, depth in deepest.values() if depth > MAX_NESTING]
     if too_deep:
         _, _, depth, node = min(too_deep, key=lambda t: t[:2])
-        raise SyntaxErr(f"an expression is nested too deeply to compile: {depth} levels of "
+        raise SpecSyntaxError(f"an expression is nested too deeply to compile: {depth} levels of "
                         f"operators, calls or brackets, at most {MAX_NESTING}",
                         _span(source, node.meta),
                         hint="split it into several assignments, e.g. a = ...; b = a + ...")
 
 
 def _syntax_error(err: UnexpectedInput, source: SourceFile, lark: Lark,
-                  joiner: LineJoiner) -> SyntaxErr:
+                  joiner: LineJoiner) -> SpecSyntaxError:
     line, col = max(1, int(err.line) if err.line != "?" else 1), 1
     if isinstance(err.column, int):
         col = max(1, err.column)

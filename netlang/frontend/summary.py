@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from netlang.errors import Warning_
+from netlang.errors import SpecWarning
 from netlang.ir.graph import SOURCE_OPS, Graph, Node
 from netlang.ir.types import Sym, TensorType, resolve_dim
 from netlang.ops.registry import OPS
@@ -155,7 +155,7 @@ def available_memory() -> int | None:
         return None
 
 
-def memory_warnings(graph: Graph, batch: int, available: int | None) -> list[Warning_]:
+def memory_warnings(graph: Graph, batch: int, available: int | None) -> list[SpecWarning]:
     """A warning for each parameter, and each layer's output at ``batch``, that alone needs
     more memory than is ``available``: such a spec checks, but cannot run here."""
     if available is None:
@@ -168,7 +168,7 @@ def memory_warnings(graph: Graph, batch: int, available: int | None) -> list[War
         node = graph.nodes[nid]
         size = node.type.dtype.itemsize * _count(node.type.shape, per_example)
         if size > available:
-            out.append(Warning_(
+            out.append(SpecWarning(
                 f"parameter '{path}' ({node.type}) needs {format_bytes(size)}, more than "
                 f"the {have} of memory available", node.span,
                 hint="check the layer sizes; running or training this spec will fail"))
@@ -180,7 +180,7 @@ def memory_warnings(graph: Graph, batch: int, available: int | None) -> list[War
         t = graph.nodes[record.output].type
         size = t.dtype.itemsize * _count(t.shape, at_batch)
         if size > available:
-            out.append(Warning_(
+            out.append(SpecWarning(
                 f"the output of {record.name} ({t}) needs {format_bytes(size)} at batch "
                 f"{batch}, more than the {have} of memory available", record.span,
                 hint="use a smaller batch or smaller layers; running this spec will fail"))

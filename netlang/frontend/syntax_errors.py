@@ -2,7 +2,7 @@
 
 The parser hands over what Lark knows at the point of failure (the token it got, the token
 kinds it would have accepted, the brackets still open); this module turns that into a
-``SyntaxErr`` a person can act on.  Groups of tokens collapse into one phrase: every token
+``SpecSyntaxError`` a person can act on.  Groups of tokens collapse into one phrase: every token
 that can start an expression becomes "an expression", every binary operator "an operator".
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from netlang.errors import SourceFile, Span, SyntaxErr
+from netlang.errors import SourceFile, Span, SpecSyntaxError
 
 KEYWORDS = ("network", "block", "train", "input", "param", "output", "loss", "metric",
             "return", "true", "false")
@@ -42,7 +42,7 @@ class ErrorContext:
     example_hint: str | None = None
 
 
-def describe_syntax_error(ctx: ErrorContext) -> SyntaxErr:
+def describe_syntax_error(ctx: ErrorContext) -> SpecSyntaxError:
     width = len(ctx.token_text) if ctx.token_text and ctx.token_type not in ("_NL",
                                                                               "$END") else 1
     span = Span(ctx.source, ctx.line, ctx.col, ctx.col + max(1, width))
@@ -50,7 +50,7 @@ def describe_syntax_error(ctx: ErrorContext) -> SyntaxErr:
     wanted = expected_in_words(ctx.expected, ctx.terminal_text)
     if wanted:
         message += f", expected {wanted}"
-    return SyntaxErr(message, span, hint=_hint(ctx))
+    return SpecSyntaxError(message, span, hint=_hint(ctx))
 
 
 def _describe_token(ctx: ErrorContext) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from netlang.errors import ArgumentError, NameErr, Span, SpecError, did_you_mean
+from netlang.errors import ArgumentError, Span, SpecError, SpecNameError, did_you_mean
 from netlang.frontend import ast
 from netlang.frontend.arguments import (
     Given,
@@ -128,7 +128,7 @@ def validate_train(section: ast.Train) -> dict:
 
 def _check_key(entry: ast.TrainEntry, seen: dict) -> None:
     if entry.key not in KEYS:
-        raise NameErr(f"unknown train setting '{entry.key}'", entry.key_span,
+        raise SpecNameError(f"unknown train setting '{entry.key}'", entry.key_span,
                       hint=did_you_mean(entry.key, KEYS) or f"settings: {', '.join(KEYS)}")
     if entry.key in seen:
         raise SpecError(f"train setting '{entry.key}' is given twice (line "
@@ -152,7 +152,7 @@ def _choice(entry: ast.TrainEntry, spans: dict) -> dict:
     options = CHOICES[entry.key]
     if name not in options:
         noun = "data set" if entry.key == "data" else entry.key
-        raise NameErr(f"unknown {noun} '{name}'", name_span,
+        raise SpecNameError(f"unknown {noun} '{name}'", name_span,
                       hint=did_you_mean(name, options) or f"use one of {', '.join(options)}")
     bound = bind(name, options[name], args, entry.value.span)
     positional = iter(options[name])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from netlang.cli import main
-from netlang.errors import NameErr, ShapeError, SpecError, Warning_
+from netlang.errors import ShapeError, SpecError, SpecNameError, SpecWarning
 from netlang.frontend import load_spec
 from netlang.frontend.diagnostics import MAX_ERRORS, SpecErrors
 
@@ -26,7 +26,7 @@ network n {
 def test_every_independent_error_is_reported_in_source_order():
     with pytest.raises(SpecErrors) as info:
         load_spec(THREE_ERRORS, "t.net")
-    assert [type(e) for e in info.value.errors] == [ShapeError, ShapeError, NameErr]
+    assert [type(e) for e in info.value.errors] == [ShapeError, ShapeError, SpecNameError]
     assert str(info.value) == """\
 t.net:3:17: shape error: reshape: cannot reshape f32[N,4] (4*N elements) into (3, 5) (15 elements)
       a = relu(x) + reshape(x, (3, 5))
@@ -102,7 +102,7 @@ network n {
 
 
 def test_an_error_inside_nested_blocks_names_every_use():
-    with pytest.raises(NameErr) as info:
+    with pytest.raises(SpecNameError) as info:
         load_spec(NESTED, "t.net")
     assert str(info.value) == """\
 t.net:2:14: name error: unknown name 'unknown_thing'
@@ -133,7 +133,7 @@ network n {
 
 def test_a_value_that_reaches_no_output_is_a_warning():
     graph = load_spec(UNREACHED, "w.net")
-    assert [type(w) for w in graph.spec.warnings] == [Warning_]
+    assert [type(w) for w in graph.spec.warnings] == [SpecWarning]
     assert str(graph.spec.warnings[0]) == """\
 w.net:4:3: warning: 'spare' is computed but reaches no output, loss or metric
       spare = tanh(h) * 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from netlang.errors import NameErr
+from netlang.errors import SpecNameError
 from netlang.frontend import load_spec
 
 SPEC = """\
@@ -57,7 +57,7 @@ block step(v) {
   return relu(v)
 }
 """
-    with pytest.raises(NameErr) as info:
+    with pytest.raises(SpecNameError) as info:
         load_spec(text, "t.net")
     assert str(info.value) == """\
 t.net:3:12: name error: 'h' is used before it is defined (line 4)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from netlang.errors import SpecError, Warning_
+from netlang.errors import SpecError, SpecWarning
 from netlang.frontend import load_spec
 
 
@@ -624,7 +624,7 @@ network n {
 def test_unused_input_is_a_warning_not_an_error():
     graph = load_spec(UNUSED_INPUT, "warn.net")
     warnings = graph.spec.warnings
-    assert [type(w) for w in warnings] == [Warning_]
+    assert [type(w) for w in warnings] == [SpecWarning]
     assert str(warnings[0]) == """\
 warn.net:3:9: warning: input 'label' is never used
       input label: i32[N]

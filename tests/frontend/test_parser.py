@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from netlang.errors import SyntaxErr
+from netlang.errors import SpecSyntaxError
 from netlang.frontend import ast
 from netlang.frontend.parser import parse
 
@@ -126,7 +126,7 @@ def test_comments_and_blank_lines_are_ignored():
 
 
 def test_reserved_words_cannot_be_names():
-    with pytest.raises(SyntaxErr) as info:
+    with pytest.raises(SpecSyntaxError) as info:
         body("input = 3")
     assert "unexpected '='" in info.value.message
 
