@@ -124,10 +124,6 @@ def dim_add(a, b):
     return None
 
 
-def dim_str(d) -> str:
-    return str(d)
-
-
 def resolve_dim(d, bindings: dict[str, int]) -> int:
     if isinstance(d, int):
         return d

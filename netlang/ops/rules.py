@@ -52,17 +52,6 @@ def normalize_axis(opname: str, axis: int, rank: int) -> int:
     return axis % rank if rank else 0
 
 
-def normalize_axes(opname: str, axis, rank: int) -> tuple[int, ...]:
-    """``None`` -> all axes; an int or a tuple -> sorted non-negative axes."""
-    if axis is None:
-        return tuple(range(rank))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    out = sorted({normalize_axis(opname, a, rank) for a in axes})
-    if len(out) != len(axes):
-        raise ShapeError(f"{opname}: repeated axis in {axis}")
-    return tuple(out)
-
-
 def reduced_shape(shape: tuple, axes: tuple[int, ...], keepdims: bool) -> tuple:
     if keepdims:
         return tuple(1 if i in axes else d for i, d in enumerate(shape))
