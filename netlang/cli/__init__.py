@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from netlang.errors import NetlangError
-from netlang.runtime.backend import keep_freed_memory
+from netlang.runtime.backend import KERNEL_CHOICES, keep_freed_memory
 
 # Subcommand name -> module (in netlang.cli).  Order is the order of --help.
 COMMANDS = {
@@ -27,6 +27,18 @@ COMMANDS = {
     "render": "render",
     "bench": "bench",
 }
+
+
+COMPUTING = {"run", "gradcheck", "train", "eval", "predict", "bench"}   # commands that run kernels
+
+
+def add_device_arguments(parser) -> None:
+    """``--device`` and ``--kernels``, as every command that runs a graph takes them."""
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    parser.add_argument("--kernels", default="default", choices=list(KERNEL_CHOICES),
+                        help="CPU kernels: default (oneDNN, then netlang's own), builtin "
+                             "(netlang's own, no library), numpy (the reference kernels alone, "
+                             "for debugging)")
 
 
 def _load_commands():
@@ -54,9 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # The command line owns its process, so it (and not the library) asks glibc to keep freed
-    # memory for reuse: a process-wide setting that saves a step's page faults.
+    # The command line owns its process, so it (and not the library) makes the process-wide
+    # settings a step runs best with: glibc keeps freed memory for reuse, and OpenBLAS's and
+    # OpenMP's (oneDNN's) thread pools are sized together before oneDNN loads.
     keep_freed_memory()
+    if args.command in COMPUTING:
+        from netlang.runtime.threads import configure_cpu_threads
+
+        configure_cpu_threads()
     try:
         return int(args._run(args) or 0)
     except NetlangError as err:

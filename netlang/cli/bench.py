@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 import netlang
+from netlang.cli import add_device_arguments
 from netlang.errors import UsageError
 from netlang.passes.pipeline import OPTIMIZE, without
 
@@ -44,7 +45,7 @@ NO_RIVALS = "not run (netlang bench never imports torch; python3 tools/bench.py 
 
 
 def add_arguments(parser, no_torch_help: str = NO_TORCH_HELP) -> None:
-    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    add_device_arguments(parser)
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 256], metavar="B",
                         help="batch sizes (default: 64 256)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
@@ -141,14 +142,15 @@ def synthetic_batch(graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
-def netlang_step(spec: Path, batch: int, device: str, seed: int = 0, fused: bool = True):
+def netlang_step(spec: Path, batch: int, device: str, seed: int = 0, fused: bool = True,
+                 kernels: str = "default"):
     """(step function returning the loss, parameter count, session, feeds) for one workload."""
     from netlang.train.step import LR_INPUT
 
     model = netlang.compile(spec, passes=passes_of(fused))
     config = train_config_of(model)
     train, optimizer = build_train_model(model, config)
-    session = train.session(device, seed)
+    session = train.session(device, seed, kernels)
     feeds = synthetic_batch(model.graph, batch, seed)
     feeds[LR_INPUT] = np.float32(optimizer.lr)
     loss = model.graph.loss
@@ -196,7 +198,8 @@ def time_steps(step: Callable, warmup: int, steps: int) -> list[float]:
 
 def bench_netlang(name: str, spec: Path, batch: int, args) -> Result:
     """netlang's row for one workload and batch (and its kernel profile with --profile)."""
-    step, params, session, _ = netlang_step(spec, batch, args.device, fused=not args.no_fusion)
+    step, params, session, _ = netlang_step(spec, batch, args.device, fused=not args.no_fusion,
+                                            kernels=getattr(args, "kernels", "default"))
     step()
     calls = session.executor.kernel_calls
     step()
@@ -309,8 +312,8 @@ def run(args, rivals: Sequence[Rival] = (), rivals_note: str = NO_RIVALS) -> int
     from netlang.runtime import backend
 
     check_arguments(args)
-    backend.get_backend(args.device)   # one clear error if the GPU is not there
-    print(f"netlang bench: device {args.device}, batches {args.batch}, {args.steps} timed "
+    chosen = backend.get_backend(args.device, getattr(args, "kernels", "default"))
+    print(f"netlang bench: {chosen.describe()}; batches {args.batch}, {args.steps} timed "
           f"steps after {args.warmup} warm-up; PyTorch: {rivals_note}", flush=True)
     report: dict[str, Any] = {"device": args.device, "torch": rivals_note, "results": []}
     results: list[Result] = []

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 import netlang
+from netlang.cli import add_device_arguments
 from netlang.errors import UsageError
 from netlang.train.config import train_config
 from netlang.train.data import load_dataset
@@ -36,7 +37,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data-dir", metavar="DIR",
                         help="folder with the data set's files (or set NETLANG_DATA)")
     parser.add_argument("--batch", type=int, default=500, help="examples per eval batch")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    add_device_arguments(parser)
 
 
 def run(args) -> int:
@@ -44,7 +45,7 @@ def run(args) -> int:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     model = netlang.compile(args.file)
     config = train_config(model.graph.spec.train, model.graph.name)
-    restored = restore_for_inference(model, args.checkpoint, args.device)
+    restored = restore_for_inference(model, args.checkpoint, args.device, args.kernels)
     for note in restored.notes:
         print(note, file=sys.stderr)
     data_args = dict(config.data.args)

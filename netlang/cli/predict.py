@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import netlang
+from netlang.cli import add_device_arguments
 from netlang.cli.arrays import read_npy
 from netlang.errors import UsageError
 from netlang.runtime.checkpoint import replace_atomically
@@ -39,7 +40,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-normalize", action="store_true",
                         help="feed the input as it is (it is already normalized)")
     parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    add_device_arguments(parser)
 
 
 def load_input(path: str) -> np.ndarray:
@@ -67,7 +68,7 @@ def run(args) -> int:
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     model = netlang.compile(args.file)
-    restored = restore_for_inference(model, args.checkpoint, args.device)
+    restored = restore_for_inference(model, args.checkpoint, args.device, args.kernels)
     for note in restored.notes:
         print(note, file=sys.stderr)
     x = load_input(args.input)

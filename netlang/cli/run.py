@@ -6,6 +6,7 @@ import json
 import numpy as np
 
 import netlang
+from netlang.cli import add_device_arguments
 from netlang.cli.arrays import read_npy
 from netlang.errors import UsageError
 
@@ -20,7 +21,7 @@ def add_arguments(parser) -> None:
                         help="a value for a name: a number, a list like [1,2], or a .npy file")
     parser.add_argument("--train", action="store_true", help="run in training mode")
     parser.add_argument("--seed", type=int, default=0, help="seed for parameters and noise")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    add_device_arguments(parser)
 
 
 def parse_feed(text: str) -> tuple[str, np.ndarray]:
@@ -38,7 +39,7 @@ def parse_feed(text: str) -> tuple[str, np.ndarray]:
 
 def run(args) -> int:
     model = netlang.compile(args.file)
-    session = model.session(device=args.device, seed=args.seed)
+    session = model.session(device=args.device, seed=args.seed, kernels=args.kernels)
     feeds: dict[str, np.ndarray] = {}
     for text in args.feed:
         name, value = parse_feed(text)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import netlang
+from netlang.cli import add_device_arguments
 from netlang.errors import UsageError
 from netlang.train.config import train_config
 from netlang.train.data import limit, load_dataset
@@ -37,7 +38,7 @@ def add_arguments(parser) -> None:
                              "replaced)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="folder with the data set's files (or set NETLANG_DATA)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    add_device_arguments(parser)
     parser.add_argument("--limit", type=int, metavar="N",
                         help="train on the first N training examples only (quick runs)")
     parser.add_argument("--stop-after", type=int, metavar="K",
@@ -73,12 +74,13 @@ def train_in(args, model, config, run_folder: RunFolder) -> int:
     """Load the data and train into ``run_folder`` (whose lock the caller holds)."""
     dataset = load_dataset(config.data.name, config.data.args, args.data_dir, config.data.span)
     dataset = limit(dataset, args.limit)
-    trainer = Trainer(model, config, dataset, device=args.device, lr=args.lr)
+    trainer = Trainer(model, config, dataset, device=args.device, lr=args.lr,
+                      kernels=args.kernels)
     val = len(dataset.validation) if dataset.validation is not None else 0
     say(f"training {model.graph.name} on {dataset.name}: {len(dataset.train)} examples "
         f"({val} for validation), {config.epochs} epochs of batch {config.batch}, "
         f"{trainer.optimizer.describe()}, schedule {trainer.schedule.describe()}, "
-        f"seed {config.seed}, {args.device}")
+        f"seed {config.seed}, {trainer.session.backend.describe()}")
     result = fit(trainer, run_folder, resume=args.resume, out=say, stop_after=args.stop_after)
     if result.plot:
         say(f"run folder {run_folder.path}: log.jsonl, last.ckpt, curves.png")

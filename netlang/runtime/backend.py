@@ -41,6 +41,18 @@ class Backend:
     factories: Mapping[str, tuple] = field(default_factory=dict, hash=False,
                                            compare=False)   # op name -> kernel factories
     notes: tuple[str, ...] = field(default=(), hash=False, compare=False)  # said once
+    library: str = ""               # the kernel library in use ("oneDNN 3.2.0"), if any
+
+    def describe(self) -> str:
+        """One line for logs and headers: the device and which kernels run (and, once, why a
+        library is not used)."""
+        if self.name != "cpu":
+            return self.name
+        if not self.factories:
+            return "cpu (the reference NumPy kernels)"
+        if self.library:
+            return f"cpu ({self.library}, then netlang's kernels)"
+        return "cpu (netlang's kernels" + "".join(f"; {n}" for n in self.notes) + ")"
 
     def kernel_for(self, opdef) -> Callable | None:
         """The kernel this backend runs for ``opdef``: its override, else the shared one."""
@@ -167,7 +179,8 @@ def _cpu_backend(library: bool = True) -> Backend:
         note = (f"oneDNN is not used ({onednn.unavailable_reason()}); convolutions, "
                 f"pooling and batchnorm run netlang's NumPy kernels")
         notes = (note,)
-    return Backend("cpu", np, factories=factories, notes=notes)
+    used = f"oneDNN {onednn.LIBRARY.version()}" if library and onednn.available() else ""
+    return Backend("cpu", np, factories=factories, notes=notes, library=used)
 
 
 def _stateless(factory: Callable) -> Callable:

@@ -27,7 +27,8 @@ class Restored:
     notes: list[str]
 
 
-def restore_for_inference(model: Model, path, device: str = "cpu") -> Restored:
+def restore_for_inference(model: Model, path, device: str = "cpu",
+                          kernels: str = "default") -> Restored:
     """An eval session for ``model`` with the parameters of the checkpoint at ``path``."""
     arrays, meta = checkpoints.read(path)
     names = set(checkpoints.variables(model.graph))
@@ -36,7 +37,7 @@ def restore_for_inference(model: Model, path, device: str = "cpu") -> Restored:
     # input normalization; without it predict would feed raw values silently.
     required = NORMALIZER_ARRAYS if "network_variables" in meta else ()
     checkpoints.check_complete(path, model.graph, arrays, required)
-    session = model.session(device, int(meta.get("seed", 0)))
+    session = model.session(device, int(meta.get("seed", 0)), kernels)
     session.state.load({k: v for k, v in arrays.items() if k in names})
     return Restored(session, load_normalizer(arrays), meta, notes)
 

@@ -74,7 +74,8 @@ class Trainer:
     """Trains ``model`` on ``dataset`` as ``config`` says (see the module doc)."""
 
     def __init__(self, model: Model, config: TrainConfig, dataset: Dataset,
-                 device: str = "cpu", lr: float | None = None, eval_batch: int = 500):
+                 device: str = "cpu", lr: float | None = None, eval_batch: int = 500,
+                 kernels: str = "default"):
         self.model, self.config, self.dataset = model, config, dataset
         self.optimizer = config.make_optimizer(lr)
         if not np.isfinite(self.optimizer.lr) or abs(self.optimizer.lr) > F32_MAX:
@@ -83,7 +84,7 @@ class Trainer:
         self.schedule = config.make_schedule()
         self.graph = build_train_graph(model, self.optimizer, config.weight_decay)
         self.train_model = Model(self.graph)
-        self.session = self.train_model.session(device, config.seed)
+        self.session = self.train_model.session(device, config.seed, kernels)
         self.feeder = make_feeder(model.graph, dataset.train, dataset.name)
         self.loss = model.graph.loss
         self.metrics = list(model.graph.metrics)

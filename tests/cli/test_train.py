@@ -9,6 +9,7 @@ import pytest
 
 import netlang
 from netlang.cli import main
+from netlang.runtime.backend import get_backend
 from netlang.runtime.checkpoint import read
 
 TINY = """\
@@ -54,7 +55,8 @@ def test_train_prints_a_line_per_epoch_and_fills_the_run_folder(spec, tmp_path, 
     lines = out.splitlines()
     assert lines[0] == ("training tiny on spiral: 100 examples (20 for validation), 2 epochs "
                         "of batch 16, adam(lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-08), "
-                        "schedule cosine(min=0.0, warmup=0.0), seed 3, cpu")
+                        "schedule cosine(min=0.0, warmup=0.0), seed 3, "
+                        + get_backend("cpu").describe())
     assert lines[1].startswith("epoch 1/2  xent ") and "val_accuracy" in lines[1]
     assert lines[2].startswith("epoch 2/2  xent ") and "samples/s)" in lines[2]
     assert lines[3].startswith("test: xent ")

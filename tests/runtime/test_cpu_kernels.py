@@ -74,3 +74,25 @@ def test_fused_factory_equals_the_reference_interpreter():
     run = cpu_kernels.fused([x.shape, b.shape], [F32, F32], {"expr": expr},
                             cpu_kernels.KernelState())
     np.testing.assert_array_equal(run(x, b), get_op("fused").kernel(np, x, b, expr=expr))
+
+
+def test_without_onednn_the_cpu_runs_its_own_kernels_and_says_why(monkeypatch):
+    import netlang
+    from netlang.runtime import backend, onednn
+
+    broken = onednn.Library(candidates=lambda: ["/nonexistent/libdnnl.so.3"])
+    monkeypatch.setattr(onednn, "LIBRARY", broken)
+    backend._cpu_backend.cache_clear()
+    try:
+        cpu = backend.get_backend("cpu")
+        assert cpu.library == "" and "conv2d" in cpu.factories
+        assert cpu.describe().startswith("cpu (netlang's kernels; oneDNN is not used (oneDNN "
+                                         "not loaded: ")
+        model = netlang.compile("network n { input x: f32[N, 6, 6, 2]\n"
+                                "  output y = conv2d(x, 3, kernel=3, padding=same) }")
+        x = np.random.default_rng(0).standard_normal((2, 6, 6, 2)).astype(np.float32)
+        got = model.session(kernels="default").run("y", {"x": x})
+        want = model.session(kernels="numpy").run("y", {"x": x})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    finally:
+        backend._cpu_backend.cache_clear()
