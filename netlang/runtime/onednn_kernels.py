@@ -77,6 +77,7 @@ class ConvGeometry:
     def __init__(self, x_shape: tuple, w_shape: tuple, gh: Axis, gw: Axis):
         self.x_shape, self.w_shape = tuple(x_shape), tuple(w_shape)
         self.y_shape = (x_shape[0], gh.out, gw.out, w_shape[3])
+        self.strided = gh.stride > 1 or gw.stride > 1
         kh, kw, cin, cout = w_shape
         self.x, self.y, self.w = nhwc(self.x_shape), nhwc(self.y_shape), hwio(self.w_shape)
         self.w_any = dnnl.any_md((cout, cin, kh, kw))
@@ -104,10 +105,23 @@ def conv_geometry(x_shape: tuple, w_shape: tuple, attrs: dict) -> ConvGeometry |
     return ConvGeometry(x_shape, w_shape, gh, gw)
 
 
+def trusted(pd, geo: ConvGeometry) -> bool:
+    """False for the convolution implementations seen touching memory outside the NumPy
+    buffers they were given (oneDNN 3.2 on AVX-512, found with inputs placed against a
+    PROT_NONE guard page, outputs against malloc's checks): ``jit_1x1`` with a stride > 1
+    read before and after src and diff_dst and corrupted the heap in backward-data and
+    backward-weights; ``gemm:jit`` (taken for some dilated cases) read before its input.
+    Those cases run the reference instead; so do oneDNN's reference implementations."""
+    impl = pd.impl()
+    if "gemm" in impl or impl.startswith("ref"):
+        return False
+    return not ("1x1" in impl and geo.strided)
+
+
 def conv_forward(geo: ConvGeometry, bias: bool = False, relu: bool = False) -> Run | None:
     bias_md = dnnl.MemoryDesc((geo.w_shape[3],), (1,)) if bias else None
     pd = geo.forward_pd(dnnl.FORWARD_INFERENCE, bias_md, dnnl.Attr(relu=relu))
-    if pd is None:
+    if pd is None or not trusted(pd, geo):
         return None
     user = {ARG_SRC: geo.x, ARG_WEIGHTS: geo.w, ARG_DST: geo.y}
     if bias:
@@ -143,7 +157,7 @@ def conv_backward_data(geo: ConvGeometry) -> Run | None:
         "dnnl_convolution_backward_data_primitive_desc_create", dnnl.LIBRARY.engine,
         dnnl.CONVOLUTION_DIRECT, geo.x.handle, geo.w_any.handle, geo.y.handle,
         *geo.geometry, hint.handle, None, keep=(hint,))
-    if pd is None:
+    if pd is None or not trusted(pd, geo):
         return None
     step = Step(pd, {ARG_DIFF_DST: geo.y, ARG_WEIGHTS: geo.w, ARG_DIFF_SRC: geo.x},
                 outputs=(ARG_DIFF_SRC,))
@@ -165,7 +179,7 @@ def conv_backward_weights(geo: ConvGeometry) -> Run | None:
         "dnnl_convolution_backward_weights_primitive_desc_create", dnnl.LIBRARY.engine,
         dnnl.CONVOLUTION_DIRECT, geo.x.handle, geo.w_any.handle, None, geo.y.handle,
         *geo.geometry, hint.handle, None, keep=(hint,))
-    if pd is None:
+    if pd is None or not trusted(pd, geo):
         return None
     step = Step(pd, {ARG_SRC: geo.x, ARG_DIFF_DST: geo.y, ARG_DIFF_WEIGHTS: geo.w},
                 outputs=(ARG_DIFF_WEIGHTS,))

@@ -28,10 +28,13 @@ def factory_for(op: str, arrays, attrs):
     return table[op]([a.shape for a in arrays], [a.dtype for a in arrays], attrs)
 
 
-def check_parity(op: str, arrays, attrs, taps: int = 1):
+def check_parity(op: str, arrays, attrs, taps: int = 1, must_take: bool = False):
     """oneDNN == reference within float32 rounding of a ``taps``-term sum, and bitwise
-    equal to itself when run twice."""
+    equal to itself when run twice.  A case the factory declines (an implementation it does
+    not trust, see ``onednn_kernels.trusted``) passes unless ``must_take``."""
     run = factory_for(op, arrays, attrs)
+    if run is None and not must_take:
+        return
     assert run is not None, f"{op} {attrs} was not taken"
     want = reference(op, *arrays, **attrs)
     got = run(*arrays)
@@ -136,6 +139,30 @@ def test_batchnorm_apply_and_grad_gamma_match_the_reference(shape):
 
 
 @needs_onednn
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((4, 28, 28, 1), (5, 5, 1, 32), {"padding": "VALID"}),
+    ((4, 12, 12, 32), (5, 5, 32, 64), {"padding": "VALID"}),
+    ((4, 14, 14, 4), (3, 3, 4, 8), {"padding": "SAME"}),
+    ((4, 14, 14, 16), (1, 1, 16, 32), {"padding": "VALID"}),
+    ((4, 9, 9, 8), (3, 3, 8, 8), {"padding": "SAME", "stride": 2}),
+])
+def test_the_layers_of_the_seed_specs_are_taken(x_shape, w_shape, attrs):
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal(x_shape, np.float32), rng.standard_normal(w_shape, np.float32)
+    g = rng.standard_normal(reference("conv2d", x, w, **attrs).shape, np.float32)
+    taps = w.size // w.shape[3]
+    check_parity("conv2d", [x, w], attrs, taps, must_take=True)
+    check_parity("conv2d_backprop_filter", [x, g, w], attrs, g.size, must_take=True)
+    if x_shape[3] >= FEW_INPUT_CHANNELS:
+        check_parity("conv2d_backprop_input", [g, w, x], attrs, w.size, must_take=True)
+    y = reference("maxpool", x, window=2, stride=None, padding="SAME")
+    pool = {"window": 2, "stride": None, "padding": "SAME"}
+    check_parity("maxpool_grad", [x, y, rng.standard_normal(y.shape, np.float32)], pool, 4,
+                 must_take=True)
+    check_parity("avgpool_grad", [y, x], pool, 4, must_take=True)
+
+
+@needs_onednn
 def test_factories_decline_what_they_do_not_handle():
     x64 = np.zeros((1, 5, 5, 2))
     w = np.zeros((3, 3, 2, 4), np.float32)
@@ -210,3 +237,18 @@ def test_attributes_as_the_reference_takes_them():
     w = rng.standard_normal((2, 3, 4, 5), np.float32)
     check_parity("conv2d", [x, w], {"stride": [2, 1], "padding": "same", "dilation": 2}, 24)
     check_parity("maxpool", [x], {"window": 3, "stride": None, "padding": "valid"})
+
+
+@needs_onednn
+def test_implementations_seen_touching_memory_outside_their_buffers_are_declined():
+    """oneDNN 3.2's strided jit_1x1 backward passes read past src/diff_dst and corrupted the
+    heap (found with inputs against a guard page): such a case must run the reference."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 8, 9, 8), np.float32)
+    w = rng.standard_normal((1, 1, 8, 4), np.float32)
+    attrs = {"stride": (1, 3), "padding": "VALID", "dilation": (1, 1)}
+    g = reference("conv2d", x, w, **attrs)
+    for op, arrays in [("conv2d_backprop_filter", [x, g, w]),
+                       ("conv2d_backprop_input", [g, w, x])]:
+        run = factory_for(op, arrays, attrs)
+        assert run is None or not ("1x1" in run.impl() or "gemm" in run.impl()), run.impl()
