@@ -21,8 +21,11 @@ graphviz:
 
 setup: $(BIN)/netlang graphviz
 
+# A second `make train` continues (or, when finished, re-tests) the run in runs/mnist instead
+# of being refused for a folder that already holds a run.
 train: setup
-	$(BIN)/netlang train specs/mnist.net
+	@if [ -f runs/mnist/last.ckpt ]; then $(BIN)/netlang train specs/mnist.net --resume; \
+	else $(BIN)/netlang train specs/mnist.net; fi
 
 test: setup
 	$(BIN)/python -m pytest
