@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlang.errors import ExecutionError, FeedError
-from netlang.ir.graph import Graph, Node
+from netlang.ir.graph import VARIABLE_OPS, Graph, Node
 from netlang.ops.registry import get_op
 from netlang.runtime.memory import last_uses
 
-SOURCES = ("input", "param", "state", "const")
 _NO_KERNEL_HINT = {"mode": "bind the train/eval mode first (passes.mode.bind_mode)",
                    "grad": "expand grad() nodes first (passes.autodiff.expand_grads)"}
 
@@ -56,7 +55,7 @@ def plan(graph: Graph, fetches: list[int], fed: set[int] = frozenset(),
     needed = graph.ancestors(roots, stop=fed)
     steps = [n for n in graph.nodes.values() if n.id in needed]
     for node in steps:
-        if node.op == "input" and node.id not in fed:
+        if node.is_source("input") and node.id not in fed:
             raise _missing_feed(graph, node, fetches)
     free = last_uses(steps, set(roots))
     program = Program(graph, steps, list(fetches), fed, updates, free)
@@ -68,13 +67,13 @@ def _compile_steps(program: Program) -> None:
     """Resolve kernels and attributes once; only computed values are freed (sources are
     held by the feeds, the state or the graph anyway)."""
     computed = {n.id for n in program.steps
-                if n.id not in program.fed and n.op not in SOURCES}
+                if n.id not in program.fed and not n.is_source()}
     for node, dead in zip(program.steps, program.free_after):
         if node.id in program.fed:
             continue
-        if node.op in ("param", "state"):
+        if node.op in VARIABLE_OPS:
             program.variables.append((node.id, node.name))
-        elif node.op == "const":
+        elif node.is_source("const"):
             program.consts.append(node)
         else:
             opdef = get_op(node.op)
