@@ -31,6 +31,13 @@ from netlang.runtime import onednn
 # wake-up of sleeping workers (tens of microseconds) at the start of each primitive.
 WAIT_POLICY = "passive"
 
+# OpenBLAS's own pthread pool busy-waits at every GEMM's barrier.  With a second busy process
+# on one of the two cores that collapses: mnist.net's step at batch 64 took 1,064 ms with 2
+# BLAS threads against 39 ms with 1 (load average ~4.5, 2026-12-04), while oneDNN's OpenMP pool
+# with the passive policy stayed at 31 ms on 2 threads.  So GEMMs get one BLAS thread and
+# both cores go to oneDNN's primitives, which degrade gracefully.
+BLAS_THREADS = 1
+
 
 @dataclass
 class ThreadSetting:
@@ -58,10 +65,11 @@ def libgomp_loaded() -> bool:
 
 
 def configure_cpu_threads(threads: int | None = None,
-                          wait_policy: str | None = WAIT_POLICY) -> ThreadSetting:
-    """Size BLAS and OpenMP to ``threads`` each (default: the usable cores) and give OpenMP
-    ``wait_policy`` (None: leave libgomp's default), then load oneDNN.  Process-wide, by
-    design and by name: call it once, before the first oneDNN kernel."""
+                          wait_policy: str | None = WAIT_POLICY,
+                          blas_threads: int | None = BLAS_THREADS) -> ThreadSetting:
+    """Size OpenMP to ``threads`` (default: the usable cores) with ``wait_policy`` (None:
+    leave libgomp's default) and BLAS to ``blas_threads`` (None: as many), then load oneDNN.
+    Process-wide, by design and by name: call it once, before the first oneDNN kernel."""
     threads = threads or usable_cores()
     notes = []
     if libgomp_loaded():
@@ -73,7 +81,7 @@ def configure_cpu_threads(threads: int | None = None,
             os.environ["OMP_WAIT_POLICY"] = wait_policy
     if not onednn.available():
         notes.append(onednn.unavailable_reason())
-    threadpool_limits(limits=threads, user_api="blas")
+    threadpool_limits(limits=min(blas_threads or threads, threads), user_api="blas")
     threadpool_limits(limits=threads, user_api="openmp")
     return ThreadSetting(threads, pools_line("blas"), pools_line("openmp"), notes)
 
