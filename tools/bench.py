@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         bench.check_arguments(args)
+        # the thread pools as `netlang bench` sizes them (cli/__init__.py), before torch loads
+        from netlang.runtime.threads import configure_cpu_threads
+
+        configure_cpu_threads()
         rivals, note = pytorch_rivals(args.no_torch)
         return bench.run(args, rivals, note)
     except NetlangError as err:
