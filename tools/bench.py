@@ -44,10 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         bench.check_arguments(args)
-        # the thread pools as `netlang bench` sizes them (cli/__init__.py), before torch loads
+        # the thread pools as `netlang bench` sizes them (cli/__init__.py); then PyTorch's own
+        # OpenMP runtime loads with the environment as it was, so it runs as users run it
+        import os
+
         from netlang.runtime.threads import configure_cpu_threads
 
+        saved = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
         configure_cpu_threads()
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
         rivals, note = pytorch_rivals(args.no_torch)
         return bench.run(args, rivals, note)
     except NetlangError as err:
