@@ -4,7 +4,9 @@
 input shapes and dtypes and its attributes (exactly as the NumPy kernel receives them),
 builds the oneDNN primitive once, and returns ``run(*arrays) -> new array``, or None when it
 does not take the case (not float32, a shape oneDNN has no implementation for, attributes the
-reference kernel would reject: the reference then runs and raises as usual).  The reference
+reference kernel would reject: the reference then runs and raises as usual), where oneDNN's
+chosen implementation is one seen touching memory outside its buffers (``trusted``), or
+where the reference measured faster (``FEW_INPUT_CHANNELS``).  The reference
 kernels in ``ops/`` stay the definition; tests compare the two.
 
 Geometry is the reference's own (``ops.conv.window_geometry``): TensorFlow's SAME padding is
