@@ -34,7 +34,7 @@ from netlang.ops.pool import pool_geometry
 from netlang.ops.registry import get_op
 from netlang.runtime import onednn
 from netlang.runtime.onednn_kernels import onednn_kernels
-from netlang.runtime.threads import configure_cpu_threads
+from netlang.runtime.threads import BLAS_THREADS, configure_cpu_threads
 
 SPECS = ["specs/mnist.net", "specs/mnist_small.net", "specs/residual.net"]
 OPS = ("conv2d", "conv2d_backprop_input", "conv2d_backprop_filter", "maxpool", "maxpool_grad",
@@ -201,8 +201,8 @@ def bench_specs(specs, batch, repeats) -> None:
 
 STEP = """
 import time, statistics, numpy as np
-from netlang.runtime.threads import configure_cpu_threads
-print(configure_cpu_threads(wait_policy={policy!r}).describe())
+from netlang.runtime.threads import BLAS_THREADS, configure_cpu_threads
+print(configure_cpu_threads(wait_policy={policy!r}, blas_threads={blas}).describe())
 from netlang.runtime.onednn_kernels import onednn_kernels
 K, rng = onednn_kernels(), np.random.default_rng(0)
 x = rng.standard_normal((64, 12, 12, 32), np.float32)
@@ -222,7 +222,7 @@ print(f"RESULT {{statistics.median(times[3:]) * 1e3:.3f}}")
 """
 
 
-def bench_wait_policy(repeats: int) -> None:
+def bench_wait_policy(repeats: int, blas: int | None) -> None:
     """The interleaved step in a fresh process per policy, alternating policies 3 times."""
     results: dict[str, list[float]] = {}
     for _ in range(3):
@@ -230,7 +230,7 @@ def bench_wait_policy(repeats: int) -> None:
             env = {k: v for k, v in os.environ.items()
                    if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
             env["PYTHONPATH"] = str(ROOT)
-            out = subprocess.run([sys.executable, "-c", STEP.format(policy=policy,
+            out = subprocess.run([sys.executable, "-c", STEP.format(policy=policy, blas=blas,
                                                                     repeats=repeats)],
                                  capture_output=True, text=True, env=env, check=True).stdout
             ms = float(out.split("RESULT")[1])
@@ -247,6 +247,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", action="store_true", help="time OMP_WAIT_POLICY choices")
+    parser.add_argument("--blas-threads", type=int, default=BLAS_THREADS,
+                        help="OpenBLAS threads for --threads (default: threads.BLAS_THREADS)")
     parser.add_argument("--min", action="store_true",
                         help="report the fastest round instead of the median (a busy machine)")
     args = parser.parse_args(argv)
@@ -256,7 +258,7 @@ def main(argv=None) -> int:
     print(f"{'fastest' if args.min else 'median'} of {args.repeats} interleaved rounds; "
           f"load average {load}")
     if args.threads:
-        bench_wait_policy(args.repeats)
+        bench_wait_policy(args.repeats, args.blas_threads)
         return 0
     print(configure_cpu_threads().describe())
     if not onednn.available():

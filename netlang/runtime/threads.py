@@ -2,12 +2,13 @@
 (libgomp, which runs oneDNN's primitives).
 
 A training step alternates the two: a oneDNN convolution, then a NumPy GEMM for a dense
-layer, then oneDNN again.  Both pools are sized to the usable cores (the machine we measure
-on has 2), so they must not keep spinning on the cores while the other works.  libgomp's
-default lets its idle workers spin (``GOMP_SPINCOUNT``) after every parallel region; with
-``OMP_WAIT_POLICY=passive`` they sleep at once.  ``tools/bench_onednn.py --threads``
-measures the interleaved step under each policy in fresh processes; passive wins (see
-``WAIT_POLICY``'s comment for the numbers), so it is the default here.
+layer, then oneDNN again.  OpenMP gets the usable cores (the machine we measure on has 2)
+and BLAS one thread (``BLAS_THREADS``), and neither may keep spinning on the cores while the
+other works: libgomp's default lets its idle workers spin (``GOMP_SPINCOUNT``) after every
+parallel region; with ``OMP_WAIT_POLICY=passive`` they sleep at once.
+``tools/bench_onednn.py --threads [--blas-threads N]`` measures the interleaved step under
+each policy in fresh processes; passive is never slower and much faster when both pools
+have 2 threads or the machine is busy (numbers at ``WAIT_POLICY``), so it is the default.
 
 Nothing here runs at import.  The CPU backend calls ``configure_cpu_threads()`` once,
 explicitly, BEFORE the first oneDNN kernel is built: libgomp reads ``OMP_WAIT_POLICY`` and
@@ -23,12 +24,14 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from netlang.runtime import onednn
 
-# Measured with tools/bench_onednn.py --threads on 2 cores (OpenBLAS 2 threads, libgomp 2
-# threads; one step = mnist's conv2 forward, backward-data and backward-weights, each followed
-# by a [64,1024]x[1024,1024] NumPy GEMM; median of 21 steps, 3 fresh processes per policy,
-# load average ~4.5 from other work): default 304 / 368 / 328 ms, passive 228 / 225 / 228 ms,
-# active 323 / 236 / 432 ms.  Passive is a third faster and the steadiest; what it costs is the
-# wake-up of sleeping workers (tens of microseconds) at the start of each primitive.
+# Measured with tools/bench_onednn.py --threads on 2 cores (libgomp 2 threads; one step =
+# mnist's conv2 forward, backward-data and backward-weights, each followed by a
+# [64,1024]x[1024,1024] NumPy GEMM; median of 31 steps, median of 3 fresh processes):
+#   quiet machine, 2 BLAS threads:  default 31.8 ms, passive 19.0 ms, active 35.6 ms
+#   quiet machine, 1 BLAS thread:   default 13.9 ms, passive 14.0 ms, active 18.2 ms
+#   load ~4.5, 2 BLAS threads:      default 328 ms,  passive 228 ms,  active 323 ms
+# With two pools on two cores, libgomp's spinning workers steal the GEMM's cores; passive
+# removes that and costs nothing measurable once BLAS has one thread (BLAS_THREADS below).
 WAIT_POLICY = "passive"
 
 # OpenBLAS's own pthread pool busy-waits at every GEMM's barrier.  With a second busy process
