@@ -454,8 +454,9 @@ FACTORIES: dict[str, Callable] = {
     "avgpool_grad": avgpool_grad,
     "batchnorm_apply": batchnorm_apply,
     # batchnorm_grad_gamma (above) matches the reference but is left out: oneDNN's backward
-    # batchnorm also computes diff_src and synchronizes its threads several times, and was
-    # slower than NumPy's one pass (fastest of 40, [64,14,14,32]: 3.8 ms vs 0.2 ms).
+    # batchnorm also computes diff_src and synchronizes its threads several times, which a
+    # busy neighbour process turns into waits.  [64,28,28,16], median of 40: quiet machine
+    # 0.27 ms vs NumPy 0.80 ms, but 7.96 ms vs 0.65 ms with one core busy elsewhere.
 }
 
 
