@@ -1,6 +1,8 @@
 """oneDNN kernels against the NumPy reference kernels, on random geometries (hypothesis)."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -252,3 +254,77 @@ def test_implementations_seen_touching_memory_outside_their_buffers_are_declined
                        ("conv2d_backprop_input", [g, w, x])]:
         run = factory_for(op, arrays, attrs)
         assert run is None or not ("1x1" in run.impl() or "gemm" in run.impl()), run.impl()
+
+
+# Cases that oneDNN 3.2 ran outside its buffers before ``trusted`` declined them (strided
+# jit_1x1 backward passes), then random ones.
+GUARDED_CASES = [
+    ((3, 8, 9, 8), (1, 1, 8, 4), {"stride": (1, 3), "dilation": (2, 2), "padding": "VALID"}),
+    ((3, 10, 9, 8), (1, 1, 8, 1), {"stride": (1, 3), "dilation": (2, 1), "padding": "SAME"}),
+    ((1, 4, 11, 4), (1, 1, 4, 4), {"stride": (2, 1), "dilation": (2, 2), "padding": "SAME"}),
+]
+
+
+def random_conv_case(rng):
+    n, h, w = (int(v) for v in rng.integers(1, 10, 3))
+    cin, cout = (int(rng.choice([1, 4, 8, 17])) for _ in range(2))
+    k, s, d = (tuple(int(v) for v in rng.integers(1, top, 2)) for top in (4, 4, 3))
+    return (n, h, w, cin), (*k, cin, cout), {"stride": s, "dilation": d, "padding": "SAME"}
+
+
+def guarded_empty_factory(keep: list, at_end: bool):
+    """``np.empty`` for float32 whose buffer touches a PROT_NONE page right after its end
+    (``at_end``) or right before its start, so a stray read or write there faults."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page = mmap.PAGESIZE
+
+    def empty(shape, dtype=np.float32):
+        count = int(np.prod(shape))
+        pages = -(-max(count * 4, 4) // page) + 2
+        buf = mmap.mmap(-1, pages * page)
+        keep.append(buf)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        prot_none = 0
+        assert libc.mprotect(base, page, prot_none) == 0
+        assert libc.mprotect(base + (pages - 1) * page, page, prot_none) == 0
+        offset = (pages - 1) * page - count * 4 if at_end else page
+        return np.frombuffer(buf, np.float32, count, offset).reshape(shape)
+    return empty
+
+
+@needs_onednn
+@pytest.mark.skipif(sys.platform != "linux", reason="uses Linux's mprotect through libc")
+@pytest.mark.parametrize("at_end", [True, False])
+def test_kernels_stay_inside_their_buffers(monkeypatch, at_end):
+    """Inputs and outputs against guard pages on random geometries: a kernel reading or
+    writing past either end of a buffer crashes this test instead of corrupting memory."""
+    import types
+
+    from netlang.runtime import onednn_kernels as kernels
+
+    keep: list = []
+    empty = guarded_empty_factory(keep, at_end)
+    shim = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if k[:2] != "__"})
+    shim.empty = empty
+    monkeypatch.setattr(kernels, "np", shim)          # the kernels' outputs, guarded too
+    rng = np.random.default_rng(5 + at_end)
+    for x_shape, w_shape, attrs in GUARDED_CASES + [random_conv_case(rng) for _ in range(12)]:
+        x = rng.standard_normal(x_shape, np.float32)
+        wt = rng.standard_normal(w_shape, np.float32)
+        g = rng.standard_normal(reference("conv2d", x, wt, **attrs).shape, np.float32)
+        pool = {"window": w_shape[:2], "stride": attrs["stride"], "padding": "SAME"}
+        y = reference("maxpool", x, **pool)
+        for op, arrays, a in [("conv2d", [x, wt], attrs), ("conv2d_backprop_input", [g, wt, x],
+                              attrs), ("conv2d_backprop_filter", [x, g, wt], attrs),
+                              ("maxpool_grad", [x, y, y], pool), ("avgpool_grad", [y, x], pool)]:
+            run = onednn_kernels()[op]([b.shape for b in arrays], [b.dtype for b in arrays], a)
+            if run is not None:
+                guarded = [empty(b.shape) for b in arrays]
+                for dst, src in zip(guarded, arrays):
+                    dst[...] = src
+                np.testing.assert_allclose(run(*guarded), reference(op, *arrays, **a),
+                                           rtol=1e-4, atol=1e-3 * np.sqrt(x.size + 1))
