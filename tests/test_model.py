@@ -275,3 +275,25 @@ def test_feeds_must_agree_on_a_shared_symbolic_dimension():
                               "feed 'x' gave N = 5\n"
                               "hint: feed the same N to every input declared with it")
     assert s.run("z", {"x": np.ones((3, 2), np.float32), "y": np.ones(3, np.float32)}).shape == (3,)
+
+
+FED_VARIABLES = ["bn1/moving_mean", "bn1/moving_variance", "bn1/gamma", "bn1/beta", "conv1/W"]
+
+
+@pytest.mark.parametrize("name", FED_VARIABLES)
+@pytest.mark.parametrize("training", [False, True])
+def test_a_fed_variable_is_used_for_that_run_and_left_as_stored(name, training):
+    """TF1 feeds variables: feeding a parameter or a batchnorm statistic computes with the fed
+    value, as if the state held it, and leaves the stored variable as it was."""
+    model = netlang.compile("specs/mnist_fast.net")
+    rng = np.random.default_rng(0)
+    feeds = {"image": rng.random((4, 28, 28, 1), dtype=np.float32),
+             "label": np.arange(4, dtype=np.int32)}
+    fed, held = model.session(seed=1), model.session(seed=1)
+    value = (rng.random(fed.state[name].shape) + 0.5).astype(np.float32)
+    stored = fed.state[name].copy()
+    held.state[name] = value
+    got = fed.run("xent", {**feeds, name: value}, training=training, updates=True)
+    want = held.run("xent", feeds, training=training)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_array_equal(fed.state[name], stored)

@@ -2,10 +2,13 @@
 
 This runs before any optimization so that folding never bakes in a value the user
 overrides (``run(c, {b: 3})`` must see the new ``b`` even though ``b`` was a constant).
+A fed parameter or state variable (TF1 feeds variables too) is an input for that run: the
+run computes with the fed value, and neither the optimizer nor batchnorm's moving averages
+update the stored variable in it.
 """
 from __future__ import annotations
 
-from netlang.ir.graph import Graph
+from netlang.ir.graph import VARIABLE_OPS, Graph
 from netlang.passes.report import Report, report
 from netlang.passes.rewrite import rebuild
 
@@ -24,6 +27,11 @@ def cut_feeds(graph: Graph, fed: frozenset[int]) -> tuple[Graph, Report]:
         nid = mapping.get(old)
         if nid is not None and new.nodes[nid].is_source("input"):
             new.inputs[new.nodes[nid].name] = nid
+        if graph.nodes[old].op in VARIABLE_OPS:   # TF1 feeds variables: the run sees the
+            name = graph.nodes[old].name           # fed value, and the stored one stays
+            new.params.pop(name, None)
+            new.state.pop(name, None)
+            new.updates.pop(name, None)
     cut = sorted(graph.name_of(f) or f"%{f}" for f in fed if not graph.nodes[f].is_source("input"))
     summary = f"cut at fed values: {', '.join(cut)}" if cut else "no fed values to cut"
     return new, report(summary, changed=len(cut), mapping=mapping)
