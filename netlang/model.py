@@ -97,25 +97,36 @@ class Model:
                               self.passes).steps
 
     def ir(self, after: str | None = None, training: bool = False,
-           with_span: bool = True) -> str:
+           with_span: bool = True, step: Step | None = None) -> str:
         """The IR text: as compiled (``after=None``), or after any named pass (``lowered``,
         ``autodiff``, ``gradients`` with ``training``, ``bind_mode``, ``fold``, ...) of the
-        program a run would execute (eval runs leave the state updates out)."""
-        return format_graph(self._graph_after(after, training), with_span)
+        program a run would execute (eval runs leave the state updates out).  With
+        ``training``, ``step`` (e.g. ``("optimizer", train_step_graph, report)``) is one more
+        stage after the gradients, and the default view."""
+        return format_graph(self._graph_after(after, training, step), with_span)
 
-    def _graph_after(self, after: str | None, training: bool) -> Graph:
+    def _graph_after(self, after: str | None, training: bool, step: Step | None = None
+                     ) -> Graph:
         if after in ("lowered", "lower"):
             return self.lowered
         base = self.training_graph() if training else self.graph
-        if after is None or after == "gradients" and training:
+        if after == "gradients" and training:
+            return base
+        if training and step is not None:
+            step = step if isinstance(step, Step) else Step(*step)
+            base = step.graph
+            if after == step.name:
+                return base
+        if after is None:
             return base
         if after in (step.name for step in self.steps):
             return self.graph  # PREPARE runs once; its last graph is the compiled one
-        for step in self.trace(training, base, updates=training):
-            if step.name == after:
-                return step.graph
+        for stage in self.trace(training, base, updates=training):
+            if stage.name == after:
+                return stage.graph
         names = ["lowered", *(s.name for s in self.steps),
-                 *(["gradients"] if training else []), "bind_mode",
+                 *(["gradients"] if training else []),
+                 *([step.name] if training and step is not None else []), "bind_mode",
                  *(n for n, _ in self.passes)]
         raise UsageError(f"no pass named '{after}'",
                          hint=did_you_mean(str(after), names) or "passes: " + ", ".join(names))

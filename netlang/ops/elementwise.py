@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import operator
 
-from netlang.errors import ShapeError
+from netlang.errors import ArgumentError, ShapeError
 from netlang.ir.types import DType, TensorType, promote
 from netlang.ops.registry import REQUIRED, defop
 from netlang.ops.rules import (
@@ -221,7 +221,7 @@ def _cast_rule(x: TensorType, dtype) -> TensorType:
     try:
         return x.with_dtype(DType(str(dtype)))
     except ValueError:
-        raise ShapeError(f"cast: unknown dtype '{dtype}'",
+        raise ArgumentError(f"cast: unknown dtype '{dtype}'",
                          hint="use one of f32, f64, i32, i64, bool") from None
 
 

@@ -7,7 +7,7 @@ array, transpose, flip, the slices of concat's and pad's VJPs); nothing writes i
 """
 from __future__ import annotations
 
-from netlang.errors import ShapeError
+from netlang.errors import ArgumentError, ShapeError
 from netlang.ir.types import DType, TensorType, dim_add, dim_div, dim_mul, dim_prod
 from netlang.ops.registry import REQUIRED, defop
 from netlang.ops.rules import axes_of, axis_of, no_flops
@@ -283,7 +283,7 @@ def _one_hot_rule(indices: TensorType, depth, dtype) -> TensorType:
     try:
         out = DType(str(dtype))
     except ValueError:
-        raise ShapeError(f"one_hot: unknown dtype '{dtype}'",
+        raise ArgumentError(f"one_hot: unknown dtype '{dtype}'",
                          hint="use one of f32, f64, i32, i64, bool") from None
     return TensorType(out, indices.shape + (depth,))
 
