@@ -5,9 +5,11 @@ import zlib
 
 import numpy as np
 
+from netlang.errors import ExecutionError
 from netlang.ir.graph import Graph
 from netlang.runtime.backend import Backend
 from netlang.runtime.initializers import initialize
+from netlang.runtime.memory import human_bytes, tensor_bytes
 
 
 def param_rng(seed: int, name: str) -> np.random.Generator:
@@ -48,7 +50,15 @@ class State:
                 node = graph.nodes[nid]
                 if not node.type.is_static:
                     raise ValueError(f"variable {name} has a symbolic shape {node.type}")
-                value = initialize(node.attrs["init"], node.type.shape, node.type.dtype.numpy,
-                                   param_rng(seed, name))
-                state[name] = backend.asarray(value)
+                try:
+                    value = initialize(node.attrs["init"], node.type.shape,
+                                       node.type.dtype.numpy, param_rng(seed, name))
+                    state[name] = backend.asarray(value)
+                except MemoryError:
+                    size = human_bytes(tensor_bytes(node.type, 1))
+                    raise ExecutionError(
+                        f"the variable '{name}' ({node.type}) needs {size}, more memory than "
+                        f"this machine can allocate", node.span,
+                        hint="make the layer smaller (netlang check warns about sizes that "
+                             "exceed the memory)") from None
         return state

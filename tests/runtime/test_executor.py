@@ -164,3 +164,16 @@ def test_profile_times_every_kernel_by_kind_and_keeps_results():
     assert sum(r.share for r in rows.values()) == pytest.approx(1.0)
     assert profile.total_ms() == pytest.approx(sum(r.ms for r in rows.values()))
     assert [r.label for r in profile.rows(top=1)] == [max(rows, key=lambda k: rows[k].ms)]
+
+
+def test_a_variable_too_large_to_allocate_is_an_error_naming_it():
+    import netlang
+    from netlang.errors import ExecutionError
+
+    model = netlang.compile("network n { input x: f32[N, 4]\n"
+                            "  output y = dense(x, 100000000000) }")
+    with pytest.raises(ExecutionError) as err:
+        model.session()
+    assert err.value.message == (
+        "the variable 'dense1/W' (f32[4,100000000000]) needs 1,600,000,000,000 B "
+        "(1490.12 GiB), more memory than this machine can allocate")
