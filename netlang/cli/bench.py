@@ -19,8 +19,11 @@ each workload and batch, through ``run(args, rivals)``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
@@ -65,6 +68,9 @@ def add_arguments(parser, no_torch_help: str = NO_TORCH_HELP) -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="TOP",
                         help="also time every kernel of a step (the device synchronised after "
                              "each) and print the TOP heaviest kinds of kernel per run")
+    parser.add_argument("--load", action="store_true",
+                        help="time the steps while one other process keeps a core busy (as on "
+                             "a shared machine)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
@@ -315,16 +321,19 @@ def run(args, rivals: Sequence[Rival] = (), rivals_note: str = NO_RIVALS) -> int
     chosen = backend.get_backend(args.device, getattr(args, "kernels", "default"))
     print(f"netlang bench: {chosen.describe()}; batches {args.batch}, {args.steps} timed "
           f"steps after {args.warmup} warm-up; PyTorch: {rivals_note}", flush=True)
-    report: dict[str, Any] = {"device": args.device, "torch": rivals_note, "results": []}
+    load = getattr(args, "load", False)
+    report: dict[str, Any] = {"device": args.device, "torch": rivals_note, "load": load,
+                              "results": []}
     results: list[Result] = []
-    for name in args.workloads:
-        spec = spec_path(args.specs, name)
-        for batch in args.batch:
-            rows = bench_one(name, spec, batch, args, rivals)
-            results += rows
-            print(f"  {name} batch {batch}: " + ", ".join(
-                f"{x.system} {x.samples_per_s:,.0f}/s ({x.step_ms:.1f} ms)" for x in rows),
-                flush=True)
+    with busy_neighbour(load):
+        for name in args.workloads:
+            spec = spec_path(args.specs, name)
+            for batch in args.batch:
+                rows = bench_one(name, spec, batch, args, rivals)
+                results += rows
+                print(f"  {name} batch {batch}: " + ", ".join(
+                    f"{x.system} {x.samples_per_s:,.0f}/s ({x.step_ms:.1f} ms)" for x in rows),
+                    flush=True)
     print_table(results, args.device, [r.system for r in rivals])
     report["results"] = [asdict(r) for r in results]
     if args.compile_runs > 0:
@@ -338,6 +347,21 @@ def run(args, rivals: Sequence[Rival] = (), rivals_note: str = NO_RIVALS) -> int
     if args.json:
         write_json(args.json, report)
     return 0
+
+
+@contextlib.contextmanager
+def busy_neighbour(enabled: bool):
+    """While enabled: one other process spinning on a core, the load of a shared machine."""
+    if not enabled:
+        yield
+        return
+    print("  (with one busy process beside the benchmark: --load)", flush=True)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def write_json(file: str, report: dict) -> None:
