@@ -1,5 +1,6 @@
-"""Per-layer times of the conv, pool and batchnorm kernels of the seed specs: NumPy reference
-vs oneDNN vs PyTorch channels_last (when torch imports), and the OpenMP wait-policy test.
+"""Per-layer times of the conv, pool, batchnorm and matmul kernels of the seed specs: NumPy
+reference vs oneDNN vs PyTorch (channels_last; when torch imports), and the OpenMP
+wait-policy test.
 
     python3 tools/bench_onednn.py [--specs specs/mnist.net ...] [--batch N] [--repeats 21]
     python3 tools/bench_onednn.py --threads [--repeats 21]
@@ -7,10 +8,13 @@ vs oneDNN vs PyTorch channels_last (when torch imports), and the OpenMP wait-pol
 The layers are read from each spec's training graph (forward and both gradients), one row per
 distinct (op, shapes, attributes), with the spec's batch size unless --batch is given.  For
 each row the variants run interleaved (one call of each per round) and the median of the
-rounds is printed in ms.  oneDNN's primitive is built once per row, outside the timing, as
-the executor does.  PyTorch's maxpool_grad includes its forward (for the argmax indices), as
-ours does.  ``--threads`` times an interleaved oneDNN-conv + NumPy-GEMM step in fresh
-processes under each OMP_WAIT_POLICY (libgomp reads it at load time).
+rounds is printed in ms (the ``pad`` column shows a conv's or pool's padding, a matmul's
+transposes as ``Ta``/``Tb``; a matmul oneDNN declines for its size is timed through the
+factory without the threshold, flagged ``<min``).  oneDNN's primitive is built once per
+row, outside the timing, as the executor does.  PyTorch's maxpool_grad includes its forward
+(for the argmax indices), as ours does.  ``--threads`` times an interleaved oneDNN-conv +
+NumPy-GEMM step in fresh processes under each OMP_WAIT_POLICY (libgomp reads it at load
+time).
 """
 from __future__ import annotations
 
@@ -33,12 +37,12 @@ from netlang.ops.conv import CONV_ATTRS, window_geometry
 from netlang.ops.pool import pool_geometry
 from netlang.ops.registry import get_op
 from netlang.runtime import onednn
-from netlang.runtime.onednn_kernels import onednn_kernels
+from netlang.runtime.onednn_kernels import matmul, onednn_kernels
 from netlang.runtime.threads import BLAS_THREADS, configure_cpu_threads
 
 SPECS = ["specs/mnist.net", "specs/mnist_small.net", "specs/residual.net"]
 OPS = ("conv2d", "conv2d_backprop_input", "conv2d_backprop_filter", "maxpool", "maxpool_grad",
-       "avgpool", "avgpool_grad", "batchnorm_apply", "batchnorm_grad_gamma")
+       "avgpool", "avgpool_grad", "batchnorm_apply", "batchnorm_grad_gamma", "matmul")
 
 
 def spec_layers(path: str, batch: int | None) -> tuple[int, list[tuple]]:
@@ -137,6 +141,10 @@ def torch_variant(op: str, arrays, attrs):
         g, x = image(arrays[0]), image(arrays[1])
         return lambda: torch.ops.aten.avg_pool2d_backward(
             g, x, geo["kernel_size"], geo["stride"], geo["padding"], False, False, None)
+    if op == "matmul":
+        a, b = (torch.from_numpy(v) for v in arrays)
+        a, b = (a.T if attrs.get("transpose_a") else a), (b.T if attrs.get("transpose_b") else b)
+        return lambda: torch.matmul(a, b)
     if op == "batchnorm_apply" and arrays[0].ndim == 4:
         x, mean, var, gamma, beta = (torch.from_numpy(a) for a in arrays)
         x = x.permute(0, 3, 1, 2)
@@ -166,6 +174,23 @@ def shape_text(shapes) -> str:
     return " ".join("x".join(map(str, s)) for s in shapes if len(s) > 1)
 
 
+def attr_text(op: str, attrs: dict) -> str:
+    if op == "matmul":
+        return "".join(t for t, key in (("Ta", "transpose_a"), ("Tb", "transpose_b"))
+                       if attrs.get(key)) or "-"
+    return str(attrs.get("padding", "-"))[:5]
+
+
+def onednn_variant(factory, op: str, shapes, attrs):
+    """(run, note): the registered factory's kernel, or for a matmul it declines by size the
+    kernel without the threshold (note ``<min``), to show what the threshold saves."""
+    fast = factory(list(shapes), [np.float32] * len(shapes), attrs) if factory else None
+    if fast is None and op == "matmul":
+        fast = matmul(list(shapes), [np.float32] * 2, attrs, min_macs=0)
+        return fast, "<min " if fast is not None else ""
+    return fast, ""
+
+
 def bench_specs(specs, batch, repeats) -> None:
     kernels, rng = onednn_kernels(), np.random.default_rng(0)
     with_torch = torch_variant("maxpool", [np.zeros((1, 2, 2, 1), np.float32)],
@@ -180,8 +205,7 @@ def bench_specs(specs, batch, repeats) -> None:
             ref = get_op(op).kernel
             variants = {"numpy": lambda ref=ref, arrays=arrays, attrs=attrs:
                         ref(np, *arrays, **attrs)}
-            factory = kernels.get(op)
-            fast = factory(list(shapes), [np.float32] * len(shapes), attrs) if factory else None
+            fast, note = onednn_variant(kernels.get(op), op, shapes, attrs)
             if fast is not None:
                 variants["onednn"] = lambda fast=fast, arrays=arrays: fast(*arrays)
             tv = torch_variant(op, arrays, attrs) if with_torch else None
@@ -191,8 +215,8 @@ def bench_specs(specs, batch, repeats) -> None:
             cells = [f"{ms[k]:8.3f}" if k in ms else f"{'-':>8}"
                      for k in ("numpy", "onednn", "torch")]
             ratio = f"{ms['numpy'] / ms['onednn']:6.1f}x" if "onednn" in ms else "      -"
-            pad = str(attrs.get("padding", "-"))[:5]
-            impl = fast.impl() if fast is not None else ""
+            pad = attr_text(op, attrs)
+            impl = note + fast.impl() if fast is not None else ""
             print(f"{op:<24} {shape_text(shapes):<34} {pad:<5} {' '.join(cells)}  {ratio}  "
                   f"{impl}")
 
@@ -203,7 +227,7 @@ STEP = """
 import time, statistics, numpy as np
 from netlang.runtime.threads import BLAS_THREADS, configure_cpu_threads
 print(configure_cpu_threads(wait_policy={policy!r}, blas_threads={blas}).describe())
-from netlang.runtime.onednn_kernels import onednn_kernels
+from netlang.runtime.onednn_kernels import matmul, onednn_kernels
 K, rng = onednn_kernels(), np.random.default_rng(0)
 x = rng.standard_normal((64, 12, 12, 32), np.float32)
 w = rng.standard_normal((5, 5, 32, 64), np.float32)

@@ -1,9 +1,10 @@
 """A thin ctypes binding of oneDNN's C API (v3.2): the only module that loads ``libdnnl``.
 
 What the CPU kernels need and nothing more: one CPU engine and stream, memory descriptors
-from shapes and strides (so NHWC images and ``[kh,kw,cin,cout]`` filters are described as
-they lie in NumPy, with no copy), memories over NumPy buffers, primitive descriptors,
-primitives with optional reorders to the layout an implementation prefers, and execute.
+from shapes and strides (so NHWC images, ``[kh,kw,cin,cout]`` filters and transposed
+matrices are described as they lie in NumPy, with no copy), memories over NumPy buffers,
+primitive descriptors, primitives with optional reorders to the layout an implementation
+prefers, and execute.
 Every C status becomes a ``OneDNNError``.
 
 The library is looked for beside this interpreter (the ``onednn-cpu-gomp`` wheel puts it in
@@ -132,6 +133,8 @@ SIGNATURES = {
     "dnnl_batch_normalization_backward_primitive_desc_create": (
         [ctypes.POINTER(Handle), Handle, ctypes.c_int, Handle, Handle, Handle, ctypes.c_float,
          ctypes.c_uint, Handle, Handle], None),
+    "dnnl_matmul_primitive_desc_create": (
+        [ctypes.POINTER(Handle), Handle, Handle, Handle, Handle, Handle, Handle], None),
     "dnnl_reorder_primitive_desc_create": (
         [ctypes.POINTER(Handle), Handle, Handle, Handle, Handle, Handle], None),
     "dnnl_primitive_desc_query_md": ([Handle, ctypes.c_int, ctypes.c_int], Handle),

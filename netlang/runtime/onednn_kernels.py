@@ -1,4 +1,4 @@
-"""oneDNN kernels for netlang's convolution, pooling and batchnorm ops on the CPU.
+"""oneDNN kernels for netlang's convolution, pooling, batchnorm and matmul ops on the CPU.
 
 ``onednn_kernels()`` maps op names to kernel FACTORIES.  A factory gets the node's concrete
 input shapes and dtypes and its attributes (exactly as the NumPy kernel receives them),
@@ -6,8 +6,8 @@ builds the oneDNN primitive once, and returns ``run(*arrays) -> new array``, or 
 does not take the case (not float32, a shape oneDNN has no implementation for, attributes the
 reference kernel would reject: the reference then runs and raises as usual), where oneDNN's
 chosen implementation is one seen touching memory outside its buffers (``trusted``), or
-where the reference measured faster (``FEW_INPUT_CHANNELS``).  The reference
-kernels in ``ops/`` stay the definition; tests compare the two.
+where the reference measured faster (``FEW_INPUT_CHANNELS``, ``MATMUL_MIN_MACS``).  The
+reference kernels in ``ops/`` stay the definition; tests compare the two.
 
 Geometry is the reference's own (``ops.conv.window_geometry``): TensorFlow's SAME padding is
 passed as explicit left/right pads (the odd one at the bottom/right), and netlang's dilation
@@ -441,6 +441,67 @@ def batchnorm_grad_gamma(shapes, dtypes, attrs) -> Run | None:
     return run
 
 
+# -- matmul ----------------------------------------------------------------------------------------
+
+# Below this many multiply-adds (M*K*N) a matmul stays with NumPy's GEMM (one OpenBLAS
+# thread, see runtime/threads.py): oneDNN's call and its 2-thread split do not pay there.
+# Median ms, NumPy vs oneDNN (2 OpenMP threads), 2 cores, tools/bench_onednn.py and a sweep:
+#   [64,1024]x[1024,10] (0.66M) 0.027 vs 0.077; its Ta/Tb gradients 0.029 vs 0.085, 0.054 vs 0.087
+#   [256,1024]x[1024,10] (2.6M) 0.124 vs 0.206; Ta 0.182 vs 0.202, Tb 0.151 vs 0.170
+#   [64,256]x[256,256]   (4.2M) 0.112 vs 0.108; Ta 0.112 vs 0.116, Tb 0.146 vs 0.119
+#   [64,512]x[512,256]   (8.4M) 0.213 vs 0.178; Ta 0.235 vs 0.154, Tb 0.308 vs 0.153
+#   [64,1024]x[1024,1024] (67M) 1.81 vs 1.61;  Ta 1.75 vs 1.35,  Tb 1.99 vs 1.46
+#   [256,1024]x[1024,1024] (268M) 5.86 vs 3.01; Ta 5.99 vs 5.28, Tb 6.26 vs 2.89
+# From 8.4M up, 39 shape/transpose cases measured 0.98x to 2.2x NumPy's speed; mnist's rows
+# held up (1.02x to 1.34x) with a busy process spinning on one of the two cores.
+MATMUL_MIN_MACS = 1 << 23
+
+
+def matrix_md(shape: tuple, transposed: bool) -> dnnl.MemoryDesc:
+    """A C-contiguous 2-D array as oneDNN's (rows, cols) matrix, or as its transpose (the
+    same buffer read with swapped strides: no copy)."""
+    rows, cols = shape
+    if transposed:
+        return dnnl.MemoryDesc((cols, rows), (1, cols))
+    return dnnl.MemoryDesc((rows, cols), (cols, 1))
+
+
+def trusted_matmul(pd) -> bool:
+    """False for oneDNN's reference matmul (slow: NumPy runs instead).  The brgemm matmul
+    taken for 2-D float32 on AVX-512 stayed inside its buffers against guard pages, with
+    both transposes (tests/runtime/test_onednn.py)."""
+    return not pd.impl().startswith("ref")
+
+
+def matmul(shapes, dtypes, attrs, min_macs: int = MATMUL_MIN_MACS) -> Run | None:
+    """matmul(a, b) of two float32 matrices, either read transposed (``transpose_a``,
+    ``transpose_b``) through the strides of its memory descriptor; declined below
+    ``min_macs`` multiply-adds (batched matmuls and other dtypes: the reference)."""
+    ta, tb = attrs.get("transpose_a", False), attrs.get("transpose_b", False)
+    if (len(shapes) != 2 or not all(np.dtype(d) == F32 for d in dtypes)
+            or any(len(s) != 2 or 0 in s for s in shapes)
+            or not (isinstance(ta, bool) and isinstance(tb, bool))):
+        return None
+    a_shape, b_shape = tuple(shapes[0]), tuple(shapes[1])
+    m, k = a_shape[::-1] if ta else a_shape
+    k2, n = b_shape[::-1] if tb else b_shape
+    if k != k2 or m * k * n < min_macs:
+        return None
+    a_md, b_md, c_md = matrix_md(a_shape, ta), matrix_md(b_shape, tb), matrix_md((m, n), False)
+    pd = dnnl.PrimitiveDesc.create("dnnl_matmul_primitive_desc_create", dnnl.LIBRARY.engine,
+                                   a_md.handle, b_md.handle, None, c_md.handle, None)
+    if pd is None or not trusted_matmul(pd):
+        return None
+    step = Step(pd, {ARG_SRC: a_md, ARG_WEIGHTS: b_md, ARG_DST: c_md}, outputs=(ARG_DST,))
+
+    def run(a, b):
+        c = np.empty((m, n), np.float32)
+        step({ARG_SRC: contiguous(a), ARG_WEIGHTS: contiguous(b), ARG_DST: c})
+        return c
+    run.impl = step.impl
+    return run
+
+
 # -- the table -----------------------------------------------------------------------------------------
 
 FACTORIES: dict[str, Callable] = {
@@ -453,6 +514,7 @@ FACTORIES: dict[str, Callable] = {
     "avgpool": pool_forward("avgpool", dnnl.POOLING_AVG_EXCLUDE_PADDING),
     "avgpool_grad": avgpool_grad,
     "batchnorm_apply": batchnorm_apply,
+    "matmul": matmul,
     # batchnorm_grad_gamma (above) matches the reference but is left out: oneDNN's backward
     # batchnorm also computes diff_src and synchronizes its threads several times, which a
     # busy neighbour process turns into waits.  [64,28,28,16], median of 40: quiet machine

@@ -12,8 +12,10 @@ from netlang.ops.registry import get_op
 from netlang.runtime import onednn
 from netlang.runtime.onednn_kernels import (
     FEW_INPUT_CHANNELS,
+    MATMUL_MIN_MACS,
     batchnorm_grad_gamma,
     conv2d_bias_relu,
+    matmul,
     onednn_kernels,
 )
 
@@ -25,8 +27,14 @@ def reference(op: str, *arrays, **attrs) -> np.ndarray:
     return get_op(op).kernel(np, *arrays, **attrs)
 
 
+def small_matmul(shapes, dtypes, attrs):
+    """The matmul factory without its size threshold, so small shapes are compared too."""
+    return matmul(shapes, dtypes, attrs, min_macs=0)
+
+
 def factory_for(op: str, arrays, attrs):
-    table = {**onednn_kernels(), "batchnorm_grad_gamma": batchnorm_grad_gamma}  # not registered
+    table = {**onednn_kernels(), "batchnorm_grad_gamma": batchnorm_grad_gamma,  # unregistered
+             "small_matmul": small_matmul}
     return table[op]([a.shape for a in arrays], [a.dtype for a in arrays], attrs)
 
 
@@ -38,7 +46,7 @@ def check_parity(op: str, arrays, attrs, taps: int = 1, must_take: bool = False)
     if run is None and not must_take:
         return
     assert run is not None, f"{op} {attrs} was not taken"
-    want = reference(op, *arrays, **attrs)
+    want = reference(op.removeprefix("small_"), *arrays, **attrs)
     got = run(*arrays)
     assert got.shape == want.shape and got.dtype == np.float32
     scale = float(np.max(np.abs(want), initial=1.0))
@@ -172,6 +180,58 @@ def test_factories_decline_what_they_do_not_handle():
     assert factory_for("conv2d", [np.zeros((1, 2, 2, 2), np.float32), w], {}) is None  # VALID
     assert factory_for("batchnorm_apply", [np.zeros((2, 3, 4), np.float32)]
                        + [np.zeros(2, np.float32)] * 4, {"axis": 0, "epsilon": 1e-3}) is None
+
+
+matmul_cases = st.fixed_dictionaries({
+    "m": st.integers(1, 70), "k": st.integers(1, 300), "n": st.integers(1, 70),
+    "transpose_a": st.booleans(), "transpose_b": st.booleans(), "seed": st.integers(0, 2 ** 16)})
+
+
+def matmul_arrays(m: int, k: int, n: int, transpose_a: bool, transpose_b: bool, seed: int):
+    """(a, b, attrs) for an [m,k] x [k,n] product, each operand stored as the op reads it."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, m) if transpose_a else (m, k), np.float32)
+    b = rng.standard_normal((n, k) if transpose_b else (k, n), np.float32)
+    return a, b, {"transpose_a": transpose_a, "transpose_b": transpose_b}
+
+
+@needs_onednn
+@FAST
+@given(matmul_cases)
+def test_matmul_matches_the_reference_with_both_transposes(case):
+    a, b, attrs = matmul_arrays(**case)
+    check_parity("small_matmul", [a, b], attrs, case["k"], must_take=True)
+
+
+@needs_onednn
+@pytest.mark.parametrize("batch", [64, 256])
+@pytest.mark.parametrize("transpose_a, transpose_b", [(False, False), (True, False),
+                                                      (False, True)])
+def test_the_dense_layers_of_mnist_are_taken(batch, transpose_a, transpose_b):
+    """mnist.net's [N,1024] x [1024,1024] layer and its two gradients: above the threshold."""
+    m, k, n = {(False, False): (batch, 1024, 1024), (True, False): (1024, batch, 1024),
+               (False, True): (batch, 1024, 1024)}[(transpose_a, transpose_b)]
+    a, b, attrs = matmul_arrays(m, k, n, transpose_a, transpose_b, seed=batch)
+    check_parity("matmul", [a, b], attrs, k, must_take=True)
+
+
+@needs_onednn
+def test_matmul_declines_what_it_does_not_handle():
+    f32 = np.float32
+    assert factory_for("matmul", [np.zeros((64, 1024)), np.zeros((1024, 1024))], {}) is None
+    assert factory_for("matmul", [np.zeros((2, 64, 1024), f32),          # a batch matmul
+                                  np.zeros((2, 1024, 1024), f32)], {}) is None
+    assert factory_for("small_matmul", [np.zeros((4, 5), f32), np.zeros((6, 7), f32)],
+                       {}) is None                                      # inner dims disagree
+    assert factory_for("small_matmul", [np.zeros((4, 5), f32), np.zeros((5, 7), f32)],
+                       {"transpose_a": 1}) is None                      # not a bool
+    assert factory_for("small_matmul", [np.zeros((0, 5), f32), np.zeros((5, 7), f32)],
+                       {}) is None
+    # mnist's 1024x10 layer at batch 64: 0.66M multiply-adds, NumPy's single thread is faster
+    x, w = np.zeros((64, 1024), f32), np.zeros((1024, 10), f32)
+    assert 64 * 1024 * 10 < MATMUL_MIN_MACS
+    assert factory_for("matmul", [x, w], {}) is None
+    assert factory_for("small_matmul", [x, w], {}) is not None
 
 
 @needs_onednn
@@ -328,3 +388,10 @@ def test_kernels_stay_inside_their_buffers(monkeypatch, at_end):
                     dst[...] = src
                 np.testing.assert_allclose(run(*guarded), reference(op, *arrays, **a),
                                            rtol=1e-4, atol=1e-3 * np.sqrt(x.size + 1))
+    for _ in range(40):
+        m, k, n = (int(v) for v in rng.integers(1, 80, 3))
+        a, b, attrs = matmul_arrays(m, k, n, *(bool(t) for t in rng.integers(0, 2, 2)), seed=m)
+        guarded = [empty(a.shape), empty(b.shape)]
+        guarded[0][...], guarded[1][...] = a, b
+        np.testing.assert_allclose(small_matmul([a.shape, b.shape], [a.dtype] * 2, attrs)(
+            *guarded), reference("matmul", a, b, **attrs), rtol=1e-4, atol=1e-4 * np.sqrt(k))
