@@ -73,15 +73,26 @@ def _fused_flops(out_type, *in_types, expr):
 
 
 def format_expr(expr: tuple, names: list[str] | None = None) -> str:
-    """The sub-expression as one formula: ``relu(add(x0, x1))`` (for reports)."""
-    text: dict[str, str] = {}
-    for i in range(len(names or [])):
-        text[input_ref(i)] = names[i]
+    """The sub-expression as one formula: ``relu(add(x0, x1))`` (for reports).
+
+    A step read more than once is named and written once (``t0 = tanh(x0); add(t0, x0)``):
+    inlined, a chain of such steps would double the text at every link."""
+    text = {input_ref(i): name for i, name in enumerate(names or [])}
+    uses: dict[str, int] = {}
+    for _, args, _ in expr:
+        for a in args:
+            uses[a] = uses.get(a, 0) + 1
+    bindings = []
     for j, (op, args, attrs) in enumerate(expr):
         parts = [text.get(a, a) for a in args]
         parts += [f"{k}={v}" for k, v in attrs]
-        text[step_ref(j)] = f"{op}({', '.join(parts)})"
-    return text[output_ref(expr)]
+        formula = f"{op}({', '.join(parts)})"
+        if uses.get(step_ref(j), 0) > 1:
+            name = f"t{len(bindings)}"
+            bindings.append(f"{name} = {formula}")
+            formula = name
+        text[step_ref(j)] = formula
+    return "; ".join([*bindings, text[output_ref(expr)]])
 
 
 # -- the reference kernel -----------------------------------------------------------------
