@@ -75,7 +75,7 @@ def _fused_flops(out_type, *in_types, expr):
 def format_expr(expr: tuple, names: list[str] | None = None) -> str:
     """The sub-expression as one formula: ``relu(add(x0, x1))`` (for reports).
 
-    A step read more than once is named and written once (``t0 = tanh(x0); add(t0, x0)``):
+    A step read more than once is named and written once, ``let t0 = tanh(x0) in mul(t0, t0)``:
     inlined, a chain of such steps would double the text at every link."""
     text = {input_ref(i): name for i, name in enumerate(names or [])}
     uses: dict[str, int] = {}
@@ -92,7 +92,8 @@ def format_expr(expr: tuple, names: list[str] | None = None) -> str:
             bindings.append(f"{name} = {formula}")
             formula = name
         text[step_ref(j)] = formula
-    return "; ".join([*bindings, text[output_ref(expr)]])
+    result = text[output_ref(expr)]
+    return f"let {'; '.join(bindings)} in {result}" if bindings else result
 
 
 # -- the reference kernel -----------------------------------------------------------------
