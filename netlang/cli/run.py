@@ -8,7 +8,13 @@ import numpy as np
 import netlang
 from netlang.cli import add_device_arguments
 from netlang.cli.arrays import read_npy
-from netlang.errors import UsageError
+from netlang.errors import NonFiniteError, UsageError
+from netlang.train.nonfinite import (
+    describe_node,
+    describe_values,
+    first_nonfinite,
+    nonfinite_span,
+)
 
 HELP = "run part of a network: fetch named values given feeds"
 
@@ -21,6 +27,9 @@ def add_arguments(parser) -> None:
                         help="a value for a name: a number, a list like [1,2], or a .npy file")
     parser.add_argument("--train", action="store_true", help="run in training mode")
     parser.add_argument("--seed", type=int, default=0, help="seed for parameters and noise")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="print fetched values that hold a NaN or an infinity instead of "
+                             "stopping with an error")
     add_device_arguments(parser)
 
 
@@ -46,9 +55,43 @@ def run(args) -> int:
         if name in feeds:
             raise UsageError(f"--feed {name} is given twice", hint="feed each name once")
         feeds[name] = value
-    values = session.run(list(args.fetch), feeds, training=args.train)
+    before = (dict(session.state.arrays), session.rng.bit_generator.state)
+    with np.errstate(all="ignore"):    # a NaN is reported below, with the op it came from
+        values = session.run(list(args.fetch), feeds, training=args.train)
+    if not args.allow_nonfinite:
+        check_finite(session, args, feeds, values, *before)
     for name, value in zip(args.fetch, values):
         # floatmode="unique": as many digits as the dtype needs (5.2831855 for f32), no more.
         text = np.array2string(np.asarray(value), separator=", ", floatmode="unique")
         print(f"{name} = {text}")
     return 0
+
+
+def check_finite(session, args, feeds: dict, values: list, arrays: dict, rng_state) -> None:
+    """Refuse fetched float values that hold a NaN or an infinity, naming them and the first
+    op that went non-finite (found by running again with every value checked)."""
+    bad = [(name, describe_values(value)) for name, value in zip(args.fetch, values)
+           if _is_nonfinite(value)]
+    if not bad:
+        return
+    if len(bad) == 1:
+        head = f"'{bad[0][0]}' is not finite ({bad[0][1]})"
+    else:
+        head = ", ".join(f"'{name}' ({text})" for name, text in bad) + " are not finite"
+    found = first_nonfinite(session, list(args.fetch), feeds, args.train,
+                            False, arrays, rng_state)
+    if found is None:
+        raise NonFiniteError(head, hint=RUN_HINT)
+    node, value, inner = found
+    raise NonFiniteError(f"{head}; the first non-finite value: {describe_node(node, inner)}: "
+                         f"{describe_values(value)}", nonfinite_span(node, inner),
+                         hint=ALLOW_HINT if node.is_source() else RUN_HINT)
+
+
+def _is_nonfinite(value) -> bool:
+    value = np.asarray(value)
+    return value.dtype.kind in "fc" and not bool(np.isfinite(value).all())
+
+
+ALLOW_HINT = "pass --allow-nonfinite to print the values anyway"
+RUN_HINT = "keep log/div/sqrt away from zero (for example log(x + 1e-7)), or " + ALLOW_HINT

@@ -222,7 +222,8 @@ def make_plan(xp, expr: tuple, in_dtypes: tuple, in_shapes: tuple) -> FusedPlan:
                   for (op, _, attrs), (operands, k) in zip(expr, slots))
     views = [_view_code(s, out_shape, tiles) for s in in_shapes] if tiles > 1 else None
     run, source = generate_python(xp, buffers, steps, len(in_types), views,
-                                  out_shape if tiles > 1 else None)
+                                  out_shape if tiles > 1 else None,
+                                  label=f"fused group: {', '.join(op for op, _, _ in expr)}")
     return FusedPlan(tuple(buffers), steps, len(in_types), run, source)
 
 
@@ -246,10 +247,12 @@ def _view_code(shape: tuple, out_shape: tuple, tiles: int) -> str:
 
 
 def generate_python(xp, buffers: list, steps: tuple, n: int, views: list[str] | None = None,
-                    out_shape: tuple | None = None) -> tuple[Callable, str]:
+                    out_shape: tuple | None = None,
+                    label: str = "fused group") -> tuple[Callable, str]:
     """The plan as the text of one Python function, and that function.  With ``views`` (the
     row tiling), inputs are first reshaped or tiled by that code and the output buffer is
-    allocated as ``out_shape`` and written through its 2-D view."""
+    allocated as ``out_shape`` and written through its 2-D view.  ``label`` is the code's
+    file name, which a NumPy warning shows: the user's ops, not an internal name."""
     def name(slot: int) -> str:
         return f"x{slot}" if slot < n else f"b{slot - n}"
 
@@ -275,7 +278,7 @@ def generate_python(xp, buffers: list, steps: tuple, n: int, views: list[str] | 
                      f"{''.join(keywords)})")
     lines.append("    return out" if out_shape is not None else "    return b0")
     source = "\n".join(lines) + "\n"
-    exec(compile(source, "<fused plan>", "exec"), scope)  # noqa: S102  (text made above)
+    exec(compile(source, f"<{label}>", "exec"), scope)  # noqa: S102  (text made above)
     return scope["fused"], source
 
 
