@@ -223,8 +223,15 @@ def make_plan(xp, expr: tuple, in_dtypes: tuple, in_shapes: tuple) -> FusedPlan:
     views = [_view_code(s, out_shape, tiles) for s in in_shapes] if tiles > 1 else None
     run, source = generate_python(xp, buffers, steps, len(in_types), views,
                                   out_shape if tiles > 1 else None,
-                                  label=f"fused group: {', '.join(op for op, _, _ in expr)}")
+                                  label=_group_label(expr))
     return FusedPlan(tuple(buffers), steps, len(in_types), run, source)
+
+
+def _group_label(expr: tuple, shown: int = 6) -> str:
+    """``fused group: mul, log, add``: the generated code's file name, as warnings show it."""
+    ops = [op for op, _, _ in expr]
+    more = f", ... ({len(ops)} ops)" if len(ops) > shown else ""
+    return f"fused group: {', '.join(ops[:shown])}{more}"
 
 
 def _tiled(shape: tuple, out_shape: tuple, tiles: int) -> tuple:
