@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from netlang.errors import ArgumentError, ShapeError
 from netlang.ir.types import MAX_INT32, TensorType, dim_prod
+from netlang.ops.elementwise import unbroadcast
 from netlang.ops.registry import defop
 
 CONV_ATTRS = {"stride": (1, 1), "padding": "VALID", "dilation": (1, 1)}
@@ -313,6 +314,44 @@ def _conv2d_flops(out: TensorType, x: TensorType, w: TensorType, **_):
 defop("conv2d", arity=2, shape=_conv2d_shape, kernel=conv2d_kernel, vjp=_conv2d_vjp,
       attrs=dict(CONV_ATTRS), flops=_conv2d_flops,
       doc="2-D cross-correlation of NHWC x with filter [kh,kw,cin,cout] (tf.nn.conv2d).")
+
+
+# -- conv2d_bias: conv2d + per-channel bias (+ relu), as the conv_bias pass fuses them --------
+
+def _conv2d_bias_shape(x: TensorType, w: TensorType, bias: TensorType, stride, padding,
+                       dilation, relu) -> TensorType:
+    out = conv_out_type("conv2d_bias", x, w, stride, padding, dilation)
+    if bias.shape != (w.shape[3],) or bias.dtype != out.dtype:
+        raise ShapeError(f"conv2d_bias: the bias must be {out.dtype}[{w.shape[3]}] (one per "
+                         f"filter), got {bias}")
+    if not isinstance(relu, bool):
+        raise ArgumentError(f"conv2d_bias: relu must be true or false, got {relu!r}")
+    return out
+
+
+def conv2d_bias_kernel(xp, x, w, bias, stride=(1, 1), padding="VALID", dilation=(1, 1),
+                       relu=False):
+    """conv2d(x, w) + bias, then max(., 0) when ``relu``: exactly the unfused ops' values."""
+    y = conv2d_kernel(xp, x, w, stride, padding, dilation)
+    xp.add(y, bias, out=y)
+    return xp.maximum(y, 0, out=y) if relu else y
+
+
+def _conv2d_bias_vjp(b, n, g):
+    """The VJPs of the ops it stands for, in the order autodiff would emit them."""
+    x, w, bias = n.inputs
+    if n.attrs["relu"]:
+        g = b.relu_grad(g, n.id)
+    a = _conv_attrs(n)
+    return (b.conv2d_backprop_input(g, w, x, **a), b.conv2d_backprop_filter(x, g, w, **a),
+            unbroadcast(b, g, bias))
+
+
+defop("conv2d_bias", arity=3, shape=_conv2d_bias_shape, kernel=conv2d_bias_kernel,
+      vjp=_conv2d_bias_vjp, attrs={**CONV_ATTRS, "relu": False},
+      flops=lambda out, x, w, bias, **_: dim_prod((2, *out.shape, *w.shape[:3])),
+      doc="conv2d(x, w) + bias (+ relu): one kernel where the backend has one (oneDNN's "
+          "bias argument and relu post-op); made by the conv_bias pass.")
 
 
 # -- conv2d_backprop_input -----------------------------------------------------------------

@@ -5,7 +5,8 @@ first, so every later pass sees gradients as ordinary nodes.
 ``OPTIMIZE`` runs per program, after the fed values are cut and the mode is bound: folding
 first (it resolves the mode's selects), then simplification of what folding exposed, then
 CSE across forward and backward nodes, ``settle`` (the three again until nothing changes:
-merging can expose more, e.g. ``select(c, x, x)``), then pruning to what the run needs.
+merging can expose more, e.g. ``select(c, x, x)``), then pruning to what the run needs,
+convolutions fused with their bias (and relu), and elementwise fusion.
 Each pass is ``Graph -> (Graph, report)``; the reports are what ``netlang explain`` prints.
 After every pass the IR verifier checks the result (``VERIFY``), naming the pass that broke it.
 """
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from netlang.errors import IRError
 from netlang.ir.graph import Graph
 from netlang.passes.autodiff import expand_grads
+from netlang.passes.conv_bias import fuse_conv_bias
 from netlang.passes.cse import eliminate_common_subexpressions
 from netlang.passes.dce import eliminate_dead_code
 from netlang.passes.fold import fold_constants
@@ -59,6 +61,7 @@ OPTIMIZE: list[tuple[str, Pass]] = [
     ("cse", eliminate_common_subexpressions),
     ("settle", settle),
     ("dce", eliminate_dead_code),
+    ("conv_bias", fuse_conv_bias),
     ("fusion", fuse_elementwise),
 ]
 

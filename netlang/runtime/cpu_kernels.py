@@ -98,6 +98,17 @@ def conv2d(shapes, dtypes, attrs, state: KernelState) -> Run:
     return run
 
 
+def conv2d_bias(shapes, dtypes, attrs, state: KernelState) -> Run:
+    """conv2d as above, then the bias and relu in place (the reference's arithmetic)."""
+    conv, relu = conv2d(shapes[:2], dtypes[:2], attrs, state), attrs["relu"]
+
+    def run(x, w, b):
+        y = conv(x, w)
+        np.add(y, b, out=y)
+        return np.maximum(y, 0, out=y) if relu else y
+    return run
+
+
 def conv2d_backprop_filter(shapes, dtypes, attrs, state: KernelState) -> Run:
     w_shape = tuple(shapes[2])
     gh, gw = _geometry(shapes, attrs, w_shape[:2])
@@ -133,6 +144,6 @@ def fused(shapes, dtypes, attrs, _state: KernelState) -> Run:
 
 def cpu_factories() -> dict[str, tuple[Factory, ...]]:
     """op name -> the NumPy fast paths' factories."""
-    return {"fused": (fused,), "conv2d": (conv2d,),
+    return {"fused": (fused,), "conv2d": (conv2d,), "conv2d_bias": (conv2d_bias,),
             "conv2d_backprop_filter": (conv2d_backprop_filter,),
             "conv2d_backprop_input": (conv2d_backprop_input,)}

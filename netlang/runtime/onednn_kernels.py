@@ -504,8 +504,14 @@ def matmul(shapes, dtypes, attrs, min_macs: int = MATMUL_MIN_MACS) -> Run | None
 
 # -- the table -----------------------------------------------------------------------------------------
 
+def conv2d_bias(shapes, dtypes, attrs) -> Run | None:
+    """The ``conv2d_bias`` op (the conv_bias pass's fusion) as one primitive."""
+    return conv2d_bias_relu(shapes, dtypes, attrs, bool(attrs.get("relu")))
+
+
 FACTORIES: dict[str, Callable] = {
     "conv2d": conv2d,
+    "conv2d_bias": conv2d_bias,
     "conv2d_backprop_input": conv2d_backprop_input,
     "conv2d_backprop_filter": conv2d_backprop_filter,
     "conv2d_transpose": conv2d_transpose,

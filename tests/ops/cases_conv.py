@@ -76,3 +76,22 @@ def conv2d_transpose_geometry(draw):
                                s["attrs"]["dilation"]):
         assert transpose_out_size(size, k, st_, d, s["attrs"]["padding"]) >= 1
     return [x, kernel], s["attrs"]
+
+
+@op_case("conv2d_bias", wrt=(0, 1, 2))
+def conv2d_bias_geometry(draw):
+    s = conv_setup(draw)
+    x = array(draw, (s["n"], s["h"], s["w"], s["cin"]))
+    w = array(draw, (s["kh"], s["kw"], s["cin"], s["cout"]))
+    bias = array(draw, (s["cout"],))
+    return [x, w, bias], {**s["attrs"], "relu": False}
+
+
+@op_case("conv2d_bias", wrt=(0, 1, 2))
+def conv2d_bias_relu_positive(draw):
+    """With relu: positive inputs, weights and bias keep every output off relu's kink."""
+    s = conv_setup(draw)
+    x = array(draw, (s["n"], s["h"], s["w"], s["cin"]), 0.1, 1.0)
+    w = array(draw, (s["kh"], s["kw"], s["cin"], s["cout"]), 0.1, 1.0)
+    bias = array(draw, (s["cout"],), 0.1, 1.0)
+    return [x, w, bias], {**s["attrs"], "relu": True}
