@@ -43,7 +43,7 @@ def test_relu_stays_apart_when_the_biased_value_is_read_elsewhere():
                             "  h = conv2d(x, 2, kernel=3)\n"
                             "  output y = relu(h)\n  output s = sin(h) }")
     graph = model.trace(False)[-3].graph
-    ((conv, bias, relu, absorbed),) = find_conv_bias(graph).values()
+    ((conv, _bias, relu, absorbed),) = find_conv_bias(graph).values()
     assert relu is False and absorbed == [conv]
     after, _ = fuse_conv_bias(graph)
     assert ops(after).count("relu") == 1 and ops(after).count("conv2d_bias") == 1
