@@ -252,7 +252,7 @@ def step_allocations(spec: Path, batch: int, fused: bool) -> dict[str, int]:
 
     def on_step(node, value):
         values[node.id] = value
-        if node.op in ("input", "param", "state", "const") or getattr(value, "base", 0) is not None:
+        if node.is_source() or getattr(value, "base", 0) is not None:
             return
         owned[0] += 1
         if node.op == "fused":

@@ -40,9 +40,13 @@ class Node:
         ``"param"``, ``"state"``, ``"const"``)."""
         return self.op == kind if kind is not None else self.op in SOURCE_OPS
 
+    def is_variable(self) -> bool:
+        """Whether a session's state holds the value (a parameter or a state variable)."""
+        return self.op in VARIABLE_OPS
+
     def label(self) -> str:
         """How other nodes refer to this one in the IR text: ``%conv1/W`` or ``%7``."""
-        named = self.op in VARIABLE_OPS or self.op == "input"
+        named = self.is_variable() or self.is_source("input")
         return f"%{self.name}" if named and self.name else f"%{self.id}"
 
 

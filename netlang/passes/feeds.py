@@ -8,7 +8,7 @@ update the stored variable in it.
 """
 from __future__ import annotations
 
-from netlang.ir.graph import VARIABLE_OPS, Graph
+from netlang.ir.graph import Graph
 from netlang.passes.report import Report, report
 from netlang.passes.rewrite import rebuild
 
@@ -27,7 +27,7 @@ def cut_feeds(graph: Graph, fed: frozenset[int]) -> tuple[Graph, Report]:
         nid = mapping.get(old)
         if nid is not None and new.nodes[nid].is_source("input"):
             new.inputs[new.nodes[nid].name] = nid
-        if graph.nodes[old].op in VARIABLE_OPS:   # TF1 feeds variables: the run sees the
+        if graph.nodes[old].is_variable():   # TF1 feeds variables: the run sees the
             name = graph.nodes[old].name           # fed value, and the stored one stays
             new.params.pop(name, None)
             new.state.pop(name, None)

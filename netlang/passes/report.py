@@ -46,7 +46,7 @@ def describe(graph: Graph, node: Node) -> str:
     """A node as a user recognizes it: ``mul 'c'``, ``softmax [fc2] (grad) @mnist.net:12:3``."""
     name = graph.name_of(node.id)
     parts = [node.op if name is None else f"{node.op} '{name}'"]
-    value = node.attrs.get("value") if node.op == "const" else None
+    value = node.attrs.get("value") if node.is_source("const") else None
     if value is not None and value.size == 1:
         parts[0] += " " + str(value.reshape(())[()])
     where = location(node)

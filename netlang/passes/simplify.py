@@ -19,7 +19,7 @@ def uniform_value(graph: Graph, nid: int):
     node = graph.nodes[nid]
     if node.op == "fill_like":
         return node.attrs["value"]
-    if node.op != "const":
+    if not node.is_source("const"):
         return None
     value = node.attrs["value"]
     if value.size == 0 or not (value == value.flat[0]).all():

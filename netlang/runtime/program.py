@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlang.errors import ExecutionError, FeedError
-from netlang.ir.graph import VARIABLE_OPS, Graph, Node
+from netlang.ir.graph import Graph, Node
 from netlang.ops.registry import get_op
 from netlang.runtime.memory import last_uses
 
@@ -71,7 +71,7 @@ def _compile_steps(program: Program) -> None:
     for node, dead in zip(program.steps, program.free_after):
         if node.id in program.fed:
             continue
-        if node.op in VARIABLE_OPS:
+        if node.is_variable():
             program.variables.append((node.id, node.name))
         elif node.is_source("const"):
             program.consts.append(node)

@@ -140,9 +140,9 @@ def describe_node(node, inner: tuple | None = None) -> str:
     """``log (%12: f32[N,2]) in scope 'fc1', in the forward pass``; for a step of a fused
     group: ``log (step 1 of 3 in the fused group %12: f32[N,2]), in the forward pass``,
     with ``, whose last op is at lognet.net:6:7`` when the step's own line is unknown."""
-    if node.op == "input":
+    if node.is_source("input"):
         return f"input '{node.name}' was fed non-finite values"
-    if node.op in ("param", "state"):
+    if node.is_variable():
         return f"{node.op} '{node.name}' already held non-finite values"
     where = "the optimizer update" if "optimizer" in node.tags else (
         "the backward pass" if "grad" in node.tags else "the forward pass")

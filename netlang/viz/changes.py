@@ -90,7 +90,7 @@ def _classify(new: Node, olds: list[Node], changes: Changes) -> None:
     for old in olds:
         if old is kept:
             continue
-        if new.op == "const" and old.op != "const":
+        if new.is_source("const") and not old.is_source("const"):
             changes.folded.setdefault(new.id, []).append(old)
         elif old.op == new.op:
             changes.merged.setdefault(new.id, []).append(old)

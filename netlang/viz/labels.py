@@ -10,6 +10,7 @@ import numpy as np
 from netlang.ir.graph import Graph, Node
 from netlang.ir.types import DType, TensorType, dim_prod
 from netlang.ops.registry import OPS
+from netlang.ops.state import MODE_OP
 
 # The op that says what a layer is, most telling first (a conv layer also has an add).
 MAIN_OPS = ("conv2d_transpose", "conv2d", "matmul", "maxpool", "avgpool", "resize",
@@ -91,11 +92,11 @@ def op_text(graph: Graph, node: Node, layer_words: bool = True) -> str:
         return f"dropout {a.get('rate')}"
     if layer_words and node.op == "matmul":
         w = graph.nodes[node.inputs[1]]
-        if w.op == "param" and w.type.rank == 2:
+        if w.is_source("param") and w.type.rank == 2:
             return f"dense, {w.type.shape[1]} units"
     if layer_words and node.op == "reshape" and node.type.rank == 2:
         return "flatten"
-    if node.op == "const":
+    if node.is_source("const"):
         return const_text(node)
     if node.op == "fused":
         return "fused " + " → ".join(step[0] for step in a.get("expr", ()))
@@ -136,9 +137,9 @@ def layer_text(graph: Graph, nodes: list[Node], kind: str = "") -> str:
     for op in MAIN_OPS:
         if op in ops:
             return op_text(graph, ops[op])
-    if "select" in ops and any(graph.nodes[i].op == "state" for n in nodes for i in n.inputs):
+    if "select" in ops and any(graph.nodes[i].is_source("state") for n in nodes for i in n.inputs):
         return "batchnorm"
-    compute = [n for n in nodes if n.op not in ("param", "state", "const", "mode")]
+    compute = [n for n in nodes if not n.is_source() and n.op != MODE_OP]
     if len(compute) == 1 and (not kind or compute[0].op in (kind, "fused")):
         return op_text(graph, compute[0])
     if kind:

@@ -27,7 +27,7 @@ def layer_diagram(graph: Graph, title: str = "", changes: Changes | None = None)
             diagram.add_cluster_path(unit.cluster)
     for nid, key in grouping.standalone.items():
         node = graph.nodes[nid]
-        if node.op != "input":
+        if not node.is_source("input"):
             diagram.add_box(Box(key, node.op, node.name or key,
                                 [f"{node.op} {count_text(param_count([node]))}"]))
     add_layer_edges(diagram, graph, grouping, names)
@@ -54,8 +54,8 @@ def forward_lines(graph: Graph, unit: Unit) -> list[str]:
     """What the layer is (unless its title says it already), its parameters and state."""
     what = layer_text(graph, unit.nodes, unit.kind)
     lines = [] if what == unit.title.rstrip("0123456789") or what == unit.title else [what]
-    params = [v for v in unit.variables if v.op == "param"]
-    state = [v for v in unit.variables if v.op == "state"]
+    params = [v for v in unit.variables if v.is_source("param")]
+    state = [v for v in unit.variables if v.is_source("state")]
     sizes = [f"{count_text(param_count(params))} params"] if params else []
     sizes += [f"{count_text(param_count(state))} state"] if state else []
     return lines + ([", ".join(sizes)] if sizes else [])
@@ -78,7 +78,7 @@ def unit_marks(unit: Unit, changes: Changes) -> list[str]:
 def edge_kind(graph: Graph, value: int, src: str, dst: str, grouping: Grouping) -> str:
     src_grad = src in grouping.units and grouping.units[src].grad
     dst_grad = dst in grouping.units and grouping.units[dst].grad
-    if graph.nodes[value].op in ("param", "state"):
+    if graph.nodes[value].is_variable():
         return "param"
     if dst_grad:
         return "grad" if src_grad else "saved"
@@ -101,7 +101,7 @@ def add_layer_edges(diagram: Diagram, graph: Graph, grouping: Grouping, names) -
                     continue
                 seen.add(what)
                 label = edge_label(graph, i, names)
-                if graph.nodes[i].op in ("param", "state"):
+                if graph.nodes[i].is_variable():
                     label = graph.nodes[i].name or label
                 elif kind == "saved":
                     label = ""  # the forward edge already says it; flat labels collide
@@ -114,4 +114,4 @@ def add_layer_edges(diagram: Diagram, graph: Graph, grouping: Grouping, names) -
 def _implied(graph: Graph, grouping: Grouping, value: int, unit: Unit) -> bool:
     """A layer's own parameter read by that layer's gradient box needs no edge."""
     node = graph.nodes[value]
-    return node.op in ("param", "state") and unit.grad and node.scope == unit.scope
+    return node.is_variable() and unit.grad and node.scope == unit.scope

@@ -13,7 +13,7 @@ from netlang.viz.changes import Changes
 from netlang.viz.diagram import Box, Diagram, Edge
 from netlang.viz.labels import const_text, op_text, shape_text
 from netlang.viz.roles import add_inputs, add_outputs, assigned_names, edge_label, gradient_of
-from netlang.viz.units import HIDDEN_OPS, VARIABLE_OPS, call_key, is_grad
+from netlang.viz.units import HIDDEN_OPS, call_key, is_grad
 
 GRAD_CLUSTER = "∇ "
 
@@ -32,7 +32,7 @@ def op_diagram(graph: Graph, title: str = "", changes: Changes | None = None) ->
     add_inputs(diagram, graph)
     per_use = {n.id for n in graph.nodes.values() if _drawn_per_use(n, changes)}
     for node in graph.nodes.values():
-        if node.op != "input" and node.id not in per_use:
+        if not node.is_source("input") and node.id not in per_use:
             diagram.add_box(node_box(graph, node, names, grads, changes))
             if node.scope:
                 diagram.add_cluster_path(cluster_of(node))
@@ -53,7 +53,7 @@ def anchor_backward_calls(diagram: Diagram, graph: Graph) -> None:
     cotangent enters first share a rank with that call's output, as in the layer view."""
     last_forward: dict[tuple, int] = {}
     for node in graph.nodes.values():
-        if not is_grad(node) and node.op not in VARIABLE_OPS and node.op not in HIDDEN_OPS:
+        if not is_grad(node) and not node.is_variable() and node.op not in HIDDEN_OPS:
             last_forward[call_key(node)] = node.id
     for node in graph.nodes.values():
         partner = last_forward.get(call_key(node)) if is_grad(node) else None
@@ -72,11 +72,11 @@ def _drawn_per_use(node: Node, changes: Changes | None) -> bool:
 
 def key_of(graph: Graph, nid: int) -> str:
     node = graph.nodes[nid]
-    return f"input {node.name}" if node.op == "input" else f"op{nid}"
+    return f"input {node.name}" if node.is_source("input") else f"op{nid}"
 
 
 def node_box(graph: Graph, node: Node, names, grads, changes) -> Box:
-    if node.op in VARIABLE_OPS:
+    if node.is_variable():
         leaf = (node.name or "").rpartition("/")[2] if node.scope else node.name
         box = Box(key_of(graph, node.id), node.op, leaf or node.op, [shape_text(node.type)])
     else:
@@ -94,14 +94,14 @@ def node_box(graph: Graph, node: Node, names, grads, changes) -> Box:
 def copy_box(src: Node, key: str, cluster: str) -> Box:
     """A small copy of a constant, the mode flag, or a parameter a gradient node reads,
     drawn beside its reader instead of an edge across the picture."""
-    if src.op in VARIABLE_OPS:
+    if src.is_variable():
         return Box(key, src.op, src.name or src.op, cluster=cluster, small=True)
-    text = const_text(src) if src.op == "const" else src.op
+    text = const_text(src) if src.is_source("const") else src.op
     return Box(key, "const", text, cluster=cluster, small=True)
 
 
 def edge_kind(src: Node, dst: Node) -> str:
-    if src.op in VARIABLE_OPS:
+    if src.is_variable():
         return "param"
     if is_grad(dst):
         return "grad" if is_grad(src) else "saved"
@@ -115,12 +115,12 @@ def _crosses_calls(src: Node, dst: Node) -> bool:
 
 
 def add_input_edges(diagram: Diagram, graph: Graph, node: Node, names, per_use) -> None:
-    if node.id in per_use or node.op == "input":
+    if node.id in per_use or node.is_source("input"):
         return
     dst = key_of(graph, node.id)
     for pos, i in enumerate(node.inputs):
         src = graph.nodes[i]
-        if i in per_use or (src.op in VARIABLE_OPS and is_grad(node)):
+        if i in per_use or (src.is_variable() and is_grad(node)):
             diagram.add_box(copy_box(src, f"{dst}_in{pos}", cluster_of(node)))
             diagram.add_edge(Edge(f"{dst}_in{pos}", dst, "", "param"))
             continue
@@ -130,6 +130,6 @@ def add_input_edges(diagram: Diagram, graph: Graph, node: Node, names, per_use) 
             # shape, and letting it rank the gradient nodes would drag them across the page.
             diagram.add_edge(Edge(key_of(graph, i), dst, "", kind, constraint=False))
             continue
-        label = "" if src.op in VARIABLE_OPS else edge_label(graph, i, names)
+        label = "" if src.is_variable() else edge_label(graph, i, names)
         constraint = not (_crosses_calls(src, node) and node.span is not None)
         diagram.add_edge(Edge(key_of(graph, i), dst, label, kind, constraint))

@@ -70,7 +70,7 @@ def _components(graph: Graph, members: list[Node]) -> list[list[Node]]:
         for i in n.inputs:
             if i in parent:
                 parent[find(i)] = find(n.id)
-            elif graph.nodes[i].op == "state" and graph.nodes[i].scope == n.scope:
+            elif graph.nodes[i].is_source("state") and graph.nodes[i].scope == n.scope:
                 if i in readers:
                     parent[find(readers[i])] = find(n.id)
                 readers[i] = n.id
@@ -86,9 +86,9 @@ def group_units(graph: Graph, names: dict[int, str] | None = None) -> Grouping:
     backward: dict[tuple, list[Node]] = {}
     standalone: dict[int, str] = {}
     for node in graph.nodes.values():
-        if node.op == "input":
+        if node.is_source("input"):
             standalone[node.id] = f"input {node.name}"
-        elif node.op not in HIDDEN_OPS and node.op not in VARIABLE_OPS:
+        elif node.op not in HIDDEN_OPS and not node.is_variable():
             table = backward if is_grad(node) else forward
             table.setdefault(call_key(node), []).append(node)
     units: dict[str, Unit] = {}
@@ -125,7 +125,7 @@ def _fold_variables(graph: Graph, units, unit_of, standalone) -> None:
         if not unit.grad:
             first_of_scope.setdefault(unit.scope, unit.key)
     for node in graph.nodes.values():
-        if node.op not in VARIABLE_OPS:
+        if not node.is_variable():
             continue
         owner = next((unit_of[u] for u in users[node.id]
                       if unit_of.get(u) and units[unit_of[u]].scope == node.scope
