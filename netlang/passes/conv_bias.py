@@ -11,10 +11,9 @@ would otherwise take the add and relu.
 from __future__ import annotations
 
 from netlang.ir.graph import Graph, Node
-from netlang.ops.builder import Builder
 from netlang.passes.fusion import named_values
 from netlang.passes.report import Report, describe, plural, report
-from netlang.passes.rewrite import copy_node, remap_roles
+from netlang.passes.rewrite import replace_groups
 
 
 def _bias_add(graph: Graph, node: Node, users, keep) -> tuple[int, int] | None:
@@ -51,25 +50,20 @@ def fuse_conv_bias(graph: Graph) -> tuple[Graph, Report]:
     matches = find_conv_bias(graph)
     if not matches:
         return graph, report("no conv + bias to fuse")
-    absorbed = {a for m in matches.values() for a in m[3]}
-    new = Graph(name=graph.name, spec=graph.spec)
-    b = Builder(new)
-    mapping: dict[int, int | None] = {}
     items = []
-    for node in graph:
-        if node.id in absorbed:
-            mapping[node.id] = None
-            continue
+
+    def emit(b, node, mapped):
         if node.id not in matches:
-            mapping[node.id] = copy_node(b, node, tuple(mapping[i] for i in node.inputs))
-            continue
+            return None
         conv, bias, relu, _ = matches[node.id]
         c = graph.nodes[conv]
-        x, w = (mapping[i] for i in c.inputs)
-        with b.in_scope(c.scope), b.at(c.span), b.tagged(*c.tags):
-            mapping[node.id] = b.op("conv2d_bias", x, w, mapping[bias], relu=relu, **c.attrs)
+        x, w = (mapped(i) for i in c.inputs)
         items.append(f"{describe(graph, c)} + bias" + (" + relu" if relu else ""))
-    remap_roles(graph, new, mapping)
+        with b.in_scope(c.scope), b.at(c.span), b.tagged(*c.tags):
+            return b.op("conv2d_bias", x, w, mapped(bias), relu=relu, **c.attrs)
+
+    absorbed = {a for m in matches.values() for a in m[3]}
+    new, mapping = replace_groups(graph, absorbed, emit)
     summary = f"fused {plural(len(matches), 'convolution')} with their bias" + (
         " (and relu)" if any(m[2] for m in matches.values()) else "")
     return new, report(summary, items, changed=len(matches), mapping=mapping)

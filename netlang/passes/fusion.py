@@ -15,11 +15,10 @@ primitives), so a fused graph can be differentiated again.
 from __future__ import annotations
 
 from netlang.ir.graph import Graph, Node
-from netlang.ops.builder import Builder
 from netlang.ops.fused import format_expr, input_ref, step_ref
 from netlang.ops.registry import OPS
 from netlang.passes.report import Report, report
-from netlang.passes.rewrite import copy_node, remap_roles
+from netlang.passes.rewrite import replace_groups
 
 
 def _hashable_attrs(node: Node) -> tuple | None:
@@ -91,24 +90,19 @@ def fuse_elementwise(graph: Graph) -> tuple[Graph, Report]:
     if not groups:
         return graph, report("no elementwise groups to fuse")
     by_root = {g[-1]: g for g in groups}
-    absorbed = {m for g in groups for m in g[:-1]}
-    new = Graph(name=graph.name, spec=graph.spec)
-    b = Builder(new)
-    mapping: dict[int, int | None] = {}
     lines = []
-    for node in graph.nodes.values():
-        if node.id in absorbed:
-            mapping[node.id] = None
-            continue
+
+    def emit(b, node, mapped):
         if node.id not in by_root:
-            mapping[node.id] = copy_node(b, node, tuple(mapping[i] for i in node.inputs))
-            continue
+            return None
         expr, external = group_expr(graph, by_root[node.id])
-        inputs = [mapping[i] for i in external]
+        inputs = [mapped(i) for i in external]
         with b.in_scope(node.scope), b.at(node.span), b.tagged(*node.tags):
-            mapping[node.id] = b.op("fused", *inputs, expr=expr)
-        lines.append(_describe(new, mapping[node.id], inputs, expr))
-    remap_roles(graph, new, mapping)
+            nid = b.op("fused", *inputs, expr=expr)
+        lines.append(_describe(b.graph, nid, inputs, expr))
+        return nid
+
+    new, mapping = replace_groups(graph, {m for g in groups for m in g[:-1]}, emit)
     count = sum(len(g) for g in groups)
     head = f"fused {count} elementwise nodes into {len(groups)} group(s)"
     return new, report(head, lines, changed=count, mapping=mapping)

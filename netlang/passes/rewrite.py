@@ -50,6 +50,26 @@ def rebuild(graph: Graph, visit: Callable | None = None,
     return new, mapping
 
 
+def replace_groups(graph: Graph, absorbed: set[int], emit: Callable) -> tuple[Graph, Mapping]:
+    """Rebuild ``graph`` with groups of nodes replaced by one node each (the fusion passes).
+
+    Nodes in ``absorbed`` are dropped (their values live only inside a group); for every other
+    node ``emit(b, node, mapped)`` returns the new id standing for it, or None to copy it;
+    ``mapped(old_id)`` gives any earlier node's new id (a group's inputs)."""
+    new = Graph(name=graph.name, spec=graph.spec)
+    b = Builder(new)
+    mapping: Mapping = {}
+    for node in graph.nodes.values():
+        if node.id in absorbed:
+            mapping[node.id] = None
+            continue
+        nid = emit(b, node, mapping.__getitem__)
+        mapping[node.id] = nid if nid is not None else copy_node(
+            b, node, tuple(mapping[i] for i in node.inputs))
+    remap_roles(graph, new, mapping)
+    return new, mapping
+
+
 def compose(first: Mapping, then: Mapping | None) -> Mapping:
     """The mapping of two passes run one after the other (None stays None)."""
     if then is None:
