@@ -19,7 +19,7 @@ LAYER = {"errors": 0, "ir": 1, "ops": 2, "frontend": 3, "passes": 3, "runtime": 
          "bench": 8, "__init__": 8, "__main__": 9}
 
 OUTSIDE = {"networkx": {"runtime/memory.py"}, "lark": None, "graphviz": None, "cupy": {
-    "runtime/backend.py"}, "cupyx": {"runtime/backend.py"}}
+    "runtime/backend.py"}, "cupyx": {"runtime/backend.py"}, "numba": {"runtime/jit.py"}}
 
 
 def part_of(path: pathlib.Path) -> str:

@@ -6,7 +6,9 @@ share them.  A backend adds its own on top, picked when the executor binds a pro
 
 * ``factories``: op -> kernel factories, tried in order with the node's concrete shapes,
   dtypes and attributes, once per program and batch size; each returns ``run(*arrays)`` or
-  None to pass (CPU: oneDNN, runtime/onednn_kernels.py, then NumPy fast paths,
+  None to pass (CPU: netlang's Numba loops where they beat the library,
+  runtime/cpu_loops.py; oneDNN, runtime/onednn_kernels.py; generated kernels for fused
+  groups and elementwise ops, runtime/generated.py; then NumPy fast paths,
   runtime/cpu_kernels.py);
 * ``kernels``: op -> a kernel with the reference's signature (GPU: a generated CUDA kernel
   per fused group, device-side random numbers; runtime/gpu_kernels.py, which gets CuPy only
@@ -167,13 +169,19 @@ def _cpu_backend(library: bool = True) -> Backend:
     note says why not), then netlang's own (fused groups, shifted-row convolutions)."""
     from netlang.runtime import onednn
     from netlang.runtime.cpu_kernels import cpu_factories
+    from netlang.runtime.cpu_loops import loop_factories
+    from netlang.runtime.generated import generated_factories
     from netlang.runtime.onednn_kernels import onednn_kernels
 
-    factories: dict[str, tuple] = {}
+    # Numba's loops first: cpu_loops registers an op only where its loop beats oneDNN's
+    # primitive (measured, see there) or the library does not take the op.
+    factories: dict[str, tuple] = {op: tuple(made) for op, made in loop_factories().items()}
     if library:
-        factories = {op: (_stateless(f),) for op, f in onednn_kernels().items()}
-    for op, made in cpu_factories().items():
-        factories[op] = factories.get(op, ()) + tuple(made)
+        for op, f in onednn_kernels().items():
+            factories[op] = factories.get(op, ()) + (_stateless(f),)
+    for made_here in (generated_factories(), cpu_factories()):
+        for op, made in made_here.items():
+            factories[op] = factories.get(op, ()) + tuple(made)
     notes: tuple[str, ...] = ()
     if library and not onednn.available():
         note = (f"oneDNN is not used ({onednn.unavailable_reason()}); convolutions, "

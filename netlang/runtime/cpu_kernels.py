@@ -35,6 +35,14 @@ Run = Callable[..., object]
 Factory = Callable[[list, list, dict, "KernelState"], "Run | None"]
 
 
+def writes_out(run: Run) -> Run:
+    """Mark ``run`` as one the executor may call as ``run(*arrays, out=buffer)``: it then
+    writes its result into ``buffer`` (C-contiguous, the node's shape and dtype, never one of
+    its inputs) and returns it.  Called without ``out`` it allocates, as every run may."""
+    run.writes_out = True
+    return run
+
+
 class PatchCache:
     """The last patch matrices built, keyed by the identity of the input array.
 

@@ -1,5 +1,6 @@
-"""The one place that sizes the CPU thread pools: OpenBLAS's (NumPy's GEMMs) and OpenMP's
-(libgomp, which runs oneDNN's primitives).
+"""The one place that sizes the CPU thread pools: OpenBLAS's (NumPy's GEMMs), OpenMP's
+(libgomp, which runs oneDNN's primitives) and Numba's (generated kernels, runtime/jit.py;
+its ``omp`` threading layer runs on the same libgomp).
 
 A training step alternates the two: a oneDNN convolution, then a NumPy GEMM for a dense
 layer, then oneDNN again.  OpenMP gets the usable cores (the machine we measure on has 2)
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from netlang.runtime import onednn
+from netlang.runtime import jit, onednn
 
 # Measured with tools/bench_onednn.py --threads on 2 cores (libgomp 2 threads; one step =
 # mnist's conv2 forward, backward-data and backward-weights, each followed by a
@@ -86,6 +87,8 @@ def configure_cpu_threads(threads: int | None = None,
         notes.append(onednn.unavailable_reason())
     threadpool_limits(limits=min(blas_threads or threads, threads), user_api="blas")
     threadpool_limits(limits=threads, user_api="openmp")
+    numba_threads = jit.set_threads(threads)
+    notes.append(f"numba: {numba_threads} threads")
     return ThreadSetting(threads, pools_line("blas"), pools_line("openmp"), notes)
 
 
