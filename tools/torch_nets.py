@@ -119,6 +119,27 @@ def torch_step(name: str, spec: Path, batch: int, device: str,
     return step, params
 
 
+def torch_inference(name: str, spec: Path, batch: int, device: str,
+                    layout: torch.memory_format = torch.contiguous_format, seed: int = 0):
+    """(forward step, parameter count): the workload's twin in eval mode, no gradients, on
+    netlang's synthetic batch (the logits, copied to the host)."""
+    torch.manual_seed(seed)
+    model = netlang.compile(spec)
+    where = torch.device("cuda" if device == "gpu" else "cpu")
+    net = NETS[name]().to(where).eval().to(memory_format=layout)
+    feeds = bench.synthetic_batch(model.graph, batch, seed)
+    x_name = next(n for n in model.graph.inputs if not n.startswith("train/"))
+    x = torch.from_numpy(feeds[x_name])
+    if x.ndim == 4:
+        x = x.permute(0, 3, 1, 2).contiguous(memory_format=layout)
+
+    def step():
+        with torch.no_grad():
+            return net(x.to(where)).cpu().numpy()
+
+    return step, sum(p.numel() for p in net.parameters())
+
+
 def is_image_workload(spec: Path) -> bool:
     model = netlang.compile(spec)
     return any(model.graph.nodes[nid].type.rank == 4

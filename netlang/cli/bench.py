@@ -68,6 +68,9 @@ def add_arguments(parser, no_torch_help: str = NO_TORCH_HELP) -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="TOP",
                         help="also time every kernel of a step (the device synchronised after "
                              "each) and print the TOP heaviest kinds of kernel per run")
+    parser.add_argument("--inference", action="store_true",
+                        help="time the forward pass in eval mode (the loss and metrics, as "
+                             "netlang eval fetches them) instead of a training step")
     parser.add_argument("--load", action="store_true",
                         help="time the steps while one other process keeps a core busy (as on "
                              "a shared machine)")
@@ -168,6 +171,22 @@ def netlang_step(spec: Path, batch: int, device: str, seed: int = 0, fused: bool
     return step, params, session, feeds
 
 
+def inference_step(spec: Path, batch: int, device: str = "cpu", seed: int = 0,
+                   kernels: str = "default"):
+    """(forward step, parameter count): the loss and metrics in eval mode on one synthetic
+    batch, as ``netlang eval`` fetches them (no gradients, no updates)."""
+    model = netlang.compile(spec)
+    session = model.session(device, seed, kernels)
+    feeds = synthetic_batch(model.graph, batch, seed)
+    names = [n for n in [model.graph.loss, *model.graph.metrics] if n]
+    params = sum(int(np.prod(model.graph.nodes[i].type.shape)) for i in model.graph.params.values())
+
+    def step():
+        return session.run(names, feeds, training=False)
+
+    return step, params, session, feeds
+
+
 def profile_steps(session, step: Callable, steps: int):
     """Run ``steps`` more steps with every kernel timed (``runtime/profile.py``)."""
     from netlang.runtime.profile import KernelProfile
@@ -202,10 +221,45 @@ def time_steps(step: Callable, warmup: int, steps: int) -> list[float]:
     return times
 
 
+def update_floor_ms(session, repeats: int = 21) -> float:
+    """The memory-bandwidth floor of the optimizer's update: one NumPy copy of as many bytes
+    as a single-pass update moves (every updated variable read and written, every gradient
+    read: Adam's 7 arrays of a parameter's size), median milliseconds."""
+    program = session_program(session)
+    if program is None:
+        return 0.0
+    graph = program.graph
+    updated = sum(graph.nodes[graph.state.get(n, graph.params.get(n, -1))].type.numel()
+                  for n in program.updates if n in graph.state or n in graph.params)
+    grads = sum(graph.nodes[i].type.numel() for n, i in graph.params.items()
+                if n in program.updates)
+    moved = 4 * (2 * updated + grads)          # float32 bytes read and written
+    src = np.ones(max(moved // 8, 1), np.float32)
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def session_program(session):
+    """The last program the session ran with updates (the train step), or None."""
+    for compiled in reversed(list(session.model._programs.values())):
+        if compiled.program.updates:
+            return compiled.program
+    return None
+
+
 def bench_netlang(name: str, spec: Path, batch: int, args) -> Result:
     """netlang's row for one workload and batch (and its kernel profile with --profile)."""
-    step, params, session, _ = netlang_step(spec, batch, args.device, fused=not args.no_fusion,
-                                            kernels=getattr(args, "kernels", "default"))
+    kernels = getattr(args, "kernels", "default")
+    if getattr(args, "inference", False):
+        step, params, session, _ = inference_step(spec, batch, args.device, kernels=kernels)
+    else:
+        step, params, session, _ = netlang_step(spec, batch, args.device,
+                                                fused=not args.no_fusion, kernels=kernels)
     step()
     calls = session.executor.kernel_calls
     step()
@@ -216,6 +270,12 @@ def bench_netlang(name: str, spec: Path, batch: int, args) -> Result:
         [r.label, r.calls, r.ms, r.share] for r in profile.rows(args.profile)]
     if profile is not None:
         print_profile(name, batch, profile, med, args.profile)
+        update = profile.tag_ms("optimizer")
+        if update and args.device == "cpu":
+            floor = update_floor_ms(session)
+            print(f"  {name} batch {batch}: optimizer update {update:.3f} ms per step; one "
+                  f"NumPy copy of the bytes a single-pass update moves {floor:.3f} ms "
+                  f"(update / floor {update / floor:.2f}x)" if floor else "")
     return Result(name, batch, "netlang", batch / med, med * 1e3,
                   "no fusion" if args.no_fusion else "", calls, rows, params)
 

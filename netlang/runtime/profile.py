@@ -27,6 +27,9 @@ def label(graph, node) -> str:
     return node.op
 
 
+# tags whose nodes' time is also summed on its own (train/step.py tags the optimizer's nodes)
+TRACKED_TAGS = frozenset({"optimizer"})
+
 # convolutions, and which input's type holds the filter shape [kh, kw, ...]
 WINDOWED = {"conv2d": 1, "conv2d_backprop_input": 1, "conv2d_backprop_filter": 2,
             "conv2d_transpose": 1}
@@ -45,6 +48,7 @@ class KernelProfile:
         self.synchronize = backend.synchronize
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: Counter = Counter()
+        self.tagged: dict[str, float] = defaultdict(float)   # seconds of nodes per tag
         self.runs = 0
 
     def start(self) -> float:
@@ -54,12 +58,19 @@ class KernelProfile:
         """Charge ``node``'s kernel with the time since ``started``, once the device is done."""
         self.synchronize()
         key = label(graph, node)
-        self.seconds[key] += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.seconds[key] += seconds
         self.calls[key] += 1
+        for tag in node.tags & TRACKED_TAGS:
+            self.tagged[tag] += seconds
 
     def total_ms(self) -> float:
         """Kernel time per run (milliseconds)."""
         return sum(self.seconds.values()) * 1e3 / max(self.runs, 1)
+
+    def tag_ms(self, tag: str) -> float:
+        """Time per run of the kernels of nodes tagged ``tag`` (``optimizer``: the updates)."""
+        return self.tagged.get(tag, 0.0) * 1e3 / max(self.runs, 1)
 
     def rows(self, top: int | None = None) -> list[Row]:
         """The heaviest kinds of kernel first, per run."""

@@ -181,18 +181,22 @@ def test_tools_bench_without_torch_is_netlang_bench(tmp_path, monkeypatch, capsy
     assert [r["system"] for r in json.loads(out.read_text())["results"]] == ["netlang"]
 
 
-def test_tools_bench_times_both_pytorch_layouts_next_to_netlang(tmp_path, monkeypatch, capsys):
+def test_tools_bench_times_each_rival_next_to_netlang(tmp_path, monkeypatch, capsys):
+    """Each installed rival (PyTorch in both layouts, JAX jit) runs in its own process after
+    netlang on each workload and batch; channels_last only on image workloads."""
     pytest.importorskip("torch")
+    has_jax = importlib.util.find_spec("jax") is not None
     tools_bench = load_tools_bench(monkeypatch)
     out = tmp_path / "b.json"
-    assert tools_bench.main(["--workloads", "spiral", "mnist_small", "residual", "--batch", "4",
+    assert tools_bench.main(["--workloads", "spiral", "residual", "--batch", "4",
                              "--steps", "1", "--warmup", "0", "--compile-runs", "0",
                              "--json", str(out)]) == 0
-    assert re.search(r" pytorch/s +pytorch_channels_last/s +ratio ", capsys.readouterr().out)
+    assert re.search(r" pytorch/s +pytorch_channels_last/s +" + ("jax/s +" if has_jax else "")
+                     + "ratio ", capsys.readouterr().out)
     rows = json.loads(out.read_text())["results"]
+    jax = ["jax"] if has_jax else []
     assert [(r["workload"], r["system"]) for r in rows] == [
-        ("spiral", "netlang"), ("spiral", "pytorch"),
-        *((w, s) for w in ("mnist_small", "residual")
-          for s in ("netlang", "pytorch", "pytorch_channels_last"))]
-    # The torch.nn mirrors have exactly the specs' parameters.
+        *(("spiral", s) for s in ["netlang", "pytorch", *jax]),
+        *(("residual", s) for s in ["netlang", "pytorch", "pytorch_channels_last", *jax])]
+    # The torch.nn and JAX mirrors have exactly the specs' parameters.
     assert all(r["note"] == "" and r["params"] > 0 for r in rows), rows
