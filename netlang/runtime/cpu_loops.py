@@ -1,12 +1,941 @@
 """Hand-written CPU loops compiled by Numba (runtime/jit.py) for the glue between library
-calls: reductions, pooling, softmax and cross-entropy, batchnorm.
+calls: pooling, batchnorm, softmax cross-entropy, sums over middle axes.
 
-``loop_factories()`` maps op names to kernel factories (see runtime/cpu_kernels.py for the
-factory protocol).  Filled in by the generated-kernels work of issue 13.
+``loop_factories()`` maps op names to kernel factories (the protocol is in
+runtime/cpu_kernels.py); the CPU backend tries them before oneDNN's.  Every run takes
+``out=`` (``writes_out``), handles float32 and float64, and declines (returns None, so oneDNN
+or the reference runs) other dtypes, zero-sized arrays, attributes it does not read, and
+layouts it has no loop for (a batchnorm axis that is not the last; reduced axes that are
+not one block of middle axes).  A loop's outer ``prange`` runs on both cores only above
+``PARALLEL_MIN`` of work: waking the second thread costs ~55 us.
+
+Numbers: the same bits on every run.  Pooling and batchnorm's elementwise ops
+(``batchnorm_apply``, ``batchnorm_grad_x``, ``batch_variance_grad``) do the reference's float
+steps in its order and match it bit for bit (signed zeros, NaN, ties).  The reductions
+(``batch_variance``, ``batchnorm_grad_gamma``, ``sum``/``mean`` over middle axes) sum chunks
+whose boundaries come from the shape alone and add the chunks' sums in order, so the result
+does not depend on the thread count; they differ from the reference's order by float
+rounding.  The cross-entropy loops work in float64 within a row (NumPy's SIMD exp and log
+are not libm's): float32 tolerance.
+
+Measured (median ms of 41 interleaved rounds, 2 cores, quiet machine; loop vs NumPy's
+reference vs oneDNN's primitive called directly; batch 64, then 256):
+
+    batch_variance        [N,28,28,16]   0.069 vs 0.434 (oneDNN: none)   256: 0.81 vs 2.92
+    batch_variance_grad   [N,28,28,16]   0.164 vs 0.683                  256: 0.75 vs 3.83
+    batchnorm_grad_x      [N,28,28,16]   0.107 vs 0.364                  256: 0.62 vs 1.96
+    batchnorm_grad_gamma  [N,28,28,16]   0.116 vs 0.509 vs 0.161 (*)     256: 1.04 vs 3.48
+    batchnorm_apply       [N,28,28,16]   0.127 vs 0.735 vs 0.178         256: 0.76 vs 3.89 vs 0.81
+    batchnorm_apply       [N,14,14,32]   0.070 vs 0.237 vs 0.110         256: 0.26 vs 1.01 vs 0.35
+    mean axis (1,2)       [N,14,14,32]   0.117 vs 0.212                  256: 0.44 vs 0.83
+    softmax_cross_entropy [N,10]         0.006 vs 0.017                  256: 0.018 vs 0.033
+      its gradient                       0.010 vs 0.019                  256: 0.032 vs 0.036
+    maxpool 2x2           [N,8,8,64]     0.033 vs 0.087 vs 0.075         256: 0.15 vs 0.27 vs 0.17
+    maxpool 2x2           [N,24,24,32]   0.138 vs 0.379 vs 0.128         256: 0.73 vs 4.23 vs 1.50
+    maxpool 2x2 SAME      [N,28,28,4]    0.170 vs 0.271 vs 0.118         256: 0.54 vs 1.51 vs 0.21
+    maxpool_grad 2x2      [N,8,8,64]     0.084 vs 0.198 vs 0.168         256: 0.48 vs 1.14 vs 0.55
+    maxpool_grad 2x2      [N,24,24,32]   0.440 vs 1.236 vs 0.424         256: 2.78 vs 11.3 vs 2.49
+    maxpool_grad 2x2      [N,28,28,16]   0.331 vs 0.955 vs 0.278         256: 2.91 vs 9.31 vs 1.96
+    (*) oneDNN's backward batchnorm, left out of its table: 7-9 ms with a busy neighbour
+
+So every op above is registered, and where oneDNN takes the op its float32 cases go to the
+faster of the two (``ONEDNN_FASTER_F32``: small images and many channels to the loops, large
+images of few channels to oneDNN; average pooling, which oneDNN did faster at every shape
+tried, always to oneDNN).  Not taken: ``sum``, ``mean`` and ``sum_to_like`` over leading
+axes (the reference's single BLAS matrix-vector product ran at the same speed as the best
+chunked loop: [64*784,16] 0.076 vs 0.081 ms), and ``mean_grad`` (the reference returns a
+broadcast view: nothing to compute).
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import NamedTuple
 
-def loop_factories() -> dict[str, tuple]:
-    """op name -> factories of Numba loops."""
-    return {}
+import numpy as np
+
+from netlang.errors import NetlangError
+from netlang.ops.conv import Axis
+from netlang.ops.loss import check_class_ids
+from netlang.ops.pool import POOL_ATTRS, covers_all, disjoint, inverse_counts, pool_geometry
+from netlang.runtime import onednn
+from netlang.runtime.cpu_kernels import writes_out
+from netlang.runtime.jit import kernel, prange
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+CHUNK = 1 << 17         # elements a reduction sums per chunk: fixed, whatever the thread count
+# Waking the second thread and joining it costs ~55 us (libgomp, OMP_WAIT_POLICY=passive, 2
+# cores), and streaming loops gain little from it (memory-bound): a loop runs on the calling
+# thread alone below this much work, counted as elements read and written, weighted more per
+# element for pooling over few channels (short channel loops: more work per element).
+# Chosen from the serial/threaded medians of the seed shapes (module doc).
+PARALLEL_MIN = 1 << 20
+
+
+def _floats(dtypes, count: int) -> bool:
+    return len(dtypes) >= count and all(np.dtype(d) in FLOATS for d in dtypes[:count]) \
+        and len({np.dtype(d) for d in dtypes[:count]}) == 1
+
+
+def _nonempty(*shapes) -> bool:
+    return all(0 not in tuple(s) for s in shapes)
+
+
+def _parallel(work: float) -> bool:
+    return work >= PARALLEL_MIN
+
+
+def _buffer(out, shape: tuple, dtype):
+    return np.empty(shape, dtype) if out is None else out
+
+
+def _c(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a)
+
+
+# -- reductions over a block of axes ------------------------------------------------------------
+#
+# A reduction over the axes [lo, hi) of x is a sum over the middle axis of x seen as
+# [A, R, C] (A = the axes before, C = the axes after).  Chunk k of block a sums rows
+# [k*rows, (k+1)*rows) of x[a]: ``group`` rows side by side form one wide row of
+# accumulators in x's dtype (independent additions, one vector loop), whose lanes are then
+# added per channel in float64, and the chunks' sums in k order.  Every boundary comes from
+# the shape, none from the thread count.
+
+LANES = 2048            # accumulators per chunk (group = LANES // C rows side by side)
+
+
+def _chunking(r: int, c: int) -> tuple[int, int, int]:
+    """(rows per group, rows per chunk, chunks) for R rows of C (a chunk is whole groups)."""
+    group = max(1, LANES // max(c, 1))
+    rows = max(group, CHUNK // max(c, 1) // group * group)
+    return group, rows, -(-r // rows)
+
+
+@kernel(parallel=False)
+def _add_terms(acc, x, y, shift, mode, count):
+    """acc[:count] += x (mode 0), (x - shift)**2 (mode 1) or (x - shift) * y (mode 2), over
+    flat runs of ``count`` elements, each term rounded to the dtype as the reference does."""
+    if mode == 0:
+        for lane in range(count):
+            acc[lane] += x[lane]
+    elif mode == 1:
+        for lane in range(count):
+            d = x[lane] - shift[lane]
+            acc[lane] += d * d
+    else:
+        for lane in range(count):
+            acc[lane] += (x[lane] - shift[lane]) * y[lane]
+
+
+@kernel(parallel=False)
+def _chunk_sum(x, y, shift, mode, group, r0, r1, total):
+    """total[c] += the terms of rows [r0, r1) of x, y [R, C] (``_add_terms``)."""
+    c_ = x.shape[1]
+    width, whole = group * c_, (r1 - r0) // group
+    lanes = np.empty(width, x.dtype)           # shift repeated across the group's rows
+    for g in range(group):
+        lanes[g * c_:(g + 1) * c_] = shift
+    acc = np.zeros(width, x.dtype)
+    xs = x[r0:r1].reshape((r1 - r0) * c_)
+    ys = y[r0:r1].reshape((r1 - r0) * c_)
+    for v in range(whole):
+        _add_terms(acc, xs[v * width:(v + 1) * width], ys[v * width:(v + 1) * width], lanes,
+                   mode, width)
+    tail = (r1 - r0) * c_ - whole * width      # the last rows, fewer than a group
+    _add_terms(acc, xs[whole * width:], ys[whole * width:], lanes, mode, tail)
+    for g in range(group):
+        for c in range(c_):
+            total[c] += acc[g * c_ + c]
+
+
+@kernel
+def _block_sums(x, y, shift, mode, group, rows, chunks, divisor, partial, out, parallel):
+    """out[a] = dtype(the sum of x[a]'s chunks, in order) / divisor; x, y [A, R, C];
+    partial [A * chunks, C] float64 zeros (made by the caller: an allocation here would
+    be a parallel loop of its own)."""
+    a_, r_, c_ = x.shape
+    if parallel:
+        for q in prange(a_ * chunks):
+            a, k = q // chunks, q % chunks
+            _chunk_sum(x[a], y[a], shift, mode, group, k * rows, min(r_, (k + 1) * rows),
+                       partial[q])
+    else:
+        for q in range(a_ * chunks):
+            a, k = q // chunks, q % chunks
+            _chunk_sum(x[a], y[a], shift, mode, group, k * rows, min(r_, (k + 1) * rows),
+                       partial[q])
+    for a in range(a_):
+        for c in range(c_):
+            total = 0.0
+            for k in range(chunks):
+                total += partial[a * chunks + k, c]
+            out[a, c] = total
+            out[a, c] = out[a, c] / divisor
+
+
+def _sum_blocks(x3, y3, shift, mode: int, chunking, divisor, out2, parallel: bool) -> None:
+    """Run ``_block_sums`` on [A, R, C] views (the float64 partials made here)."""
+    group, rows, chunks = chunking
+    partial = np.zeros((x3.shape[0] * chunks, x3.shape[2]))
+    _block_sums(x3, y3, shift, mode, group, rows, chunks, divisor, partial, out2, parallel)
+
+
+def axis_block(shape: tuple, axes) -> tuple[int, int, int] | None:
+    """(A, R, C) when ``axes`` are one block [lo, hi) of ``shape``'s axes, else None."""
+    ndim = len(shape)
+    axes = tuple(range(ndim)) if axes is None else (axes,) if isinstance(axes, int) else axes
+    try:
+        block = sorted({int(a) % ndim for a in axes}) if ndim else []
+    except (TypeError, ValueError):
+        return None
+    if not block or block != list(range(block[0], block[-1] + 1)):
+        return None
+    lo, hi = block[0], block[-1] + 1
+    return math.prod(shape[:lo]), math.prod(shape[lo:hi]), math.prod(shape[hi:])
+
+
+def block_sum(shape: tuple, dtype, axes, out_shape: tuple, mean: bool):
+    """run(x, out=None): x summed (or averaged) over ``axes``, a block of middle axes.
+
+    Declined where the block is leading (A = 1: the reference's one BLAS matrix-vector
+    product is as fast, measured) or trailing (C = 1: NumPy's contiguous pairwise sum)."""
+    block = axis_block(tuple(shape), axes)
+    if block is None or block[0] == 1 or block[2] == 1:
+        return None
+    a_, r_, c_ = block
+    chunking = _chunking(r_, c_)
+    divisor = np.dtype(dtype).type(r_ if mean else 1)
+    shift, parallel = np.zeros(c_, dtype), _parallel(2 * a_ * r_ * c_)
+
+    def run(x, *_like, out=None):
+        y = _buffer(out, out_shape, dtype)
+        x = _c(x).reshape(a_, r_, c_)
+        _sum_blocks(x, x, shift, 0, chunking, divisor, y.reshape(a_, c_), parallel)
+        return y
+    return writes_out(run)
+
+
+def _reduction(mean: bool):
+    def factory(shapes, dtypes, attrs, _state):
+        if len(shapes) != 1 or not _floats(dtypes, 1) or not _nonempty(shapes[0]):
+            return None
+        keep, axes = attrs.get("keepdims", False), attrs.get("axis")
+        if not isinstance(keep, bool):
+            return None
+        shape = tuple(shapes[0])
+        axes = tuple(axes) if isinstance(axes, list) else axes
+        if axis_block(shape, axes) is None:
+            return None
+        reduced = set(range(len(shape))) if axes is None else {
+            a % len(shape) for a in ((axes,) if isinstance(axes, int) else axes)}
+        out_shape = tuple(1 if i in reduced else d for i, d in enumerate(shape)
+                          if keep or i not in reduced)
+        return block_sum(shape, dtypes[0], axes, out_shape, mean)
+    factory.__name__ = "mean" if mean else "sum"
+    factory.__doc__ = f"{factory.__name__}(x) over a block of axes (chunked, reproducible)."
+    return factory
+
+
+def sum_to_like(shapes, dtypes, attrs, _state):
+    """sum_to_like(g, like): the bias gradient, g summed over its leading axes (and the axes
+    where ``like`` has 1) down to like's shape; declined where that is no block of axes or
+    no sum at all (the reference returns g itself)."""
+    if len(shapes) != 2 or not _floats(dtypes, 1) or not _nonempty(*shapes):
+        return None
+    g_shape, like = tuple(shapes[0]), tuple(shapes[1])
+    lead = len(g_shape) - len(like)
+    if lead < 0 or g_shape == like:
+        return None
+    if any(d != 1 and d != g for d, g in zip(like, g_shape[lead:])):
+        return None
+    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(like)
+                                      if d == 1 and g_shape[lead + i] != 1)
+    return block_sum(g_shape, dtypes[0], axes, like, mean=False)
+
+
+# -- pooling (NHWC) -----------------------------------------------------------------------------
+#
+# Geometry as ints: window kh x kw, strides sh, sw, padding top and left (TF's SAME split).
+# The loops run over one output row (n, oh) at a time, tap by tap in the reference's
+# row-major order, each tap a sweep over the row's windows and channels; padded cells read
+# as -inf (max) or 0 (average).  Gradients of overlapping windows gather each input cell's
+# contributions in that tap order instead.
+
+@kernel(parallel=False)
+def _maxpool_row(x, n, oh, kh, kw, sh, sw, top, left, out):
+    """The max over each window (np.maximum's: NaN once any cell is NaN)."""
+    h_, w_, c_ = x.shape[1], x.shape[2], x.shape[3]
+    o = out[n, oh]
+    o[:] = -np.inf
+    for i in range(kh):
+        h = oh * sh + i - top
+        if 0 <= h < h_:
+            for j in range(kw):
+                for ow in range(out.shape[2]):
+                    w = ow * sw + j - left
+                    if 0 <= w < w_:
+                        for c in range(c_):
+                            v, m = x[n, h, w, c], o[ow, c]
+                            o[ow, c] = v if (v > m or math.isnan(v)) else m
+
+
+@kernel
+def _maxpool(x, kh, kw, sh, sw, top, left, out, parallel):
+    oh_ = out.shape[1]
+    if parallel:
+        for row in prange(out.shape[0] * oh_):
+            _maxpool_row(x, row // oh_, row % oh_, kh, kw, sh, sw, top, left, out)
+    else:
+        for row in range(out.shape[0] * oh_):
+            _maxpool_row(x, row // oh_, row % oh_, kh, kw, sh, sw, top, left, out)
+
+
+@kernel(parallel=False)
+def _first_max_row(x, y, n, oh, kh, kw, sh, sw, top, left, pick):
+    """pick[ow, c] = the first tap of window (oh, ow) whose cell equals y (a padded cell
+    reads -inf), else its last tap: the reference's rule, where the last tap takes what no
+    earlier tap took; -1 for no match in a 1-tap window."""
+    h_, w_, c_ = x.shape[1], x.shape[2], x.shape[3]
+    last = kh * kw - 1
+    pick[:] = last if last > 0 else -1
+    for t in range(max(last - 1, 0), -1, -1):
+        h = oh * sh + t // kw - top
+        tap = np.int32(t)
+        for ow in range(y.shape[2]):
+            w = ow * sw + t % kw - left
+            if 0 <= h < h_ and 0 <= w < w_:
+                for c in range(c_):
+                    if x[n, h, w, c] == y[n, oh, ow, c]:
+                        pick[ow, c] = tap
+            else:
+                for c in range(c_):
+                    if y[n, oh, ow, c] == -np.inf:
+                        pick[ow, c] = tap
+
+
+@kernel(parallel=False)
+def _maxpool_grad_row(x, y, g, n, oh, kh, kw, sh, sw, top, left, gaps, zero, dx):
+    """Windows that do not overlap: output row (n, oh) writes its windows' cells of dx, g at
+    the pick and g * 0 elsewhere (the reference's g * mask); with ``gaps`` (cells in no
+    window) its band of rows, up to the next window row, is zeroed first."""
+    h_, w_, c_ = dx.shape[1], dx.shape[2], dx.shape[3]
+    pick = np.empty((y.shape[2], c_), np.int32)
+    _first_max_row(x, y, n, oh, kh, kw, sh, sw, top, left, pick)
+    if gaps:
+        h0 = 0 if oh == 0 else oh * sh - top
+        h1 = h_ if oh == y.shape[1] - 1 else min(h_, (oh + 1) * sh - top)
+        dx[n, h0:h1] = 0.0
+    for t in range(kh * kw):
+        h = oh * sh + t // kw - top
+        tap = np.int32(t)
+        if 0 <= h < h_:
+            for ow in range(y.shape[2]):
+                w = ow * sw + t % kw - left
+                if 0 <= w < w_:
+                    for c in range(c_):
+                        gv = g[n, oh, ow, c]
+                        dx[n, h, w, c] = gv if pick[ow, c] == tap else gv * zero
+
+
+@kernel(parallel=False)
+def _window_span(p, k, s, outs):
+    """(first, last) output o whose window holds padded coordinate p (tap p - o*s in
+    [0, k)); empty when first > last."""
+    return max(0, (p - k + s) // s), min(outs - 1, p // s)
+
+
+@kernel(parallel=False)
+def _maxpool_grad_gather(picks, g, n, h, kh, kw, sh, sw, top, left, dx):
+    """Overlapping windows: input row (n, h) adds g * mask over the windows holding each
+    cell, in tap order from 0 (the reference's dx[tap] += g * mask)."""
+    oh_first, oh_last = _window_span(h + top, kh, sh, g.shape[1])
+    for w in range(dx.shape[2]):
+        ow_first, ow_last = _window_span(w + left, kw, sw, g.shape[2])
+        d = dx[n, h, w]
+        d[:] = 0.0
+        for oh in range(oh_last, oh_first - 1, -1):          # tap rows ascending
+            i = h + top - oh * sh
+            for ow in range(ow_last, ow_first - 1, -1):
+                tap = np.int32(i * kw + (w + left - ow * sw))
+                for c in range(dx.shape[3]):
+                    d[c] += g[n, oh, ow, c] * (1.0 if picks[n, oh, ow, c] == tap else 0.0)
+
+
+@kernel
+def _maxpool_grad(x, y, g, kh, kw, sh, sw, top, left, apart, gaps, zero, picks, dx,
+                  parallel):
+    """One pass over output rows where windows do not overlap (``apart``), else every
+    window's pick first (into ``picks``, shaped like y), then a gather over input rows."""
+    oh_, h_ = y.shape[1], dx.shape[1]
+    if apart:
+        if parallel:
+            for row in prange(y.shape[0] * oh_):
+                n, oh = row // oh_, row % oh_
+                _maxpool_grad_row(x, y, g, n, oh, kh, kw, sh, sw, top, left, gaps, zero, dx)
+        else:
+            for row in range(y.shape[0] * oh_):
+                n, oh = row // oh_, row % oh_
+                _maxpool_grad_row(x, y, g, n, oh, kh, kw, sh, sw, top, left, gaps, zero, dx)
+        return
+    if parallel:
+        for row in prange(y.shape[0] * oh_):
+            n, oh = row // oh_, row % oh_
+            _first_max_row(x, y, n, oh, kh, kw, sh, sw, top, left, picks[n, oh])
+        for row in prange(dx.shape[0] * h_):
+            _maxpool_grad_gather(picks, g, row // h_, row % h_, kh, kw, sh, sw, top, left, dx)
+    else:
+        for row in range(y.shape[0] * oh_):
+            n, oh = row // oh_, row % oh_
+            _first_max_row(x, y, n, oh, kh, kw, sh, sw, top, left, picks[n, oh])
+        for row in range(dx.shape[0] * h_):
+            _maxpool_grad_gather(picks, g, row // h_, row % h_, kh, kw, sh, sw, top, left, dx)
+
+
+@kernel(parallel=False)
+def _avgpool_row(x, inv, n, oh, kh, kw, sh, sw, top, left, out):
+    """The reference's sum over the taps in order (a padded cell adds 0), times 1 / count."""
+    h_, w_, c_ = x.shape[1], x.shape[2], x.shape[3]
+    o = out[n, oh]
+    for t in range(kh * kw):
+        h = oh * sh + t // kw - top
+        for ow in range(out.shape[2]):
+            w = ow * sw + t % kw - left
+            inside = 0 <= h < h_ and 0 <= w < w_
+            for c in range(c_):
+                v = x[n, h, w, c] if inside else 0.0
+                if t == 0:
+                    o[ow, c] = v
+                else:
+                    o[ow, c] += v             # + 0.0 is not a no-op: -0.0 + 0.0 is 0.0
+    for ow in range(out.shape[2]):
+        for c in range(c_):
+            o[ow, c] *= inv[oh, ow]
+
+
+@kernel
+def _avgpool(x, inv, kh, kw, sh, sw, top, left, out, parallel):
+    oh_ = out.shape[1]
+    if parallel:
+        for row in prange(out.shape[0] * oh_):
+            _avgpool_row(x, inv, row // oh_, row % oh_, kh, kw, sh, sw, top, left, out)
+    else:
+        for row in range(out.shape[0] * oh_):
+            _avgpool_row(x, inv, row // oh_, row % oh_, kh, kw, sh, sw, top, left, out)
+
+
+@kernel(parallel=False)
+def _avgpool_grad_row(g, inv, n, h, kh, kw, sh, sw, top, left, full, dx):
+    """Input row (n, h): g * (1 / count) of every window holding each cell, in tap order;
+    assigned where windows tile the input (``full``), else added to 0 (the reference)."""
+    oh_first, oh_last = _window_span(h + top, kh, sh, g.shape[1])
+    for w in range(dx.shape[2]):
+        ow_first, ow_last = _window_span(w + left, kw, sw, g.shape[2])
+        d = dx[n, h, w]
+        if not full:
+            d[:] = 0.0
+        for oh in range(oh_last, oh_first - 1, -1):
+            for ow in range(ow_last, ow_first - 1, -1):
+                share = inv[oh, ow]
+                for c in range(dx.shape[3]):
+                    if full:
+                        d[c] = g[n, oh, ow, c] * share
+                    else:
+                        d[c] += g[n, oh, ow, c] * share
+
+
+@kernel
+def _avgpool_grad(g, inv, kh, kw, sh, sw, top, left, full, dx, parallel):
+    h_ = dx.shape[1]
+    if parallel:
+        for row in prange(dx.shape[0] * h_):
+            _avgpool_grad_row(g, inv, row // h_, row % h_, kh, kw, sh, sw, top, left, full, dx)
+    else:
+        for row in range(dx.shape[0] * h_):
+            _avgpool_grad_row(g, inv, row // h_, row % h_, kh, kw, sh, sw, top, left, full, dx)
+
+
+def _pool_geometry(op: str, x_shape: tuple, attrs: dict) -> tuple[Axis, Axis] | None:
+    a = {**POOL_ATTRS, **attrs}
+    try:
+        return pool_geometry(op, tuple(x_shape[1:3]), a["window"], a["stride"], a["padding"])
+    except NetlangError:
+        return None
+
+
+def _pool_case(op: str, shapes, dtypes, attrs, count: int, image: int):
+    """(x shape, y shape, int geometry, axes, parallel?) for a float NHWC pool, else None.
+    Gradients (``count`` > 1) count twice the work of a forward pass."""
+    if len(shapes) != count or not _floats(dtypes, count) or not _nonempty(*shapes):
+        return None
+    x_shape = tuple(shapes[image])
+    if any(len(s) != 4 for s in shapes):
+        return None
+    axes = _pool_geometry(op, x_shape, attrs)
+    if axes is None:
+        return None
+    gh, gw = axes
+    y_shape = (x_shape[0], gh.out, gw.out, x_shape[3])
+    if any(tuple(s) != y_shape for i, s in enumerate(shapes) if i != image):
+        return None
+    geometry = (gh.k, gw.k, gh.stride, gw.stride, gh.before, gw.before)
+    work = math.prod(x_shape) * (1 + 16 / x_shape[3]) * (2 if count > 1 else 1)
+    return x_shape, y_shape, geometry, axes, _parallel(work)
+
+
+def maxpool(shapes, dtypes, attrs, _state):
+    """maxpool(x): bit for bit the reference (-inf padding, NaN propagates)."""
+    case = _pool_case("maxpool", shapes, dtypes, attrs, 1, 0)
+    if case is None:
+        return None
+    _, y_shape, geo, _, parallel = case
+
+    def run(x, out=None):
+        y = _buffer(out, y_shape, x.dtype)
+        _maxpool(_c(x), *geo, y, parallel)
+        return y
+    return writes_out(run)
+
+
+def maxpool_grad(shapes, dtypes, attrs, _state):
+    """maxpool_grad(x, y, g): g to the first tap equal to y (the y given, not a recomputed
+    max), bit for bit the reference."""
+    case = _pool_case("maxpool_grad", shapes, dtypes, attrs, 3, 0)
+    if case is None:
+        return None
+    x_shape, y_shape, geo, (gh, gw), parallel = case
+    apart, gaps, zero = disjoint(gh, gw), not covers_all(gh, gw), np.dtype(dtypes[2]).type(0)
+    picks_shape = (1, 1, 1, 1) if apart else y_shape    # the overlapping windows' picks
+
+    def run(x, y, g, out=None):
+        dx = _buffer(out, x_shape, g.dtype)
+        picks = np.empty(picks_shape, np.int32)
+        _maxpool_grad(_c(x), _c(y), _c(g), *geo, apart, gaps, zero, picks, dx, parallel)
+        return dx
+    return writes_out(run)
+
+
+def _inverse_counts(gh: Axis, gw: Axis, dtype) -> np.ndarray:
+    return _c(inverse_counts(np, gh, gw, dtype)[0, :, :, 0])
+
+
+def avgpool(shapes, dtypes, attrs, _state):
+    """avgpool(x): bit for bit the reference (TF's SAME counts only the cells inside)."""
+    case = _pool_case("avgpool", shapes, dtypes, attrs, 1, 0)
+    if case is None:
+        return None
+    _, y_shape, geo, (gh, gw), parallel = case
+    inv = _inverse_counts(gh, gw, dtypes[0])
+
+    def run(x, out=None):
+        y = _buffer(out, y_shape, x.dtype)
+        _avgpool(_c(x), inv, *geo, y, parallel)
+        return y
+    return writes_out(run)
+
+
+def avgpool_grad(shapes, dtypes, attrs, _state):
+    """avgpool_grad(g, like): bit for bit the reference."""
+    case = _pool_case("avgpool_grad", shapes, dtypes, attrs, 2, 1)
+    if case is None:
+        return None
+    x_shape, _, geo, (gh, gw), parallel = case
+    inv, full = _inverse_counts(gh, gw, dtypes[0]), covers_all(gh, gw)
+
+    def run(g, _like, out=None):
+        dx = _buffer(out, x_shape, g.dtype)
+        _avgpool_grad(_c(g), inv, *geo, full, dx, parallel)
+        return dx
+    return writes_out(run)
+
+
+# -- softmax cross-entropy (rows of logits; serial: a batch of logits is small) ----------------
+
+@kernel(parallel=False)
+def _log_sum_exp(z, r):
+    """(max, log(sum(exp(z[r] - max)))) of row r, in float64."""
+    m = z[r, 0]
+    for j in range(1, z.shape[1]):
+        m = max(m, z[r, j])
+    total = 0.0
+    for j in range(z.shape[1]):
+        total += math.exp(np.float64(z[r, j] - m))
+    return m, math.log(total)
+
+
+@kernel(parallel=False)
+def _xent_ids(z, labels, out):
+    """out[r] = lse(z[r]) - (z[r, label] - max); False if a label is out of range."""
+    ok = True
+    for r in range(z.shape[0]):
+        label = labels[r]
+        if label < 0 or label >= z.shape[1]:
+            ok = False
+            continue
+        m, lse = _log_sum_exp(z, r)
+        out[r] = lse - np.float64(z[r, label] - m)
+    return ok
+
+
+@kernel(parallel=False)
+def _xent_probs(z, labels, out):
+    """out[r] = sum(labels[r] * (lse - (z[r] - max)))."""
+    for r in range(z.shape[0]):
+        m, lse = _log_sum_exp(z, r)
+        total = 0.0
+        for j in range(z.shape[1]):
+            total += labels[r, j] * (lse - np.float64(z[r, j] - m))
+        out[r] = total
+
+
+@kernel(parallel=False)
+def _xent_grad_ids(g, z, labels, out):
+    """out[r] = g[r] * (softmax(z[r]) - one_hot(label)); False if a label is out of range."""
+    ok = True
+    for r in range(z.shape[0]):
+        label = labels[r]
+        if label < 0 or label >= z.shape[1]:
+            ok = False
+            continue
+        m, lse = _log_sum_exp(z, r)
+        for j in range(z.shape[1]):
+            p = math.exp(np.float64(z[r, j] - m) - lse)
+            out[r, j] = g[r] * (p - 1.0 if j == label else p)
+    return ok
+
+
+@kernel(parallel=False)
+def _xent_grad_probs(g, z, labels, out):
+    """out[r] = g[r] * (softmax(z[r]) * sum(labels[r]) - labels[r])."""
+    for r in range(z.shape[0]):
+        m, lse = _log_sum_exp(z, r)
+        mass = 0.0
+        for j in range(z.shape[1]):
+            mass += labels[r, j]
+        for j in range(z.shape[1]):
+            p = math.exp(np.float64(z[r, j] - m) - lse)
+            out[r, j] = g[r] * (p * mass - labels[r, j])
+
+
+def _xent_case(logits: tuple, labels: tuple, label_dtype, float_dtype) -> str | None:
+    """"ids", "probs" or None (what the reference's shape rule would reject, empty rows)."""
+    if not logits or not _nonempty(logits):
+        return None
+    kind = np.dtype(label_dtype).kind
+    if kind in "iu" and labels == logits[:-1]:
+        return "ids"
+    if np.dtype(label_dtype) == np.dtype(float_dtype) and labels == logits:
+        return "probs"
+    return None
+
+
+def _rows(a: np.ndarray, width: int | None = None) -> np.ndarray:
+    a = _c(a)
+    return a.reshape(-1) if width is None else a.reshape(-1, width)
+
+
+def softmax_cross_entropy(shapes, dtypes, attrs, _state):
+    """softmax_cross_entropy(logits, labels), class ids or probability rows."""
+    if len(shapes) != 2 or not _floats(dtypes, 1):
+        return None
+    logits, labels = tuple(shapes[0]), tuple(shapes[1])
+    case = _xent_case(logits, labels, dtypes[1], dtypes[0])
+    if case is None:
+        return None
+    classes = logits[-1]
+
+    def run(z, y, out=None):
+        loss = _buffer(out, logits[:-1], z.dtype)
+        if case == "probs":
+            _xent_probs(_rows(z, classes), _rows(y, classes), _rows(loss))
+        elif not _xent_ids(_rows(z, classes), _rows(y), _rows(loss)):
+            check_class_ids(np, y, classes)          # raises the reference's error
+        return loss
+    return writes_out(run)
+
+
+def softmax_cross_entropy_grad(shapes, dtypes, attrs, _state):
+    """softmax_cross_entropy_grad(g, logits, labels)."""
+    if len(shapes) != 3 or not _floats(dtypes, 2):
+        return None
+    g_shape, logits, labels = (tuple(s) for s in shapes)
+    case = _xent_case(logits, labels, dtypes[2], dtypes[1])
+    if case is None or g_shape != logits[:-1]:
+        return None
+    classes = logits[-1]
+
+    def run(g, z, y, out=None):
+        d = _buffer(out, logits, z.dtype)
+        args = (_rows(g), _rows(z, classes))
+        if case == "probs":
+            _xent_grad_probs(*args, _rows(y, classes), d.reshape(-1, classes))
+        elif not _xent_grad_ids(*args, _rows(y), d.reshape(-1, classes)):
+            check_class_ids(np, y, classes)
+        return d
+    return writes_out(run)
+
+
+# -- batchnorm (channels last: x seen as [R, C]) -------------------------------------------------
+#
+# The elementwise loops run over blocks of rows (the reductions' chunks); the per-channel
+# scale and shift are made first with the reference's steps, each rounded to the dtype.
+
+@kernel(parallel=False)
+def _inverse_std(var, eps, one, out):
+    """out = 1 / sqrt(var + eps): the reference's add, sqrt and divide, in var's dtype."""
+    for c in range(var.shape[0]):
+        out[c] = one / np.sqrt(var[c] + eps)
+
+
+@kernel(parallel=False)
+def _scale_shift_rows(x, scale, shift, r0, r1, out):
+    """out = x * scale + shift (two roundings, no fused multiply-add) for rows [r0, r1)."""
+    for r in range(r0, r1):
+        for c in range(x.shape[1]):
+            out[r, c] = x[r, c] * scale[c] + shift[c]
+
+
+@kernel
+def _scale_shift(x, scale, shift, rows, out, parallel):
+    chunks = -(-x.shape[0] // rows)
+    if parallel:
+        for k in prange(chunks):
+            _scale_shift_rows(x, scale, shift, k * rows, min(x.shape[0], (k + 1) * rows), out)
+    else:
+        for k in range(chunks):
+            _scale_shift_rows(x, scale, shift, k * rows, min(x.shape[0], (k + 1) * rows), out)
+
+
+@kernel(parallel=False)
+def _normalizer(mean, var, gamma, beta, eps, one, scale, shift):
+    """scale = rsqrt(var + eps) * gamma; shift = -(mean * scale) + beta."""
+    _inverse_std(var, eps, one, scale)
+    for c in range(var.shape[0]):
+        scale[c] = scale[c] * gamma[c]
+        shift[c] = -(mean[c] * scale[c]) + beta[c]
+
+
+@kernel(parallel=False)
+def _centered_scale_rows(x, shift, scale, r0, r1, out):
+    """out = (x - shift) * scale for rows [r0, r1)."""
+    for r in range(r0, r1):
+        for c in range(x.shape[1]):
+            out[r, c] = (x[r, c] - shift[c]) * scale[c]
+
+
+@kernel
+def _centered_scale(x, shift, scale, rows, out, parallel):
+    chunks = -(-x.shape[0] // rows)
+    if parallel:
+        for k in prange(chunks):
+            _centered_scale_rows(x, shift, scale, k * rows, min(x.shape[0], (k + 1) * rows),
+                                 out)
+    else:
+        for k in range(chunks):
+            _centered_scale_rows(x, shift, scale, k * rows, min(x.shape[0], (k + 1) * rows),
+                                 out)
+
+
+def _channels_last(shape: tuple, axis) -> tuple[int, int] | None:
+    """(R, C) when ``axis`` is the last axis of ``shape``, else None."""
+    if not shape or not isinstance(axis, int) or isinstance(axis, bool):
+        return None
+    if not -len(shape) <= axis < len(shape) or axis % len(shape) != len(shape) - 1:
+        return None
+    return math.prod(shape[:-1]), shape[-1]
+
+
+class NormCase(NamedTuple):
+    """A batchnorm op's x as [R, C] rows, its dtype, chunks and whether to use threads."""
+
+    r: int
+    c: int
+    dtype: np.dtype
+    chunking: tuple[int, int, int]
+    parallel: bool
+
+    @property
+    def block(self) -> int:
+        """Rows per block of the elementwise loops (a reduction's chunk)."""
+        return self.chunking[1]
+
+
+def _norm_case(shapes, dtypes, attrs, big: tuple[int, ...], count: int) -> NormCase | None:
+    """The case of a channels-last float batchnorm op of ``count`` inputs, those at ``big``
+    shaped like x and the others [C]; None for any other."""
+    if len(shapes) != count or not _floats(dtypes, count) or not _nonempty(*shapes):
+        return None
+    x = tuple(shapes[big[-1]])
+    rc = _channels_last(x, attrs.get("axis"))
+    if rc is None or any(tuple(shapes[i]) != x for i in big):
+        return None
+    if any(tuple(s) != (rc[1],) for i, s in enumerate(shapes) if i not in big):
+        return None
+    r_, c_ = rc
+    return NormCase(r_, c_, np.dtype(dtypes[0]), _chunking(r_, c_),
+                    _parallel(2 * r_ * c_))
+
+
+def _epsilon(attrs, dtype) -> tuple | None:
+    """(epsilon, 1) in the dtype, as the reference's ``var + dtype(epsilon)`` and ``1 / s``."""
+    eps = attrs.get("epsilon")
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+        return None
+    return dtype.type(eps), dtype.type(1)
+
+
+def batch_variance(shapes, dtypes, attrs, _state):
+    """batch_variance(x, mean) = mean((x - mean)**2), chunked (float32 tolerance)."""
+    k = _norm_case(shapes, dtypes, attrs, (0,), 2)
+    if k is None:
+        return None
+    count = k.dtype.type(k.r)
+
+    def run(x, mean, out=None):
+        var = _buffer(out, (k.c,), k.dtype)
+        x = _c(x).reshape(1, k.r, k.c)
+        _sum_blocks(x, x, _c(mean), 1, k.chunking, count, var.reshape(1, k.c), k.parallel)
+        return var
+    return writes_out(run)
+
+
+def batch_variance_grad(shapes, dtypes, attrs, _state):
+    """batch_variance_grad(g, x, mean) = (x - mean) * (s + s), s = g * (1 / count): bit for
+    bit the reference."""
+    k = _norm_case(shapes, dtypes, attrs, (1,), 3)
+    if k is None:
+        return None
+    x_shape, per_row = tuple(shapes[1]), k.dtype.type(1.0 / k.r)
+
+    def run(g, x, mean, out=None):
+        dx = _buffer(out, x_shape, k.dtype)
+        twice = g * per_row
+        np.add(twice, twice, out=twice)
+        _centered_scale(_c(x).reshape(k.r, k.c), _c(mean), twice, k.block,
+                        dx.reshape(k.r, k.c), k.parallel)
+        return dx
+    return writes_out(run)
+
+
+def batchnorm_apply(shapes, dtypes, attrs, _state):
+    """batchnorm_apply(x, mean, var, gamma, beta) = x * scale + shift: bit for bit."""
+    k = _norm_case(shapes, dtypes, attrs, (0,), 5)
+    consts = None if k is None else _epsilon(attrs, k.dtype)
+    if consts is None:
+        return None
+    x_shape = tuple(shapes[0])
+
+    def run(x, mean, var, gamma, beta, out=None):
+        y = _buffer(out, x_shape, k.dtype)
+        scale, shift = np.empty(k.c, k.dtype), np.empty(k.c, k.dtype)
+        _normalizer(_c(mean), _c(var), _c(gamma), _c(beta), *consts, scale, shift)
+        _scale_shift(_c(x).reshape(k.r, k.c), scale, shift, k.block, y.reshape(k.r, k.c),
+                     k.parallel)
+        return y
+    return writes_out(run)
+
+
+def batchnorm_grad_x(shapes, dtypes, attrs, _state):
+    """batchnorm_grad_x(g, var, gamma) = g * (rsqrt(var + eps) * gamma): bit for bit (as
+    (g - 0) * scale: g - 0 is g)."""
+    k = _norm_case(shapes, dtypes, attrs, (0,), 3)
+    consts = None if k is None else _epsilon(attrs, k.dtype)
+    if consts is None:
+        return None
+    g_shape, zeros = tuple(shapes[0]), np.zeros(k.c, k.dtype)
+
+    def run(g, var, gamma, out=None):
+        dx = _buffer(out, g_shape, k.dtype)
+        scale, unused = np.empty(k.c, k.dtype), np.empty(k.c, k.dtype)
+        _normalizer(zeros, _c(var), _c(gamma), zeros, *consts, scale, unused)
+        _centered_scale(_c(g).reshape(k.r, k.c), zeros, scale, k.block, dx.reshape(k.r, k.c),
+                        k.parallel)
+        return dx
+    return writes_out(run)
+
+
+def batchnorm_grad_gamma(shapes, dtypes, attrs, _state):
+    """batchnorm_grad_gamma(g, x, mean, var) = sum(g * (x - mean)) * rsqrt(var + eps),
+    chunked (float32 tolerance)."""
+    k = _norm_case(shapes, dtypes, attrs, (0, 1), 4)
+    consts = None if k is None else _epsilon(attrs, k.dtype)
+    if consts is None:
+        return None
+    one = k.dtype.type(1)
+
+    def run(g, x, mean, var, out=None):
+        dgamma = _buffer(out, (k.c,), k.dtype)
+        _sum_blocks(_c(x).reshape(1, k.r, k.c), _c(g).reshape(1, k.r, k.c), _c(mean), 2,
+                    k.chunking, one, dgamma.reshape(1, k.c), k.parallel)
+        inverse = np.empty(k.c, k.dtype)
+        _inverse_std(_c(var), *consts, inverse)
+        return np.multiply(dgamma, inverse, out=dgamma)
+    return writes_out(run)
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+LOOPS: dict[str, Callable] = {
+    "sum": _reduction(mean=False),
+    "mean": _reduction(mean=True),
+    "sum_to_like": sum_to_like,
+    "maxpool": maxpool,
+    "maxpool_grad": maxpool_grad,
+    "avgpool": avgpool,
+    "avgpool_grad": avgpool_grad,
+    "softmax_cross_entropy": softmax_cross_entropy,
+    "softmax_cross_entropy_grad": softmax_cross_entropy_grad,
+    "batch_variance": batch_variance,
+    "batch_variance_grad": batch_variance_grad,
+    "batchnorm_apply": batchnorm_apply,
+    "batchnorm_grad_x": batchnorm_grad_x,
+    "batchnorm_grad_gamma": batchnorm_grad_gamma,
+}
+
+
+# Where oneDNN's float32 primitive measured faster than the loop (module doc), by the input
+# shapes: there the loop declines float32 while oneDNN is in use, and still takes float64,
+# which oneDNN does not.  The max-pooling loops win on small images (no thread to wake, while
+# oneDNN's call and its threads cost ~50 us) and over many channels; oneDNN wins on large
+# images of few channels (short channel loops).  oneDNN's average pooling was faster at
+# every shape tried.
+SMALL_IMAGE = 1 << 18
+
+
+def _maxpool_library_faster(shapes) -> bool:
+    n, c = math.prod(shapes[0]), shapes[0][-1]
+    return not (c >= 32 or (c >= 8 and n <= SMALL_IMAGE))
+
+
+def _maxpool_grad_library_faster(shapes) -> bool:
+    n, c = math.prod(shapes[0]), shapes[0][-1]
+    return not (c >= 64 or (c >= 8 and n <= SMALL_IMAGE))
+
+
+ONEDNN_FASTER_F32: dict[str, Callable] = {
+    "maxpool": _maxpool_library_faster,
+    "maxpool_grad": _maxpool_grad_library_faster,
+    "avgpool": lambda shapes: True,
+    "avgpool_grad": lambda shapes: True,
+}
+
+
+def _after_library(factory: Callable, library_faster: Callable) -> Callable:
+    """``factory``, declining float32 where oneDNN's primitive is the faster."""
+    def made(shapes, dtypes, attrs, state):
+        if (dtypes and np.dtype(dtypes[0]) == np.float32 and shapes
+                and len(shapes[0]) == 4 and library_faster(shapes)):
+            return None
+        return factory(shapes, dtypes, attrs, state)
+    made.__name__, made.__doc__ = factory.__name__, factory.__doc__
+    return made
+
+
+def loop_factories(library: bool | None = None) -> dict[str, tuple]:
+    """op name -> factories of Numba loops.  ``library``: whether oneDNN's factories come
+    next (None: when oneDNN loads), for the ops where oneDNN's float32 primitive is faster."""
+    if library is None:
+        library = onednn.available()
+    return {op: (_after_library(f, ONEDNN_FASTER_F32[op])
+                 if library and op in ONEDNN_FASTER_F32 else f,)
+            for op, f in LOOPS.items()}
