@@ -11,7 +11,10 @@ not one block of middle axes).  A loop's outer ``prange`` runs on both cores onl
 
 Numbers: the same bits on every run.  Pooling and batchnorm's elementwise ops
 (``batchnorm_apply``, ``batchnorm_grad_x``, ``batch_variance_grad``) do the reference's float
-steps in its order and match it bit for bit (signed zeros, NaN, ties).  The reductions
+steps in its order and match it bit for bit, ties between equal maxima included, with one
+exception: where +0 and -0 tie for a window's maximum, maxpool keeps the first tap's zero,
+and NumPy's ``maximum`` picks either sign depending on its inner loop (SIMD or strided).
+A NaN in a window makes the max NaN, as in the reference.  The reductions
 (``batch_variance``, ``batchnorm_grad_gamma``, ``sum``/``mean`` over middle axes) sum chunks
 whose boundaries come from the shape alone and add the chunks' sums in order, so the result
 does not depend on the thread count; they differ from the reference's order by float
@@ -45,6 +48,11 @@ tried, always to oneDNN).  Not taken: ``sum``, ``mean`` and ``sum_to_like`` over
 axes (the reference's single BLAS matrix-vector product ran at the same speed as the best
 chunked loop: [64*784,16] 0.076 vs 0.081 ms), and ``mean_grad`` (the reference returns a
 broadcast view: nothing to compute).
+
+Whole training steps (``netlang bench --workloads mnist mnist_small residual``, samples/s,
+two interleaved runs each, before -> after): residual 1,294 / 1,318 -> 1,685 / 1,727 at
+batch 64 and 1,152 / 1,176 -> 1,734 / 1,626 at 256 (its batchnorm ops 14.2 -> 4.3 ms of a
+step); mnist 3,763 / 4,036 -> 4,263 / 4,150 at 64, 4,716 / 4,885 -> 5,145 / 5,103 at 256.
 """
 from __future__ import annotations
 
@@ -484,7 +492,8 @@ def _pool_case(op: str, shapes, dtypes, attrs, count: int, image: int):
 
 
 def maxpool(shapes, dtypes, attrs, _state):
-    """maxpool(x): bit for bit the reference (-inf padding, NaN propagates)."""
+    """maxpool(x): bit for bit the reference (-inf padding, NaN propagates), up to the sign
+    of a zero maximum where +0 and -0 tie (module doc)."""
     case = _pool_case("maxpool", shapes, dtypes, attrs, 1, 0)
     if case is None:
         return None

@@ -123,6 +123,17 @@ def test_a_nan_in_a_window_makes_its_max_nan_as_in_the_reference():
     np.testing.assert_array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
 
 
+def test_a_tie_of_signed_zeros_keeps_the_first_taps_zero():
+    """+0 and -0 are equal maxima: the value matches the reference, and the sign is the
+    first tap's (NumPy's own pick depends on its inner loop; module doc)."""
+    attrs = {"window": 2, "stride": None, "padding": "VALID"}
+    x = np.zeros((1, 2, 2, 20), np.float32)
+    x[0, 0, 0, :10] = -0.0
+    got = loop_for("maxpool", [x], attrs)(x)
+    np.testing.assert_array_equal(got, reference("maxpool", [x], attrs))
+    np.testing.assert_array_equal(np.signbit(got[0, 0, 0]), np.arange(20) < 10)
+
+
 # -- reductions -------------------------------------------------------------------------------------
 
 @EXAMPLES
