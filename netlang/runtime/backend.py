@@ -175,7 +175,8 @@ def _cpu_backend(library: bool = True) -> Backend:
 
     # Numba's loops first: cpu_loops registers an op only where its loop beats oneDNN's
     # primitive (measured, see there) or the library does not take the op.
-    factories: dict[str, tuple] = {op: tuple(made) for op, made in loop_factories().items()}
+    factories: dict[str, tuple] = {op: tuple(made)
+                                   for op, made in loop_factories(library=library).items()}
     if library:
         for op, f in onednn_kernels().items():
             factories[op] = factories.get(op, ()) + (_stateless(f),)
