@@ -10,7 +10,11 @@ reference kernel in ``ops/``, runs).  The CPU backend tries oneDNN's factories f
 * convolutions the library does not take: stride-1 windows of up to 9 taps over 8-16
   channels as one GEMM per tap over shifted image rows (runtime/shifted_gemm.py), else
   im2col, keeping the forward's patch matrix for the filter gradient of the same input
-  (``KernelState.patches``, owned by the executor) and a reused buffer for col2im's taps.
+  (``KernelState.patches``, owned by the executor) and a reused buffer for col2im's taps;
+* ``matmul`` where oneDNN declines: NumPy's, written into the planned buffer (``out=``).
+
+Runs that can write into a buffer they are given say so with ``writes_out``; the executor's
+buffer plan (runtime/memory.py) then gives them a fixed view of its arena.
 """
 from __future__ import annotations
 
@@ -35,11 +39,20 @@ Run = Callable[..., object]
 Factory = Callable[[list, list, dict, "KernelState"], "Run | None"]
 
 
-def writes_out(run: Run) -> Run:
+def writes_out(run: Run, scratch: tuple = (), overwriting: Callable | None = None) -> Run:
     """Mark ``run`` as one the executor may call as ``run(*arrays, out=buffer)``: it then
     writes its result into ``buffer`` (C-contiguous, the node's shape and dtype, never one of
-    its inputs) and returns it.  Called without ``out`` it allocates, as every run may."""
+    its inputs) and returns it.  Called without ``out`` it allocates, as every run may.
+
+    ``scratch`` lists (shape, dtype) of the buffers a call uses and drops; such a run also
+    takes ``scratch=(arrays...)`` (else it allocates them).  ``overwriting(i)`` gives a run
+    marked the same way whose ``out`` may also be its input ``i`` (identical array, never a
+    partial overlap), or None: that lets a variable's update overwrite the variable.
+    """
     run.writes_out = True
+    run.scratch = tuple(scratch)
+    if overwriting is not None:
+        run.overwriting = overwriting
     return run
 
 
@@ -49,7 +62,9 @@ class PatchCache:
     The forward conv builds ``patches(x)``; the filter gradient of the same x (same array
     object, same geometry) takes it back instead of building it again.  An entry dies with
     its array (weak reference) and is handed out once; kernels never mutate their inputs,
-    so an array that is still alive still holds the values its patches were built from.
+    so within a run an array that is still alive still holds the values its patches were
+    built from.  Across runs it may not (a planned buffer is the same array every run), so
+    the executor ``clear``s the cache before each run.
     """
 
     def __init__(self, max_entries: int = 8, max_bytes: int = 256 << 20):
@@ -72,6 +87,11 @@ class PatchCache:
 
     def _forget(self, x_id: int, _ref) -> None:
         self.entries.pop(x_id, None)
+
+    def clear(self) -> None:
+        """Forget every entry.  The executor clears the cache before each run: with planned
+        buffers the same array object holds another value in the next run."""
+        self.entries.clear()
 
     def take(self, x, key: tuple):
         entry = self.entries.get(id(x))
@@ -147,11 +167,39 @@ def conv2d_backprop_input(shapes, dtypes, attrs, state: KernelState) -> Run:
 
 
 def fused(shapes, dtypes, attrs, _state: KernelState) -> Run:
-    return make_plan(np, attrs["expr"], tuple(dtypes), tuple(map(tuple, shapes))).run
+    """The group's plan, writing into given output and scratch buffers; its variant
+    ``overwriting(i)`` may write over input ``i`` when that has the output's shape and dtype."""
+    expr, dtypes, shapes = attrs["expr"], tuple(dtypes), tuple(map(tuple, shapes))
+    plan = make_plan(np, expr, dtypes, shapes)
+
+    @functools.cache
+    def overwriting(i: int) -> Run | None:
+        if not 0 <= i < len(shapes):
+            return None
+        variant = make_plan(np, expr, dtypes, shapes, overwritten=i)
+        shape, dtype = variant.buffers[0]
+        if tuple(shape) != shapes[i] or np.dtype(dtype) != np.dtype(dtypes[i]):
+            return None
+        return writes_out(variant.into, scratch=variant.buffers[1:])
+    return writes_out(plan.into, scratch=plan.buffers[1:], overwriting=overwriting)
+
+
+def matmul(shapes, dtypes, attrs, _state: KernelState) -> Run:
+    """The reference's ``matmul`` (transposes as strided views) with ``out=``: the same
+    GEMM call, written into a planned buffer."""
+    ta, tb = attrs.get("transpose_a", False), attrs.get("transpose_b", False)
+
+    def run(a, b, out=None):
+        if ta:
+            a = a.swapaxes(-1, -2)
+        if tb:
+            b = b.swapaxes(-1, -2)
+        return np.matmul(a, b, out=out)
+    return writes_out(run)
 
 
 def cpu_factories() -> dict[str, tuple[Factory, ...]]:
     """op name -> the NumPy fast paths' factories."""
     return {"fused": (fused,), "conv2d": (conv2d,), "conv2d_bias": (conv2d_bias,),
             "conv2d_backprop_filter": (conv2d_backprop_filter,),
-            "conv2d_backprop_input": (conv2d_backprop_input,)}
+            "conv2d_backprop_input": (conv2d_backprop_input,), "matmul": (matmul,)}

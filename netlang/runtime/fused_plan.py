@@ -6,6 +6,11 @@ a tree needs one scratch buffer per extra branch alive at once, and inputs are n
 The plan is made once per program and input shapes (the CPU backend's ``fused`` kernel
 factory), so a call costs what its ufunc calls cost.  The op's reference kernel in
 ``ops/fused.py`` stays the definition; tests compare the two.
+
+``into``, the same plan taking ``out=`` and ``scratch=`` buffers, lets the executor's buffer
+plan give the group its output and scratch buffers; ``make_plan(..., overwritten=i)`` plans a
+group whose output may be its own input ``i`` (a variable's update written over the
+variable): that input's buffer is written only from the step that reads it last.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from netlang.ir.types import DType, TensorType
-from netlang.ops.fused import step_ref, step_types
+from netlang.ops.fused import input_ref, step_ref, step_types
 from netlang.ops.registry import get_op
 
 # -- NumPy: in-place kernels ------------------------------------------------------------------
@@ -118,7 +123,9 @@ class FusedPlan:
     the rest are scratch.  ``steps`` are (in-place function, operand slots, output slot,
     attrs); slots index ``[*inputs, *buffers]``.  ``run(*inputs)`` is the plan as one
     generated Python function, one in-place call a line (so a call costs what the ufunc
-    calls cost, not an interpreter loop); ``source`` is its text.
+    calls cost, not an interpreter loop); ``source`` is its text.  ``into(*inputs,
+    out=None, scratch=None)`` is the same function writing into the buffers it is given
+    (``out`` shaped as the output, ``scratch`` as ``buffers[1:]``), ``into_source`` its text.
     """
 
     buffers: tuple
@@ -126,6 +133,8 @@ class FusedPlan:
     inputs: int
     run: Callable
     source: str
+    into: Callable
+    into_source: str
 
     @property
     def scratch(self) -> int:
@@ -151,16 +160,21 @@ def _choose_buffer(want, free: list[int], buffers: list) -> int:
     return choice
 
 
-def assign_buffers(expr: tuple, n_inputs: int, wants: list) -> tuple[list, list]:
+def assign_buffers(expr: tuple, n_inputs: int, wants: list,
+                   overwritten: int | None = None) -> tuple[list, list]:
     """(buffers, per step (operand slots, output slot)): the output buffer when it is free,
-    else a buffer of a dead operand, else a new scratch buffer; never an input."""
+    else a buffer of a dead operand, else a new scratch buffer; never an input.  With
+    ``overwritten``, the output buffer may be that input: it is free only from the step that
+    reads the input last (each in-place function reads an element before writing it)."""
     buffers: list = [wants[-1]]
-    free = [0]
-    where: dict[str, int] = {}       # step ref -> buffer index
     last = _last_uses(expr)
+    free = [0] if overwritten is None or input_ref(overwritten) not in last else []
+    where: dict[str, int] = {}       # step ref -> buffer index
     slots = []
     for j, (_, args, _) in enumerate(expr):
         free.extend(where[a] for a in dict.fromkeys(args) if a in where and last[a] == j)
+        if overwritten is not None and last.get(input_ref(overwritten)) == j:
+            free.append(0)
         if j == len(expr) - 1:       # every value still alive is an operand of the last step
             free.remove(0)
             k = 0
@@ -211,20 +225,25 @@ def _kind(shape: tuple, out_shape: tuple) -> str | None:
     return None
 
 
-def make_plan(xp, expr: tuple, in_dtypes: tuple, in_shapes: tuple) -> FusedPlan:
+def make_plan(xp, expr: tuple, in_dtypes: tuple, in_shapes: tuple,
+              overwritten: int | None = None) -> FusedPlan:
+    """The plan of ``expr`` for these inputs; ``overwritten``: the input its output may be
+    (then without row tiling, so the in-place functions see that input as their ``out``)."""
     in_types = [TensorType(DType.of(d), tuple(s)) for d, s in zip(in_dtypes, in_shapes)]
     types = step_types(expr, in_types)
     out_shape = types[-1].shape
-    tiles = row_tiling(out_shape, [t.shape for t in in_types + types]) if xp is np else 1
+    tiles = 1
+    if xp is np and overwritten is None:
+        tiles = row_tiling(out_shape, [t.shape for t in in_types + types])
     wants = [(_tiled(t.shape, out_shape, tiles), t.dtype.numpy) for t in types]
-    buffers, slots = assign_buffers(expr, len(in_types), wants)
+    buffers, slots = assign_buffers(expr, len(in_types), wants, overwritten)
     steps = tuple(((INTO.get(op) or _generic_into(get_op(op)))(xp), operands, k, dict(attrs))
                   for (op, _, attrs), (operands, k) in zip(expr, slots))
     views = [_view_code(s, out_shape, tiles) for s in in_shapes] if tiles > 1 else None
-    run, source = generate_python(xp, buffers, steps, len(in_types), views,
-                                  out_shape if tiles > 1 else None,
-                                  label=_group_label(expr))
-    return FusedPlan(tuple(buffers), steps, len(in_types), run, source)
+    made = [generate_python(xp, buffers, steps, len(in_types), views,
+                            out_shape if tiles > 1 else None, label=_group_label(expr),
+                            into=into) for into in (False, True)]
+    return FusedPlan(tuple(buffers), steps, len(in_types), *made[0], *made[1])
 
 
 def _group_label(expr: tuple, shown: int = 6) -> str:
@@ -254,27 +273,27 @@ def _view_code(shape: tuple, out_shape: tuple, tiles: int) -> str:
 
 
 def generate_python(xp, buffers: list, steps: tuple, n: int, views: list[str] | None = None,
-                    out_shape: tuple | None = None,
-                    label: str = "fused group") -> tuple[Callable, str]:
+                    out_shape: tuple | None = None, label: str = "fused group",
+                    into: bool = False) -> tuple[Callable, str]:
     """The plan as the text of one Python function, and that function.  With ``views`` (the
     row tiling), inputs are first reshaped or tiled by that code and the output buffer is
     allocated as ``out_shape`` and written through its 2-D view.  ``label`` is the code's
-    file name, which a NumPy warning shows: the user's ops, not an internal name."""
+    file name, which a NumPy warning shows: the user's ops, not an internal name.  With
+    ``into`` the function also takes ``out=`` and ``scratch=`` buffers (allocating those
+    not given)."""
     def name(slot: int) -> str:
         return f"x{slot}" if slot < n else f"b{slot - n}"
 
     scope: dict[str, Any] = {"empty": xp.empty, "tile": xp.tile}
-    lines = [f"def fused({', '.join(name(i) for i in range(n))}):"]
+    params = [name(i) for i in range(n)] + (["out=None", "scratch=None"] if into else [])
+    lines = [f"def fused({', '.join(params)}):"]
     for i, code in enumerate(views or []):
         lines.append(f"    x{i} = {code.format(x=f'x{i}')}")
     for k, (shape, dtype) in enumerate(buffers):
         scope[f"shape{k}"], scope[f"dtype{k}"] = shape, dtype
-        if k == 0 and out_shape is not None:
-            scope["out_shape"] = out_shape
-            lines.append("    out = empty(out_shape, dtype0)")
-            lines.append("    b0 = out.reshape(shape0)")
-        else:
-            lines.append(f"    b{k} = empty(shape{k}, dtype{k})")
+    lines += _buffer_lines(len(buffers), out_shape is not None, into)
+    if out_shape is not None:
+        scope["out_shape"] = out_shape
     for j, (fn, operands, k, attrs) in enumerate(steps):
         scope[f"f{j}"] = fn
         keywords = []
@@ -287,6 +306,23 @@ def generate_python(xp, buffers: list, steps: tuple, n: int, views: list[str] | 
     source = "\n".join(lines) + "\n"
     exec(compile(source, f"<{label}>", "exec"), scope)  # noqa: S102  (text made above)
     return scope["fused"], source
+
+
+def _buffer_lines(count: int, tiled: bool, into: bool) -> list[str]:
+    """The lines that make the output buffer ``b0`` (``out`` too when tiled) and the scratch
+    buffers ``b1...``: allocated, or with ``into`` taken from ``out`` and ``scratch``."""
+    new = "empty(out_shape, dtype0)" if tiled else "empty(shape0, dtype0)"
+    first = "out" if tiled else "b0"
+    lines = [f"    {first} = {new} if out is None else out" if into else f"    {first} = {new}"]
+    if tiled:
+        lines.append("    b0 = out.reshape(shape0)")
+    scratch = [f"b{k}" for k in range(1, count)]
+    made = ", ".join(f"empty(shape{k}, dtype{k})" for k in range(1, count))
+    if scratch and into:
+        lines.append(f"    {', '.join(scratch)}, = ({made},) if scratch is None else scratch")
+    elif scratch:
+        lines += [f"    b{k} = empty(shape{k}, dtype{k})" for k in range(1, count)]
+    return lines
 
 
 def plan_for(expr: tuple, arrays, xp=np) -> FusedPlan:

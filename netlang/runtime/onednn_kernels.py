@@ -2,7 +2,8 @@
 
 ``onednn_kernels()`` maps op names to kernel FACTORIES.  A factory gets the node's concrete
 input shapes and dtypes and its attributes (exactly as the NumPy kernel receives them),
-builds the oneDNN primitive once, and returns ``run(*arrays) -> new array``, or None when it
+builds the oneDNN primitive once, and returns ``run(*arrays) -> new array`` (or, given
+``out=``, the result written into that buffer: ``cpu_kernels.writes_out``), or None when it
 does not take the case (not float32, a shape oneDNN has no implementation for, attributes the
 reference kernel would reject: the reference then runs and raises as usual), where oneDNN's
 chosen implementation is one seen touching memory outside its buffers (``trusted``), or
@@ -36,6 +37,7 @@ from netlang.errors import NetlangError
 from netlang.ops.conv import CONV_ATTRS, Axis, transpose_geometry, window_geometry
 from netlang.ops.pool import POOL_ATTRS, pool_geometry
 from netlang.runtime import onednn as dnnl
+from netlang.runtime.cpu_kernels import writes_out
 from netlang.runtime.onednn import (
     ARG_BIAS,
     ARG_DIFF_DST,
@@ -130,15 +132,15 @@ def conv_forward(geo: ConvGeometry, bias: bool = False, relu: bool = False) -> R
         user[ARG_BIAS] = bias_md
     step = Step(pd, user, outputs=(ARG_DST,))
 
-    def run(x, w, b=None):
-        y = np.empty(geo.y_shape, np.float32)
+    def run(x, w, b=None, out=None):
+        y = np.empty(geo.y_shape, np.float32) if out is None else out
         args = {ARG_SRC: contiguous(x), ARG_WEIGHTS: contiguous(w), ARG_DST: y}
         if bias:
             args[ARG_BIAS] = contiguous(b)
         step(args)
         return y
     run.impl = step.impl
-    return run
+    return writes_out(run)
 
 
 # Below this many input channels the input gradient stays with the reference: its
@@ -164,12 +166,12 @@ def conv_backward_data(geo: ConvGeometry) -> Run | None:
     step = Step(pd, {ARG_DIFF_DST: geo.y, ARG_WEIGHTS: geo.w, ARG_DIFF_SRC: geo.x},
                 outputs=(ARG_DIFF_SRC,))
 
-    def run(g, w, *_like):
-        dx = np.empty(geo.x_shape, np.float32)
+    def run(g, w, *_like, out=None):
+        dx = np.empty(geo.x_shape, np.float32) if out is None else out
         step({ARG_DIFF_DST: contiguous(g), ARG_WEIGHTS: contiguous(w), ARG_DIFF_SRC: dx})
         return dx
     run.impl = step.impl
-    return run
+    return writes_out(run)
 
 
 def conv_backward_weights(geo: ConvGeometry) -> Run | None:
@@ -186,12 +188,12 @@ def conv_backward_weights(geo: ConvGeometry) -> Run | None:
     step = Step(pd, {ARG_SRC: geo.x, ARG_DIFF_DST: geo.y, ARG_DIFF_WEIGHTS: geo.w},
                 outputs=(ARG_DIFF_WEIGHTS,))
 
-    def run(x, g, *_like):
-        dw = np.empty(geo.w_shape, np.float32)
+    def run(x, g, *_like, out=None):
+        dw = np.empty(geo.w_shape, np.float32) if out is None else out
         step({ARG_SRC: contiguous(x), ARG_DIFF_DST: contiguous(g), ARG_DIFF_WEIGHTS: dw})
         return dw
     run.impl = step.impl
-    return run
+    return writes_out(run)
 
 
 def conv2d(shapes, dtypes, attrs) -> Run | None:
@@ -294,12 +296,12 @@ def pool_forward(op: str, algorithm: int):
             return None
         step = Step(pd, {ARG_SRC: geo.x, ARG_DST: geo.y}, outputs=(ARG_DST,))
 
-        def run(x):
-            y = np.empty(geo.y_shape, np.float32)
+        def run(x, out=None):
+            y = np.empty(geo.y_shape, np.float32) if out is None else out
             step({ARG_SRC: contiguous(x), ARG_DST: y})
             return y
         run.impl = step.impl
-        return run
+        return writes_out(run)
     factory.__doc__ = f"{op}(x)."
     return factory
 
@@ -325,13 +327,13 @@ def maxpool_grad(shapes, dtypes, attrs) -> Run | None:
     backward = Step(bwd, {ARG_DIFF_DST: geo.y, ARG_DIFF_SRC: geo.x},
                     outputs=(ARG_DIFF_SRC,), shared=shared)
 
-    def run(x, _y, g):
-        dx = np.empty(geo.x_shape, np.float32)
+    def run(x, _y, g, out=None):
+        dx = np.empty(geo.x_shape, np.float32) if out is None else out
         forward({ARG_SRC: contiguous(x)})
         backward({ARG_DIFF_DST: contiguous(g), ARG_DIFF_SRC: dx})
         return dx
     run.impl = backward.impl
-    return run
+    return writes_out(run)
 
 
 def avgpool_grad(shapes, dtypes, attrs) -> Run | None:
@@ -348,12 +350,12 @@ def avgpool_grad(shapes, dtypes, attrs) -> Run | None:
         return None
     step = Step(pd, {ARG_DIFF_DST: geo.y, ARG_DIFF_SRC: geo.x}, outputs=(ARG_DIFF_SRC,))
 
-    def run(g, _like):
-        dx = np.empty(geo.x_shape, np.float32)
+    def run(g, _like, out=None):
+        dx = np.empty(geo.x_shape, np.float32) if out is None else out
         step({ARG_DIFF_DST: contiguous(g), ARG_DIFF_SRC: dx})
         return dx
     run.impl = step.impl
-    return run
+    return writes_out(run)
 
 
 # -- batchnorm ---------------------------------------------------------------------------------------
@@ -390,14 +392,14 @@ def batchnorm_apply(shapes, dtypes, attrs) -> Run | None:
                      ARG_SCALE: vec, ARG_SHIFT: vec}, outputs=(ARG_DST,))
     out_shape = tuple(shapes[0])
 
-    def run(x, mean, var, gamma, beta):
-        y = np.empty(out_shape, np.float32)
+    def run(x, mean, var, gamma, beta, out=None):
+        y = np.empty(out_shape, np.float32) if out is None else out
         step({ARG_SRC: contiguous(x), ARG_DST: y, ARG_MEAN: contiguous(mean),
               ARG_VARIANCE: contiguous(var), ARG_SCALE: contiguous(gamma),
               ARG_SHIFT: contiguous(beta)})
         return y
     run.impl = step.impl
-    return run
+    return writes_out(run)
 
 
 def batchnorm_grad_gamma(shapes, dtypes, attrs) -> Run | None:
@@ -431,14 +433,14 @@ def batchnorm_grad_gamma(shapes, dtypes, attrs) -> Run | None:
     dx = np.empty(image, np.float32)     # written and dropped; a kernel-private buffer
     dbeta = np.empty(c, np.float32)
 
-    def run(g, x, mean, var):
-        dgamma = np.empty(c, np.float32)
+    def run(g, x, mean, var, out=None):
+        dgamma = np.empty(c, np.float32) if out is None else out
         step({ARG_SRC: contiguous(x), ARG_DIFF_DST: contiguous(g), ARG_MEAN: contiguous(mean),
               ARG_VARIANCE: contiguous(var), ARG_SCALE: ones, ARG_DIFF_SRC: dx,
               ARG_DIFF_SCALE: dgamma, ARG_DIFF_SHIFT: dbeta})
         return dgamma
     run.impl = step.impl
-    return run
+    return writes_out(run)
 
 
 # -- matmul ----------------------------------------------------------------------------------------
@@ -494,12 +496,12 @@ def matmul(shapes, dtypes, attrs, min_macs: int = MATMUL_MIN_MACS) -> Run | None
         return None
     step = Step(pd, {ARG_SRC: a_md, ARG_WEIGHTS: b_md, ARG_DST: c_md}, outputs=(ARG_DST,))
 
-    def run(a, b):
-        c = np.empty((m, n), np.float32)
+    def run(a, b, out=None):
+        c = np.empty((m, n), np.float32) if out is None else out
         step({ARG_SRC: contiguous(a), ARG_WEIGHTS: contiguous(b), ARG_DST: c})
         return c
     run.impl = step.impl
-    return run
+    return writes_out(run)
 
 
 # -- the table -----------------------------------------------------------------------------------------
