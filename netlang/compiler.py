@@ -30,7 +30,9 @@ from netlang.passes.mode import bind_mode
 from netlang.passes.pipeline import OPTIMIZE, PREPARE, Pass, each_pass
 from netlang.passes.report import Report, describe, report
 from netlang.passes.rewrite import Mapping, compose, identity_mapping
-from netlang.runtime.memory import human_bytes, plan_memory_usage
+from netlang.runtime.backend import Backend, get_backend
+from netlang.runtime.executor import Executor
+from netlang.runtime.memory import AllSymbols, human_bytes, plan_memory_usage
 from netlang.runtime.program import Program, plan
 
 GRAD_PREFIX = "grad/"   # the training graph names d(loss)/d(param) "grad/<param>"
@@ -189,8 +191,10 @@ def compile_program(graph: Graph, fetches: Sequence[int], fed: frozenset[int],
     return Compiled(plan(opt, fetch_ids, fed_ids, opt.updates), result.mapping)
 
 
-def memory_report(graph: Graph, batch: int) -> Report:
-    """The memory plan of a full run of ``graph`` at ``batch``, as ``explain`` prints it."""
+def memory_report(graph: Graph, batch: int, backend: Backend | None = None) -> Report:
+    """The memory plan of a full run of ``graph`` at ``batch``, as ``explain`` prints it:
+    the liveness peak with and without freeing, and the arena the executor binds on
+    ``backend`` (default: the CPU's kernels) for the kernels that write into given buffers."""
     mp = plan_memory_usage(graph, batch)
     saved = mp.unplanned_bytes - mp.peak_bytes
     summary = (f"peak activation memory at batch {batch}: {human_bytes(mp.peak_bytes)} with "
@@ -201,7 +205,24 @@ def memory_report(graph: Graph, batch: int) -> Report:
     if mp.peak_step is not None:
         items.append(f"{mp.values} activations; the peak is reached at "
                      f"{describe(graph, mp.peak_step)}")
-    return report(summary, items, changed=0, plan=mp)
+    bound = bind_for_batch(graph, batch, backend or get_backend("cpu"))
+    arena = bound.plan
+    if arena is not None and mp.values:
+        placed = sum(1 for key in arena.offsets if not isinstance(key, tuple))
+        items.append(
+            f"arena: {human_bytes(arena.arena_bytes)} in {arena.slots} slots for {placed} of "
+            f"{mp.values} activations (at most {human_bytes(arena.live_peak)} of them alive "
+            f"at once); kernels allocate the other {mp.values - placed}; variables "
+            f"updated in place: {len(bound.in_place)}")
+    return report(summary, items, changed=0, plan=mp, arena=arena, bound=bound)
+
+
+def bind_for_batch(graph: Graph, batch: int, backend: Backend):
+    """A full run of ``graph`` (its outputs and updates, every input fed) bound on
+    ``backend`` with every symbolic dim at ``batch``, as a session's executor binds it."""
+    fed = {n.id for n in graph if n.is_source("input")}
+    program = plan(graph, list(graph.outputs.values()), fed, graph.updates)
+    return Executor(backend).bind_sizes(program, AllSymbols(batch))
 
 
 def explain_text(title: str, steps: Sequence[Step], memory: Report | str) -> str:

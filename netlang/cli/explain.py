@@ -2,7 +2,8 @@
 
 Prints each pass in order with its node count and what it changed (folded, rewritten,
 merged, removed, fused: counts and the nodes by name and spec location), then the memory
-plan's peak activation bytes with and without freeing after last use.  Without ``--train``
+plan's peak activation bytes with and without freeing after last use, and the arena the CPU
+executor binds for the kernels that write into planned buffers.  Without ``--train``
 it explains the eval program (all outputs, no updates).  With ``--train`` it explains one
 training step as ``netlang train`` runs it: forward, gradients and, when the spec has a
 train section, the optimizer's updates, fetching the loss and metrics.

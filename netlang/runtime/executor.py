@@ -8,41 +8,73 @@ liveness plan.  Kernels are chosen when a program is bound, once per program and
 shapes (oneDNN primitives, generated fused functions, reused buffers are made then), and
 the reference kernel runs where none takes the node.  The loop does nothing per step that
 could be done at bind time; a failing kernel is reported with its node and spec location.
+
+Binding also makes the static buffer plan (``runtime/memory.py``): every output a kernel can
+write into a given buffer (``cpu_kernels.writes_out``) gets a fixed view of one arena, bound
+to its kernel as ``out=``, so after the first run a step allocates only what the other
+kernels allocate.  And a variable whose new value is computed by such a kernel, as the last
+reader of the variable, is updated in place: the kernel writes over the variable's own
+array.  That array must be the state's alone: one that anybody else still holds (a fetched
+parameter, a copy of the state kept to re-run a step) is never overwritten; the update then
+goes to a spare array, recycled once nobody holds it (``Spares``).  A run that fails after
+an in-place update has changed that variable (updates are the last calls of a train step).
 """
 from __future__ import annotations
 
 import functools
+import sys
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from netlang.errors import ExecutionError, FeedError, NetlangError
 from netlang.ir.types import bind_dims
+from netlang.runtime import memory
 from netlang.runtime.backend import Backend
 from netlang.runtime.cpu_kernels import KernelState
 from netlang.runtime.profile import KernelProfile
 from netlang.runtime.program import Program
 
 
+@dataclass(frozen=True)
+class InPlace:
+    """A variable whose update writes into ``env[target]``: its own array when the state
+    alone holds that, else a spare of the same shape and dtype."""
+
+    name: str
+    target: tuple
+    shape: tuple
+    dtype: np.dtype
+
+
 @dataclass
 class Bound:
     """A program made ready for one executor and batch size: constants on its backend, each
-    call's kernel chosen (and built), the rng in random calls."""
+    call's kernel chosen (and built), the rng in random calls; with the buffer plan, the
+    arena its planned buffers live in and the variables updated in place."""
 
     consts: dict[int, Any]
     calls: list[tuple]          # (out, run(*arrays), args, dead)
     index: dict[int, int]       # out id -> position in calls
+    arena: Any = None           # the bytes of every planned buffer (None: no plan)
+    plan: memory.ArenaPlan | None = None
+    in_place: list[InPlace] = field(default_factory=list)
 
 
 class Executor:
-    def __init__(self, backend: Backend, rng=None):
+    def __init__(self, backend: Backend, rng=None, buffer_plan: bool = True):
         self.backend = backend
         self._rng = rng
+        self.buffer_plan = buffer_plan  # planned buffers and in-place updates (off: each
+        #                                 kernel allocates its output, as the reference does)
         self.kernel_calls = 0           # counted so tests can prove what did not run
         self.on_step: Callable | None = None   # hook(node, value), e.g. non-finite checks
         self.profile: KernelProfile | None = None   # time per kind of kernel (runtime/profile)
         self.kernel_state = KernelState()           # what kernels share between calls
+        self.spares = Spares()
         self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @property
@@ -55,19 +87,29 @@ class Executor:
         self._bound.clear()   # random calls carry the generator
 
     def bind(self, program: Program, feeds: dict[int, Any] | None = None) -> Bound:
-        """The program bound for the sizes ``feeds`` give its symbolic dims (cached)."""
-        dims = self._dims(program, feeds or {})
+        """The program bound for the sizes ``feeds`` give its symbolic dims (cached).  A run
+        with an ``on_step`` hook gets the program without the buffer plan: the hook may keep
+        the values it is shown, which planned buffers would overwrite."""
+        planned = self.buffer_plan and self.on_step is None
+        return self.bind_sizes(program, self._dims(program, feeds or {}), planned)
+
+    def bind_sizes(self, program: Program, dims: dict[str, int], planned: bool = True
+                   ) -> Bound:
+        """The program bound for these symbolic dims (cached per program, dims and plan)."""
         per_size = self._bound.get(program)
         if per_size is None:
             per_size = self._bound[program] = {}
-        key = tuple(sorted(dims.items()))
+        key = (tuple(sorted(dims.items())), planned)
         bound = per_size.get(key)
         if bound is None:
             consts = {n.id: self.backend.asarray(n.attrs["value"]) for n in program.consts}
-            calls = [(c.out, self._kernel(program, c, dims), c.args, c.dead)
-                     for c in program.calls]
-            bound = per_size[key] = Bound(consts, calls,
-                                          {c.out: i for i, c in enumerate(program.calls)})
+            runs = [self._kernel(program, c, dims) for c in program.calls]
+            bound = Bound(consts, [(c.out, run, c.args, c.dead)
+                                   for c, run in zip(program.calls, runs)],
+                          {c.out: i for i, c in enumerate(program.calls)})
+            if planned:
+                plan_buffers(program, bound, runs, dims)
+            per_size[key] = bound
         return bound
 
     def _dims(self, program: Program, feeds: dict[int, Any]) -> dict[str, int]:
@@ -101,6 +143,8 @@ class Executor:
         """Run ``program``: ``feeds`` maps fed ids to arrays, ``store`` holds the variables
         (read here, and written with the program's updates at the end)."""
         bound = self.bind(program, feeds)
+        # Planned buffers hold new values each run: a patch matrix is reused within a run only.
+        self.kernel_state.patches.clear()
         env = self._sources(program, bound, feeds, store)
         if self.on_step is not None or self.profile is not None:
             return self._run_traced(program, bound, env, store)
@@ -114,7 +158,7 @@ class Executor:
             self.kernel_calls += bound.index[out]
             raise self._failure(program, bound, out, env, err) from None
         self.kernel_calls += len(bound.calls)
-        return self._finish(program, env, store)
+        return self._finish(program, bound, env, store)
 
     def _sources(self, program: Program, bound: Bound, feeds, store) -> dict[int, Any]:
         if len(feeds) < len(program.fed) or not program.fed <= feeds.keys():
@@ -123,6 +167,10 @@ class Executor:
             raise FeedError(f"no value fed for {', '.join(missing)}")
         env = dict(bound.consts)
         arrays = getattr(store, "arrays", store)   # a State's dict, read without a call each
+        # Before env holds the variables: whether the state alone holds each array is
+        # decided by counting references.
+        for update in bound.in_place:
+            env[update.target] = self._update_target(arrays, update)
         try:
             for nid, name in program.variables:
                 env[nid] = arrays[name]
@@ -133,8 +181,21 @@ class Executor:
             env[nid] = feeds[nid]
         return env
 
-    def _finish(self, program: Program, env, store) -> list[Any]:
+    def _update_target(self, arrays: dict, update: InPlace):
+        """The array ``update``'s kernel writes into: the variable's own when the state is
+        its sole holder and it fits, else a spare."""
+        # No local name may hold the array while its references are counted.
+        if update.name in arrays and sole_holder(arrays, update.name) and fits(
+                arrays[update.name], update.shape, update.dtype):
+            return arrays[update.name]
+        return self.spares.take(update.name, update.shape, update.dtype)
+
+    def _finish(self, program: Program, bound: Bound, env, store) -> list[Any]:
         arrays = getattr(store, "arrays", store)
+        for update in bound.in_place:
+            old = arrays.get(update.name)
+            if old is not None and old is not env[update.target]:
+                self.spares.keep(update.name, old)
         for name, value_id in program.updates.items():
             arrays[name] = env[value_id]
         return [env[f] for f in program.fetches]
@@ -164,7 +225,7 @@ class Executor:
             raise self._failure(program, bound, out, env, err) from None
         if profile is not None:
             profile.runs += 1
-        return self._finish(program, env, store)
+        return self._finish(program, bound, env, store)
 
     def _failure(self, program: Program, bound: Bound, out, env, err) -> NetlangError:
         """The error for a kernel that raised, naming its node, inputs and spec location."""
@@ -174,3 +235,174 @@ class Executor:
         shapes = ", ".join(str(getattr(env.get(a), "shape", "?")) for a in node.inputs)
         return ExecutionError(f"{node.op} (node %{node.id}) failed on inputs of shapes "
                               f"{shapes}: {err}", node.span)
+
+
+# -- the static buffer plan, applied to a bound program ----------------------------------------
+
+def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
+                 dims: dict[str, int]) -> None:
+    """Give ``bound``'s calls their planned buffers (see the module doc): updates in place
+    where ``memory.overwritable`` allows, then one arena for the outputs and scratch buffers
+    of ``writes_out`` kernels that nothing escaping the run may alias."""
+    types = {c.out: _concrete(program, c.out, dims) for c in program.calls}
+    steps = [memory.StepBuffers(c.out, c.args, _nbytes(types[c.out]),
+                                writes_out(run) and types[c.out] is not None,
+                                _scratch_bytes(run))
+             for c, run in zip(program.calls, runs)]
+    escaping = [*program.fetches, *program.updates.values()]
+    runs, targets = list(runs), {}
+    for update, index, variant in in_place_updates(program, steps, runs, types, dims,
+                                                   escaping):
+        bound.in_place.append(update)
+        runs[index], targets[index] = variant, update.target
+        old = steps[index]
+        steps[index] = memory.StepBuffers(old.out, old.args, old.nbytes, True,
+                                          _scratch_bytes(variant))
+    plan = memory.plan_arena(memory.live_ranges(steps, escaping))
+    bound.plan, bound.arena = plan, arena_bytes(plan.arena_bytes)
+    views = {key: _view(bound.arena, plan.offsets[key], *shape)
+             for key, shape in _buffer_types(plan, types, runs).items()}
+    for index, call in enumerate(bound.calls):
+        bound.calls[index] = _with_buffers(call, index, runs[index], views,
+                                           targets.get(index))
+
+
+def _with_buffers(call: tuple, index: int, run: Callable, views: dict, target) -> tuple:
+    """The bound call ``(out, run, args, dead)`` with ``run`` writing into its planned
+    output and scratch views, or over ``env[target]`` (an in-place update)."""
+    out, _, args, dead = call
+    scratch = tuple(views[(index, k)] if (index, k) in views else np.empty(shape, dtype)
+                    for k, (shape, dtype) in enumerate(getattr(run, "scratch", ())))
+    if target is not None:
+        return out, _overwriting(run, scratch), (*args, target), dead
+    kwargs = {"out": views[out]} if out in views else {}
+    if scratch:
+        kwargs["scratch"] = scratch
+    return (out, functools.partial(run, **kwargs), args, dead) if kwargs else call
+
+
+def in_place_updates(program: Program, steps: list, runs: list, types: dict,
+                     dims: dict[str, int], escaping: list):
+    """(InPlace, call index, the run that may write over the variable) for every update the
+    plan lets overwrite its variable (``memory.overwritable``) whose kernel has such a run."""
+    variables = {name: nid for nid, name in program.variables}
+    position = {c.out: i for i, c in enumerate(program.calls)}
+    owners, last = memory.may_alias(steps), memory.last_reads(steps)
+    for name, value in program.updates.items():
+        index, var = position.get(value), variables.get(name)
+        if index is None or var is None or not writes_out(runs[index]):
+            continue
+        args = program.calls[index].args
+        var_type = _concrete(program, var, dims)
+        overwriting = getattr(runs[index], "overwriting", None)
+        if (overwriting is None or args.count(var) != 1 or var_type is None
+                or var_type != types[value]
+                or not memory.overwritable(steps, index, args.index(var), escaping, owners,
+                                           last)):
+            continue
+        variant = overwriting(args.index(var))
+        if variant is not None:
+            yield InPlace(name, ("update", name), *var_type), index, variant
+
+
+def _overwriting(run: Callable, scratch: tuple) -> Callable:
+    """``run`` taking the array to write into as its last argument."""
+    if scratch:
+        return lambda *arrays: run(*arrays[:-1], out=arrays[-1], scratch=scratch)
+    return lambda *arrays: run(*arrays[:-1], out=arrays[-1])
+
+
+def writes_out(run: Callable) -> bool:
+    return bool(getattr(run, "writes_out", False))
+
+
+def _concrete(program: Program, nid: int, dims: dict[str, int]) -> tuple | None:
+    """(shape, numpy dtype) of a value at these dims, or None where they do not fix it."""
+    t = program.graph.nodes[nid].type
+    try:
+        return t.concrete(dims), np.dtype(t.dtype.numpy)
+    except KeyError:
+        return None
+
+
+def _nbytes(shape_dtype: tuple | None) -> int:
+    if shape_dtype is None:
+        return 0
+    shape, dtype = shape_dtype
+    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+def _scratch_bytes(run: Callable) -> tuple[int, ...]:
+    return tuple(_nbytes((tuple(s), np.dtype(d))) for s, d in getattr(run, "scratch", ()))
+
+
+def _buffer_types(plan: memory.ArenaPlan, types: dict, runs: list) -> dict:
+    """(shape, dtype) of every buffer the plan placed: values and scratch buffers."""
+    out = {}
+    for key in plan.offsets:
+        if isinstance(key, tuple):
+            index, k = key
+            shape, dtype = runs[index].scratch[k]
+            out[key] = (tuple(shape), np.dtype(dtype))
+        else:
+            out[key] = types[key]
+    return out
+
+
+def arena_bytes(nbytes: int) -> np.ndarray:
+    """``nbytes`` of uninitialized memory starting on an ``ALIGNMENT`` boundary."""
+    raw = np.empty(nbytes + memory.ALIGNMENT, np.uint8)
+    shift = -raw.ctypes.data % memory.ALIGNMENT
+    return raw[shift:shift + nbytes]
+
+
+def _view(arena: np.ndarray, offset: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    nbytes = _nbytes((shape, dtype))
+    return arena[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+# -- whose array is it? -------------------------------------------------------------------------
+
+def _references(container, key) -> int:
+    return sys.getrefcount(container[key])
+
+
+# The count ``_references`` gives for an object that only its container holds (NumPy's own
+# temporary elision tests the same thing: a reference count that nobody else can add to).
+_ALONE = _references({0: object()}, 0)
+
+
+def sole_holder(container, key) -> bool:
+    """Whether ``container[key]`` is held by the container and nothing else: no user holds
+    it, no view of it exists (a view holds its base)."""
+    return _references(container, key) == _ALONE
+
+
+def fits(array, shape: tuple, dtype: np.dtype) -> bool:
+    """Whether a kernel may write ``array`` whole: a NumPy array owning its C-contiguous,
+    writeable memory, of this shape and dtype."""
+    return (type(array) is np.ndarray and array.flags.owndata and array.flags.c_contiguous
+            and array.flags.writeable and array.shape == shape and array.dtype == dtype)
+
+
+class Spares:
+    """Arrays a variable's update may write into when its current array is held elsewhere
+    (a fetched parameter, a train loop's copy of the state before a step): each variable's
+    replaced arrays are kept (the last ``keep_last``) and handed out again once nobody else
+    holds them, so such updates stop allocating too."""
+
+    def __init__(self, keep_last: int = 2):
+        self.keep_last = keep_last
+        self.arrays: dict[str, list] = {}
+
+    def take(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        kept = self.arrays.get(name, [])
+        for i in range(len(kept)):
+            if sole_holder(kept, i) and fits(kept[i], shape, dtype):
+                return kept.pop(i)
+        return np.empty(shape, dtype)
+
+    def keep(self, name: str, array) -> None:
+        kept = self.arrays.setdefault(name, [])
+        kept.append(array)
+        del kept[:-self.keep_last]

@@ -1,5 +1,6 @@
 """The executor: runs only the planned calls, frees each value after its last use, reports
-failures with the node, and keeps per-step work out of the loop."""
+failures with the node, keeps per-step work out of the loop, and binds planned buffers
+(tests/runtime/test_buffer_plan.py tests the plan itself)."""
 from __future__ import annotations
 
 import dataclasses
@@ -177,3 +178,61 @@ def test_a_variable_too_large_to_allocate_is_an_error_naming_it():
     assert err.value.message == (
         "the variable 'dense1/W' (f32[4,100000000000]) needs 1,600,000,000,000 B "
         "(1490.12 GiB), more memory than this machine can allocate")
+
+
+def matmul_chain():
+    """x @ w @ w @ w on the CPU's NumPy fast paths (matmul takes ``out=``)."""
+    b = Builder(Graph(name="mm"))
+    x = b.input("x", t(sym("N"), 4))
+    w = b.const(np.full((4, 4), 0.5, np.float32))
+    first = b.matmul(x, w)
+    second = b.matmul(first, w)
+    b.graph.outputs["y"] = b.matmul(second, w)
+    return b.graph, x, first, second, b.graph.outputs["y"]
+
+
+def test_planned_outputs_live_in_the_arena_and_the_fetch_does_not():
+    from netlang.runtime.backend import Backend
+    from netlang.runtime.cpu_kernels import cpu_factories
+
+    graph, x, first, second, y = matmul_chain()
+    executor = Executor(Backend("cpu", np, factories=cpu_factories()))
+    program = plan(graph, [y], {x})
+    feeds = {x: np.ones((3, 4), np.float32)}
+    (out,) = executor.run(program, feeds, {})
+    bound = executor.bind(program, feeds)
+    views = {o: run.keywords["out"] for o, run, _, _ in bound.calls if hasattr(run, "keywords")}
+    assert sorted(views) == [first, second]
+    assert all(np.shares_memory(v, bound.arena) for v in views.values())
+    assert not np.shares_memory(out, bound.arena)
+    (again,) = executor.run(program, feeds, {})
+    assert again is not out
+    np.testing.assert_array_equal(again, out)
+    np.testing.assert_array_equal(out, np.full((3, 4), 8.0))
+
+
+def test_a_hook_gets_values_that_no_later_step_overwrites():
+    """``on_step`` may keep what it is shown (the non-finite search does): such runs bind
+    the program without the buffer plan."""
+    from netlang.runtime.backend import Backend
+    from netlang.runtime.cpu_kernels import cpu_factories
+
+    graph, x, first, second, y = matmul_chain()
+    executor = Executor(Backend("cpu", np, factories=cpu_factories()))
+    program = plan(graph, [y], {x})
+    feeds = {x: np.ones((3, 4), np.float32)}
+    executor.run(program, feeds, {})          # the planned binding exists, and is not used
+    kept = {}
+    executor.on_step = lambda node, value: kept.__setitem__(node.id, value)
+    executor.run(program, feeds, {})
+    np.testing.assert_array_equal(kept[first], np.full((3, 4), 2.0))
+    np.testing.assert_array_equal(kept[second], np.full((3, 4), 4.0))
+
+
+def test_the_patch_cache_is_cleared_before_every_run():
+    executor = Executor(CPU_REFERENCE)
+    graph, x, y = chain()
+    key = np.ones(3)
+    executor.kernel_state.patches.put(key, ("g",), np.zeros(4))
+    executor.run(plan(graph, [y], {x}), {x: np.ones((1, 100), np.float32)}, {})
+    assert executor.kernel_state.patches.take(key, ("g",)) is None
