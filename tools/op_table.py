@@ -6,7 +6,8 @@
 Columns: the op and its arity (``*`` variadic); its attributes with defaults (``!`` =
 required); its shape rule; its VJP as the ops it emits (read off the rule's source, helpers
 followed one level: ``vjp: add, mul``), or ``-- why`` for an op without a gradient; the
-kernels per backend (``xp``: the shared reference, ``cpu:`` the CPU backend's factories,
+kernels per backend (``xp``: the shared reference, ``cpu:`` the CPU backend's factories in
+the order tried: ``loops`` Numba loops, ``onednn``, ``generated`` kernels, ``cpu`` NumPy paths;
 ``gpu:`` the GPU's overrides); and the facets passes read (``pure fold comm marker random``,
 ``expr``: the element expression the code generators compile).
 """
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from netlang.ops.registry import REQUIRED, all_ops
-from netlang.runtime import cpu_kernels, gpu_kernels, onednn_kernels
+from netlang.runtime import cpu_kernels, cpu_loops, generated, gpu_kernels, onednn_kernels
 
 GOLDEN = ROOT / "tests" / "golden" / "op_table.txt"
 CALL = re.compile(r"\bb\.(\w+)\(|\bb\.op\(\"(\w+)\"|\b(\w+)\(b,")
@@ -74,9 +75,11 @@ def facets(op) -> str:
 
 def kernels_text(name: str, op) -> str:
     parts = ["xp" if op.kernel is not None else "-"]
-    cpu = [f.__module__.rsplit(".", 1)[-1].replace("_kernels", "")
-           for table in (onednn_kernels.FACTORIES, cpu_kernels.cpu_factories())
-           if name in table for f in ([table[name]] if callable(table[name]) else table[name])]
+    tables = (("loops", cpu_loops.loop_factories(library=False)),
+              ("onednn", onednn_kernels.FACTORIES),
+              ("generated", generated.generated_factories()),
+              ("cpu", cpu_kernels.cpu_factories()))
+    cpu = [label for label, table in tables if name in table]
     if cpu:
         parts.append("cpu:" + "+".join(dict.fromkeys(cpu)))
     if name in gpu_kernels.gpu_kernels():

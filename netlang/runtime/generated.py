@@ -403,10 +403,17 @@ def fast_on_cpu(expr: tuple) -> bool:
         return False
 
 
+# Numba's compile time grows with the loop body: a group of 800 steps (a 200-line chain)
+# took 1 s to compile cold, for a kernel that runs once; such groups keep the NumPy plan.
+MAX_STEPS = 64
+
+
 def fused(shapes, dtypes, attrs, _state) -> Callable | None:
     """The CPU backend's factory for ``fused`` nodes (ahead of the NumPy plan)."""
     expr = attrs["expr"]
-    return generated_kernel(expr, shapes, dtypes) if fast_on_cpu(expr) else None
+    if len(expr) > MAX_STEPS or not fast_on_cpu(expr):
+        return None
+    return generated_kernel(expr, shapes, dtypes)
 
 
 def single_op(name: str) -> Callable:
