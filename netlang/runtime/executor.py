@@ -168,9 +168,16 @@ class Executor:
         env = dict(bound.consts)
         arrays = getattr(store, "arrays", store)   # a State's dict, read without a call each
         # Before env holds the variables: whether the state alone holds each array is
-        # decided by counting references.
+        # decided by counting references (so no local name may hold one either).  An update
+        # writes over its variable's array when that is the state's alone and fits, else
+        # into a spare.
         for update in bound.in_place:
-            env[update.target] = self._update_target(arrays, update)
+            name = update.name
+            if name in arrays and sole_holder(arrays, name) and fits(
+                    arrays[name], update.shape, update.dtype):
+                env[update.target] = arrays[name]
+            else:
+                env[update.target] = self.spares.take(name, update.shape, update.dtype)
         try:
             for nid, name in program.variables:
                 env[nid] = arrays[name]
@@ -180,15 +187,6 @@ class Executor:
         for nid in program.fed:
             env[nid] = feeds[nid]
         return env
-
-    def _update_target(self, arrays: dict, update: InPlace):
-        """The array ``update``'s kernel writes into: the variable's own when the state is
-        its sole holder and it fits, else a spare."""
-        # No local name may hold the array while its references are counted.
-        if update.name in arrays and sole_holder(arrays, update.name) and fits(
-                arrays[update.name], update.shape, update.dtype):
-            return arrays[update.name]
-        return self.spares.take(update.name, update.shape, update.dtype)
 
     def _finish(self, program: Program, bound: Bound, env, store) -> list[Any]:
         arrays = getattr(store, "arrays", store)
@@ -381,8 +379,11 @@ def sole_holder(container, key) -> bool:
 def fits(array, shape: tuple, dtype: np.dtype) -> bool:
     """Whether a kernel may write ``array`` whole: a NumPy array owning its C-contiguous,
     writeable memory, of this shape and dtype."""
-    return (type(array) is np.ndarray and array.flags.owndata and array.flags.c_contiguous
-            and array.flags.writeable and array.shape == shape and array.dtype == dtype)
+    if type(array) is not np.ndarray:
+        return False
+    flags = array.flags
+    return (flags.owndata and flags.c_contiguous and flags.writeable and array.shape == shape
+            and array.dtype == dtype)
 
 
 class Spares:
