@@ -35,16 +35,20 @@ from netlang.runtime import jit
 from netlang.runtime.cpu_kernels import writes_out
 from netlang.runtime.gpu_kernels import live_parts
 
-# Below this many output elements a kernel runs on one thread.  Waking the pool is what a
-# parallel loop costs, and under the backend's OMP_WAIT_POLICY=passive (runtime/threads.py)
-# the idle workers sleep; on the 2-vCPU VM we measure on a wake-up costs ~10-100 us.  Median
-# of 7 x 2000 calls, serial vs prange, passive (relu_grad; Adam's [sqrt,add,div,mul,sub]):
-#   64K elements: 10.9 vs 21.1 us; 22.9 vs 33.8 us     1M: 175 vs 188 us; 302 vs 316 us
-#   256K:         37.6 vs 49.8 us; 77.8 vs 91.1 us     4M: 1566 vs 1502 us; 2148 vs 2475 us
-# With spinning workers (OMP_WAIT_POLICY unset) the prange wins from 64K (1.2-1.5x) and is
-# 1.9x at 1M.  So rows are split from 1M elements on: within 7% of one thread here, and
-# where waking the pool is cheap (bare metal) the large updates and gradients run on all.
-SERIAL_BELOW = 1 << 20
+# Below this many output elements a kernel runs on one thread.  A parallel loop costs waking
+# the pool, and under the backend's OMP_WAIT_POLICY=passive (runtime/threads.py) the idle
+# workers sleep; on the 2-vCPU VM we measure on, waking one costs ~10-100 us, and a loop
+# whose rows are split statically waits for its slower half.  Median of 7 x 2000 calls,
+# serial vs prange (relu_grad; Adam's [sqrt,add,div,mul,sub]):
+#   quiet, passive:    64K 10.9/21.1 us, 22.9/33.8 us;  1M 175/188 us, 302/316 us;
+#                      4M 1566/1502 us, 2148/2475 us
+#   load ~2, passive:  1M 162/167 us, 331/352 us;  4M 1779/2292 us, 2951/3945 us;
+#                      16M 11.6/11.7 ms, 13.9/14.6 ms
+#   quiet, spinning workers (OMP_WAIT_POLICY unset): the prange wins from 64K, 1.9x at 1M.
+# In a whole step (bench --profile) residual's [256,28,28,16] adds and relus were slower on
+# two threads than on one.  So one thread runs every kernel of the seed workloads; the
+# prange is for larger tensors (from 16M elements) and is tested at every size.
+SERIAL_BELOW = 1 << 24
 
 # The output is looped over as [rows, cols] with rows of at least MIN_COLS elements where the
 # sizes allow (an inner loop of 4 channels is not vectorised: a [256,28,28,4] add took 442 us
@@ -269,10 +273,8 @@ def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
     its rows split over the threads (``prange``) when ``parallel``, else one loop."""
     types = step_types(expr, [TensorType(d, ()) for d in in_dtypes])
     hoisted, body = [], []
-    element = {"full": "x{i}[r, j]", "vector": "v{i}[j]", "scalar": "s{i}"}
+    element = {"full": "x{i}[r, j]", "vector": "v{i}[j]", "scalar": "x{i}"}
     for i, kind in enumerate(kinds):
-        if kind == "scalar":
-            hoisted.append(f"    s{i} = x{i}[0]")
         if kind == "vector":        # tiled to the row's length, a whole number of channels
             hoisted += [f"    v{i} = np.empty(cols, {ARRAY_TYPES[in_dtypes[i]]})",
                         "    for j in range(cols):",
@@ -333,8 +335,8 @@ def generated_kernel(expr: tuple, shapes: Sequence[tuple], dtypes: Sequence,
     except Untranslatable:
         return None
     fn = jit.compile_source(source, "fused", group_label(expr))
-    jit.compile_now(fn, [(d.numpy, 2 if k == "full" else 1)
-                         for d, k in zip(in_dtypes, kinds) if k != "unused"]
+    ndims = {"full": 2, "vector": 1, "scalar": 0}
+    jit.compile_now(fn, [(d.numpy, ndims[k]) for d, k in zip(in_dtypes, kinds) if k != "unused"]
                     + [(out_dtype.numpy, 2)])
     return bind_arrays(fn, kinds, [d.numpy for d in in_dtypes], layout(out_shape, kinds),
                        out_shape, out_dtype.numpy)
@@ -342,37 +344,35 @@ def generated_kernel(expr: tuple, shapes: Sequence[tuple], dtypes: Sequence,
 
 def bind_arrays(fn, kinds, dtypes, grid: tuple[int, int], out_shape: tuple,
                 out_dtype) -> Callable:
-    """The call the executor makes: arrays in the kernel's views, the output allocated or
-    the caller's C-contiguous ``out`` written through its ``[rows, cols]`` view.
+    """The call the executor makes: the output allocated, or the caller's C-contiguous
+    ``out``, written through its ``[rows, cols]`` view.  It is generated too (one line per
+    input, no loop), as a step's small kernels cost what their Python calls cost: inputs
+    become C-contiguous views (a copy only when one is not), single numbers NumPy scalars
+    (so an input is an array or a NumPy scalar, as every kernel's result is).
 
     ``out`` may also be a full-size input of the output's dtype (``run.overwriting(i)``, for
     a variable's update written over the variable): each element of every input is read
     before that element of the output is written."""
-    shaped = {"full": grid, "vector": out_shape[-1:], "scalar": (1,)}
-    views = [(i, shaped[k], d) for i, (k, d) in enumerate(zip(kinds, dtypes)) if k != "unused"]
-
-    def run(*arrays, out=None):
-        if out is None:
-            out = np.empty(out_shape, out_dtype)
-        elif not out.flags.c_contiguous:
-            raise ValueError("a generated kernel writes only into a C-contiguous out=")
-        fn(*[_view(arrays[i], shape, d) for i, shape, d in views], out.reshape(grid))
-        return out
+    scope = {"fn": fn, "empty": np.empty, "contiguous": np.ascontiguousarray, "grid": grid,
+             "channels": out_shape[-1:], "out_shape": out_shape, "out_dtype": out_dtype}
+    views = {"full": "contiguous({x}).reshape(grid)",
+             "vector": "contiguous({x}).reshape(channels)", "scalar": "{x}.reshape(-1)[0]"}
+    names = [f"x{i}" for i in range(len(kinds))]
+    args = [views[k].format(x=n) for n, k in zip(names, kinds) if k != "unused"]
+    source = "\n".join([
+        f"def run({''.join(n + ', ' for n in names)}out=None):",
+        "    if out is None:", "        out = empty(out_shape, out_dtype)",
+        "    elif not out.flags.c_contiguous:",
+        "        raise ValueError('a generated kernel writes only into a C-contiguous out=')",
+        f"    fn({''.join(a + ', ' for a in args)}out.reshape(grid))", "    return out", ""])
+    exec(compile(source, "<generated kernel call>", "exec"), scope)  # noqa: S102 (made above)
+    run = scope["run"]
 
     def overwriting(i: int) -> Callable | None:
         same = 0 <= i < len(kinds) and kinds[i] == "full" and dtypes[i] == out_dtype
         return run if same else None
     run.overwriting = overwriting
     return writes_out(run)
-
-
-def _view(array, shape: tuple, dtype):
-    """``array`` as the kernel takes it: reshaped (a view when it is contiguous, else a
-    contiguous copy); a NumPy scalar or Python number becomes a one-element array."""
-    if not isinstance(array, np.ndarray) or array.dtype != dtype:
-        array = np.asarray(array, dtype)
-    view = array.reshape(shape)
-    return view if view.flags.c_contiguous else np.ascontiguousarray(view)
 
 
 # -- the factories ----------------------------------------------------------------------------

@@ -135,13 +135,16 @@ def compile_source(source: str, name: str, label: str = "kernel") -> Callable:
 
 
 def compile_now(fn, args: Sequence[tuple[np.dtype, int]]) -> None:
-    """Compile kernel ``fn`` for C-contiguous arrays of these (dtype, ndim), now rather than
-    on its first call, or load that machine code from Numba's disk cache; counted in STATS.
+    """Compile kernel ``fn`` for C-contiguous arrays of these (dtype, ndim), ndim 0 meaning
+    a NumPy scalar, now rather than on its first call, or load that machine code from
+    Numba's disk cache; counted in STATS.
 
     The executor binds a program before its first step, so a kernel compiled here never
     stalls a step, and the time shows up where ``netlang bench`` can report it."""
-    signature = tuple(numba.types.Array(numba.from_dtype(np.dtype(d)), ndim, "C")
-                      for d, ndim in args)
+    def numba_type(dtype, ndim: int):
+        scalar = numba.from_dtype(np.dtype(dtype))
+        return numba.types.Array(scalar, ndim, "C") if ndim else scalar
+    signature = tuple(numba_type(d, ndim) for d, ndim in args)
     if signature in fn.overloads:
         return
     started = time.perf_counter()
