@@ -179,7 +179,7 @@ def test_a_group_may_write_over_the_input_it_is_told(expr, shapes, overwritten):
     from netlang.runtime.cpu_kernels import KernelState, fused
 
     rng = np.random.default_rng(3)
-    inputs = [rng.standard_normal(shape).astype(np.float32) + 0.5 for shape in shapes]
+    inputs = [np.abs(rng.standard_normal(shape)).astype(np.float32) + 0.5 for shape in shapes]
     kernel = fused(shapes, [np.float32] * len(shapes), {"expr": expr}, KernelState())
     expected = kernel(*[a.copy() for a in inputs])
     variant = kernel.overwriting(overwritten)
