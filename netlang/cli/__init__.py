@@ -63,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_kernel_compiles() -> None:
+    """A progress line on stderr while generated kernels compile the first time (a terminal
+    sees one line rewritten; a log, one line per kernel)."""
+    from netlang.runtime import jit
+
+    end = "\r" if sys.stderr.isatty() else "\n"
+    jit.on_compile = lambda line: print(line, end=end, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -74,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         from netlang.runtime.threads import configure_cpu_threads
 
         configure_cpu_threads()
+        show_kernel_compiles()
     try:
         return int(args._run(args) or 0)
     except NetlangError as err:

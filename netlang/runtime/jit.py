@@ -155,6 +155,15 @@ def compile_now(fn, args: Sequence[tuple[np.dtype, int]]) -> None:
         STATS.cached += 1
     else:
         STATS.compiled += 1
+        if on_compile is not None:
+            on_compile(f"netlang: compiled generated kernel {STATS.compiled} "
+                       f"({STATS.compile_seconds:.1f} s so far; first run only, cached in "
+                       f"{cache_dir()})")
+
+
+# Called with a progress line after each kernel compiled cold (not loaded from the cache);
+# the netlang command sets it (cli/__init__.py), the library itself prints nothing.
+on_compile = None
 
 
 def set_threads(count: int) -> int:

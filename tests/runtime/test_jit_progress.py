@@ -1,0 +1,33 @@
+"""The progress line of a cold kernel compile, and its silence on a warm cache."""
+from __future__ import annotations
+
+import numpy as np
+
+from netlang.runtime import jit
+
+SOURCE = '''
+from netlang.runtime.jit import kernel
+
+
+@kernel(parallel=False)
+def add_one(a, out):
+    for i in range(a.shape[0]):
+        out[i] = a[i] + 1
+'''
+
+
+def test_a_cold_compile_reports_a_line_and_a_cached_one_does_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETLANG_CACHE_DIR", str(tmp_path))
+    lines: list[str] = []
+    monkeypatch.setattr(jit, "on_compile", lines.append)
+    source = SOURCE + f"\n# test {tmp_path.name}\n"   # a text no earlier run has cached
+    fn = jit.compile_source(source, "add_one", "progress test")
+    jit.compile_now(fn, [(np.float32, 1), (np.float32, 1)])
+    assert len(lines) == 1
+    assert lines[0].startswith("netlang: compiled generated kernel ")
+    assert lines[0].endswith(f"first run only, cached in {tmp_path})")
+    out = np.empty(3, np.float32)
+    fn(np.arange(3, dtype=np.float32), out)
+    assert out.tolist() == [1.0, 2.0, 3.0]
+    jit.compile_now(fn, [(np.float32, 1), (np.float32, 1)])   # already compiled: no line
+    assert len(lines) == 1
