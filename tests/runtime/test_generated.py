@@ -157,6 +157,13 @@ def run_generated(expr: tuple, arrays: list, parallel: bool):
     assert got.shape == want.shape and got.dtype == want.dtype, expr
     out = np.full(want.shape, 7, want.dtype)
     assert run(*arrays, out=out) is out
+    for i, a in enumerate(arrays):       # each input the output may be written over
+        over = run.overwriting(i)
+        if over is not None:
+            assert a.shape == want.shape and a.dtype == want.dtype
+            mine = [b.copy() if k == i else b for k, b in enumerate(arrays)]
+            assert over(*mine, out=mine[i]) is mine[i]
+            np.testing.assert_array_equal(mine[i], out, err_msg=f"{expr} over x{i}")
     return got, out, want
 
 
@@ -173,7 +180,7 @@ def test_groups_of_exact_ops_equal_the_reference_bit_for_bit(case):
 @given(case=groups(APPROX + ["add", "mul", "sub", "relu", "maximum"]))
 def test_groups_with_libm_calls_equal_the_reference_within_tolerance(case):
     expr, arrays, parallel = case
-    arrays = [np.abs(a) + 0.25 for a in arrays]    # log, pow and sqrt of real numbers
+    arrays = [np.asarray(np.abs(a) + 0.25) for a in arrays]    # log, pow, sqrt of reals
     got, out, want = run_generated(expr, arrays, parallel)
     np.testing.assert_allclose(got, want, **TOLERANCE[want.dtype.type], err_msg=str(expr))
     np.testing.assert_array_equal(out, got)
@@ -234,10 +241,15 @@ def test_out_is_written_and_a_variable_may_be_overwritten(parallel):
     fresh = run(*arrays)
     assert fresh is not arrays[4] and fresh.flags.c_contiguous
     np.testing.assert_array_equal(fresh, want)
-    assert run.overwriting(0) is run and run.overwriting(1) is None   # a scalar input
+    assert run.overwriting(1) is None                                  # a scalar input
+    over = run.overwriting(4)
+    assert over.writes_out and run.overwriting(4) is over
+    spare = np.empty_like(want)                     # the variable held elsewhere: a spare
+    assert over(*arrays, out=spare) is spare
+    np.testing.assert_array_equal(spare, want)
     param = arrays[4].copy()
     arrays[4] = param
-    assert run.overwriting(4)(*arrays, out=param) is param
+    assert over(*arrays, out=param) is param
     np.testing.assert_array_equal(param, want)
     with pytest.raises(ValueError, match="C-contiguous"):
         run(*arrays, out=np.empty((17, 33), np.float32).T)
