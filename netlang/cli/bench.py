@@ -63,6 +63,10 @@ def add_arguments(parser, no_torch_help: str = NO_TORCH_HELP) -> None:
                         help="run netlang without the fusion pass (to see what it buys)")
     parser.add_argument("--compile-runs", type=int, default=5,
                         help="compile mnist.net's train step this many times (0: skip)")
+    parser.add_argument("--kernel-start", action="store_true",
+                        help="also time how long mnist.net's step takes to get its generated "
+                             "kernels: the first time ever (an empty cache) and with a warm "
+                             "cache, each in a fresh process")
     parser.add_argument("--allocations", action="store_true",
                         help="also count arrays and kernel calls per step, fused vs not")
     parser.add_argument("--profile", type=int, default=0, metavar="TOP",
@@ -301,6 +305,60 @@ def compile_times(spec: Path, runs: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in stages.items()}
 
 
+# Run in a fresh process by ``kernel_start``: what a user's ``netlang train`` pays before its
+# first step, apart from the graph compile above (its JSON on the last line of stdout).
+KERNEL_START = """
+import json, sys, time
+started = time.perf_counter()
+from netlang.runtime import jit
+numba_import = time.perf_counter() - started
+from pathlib import Path
+from netlang.cli.bench import netlang_step
+step = netlang_step(Path(sys.argv[1]), 64, "cpu")[0]
+began = time.perf_counter()
+step()
+first = time.perf_counter() - began
+began = time.perf_counter()
+step()
+second = time.perf_counter() - began
+s = jit.STATS
+print(json.dumps({"numba_import_s": numba_import, "kernels_s": s.seconds + s.compile_seconds,
+                  "compiled": s.compiled, "cached": s.cached, "written": s.written,
+                  "first_step_s": first, "next_step_s": second}))
+"""
+
+
+def kernel_start(spec: Path, cache: Path) -> dict[str, Any]:
+    """One fresh process binding ``spec``'s train step at batch 64 with netlang's kernel
+    cache and Numba's machine-code cache (of the hand-written loops too) in ``cache``, which
+    starts empty, so the first call compiles every kernel as on a user's first-ever run."""
+    import os
+
+    env = dict(os.environ, NETLANG_CACHE_DIR=str(cache), NUMBA_CACHE_DIR=str(cache / "numba"))
+    done = subprocess.run([sys.executable, "-c", KERNEL_START, str(spec)], env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise UsageError(f"timing the kernels' start failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_kernel_start(spec: Path) -> dict[str, Any]:
+    """The kernels' first-ever compile, then a warm start from the cache it left."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="netlang-kernels-") as folder:
+        cold = kernel_start(spec, Path(folder))
+        warm = kernel_start(spec, Path(folder))
+    print(f"\nkernels of specs/{spec.name}'s train step at batch 64, each start in a fresh "
+          "process (beside the graph compile above):")
+    for name, row in (("first ever (empty cache)", cold), ("warm cache", warm)):
+        print(f"  {name}: kernels {row['kernels_s'] * 1e3:,.0f} ms ({row['compiled']} "
+              f"compiled, {row['cached']} from cache), importing Numba "
+              f"{row['numba_import_s'] * 1e3:,.0f} ms, first step {row['first_step_s'] * 1e3:,.0f}"
+              f" ms, next step {row['next_step_s'] * 1e3:,.1f} ms")
+    return {"cold": cold, "warm": warm}
+
+
 def step_allocations(spec: Path, batch: int, fused: bool) -> dict[str, int]:
     """One CPU training step: kernel calls, arrays kernels allocate, tracemalloc peak."""
     from netlang.runtime.fused_plan import plan_for
@@ -402,6 +460,8 @@ def run(args, rivals: Sequence[Rival] = (), rivals_note: str = NO_RIVALS) -> int
         print("\ncompile time of specs/mnist.net's train step (median of "
               f"{args.compile_runs}): " + ", ".join(f"{k} {v * 1e3:.0f} ms"
                                                      for k, v in times.items()))
+    if getattr(args, "kernel_start", False):
+        report["kernel_start"] = print_kernel_start(spec_path(args.specs, "mnist"))
     if args.allocations:
         report["allocations"] = print_allocations(args)
     if args.json:

@@ -200,3 +200,16 @@ def test_tools_bench_times_each_rival_next_to_netlang(tmp_path, monkeypatch, cap
         *(("residual", s) for s in ["netlang", "pytorch", "pytorch_channels_last", *jax])]
     # The torch.nn and JAX mirrors have exactly the specs' parameters.
     assert all(r["note"] == "" and r["params"] > 0 for r in rows), rows
+
+
+def test_kernel_start_compiles_once_then_loads_from_the_cache_it_left(capsys):
+    """``--kernel-start``: the first fresh process compiles every kernel into an empty cache,
+    the second compiles none and loads each one the first compiled."""
+    from netlang.cli.bench import SPECS, print_kernel_start
+
+    report = print_kernel_start(SPECS / "spiral.net")
+    cold, warm = report["cold"], report["warm"]
+    assert cold["compiled"] > 0 and cold["cached"] == 0
+    assert warm["compiled"] == 0 and warm["cached"] == cold["compiled"]
+    out = capsys.readouterr().out
+    assert "first ever (empty cache): kernels " in out and "warm cache: kernels " in out
