@@ -18,6 +18,8 @@ array.  That array must be the state's alone: one that anybody else still holds 
 parameter, a copy of the state kept to re-run a step) is never overwritten; the update then
 goes to a spare array, recycled once nobody holds it (``Spares``).  A run that fails after
 an in-place update has changed that variable (updates are the last calls of a train step).
+Consecutive in-place updates of one shape made by generated kernels (a parameter and its
+optimizer slots) run as one loop that reads and writes each array once (``merge_updates``).
 """
 from __future__ import annotations
 
@@ -248,11 +250,12 @@ def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
                                 _scratch_bytes(run))
              for c, run in zip(program.calls, runs)]
     escaping = [*program.fetches, *program.updates.values()]
-    runs, targets = list(runs), {}
-    for update, index, variant in in_place_updates(program, steps, runs, types, dims,
-                                                   escaping):
+    runs, targets, overwritten = list(runs), {}, {}
+    for update, index, variant, position in in_place_updates(program, steps, runs, types,
+                                                             dims, escaping):
         bound.in_place.append(update)
         runs[index], targets[index] = variant, update.target
+        overwritten[index] = position
         old = steps[index]
         steps[index] = memory.StepBuffers(old.out, old.args, old.nbytes, True,
                                           _scratch_bytes(variant))
@@ -263,6 +266,40 @@ def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
     for index, call in enumerate(bound.calls):
         bound.calls[index] = _with_buffers(call, index, runs[index], views,
                                            targets.get(index))
+    merge_updates(program, bound, runs, targets, overwritten, types)
+
+
+def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,
+                  overwritten: dict, types: dict) -> None:
+    """Runs of consecutive in-place updates of one shape (a parameter and its optimizer
+    slots, which the train step builds one after another) become one generated loop
+    (``generated.merged_updates``) at the first one's place; the others then only hand on
+    the array their update was written into.  Nothing else runs between them, so every
+    input the loop reads is still alive and no planned buffer is reused in between."""
+    from netlang.runtime import generated
+
+    index = 0
+    while index < len(bound.calls):
+        shape = types.get(bound.calls[index][0])
+        end = index
+        while (end in targets and shape is not None and types.get(bound.calls[end][0]) == shape
+               and generated.mergeable(runs[end], *shape)):
+            end += 1
+        if end - index >= 2:
+            window = range(index, end)
+            members = [(runs[i], program.calls[i].args, overwritten[i]) for i in window]
+            run, args = generated.merged_updates(members, [program.calls[i].out for i in window])
+            out, _, _, dead = bound.calls[index]
+            bound.calls[index] = (out, run, (*args, *(targets[i] for i in window)), dead)
+            for i in window[1:]:
+                out, _, _, dead = bound.calls[i]
+                bound.calls[i] = (out, _last, (targets[i],), dead)
+        index = max(end, index + 1)
+
+
+def _last(array):
+    """A merged update's later member: its array was written by the first one's loop."""
+    return array
 
 
 def _with_buffers(call: tuple, index: int, run: Callable, views: dict, target) -> tuple:
@@ -300,7 +337,7 @@ def in_place_updates(program: Program, steps: list, runs: list, types: dict,
             continue
         variant = overwriting(args.index(var))
         if variant is not None:
-            yield InPlace(name, ("update", name), *var_type), index, variant
+            yield InPlace(name, ("update", name), *var_type), index, variant, args.index(var)
 
 
 def _overwriting(run: Callable, scratch: tuple) -> Callable:

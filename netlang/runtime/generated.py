@@ -18,6 +18,10 @@ left out, and so are the inputs only they read.  Anything else (an op without an
 integer dtypes, another broadcast) makes the factory decline, and so does an element that
 calls libm (``exp``, ``tanh``: see ``fast_on_cpu``): the NumPy plan runs, and it stays the
 reference the tests compare with.
+
+A variable's update and its optimizer slots' (Adam's m, v and parameter), each a group of its
+own in the IR, are merged by the executor into one loop with several outputs
+(``merged_updates``), so each array is read and written once per step.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import functools
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -284,13 +289,7 @@ def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
                         f"        v{i}[j] = x{i}[j % x{i}.shape[0]]"]
         if kind != "unused":
             body.append(f"            e{i} = {element[kind].format(i=i)}")
-    env = {input_ref(i): f"e{i}" for i in range(len(kinds))}
-    for j in live_parts(expr)[0]:
-        (op, args, attrs), t = expr[j], types[j]
-        tree = parse_c(get_op(op).expr)
-        value = to_python(tree, [env[a] for a in args], t.dtype, dict(attrs))
-        env[step_ref(j)] = f"t{j}"
-        body.append(f"            t{j} = {SCALAR_TYPES[t.dtype]}({value})")
+    body += element_steps(expr, types, [f"e{i}" for i in range(len(kinds))], "t", 12)
     args = "".join(f"x{i}, " for i, kind in enumerate(kinds) if kind in PASSED)
     return "\n".join([
         "import math", "", "import numpy as np", "",
@@ -300,6 +299,21 @@ def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
         f"    for r in {'prange' if parallel else 'range'}(rows):",
         "        for j in range(cols):", *body,
         f"            out[r, j] = t{len(expr) - 1}", ""])
+
+
+def element_steps(expr: tuple, types: Sequence[TensorType], operands: Sequence[str],
+                  prefix: str, indent: int) -> list[str]:
+    """The lines computing one element of the group's output, step ``j`` into local
+    ``{prefix}{j}`` (the last step is the output), its inputs read from ``operands``."""
+    env = {input_ref(i): name for i, name in enumerate(operands)}
+    lines = []
+    for j in live_parts(expr)[0]:
+        (op, args, attrs), t = expr[j], types[j]
+        tree = parse_c(get_op(op).expr)
+        value = to_python(tree, [env[a] for a in args], t.dtype, dict(attrs))
+        env[step_ref(j)] = f"{prefix}{j}"
+        lines.append(f"{' ' * indent}{prefix}{j} = {SCALAR_TYPES[t.dtype]}({value})")
+    return lines
 
 
 def group_label(expr: tuple, shown: int = 6) -> str:
@@ -343,7 +357,8 @@ def generated_kernel(expr: tuple, shapes: Sequence[tuple], dtypes: Sequence,
         return compiled_kernel(expr, [*kinds[:i], "out", *kinds[i + 1:]], in_dtypes,
                                out_dtype, parallel)
     return bind_arrays(fn, in_place, kinds, [d.numpy for d in in_dtypes],
-                       layout(out_shape, kinds), out_shape, out_dtype.numpy)
+                       layout(out_shape, kinds), out_shape, out_dtype.numpy,
+                       Group(expr, tuple(kinds), tuple(in_dtypes), out_shape, out_dtype))
 
 
 def compiled_kernel(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
@@ -356,8 +371,20 @@ def compiled_kernel(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType
     return fn
 
 
+@dataclass(frozen=True)
+class Group:
+    """What a generated run computes, kept on it (``run.group``) so that the executor can
+    merge the in-place updates of one variable's slots into one loop (``merged_updates``)."""
+
+    expr: tuple
+    kinds: tuple[str, ...]
+    in_dtypes: tuple[DType, ...]
+    out_shape: tuple
+    out_dtype: DType
+
+
 def bind_arrays(fn, in_place: Callable, kinds, dtypes, grid: tuple[int, int],
-                out_shape: tuple, out_dtype) -> Callable:
+                out_shape: tuple, out_dtype, group: Group) -> Callable:
     """The call the executor makes: the output allocated, or the caller's C-contiguous
     ``out``, written through its ``[rows, cols]`` view.  It is generated too (one line per
     input, no loop), as a step's small kernels cost what their Python calls cost: inputs
@@ -393,7 +420,7 @@ def bind_arrays(fn, in_place: Callable, kinds, dtypes, grid: tuple[int, int],
         lines += [f"    {call('fn')}", "    return out", ""]
         exec(compile("\n".join(lines), "<generated kernel call>", "exec"), scope)  # noqa: S102
         made = writes_out(scope["run"])
-        made.overwriting = overwriting
+        made.overwriting, made.group = overwriting, group
         return made
 
     @functools.cache
@@ -401,6 +428,97 @@ def bind_arrays(fn, in_place: Callable, kinds, dtypes, grid: tuple[int, int],
         same = 0 <= i < len(kinds) and kinds[i] == "full" and dtypes[i] == out_dtype
         return make(i) if same else None
     return make(None)
+
+
+# -- in-place updates merged: one loop for a variable and its optimizer slots -----------------
+
+def mergeable(run: Callable, shape: tuple, dtype) -> bool:
+    """Whether ``run`` is a generated group over ``shape``/``dtype`` whose inputs are all
+    full-size or single numbers (what ``merged_updates`` loops over)."""
+    group = getattr(run, "group", None)
+    return (group is not None and group.out_shape == tuple(shape)
+            and group.out_dtype.numpy == np.dtype(dtype)
+            and set(group.kinds) <= {"full", "scalar", "unused"})
+
+
+def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
+                   outs: Sequence[int]) -> tuple[Callable, tuple]:
+    """One loop for a run of in-place updates of the same shape (Adam's m, v and parameter:
+    7 memory passes per element instead of 10), each member written into its own array.
+
+    ``members``: (its generated run, its argument ids, the position of the argument its
+    output overwrites, or None); ``outs``: each member's output id, which a later member may
+    read.  Returns ``(run, args)``: ``run(*arrays)`` takes the values of ``args`` (the
+    members' arguments, each once, but for the outputs of earlier members) and then the
+    arrays the members write, in order, and returns the first member's.  Element by element
+    each member computes what it did alone, in the same order: the results are bit for bit
+    the same.  When every member writes over the variable it updates, the loop reads each
+    from its output array (two overlapping arrays would keep LLVM from vectorising it, as
+    ``bind_arrays`` says); else (an update written into a spare) from the variable's own."""
+    groups = [run.group for run, _, _ in members]
+    produced = {out: m for m, out in enumerate(outs)}
+    args: list[int] = []
+    kinds: list[str] = []
+    dtypes: list[DType] = []
+    operands: list[list] = []      # per member, per input: an index into args or a local
+    for m, ((_, member_args, over), group) in enumerate(zip(members, groups)):
+        mine = []
+        for i, (arg, kind) in enumerate(zip(member_args, group.kinds)):
+            if arg in produced and produced[arg] < m:
+                mine.append(f"t{produced[arg]}_{len(groups[produced[arg]].expr) - 1}")
+            elif kind == "unused":
+                mine.append("None")
+            else:
+                if arg not in args:
+                    args.append(arg)
+                    kinds.append(kind)
+                    dtypes.append(group.in_dtypes[i])
+                mine.append(args.index(arg))
+        operands.append(mine)
+    overwritten = {m: args.index(member_args[over])
+                   for m, (_, member_args, over) in enumerate(members) if over is not None}
+    out_dtype = groups[0].out_dtype.numpy
+
+    def compiled(from_out: bool) -> Callable:
+        read = {i: f"o{m}" for m, i in overwritten.items()} if from_out else {}
+        # every old value is read before anything is written (a member may read another's)
+        body = [f"        o{m} = out{m}[k]" for m in overwritten if from_out]
+        for m, group in enumerate(groups):
+            names = [read.get(x, f"e{x}") if isinstance(x, int) else x for x in operands[m]]
+            types = step_types(group.expr, [TensorType(d, ()) for d in group.in_dtypes])
+            body += element_steps(group.expr, types, names, f"t{m}_", 8)
+        passed = [i for i in range(len(args)) if i not in read]
+        reads = [f"        e{i} = x{i}[k]" for i in passed if kinds[i] == "full"]
+        scalars = [f"    e{i} = x{i}" for i in passed if kinds[i] == "scalar"]
+        writes = [f"        out{m}[k] = t{m}_{len(g.expr) - 1}" for m, g in enumerate(groups)]
+        parallel = math.prod(groups[0].out_shape) >= SERIAL_BELOW
+        names = [f"x{i}" for i in passed] + [f"out{m}" for m in range(len(groups))]
+        source = "\n".join([
+            "import math", "", "import numpy as np", "",
+            "from netlang.runtime.jit import kernel, prange", "", "",
+            f"@kernel(parallel={parallel})", f"def updates({', '.join(names)}):", *scalars,
+            f"    for k in {'prange' if parallel else 'range'}(out0.shape[0]):",
+            *reads, *body, *writes, ""])
+        label = "updates: " + "; ".join(group_label(g.expr).split(": ")[-1] for g in groups)
+        fn = jit.compile_source(source, "updates", label[:60])
+        jit.compile_now(fn, [(dtypes[i].numpy, int(kinds[i] == "full")) for i in passed]
+                        + [(out_dtype, 1)] * len(groups))
+        return fn, passed
+
+    (in_place, kept), (apart, _) = compiled(True), compiled(False)
+    flat = [(lambda x: np.ascontiguousarray(x).reshape(-1)) if k == "full"
+            else (lambda x: x.reshape(-1)[0]) for k in kinds]
+    n_in, pairs = len(args), [(m, i) for m, i in overwritten.items()]
+
+    def run(*arrays):
+        outs = arrays[n_in:]
+        targets = [o.reshape(-1) for o in outs]
+        if all(outs[m] is arrays[i] for m, i in pairs):
+            in_place(*[flat[i](arrays[i]) for i in kept], *targets)
+        else:
+            apart(*[view(x) for view, x in zip(flat, arrays)], *targets)
+        return outs[0]
+    return run, tuple(args)
 
 
 # -- the factories ----------------------------------------------------------------------------

@@ -17,10 +17,11 @@ from netlang.model import Model
 from netlang.runtime import memory, onednn
 from netlang.runtime.backend import Backend
 from netlang.runtime.cpu_kernels import cpu_factories
-from netlang.runtime.executor import Spares, sole_holder
+from netlang.runtime.executor import Spares, _last, sole_holder
 from netlang.runtime.memory import StepBuffers
 from netlang.runtime.onednn_kernels import onednn_kernels
 from netlang.train.config import train_config
+from netlang.train.optimizers import OPTIMIZERS, make_optimizer
 from netlang.train.step import LR_INPUT, build_train_graph
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -426,3 +427,36 @@ def test_with_the_default_kernels_only_kernels_without_out_allocate():
     with_out = {out for out, run, _, _ in planned.calls
                 if getattr(getattr(run, "func", run), "writes_out", False)}
     assert probe.allocating and not set(probe.values) & with_out
+
+
+# -- a variable and its optimizer slots updated by one loop -----------------------------------
+
+def optimizer_trajectory(name: str, weight_decay: float, planned: bool, steps: int = 3):
+    """``steps`` train steps of mnist_small with optimizer ``name``: losses, state, and how
+    many calls hand on an array a merged update wrote (``executor._last``)."""
+    model = netlang.compile(str(SPECS / "mnist_small.net"))
+    optimizer = make_optimizer(name, {"lr": 0.01})
+    graph = build_train_graph(model, optimizer, weight_decay)
+    session = Model(graph, passes=model.passes).session("cpu", 0)
+    session.executor.buffer_plan = planned
+    rng = np.random.default_rng(2)
+    feeds = {LR_INPUT: np.float32(0.01), "image": rng.standard_normal((8, 28, 28, 1), np.float32),
+             "label": rng.integers(0, 10, 8).astype(np.int32)}
+    losses = [step(session, feeds, model.graph.loss) for _ in range(steps)]
+    (per_size,) = session.executor._bound.values()
+    handed_on = sum(run is _last for bound in per_size.values()
+                    for _, run, _, _ in bound.calls)
+    return losses, session.state.to_numpy(), handed_on
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_merged_updates_give_the_same_bits_for_every_optimizer(name, weight_decay):
+    """With the plan, each parameter's update and its slots' (momentum, m and v, ...) run as
+    one generated loop; parameters and slots equal the unplanned run's bit for bit."""
+    planned = optimizer_trajectory(name, weight_decay, True)
+    plain = optimizer_trajectory(name, weight_decay, False)
+    assert planned[0] == plain[0]
+    for key in plain[1]:
+        np.testing.assert_array_equal(planned[1][key], plain[1][key], err_msg=key)
+    assert (planned[2] > 0 or name == "sgd") and plain[2] == 0
