@@ -28,14 +28,26 @@ def _dropout_mask_shape(x: TensorType, rate) -> TensorType:
     return x
 
 
-def dropout_mask_kernel(xp, x, rate, rng=None):
+def dropout_mask_kernel(xp, x, rate, rng=None, out=None):
+    """The mask from ``rng``'s uniform draws.  ``out`` (a C-contiguous NumPy array of x's
+    shape and dtype, from the executor's buffer plan) receives the same numbers the
+    allocating path returns, drawn into it directly."""
     rate = check_rate(rate)
     rng = rng if rng is not None else np.random.default_rng()
     dtype = np.dtype(x.dtype)
+    scale = dtype.type(1.0 / (1.0 - rate))
+    if out is not None:
+        rng.random(out=out, dtype=dtype)
+        np.greater_equal(out, dtype.type(rate), out=out)
+        out *= scale
+        return out
     keep = rng.random(x.shape, dtype=dtype) >= dtype.type(rate)
     mask = keep.astype(dtype)
-    mask *= dtype.type(1.0 / (1.0 - rate))
+    mask *= scale
     return xp.asarray(mask)
+
+
+dropout_mask_kernel.writes_out = True     # on the CPU (NumPy): see ``Executor._kernel``
 
 
 defop("dropout_mask", arity=1, shape=_dropout_mask_shape, kernel=dropout_mask_kernel,

@@ -1,6 +1,7 @@
 """Shape/dtype rules shared by several op families, and kernel helpers they share."""
 from __future__ import annotations
 
+import functools
 import math
 
 from netlang.errors import ShapeError
@@ -76,7 +77,14 @@ def sum_leading_axes(xp, x, count: int):
     if x.dtype.kind != "f" or not x.flags.c_contiguous or rows < 2 or count == 0:
         return x.sum(axis=tuple(range(count)))
     flat = x.reshape(rows, -1)
-    return (xp.ones(rows, dtype=x.dtype) @ flat).reshape(x.shape[count:])
+    return (_ones(xp, rows, x.dtype) @ flat).reshape(x.shape[count:])
+
+
+@functools.lru_cache(maxsize=32)
+def _ones(xp, rows: int, dtype):
+    """A vector of ones, made once per size (a training step sums the same shapes every
+    step; a new one each time was its largest allocation after the buffer plan)."""
+    return xp.ones(rows, dtype=dtype)
 
 
 def sum_to_shape(xp, g, shape: tuple):

@@ -37,6 +37,7 @@ from netlang.ir.types import bind_dims
 from netlang.runtime import memory
 from netlang.runtime.backend import Backend
 from netlang.runtime.cpu_kernels import KernelState
+from netlang.runtime.cpu_kernels import writes_out as marked_writing_out
 from netlang.runtime.profile import KernelProfile
 from netlang.runtime.program import Program
 
@@ -139,7 +140,12 @@ class Executor:
                     if run is not None:
                         return run
         kernel = self.backend.kernel_for(call.opdef)
-        return functools.partial(kernel, self.backend.xp, **attrs)
+        run = functools.partial(kernel, self.backend.xp, **attrs)
+        # A reference kernel that can write into a given NumPy array (dropout's mask) gets
+        # its planned buffer on the CPU too.
+        if getattr(kernel, "writes_out", False) and self.backend.xp is np:
+            return marked_writing_out(run)
+        return run
 
     def run(self, program: Program, feeds: dict[int, Any], store) -> list[Any]:
         """Run ``program``: ``feeds`` maps fed ids to arrays, ``store`` holds the variables
