@@ -1,4 +1,4 @@
-"""netlang run FILE --fetch NAME --feed NAME=VALUE: compute values of a graph."""
+"""netlang run FILE --fetch NAME --feed NAME=VALUE [--times K]: compute values of a graph."""
 from __future__ import annotations
 
 import json
@@ -27,6 +27,9 @@ def add_arguments(parser) -> None:
                         help="a value for a name: a number, a list like [1,2], or a .npy file")
     parser.add_argument("--train", action="store_true", help="run in training mode")
     parser.add_argument("--seed", type=int, default=0, help="seed for parameters and noise")
+    parser.add_argument("--times", type=int, default=1, metavar="K",
+                        help="run K times in one session, printing the fetches after each "
+                             "run (variables that assign() updates keep their new values)")
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="print fetched values that hold a NaN or an infinity instead of "
                              "stopping with an error")
@@ -55,15 +58,18 @@ def run(args) -> int:
         if name in feeds:
             raise UsageError(f"--feed {name} is given twice", hint="feed each name once")
         feeds[name] = value
-    before = (dict(session.state.arrays), session.rng.bit_generator.state)
-    with np.errstate(all="ignore"):    # a NaN is reported below, with the op it came from
-        values = session.run(list(args.fetch), feeds, training=args.train)
-    if not args.allow_nonfinite:
-        check_finite(session, args, feeds, values, *before)
-    for name, value in zip(args.fetch, values):
-        # floatmode="unique": as many digits as the dtype needs (5.2831855 for f32), no more.
-        text = np.array2string(np.asarray(value), separator=", ", floatmode="unique")
-        print(f"{name} = {text}")
+    if args.times < 1:
+        raise UsageError(f"--times must be at least 1, got {args.times}")
+    for _ in range(args.times):
+        before = (dict(session.state.arrays), session.rng.bit_generator.state)
+        with np.errstate(all="ignore"):    # a NaN is reported below, with the op it came from
+            values = session.run(list(args.fetch), feeds, training=args.train)
+        if not args.allow_nonfinite:
+            check_finite(session, args, feeds, values, *before)
+        for name, value in zip(args.fetch, values):
+            # floatmode="unique": as many digits as the dtype needs (5.2831855 for f32).
+            text = np.array2string(np.asarray(value), separator=", ", floatmode="unique")
+            print(f"{name} = {text}", flush=True)
     return 0
 
 

@@ -39,6 +39,7 @@ from netlang.frontend.names import Env
 from netlang.frontend.scopes import LayerRecord, Namer, ScopeInfo, join
 from netlang.ir.types import DType, TensorType
 from netlang.ops.registry import OPS, REQUIRED, get_op
+from netlang.ops.state import ASSIGN_OP
 
 NOT_CALLABLE = frozenset({"input", "param", "state", "const", "mode"})
 MAX_REPEAT = 1000
@@ -88,6 +89,8 @@ class CallLowering:
             return self._grad(args, span)
         if func == "repeat":
             return self._repeat(args, span)
+        if func == ASSIGN_OP:
+            return self._assign_call(args, span)
         if func in self.blocks:
             return self._block(self.blocks[func], args, span)
         if func in INITIALIZERS:
@@ -341,6 +344,24 @@ class CallLowering:
             out = self.apply(target.value.name, [value, *rest[1:]], span, target.span)
             value = Given(out, span)
         return value.value
+
+    def _assign_call(self, args: list[Given], span: Span) -> Tensor:
+        """``assign(x, x - 1)``: the new value of the variable x, stored when a run that
+        computes it ends (``runtime/program.plan`` makes it one of the run's updates)."""
+        a = bind(ASSIGN_OP, (Param("variable", tensor), Param("value", lambda v: v)), args,
+                 span, self.unknown_name)
+        node = self.graph.nodes[a["variable"].id]
+        if not node.is_variable():
+            what = (f"the input '{node.name}'" if node.is_source("input") else "a constant"
+                    if node.is_source("const") else f"a computed value ({node.op})")
+            raise ArgumentError("assign: the first argument must be a param (a variable), "
+                                f"got {what}", args[0].span,
+                                hint="declare it with param, e.g. param x: i32[] = 100")
+        with self.recording(None, ASSIGN_OP, span) as record:
+            value = self.as_tensor(a["value"], args[-1].span, like=node.type)
+            record.output = self.apply_primitive(ASSIGN_OP, (node.id, value),
+                                                 {"variable": node.name})
+        return Tensor(record.output)
 
     def _grad(self, args: list[Given], span: Span) -> Tensor:
         """``grad(y, x)``: d(sum y)/dx, typed like x (expanded by the autodiff pass)."""

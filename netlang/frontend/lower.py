@@ -168,11 +168,17 @@ class Lowering(CallLowering):
         if not type_.is_static:
             raise ShapeError(f"a parameter needs a fixed shape, got {type_}", decl.type.span,
                              hint="use numbers for every dim of a param")
-        init = self._init(self.eval(decl.init), decl.init.span)
+        value = self.eval(decl.init)
+        if isinstance(value, tuple) or (not type_.dtype.is_float and is_number(value)):
+            init = literal_init(decl.name, value, type_, decl.init.span)
+        else:
+            init = self._init(value, decl.init.span)
         self.env.ensure_new(decl.name, decl.name_span)
         path = join(self.b.scope_name, decl.name)
         with self.recording(path, "param", decl.span) as record:
-            record.output = self.param(decl.name, type_, init)
+            # an integer or bool param is a variable but not trained (no gradient exists)
+            make = self.param if type_.dtype.is_float else self.state
+            record.output = make(decl.name, type_, init)
         self.env.define(decl.name, Tensor(record.output), decl.name_span, "parameter")
         self.graph.values[path] = record.output
 
@@ -396,3 +402,31 @@ def _literal_dtype(array: np.ndarray, like: TensorType | None) -> DType:
     if like is not None and (like.dtype.is_float or array.dtype.kind == "i"):
         return like.dtype if like.dtype is not DType.bool else DType.f32
     return DType.f32 if array.dtype.kind == "f" else DType.i32
+
+
+def literal_init(name: str, value, type_: TensorType, span: Span) -> tuple:
+    """``param I: f32[2,2] = [[1,0],[0,1]]`` (or ``param x: i32[] = 100``): the init
+    ``("value", rows)`` holding the literal, checked against the declared type."""
+    def shape_of(v) -> tuple:
+        if isinstance(v, tuple):
+            inner = {shape_of(item) for item in v}
+            if len(inner) > 1:
+                raise ShapeError(f"the value of '{name}' has rows of different lengths", span,
+                                 hint="every row of a literal has as many numbers")
+            return (len(v), *(inner.pop() if inner else ()))
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ArgumentError(f"the value of '{name}' must be numbers, got {describe(v)}",
+                                span, hint=f"e.g. param {name}: {type_} = 0")
+        if not type_.dtype.is_float and v != int(v):
+            raise ArgumentError(f"'{name}' is {type_} but its value holds {v}", span,
+                                hint="an integer param takes whole numbers")
+        return ()
+
+    shape = shape_of(value)
+    if shape == () and type_.rank:
+        return ("constant", float(value))         # one number fills the param, as before
+    if shape != tuple(type_.shape):
+        got = "[" + ",".join(map(str, shape)) + "]"
+        raise ShapeError(f"the value of '{name}' is shaped {got}, but '{name}' is {type_}",
+                         span, hint="give one number, or a nested list of the declared shape")
+    return ("value", value)

@@ -1,6 +1,7 @@
 """Parameter initializers, as the seeds use them (Xavier/Glorot, He, zeros, constants).
 
-An init spec is a tuple: ``("glorot_normal",)``, ``("constant", 0.1)``, ``("normal", 0.35)``.
+An init spec is a tuple: ``("glorot_normal",)``, ``("constant", 0.1)``, ``("normal", 0.35)``,
+``("value", ((1, 0), (0, 1)))`` (a literal written in the spec).
 Normal variants draw from a normal truncated at two standard deviations, as TensorFlow's
 ``xavier_initializer(uniform=False)`` and ``variance_scaling_initializer`` do.
 """
@@ -42,6 +43,8 @@ def initialize(init: tuple, shape: tuple[int, ...], dtype: np.dtype,
         out = np.ones(shape)
     elif kind == "constant":
         out = np.full(shape, float(args[0]))
+    elif kind == "value":       # a literal from the spec, already checked against shape
+        out = np.array(args[0]).reshape(shape)
     elif kind == "normal":
         out = rng.standard_normal(shape) * float(args[0] if args else 1.0)
     elif kind == "glorot_normal":
@@ -59,5 +62,5 @@ def initialize(init: tuple, shape: tuple[int, ...], dtype: np.dtype,
     return np.asarray(out, dtype=dtype)
 
 
-INITIALIZERS = ("zeros", "ones", "constant", "normal", "glorot_normal", "glorot_uniform",
+INITIALIZERS = ("zeros", "ones", "constant", "value", "normal", "glorot_normal", "glorot_uniform",
                 "he_normal", "he_uniform")

@@ -14,6 +14,7 @@ from typing import Any
 from netlang.errors import ExecutionError, FeedError
 from netlang.ir.graph import Graph, Node
 from netlang.ops.registry import get_op
+from netlang.ops.state import ASSIGN_OP
 from netlang.runtime.memory import last_uses
 
 _NO_KERNEL_HINT = {"mode": "bind the train/eval mode first (passes.mode.bind_mode)",
@@ -55,9 +56,12 @@ def plan(graph: Graph, fetches: list[int], fed: set[int] = frozenset(),
     needed = graph.ancestors(roots, stop=fed)
     steps = [n for n in graph.nodes.values() if n.id in needed]
     for node in steps:
+        if node.op == ASSIGN_OP:
+            updates[node.attrs["variable"]] = _assignment(graph, node, updates)
+    for node in steps:
         if node.is_source("input") and node.id not in fed:
             raise _missing_feed(graph, node, fetches)
-    free = last_uses(steps, set(roots))
+    free = last_uses(steps, set(fetches) | set(updates.values()))
     program = Program(graph, steps, list(fetches), fed, updates, free)
     _compile_steps(program)
     return program
@@ -83,6 +87,22 @@ def _compile_steps(program: Program) -> None:
             program.calls.append(Call(node.id, opdef, node.inputs, dict(node.attrs),
                                       tuple(d for d in dead if d in computed),
                                       opdef.random, node))
+
+
+def _assignment(graph: Graph, node: Node, updates: dict[str, int]) -> int:
+    """An ``assign`` the run computes: the variable takes its value when the run ends, as
+    the train step's updates do; a variable updated twice in one run is an error."""
+    name = node.attrs["variable"]
+    other = updates.get(name)
+    if other is not None:
+        what = ("assigned again" if graph.nodes[other].op == ASSIGN_OP
+                else "updated by the training step")
+        where = graph.nodes[other].span
+        raise ExecutionError(f"'{name}' is {what}{f' at {where}' if where else ''} in the "
+                             "same run", node.span,
+                             hint="a run stores one new value per variable: fetch one of "
+                                  "its assignments per run")
+    return node.id
 
 
 def _missing_feed(graph: Graph, node: Node, fetches: list[int]) -> FeedError:

@@ -593,6 +593,57 @@ than the 2147483647 cells a kernel can index
       output y = maxpool(x, 100000, padding=same)
                  ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 hint: use a window no larger than the input, or padding=VALID"""),
+    Case("argument_assign_to_an_input", """\
+network n {
+  input y: f32[]
+  output d = assign(y, y + 1)
+}
+""", """\
+bad.net:3:21: argument error: assign: the first argument must be a param (a variable), got \
+the input 'y'
+      output d = assign(y, y + 1)
+                        ^
+hint: declare it with param, e.g. param x: i32[] = 100"""),
+    Case("shape_assign_of_another_shape", """\
+network n {
+  param x: f32[2] = 0
+  output e = assign(x, [1.0, 2.0, 3.0])
+}
+""", """\
+bad.net:3:14: shape error: assign: the new value of 'x' is f32[3], but 'x' is f32[2]
+      output e = assign(x, [1.0, 2.0, 3.0])
+                 ^^^^^^^^^^^^^^^^^^^^^^^^^^
+hint: an assignment keeps the variable's type; cast or reshape the value"""),
+    Case("shape_literal_param_with_ragged_rows", """\
+network n {
+  param I: f32[2,2] = [[1,0],[0,1,2]]
+  output I
+}
+""", """\
+bad.net:2:23: shape error: the value of 'I' has rows of different lengths
+      param I: f32[2,2] = [[1,0],[0,1,2]]
+                          ^^^^^^^^^^^^^^^
+hint: every row of a literal has as many numbers"""),
+    Case("shape_literal_param_of_another_shape", """\
+network n {
+  param I: f32[2,2] = [[1,0],[0,1],[1,1]]
+  output I
+}
+""", """\
+bad.net:2:23: shape error: the value of 'I' is shaped [3,2], but 'I' is f32[2,2]
+      param I: f32[2,2] = [[1,0],[0,1],[1,1]]
+                          ^^^^^^^^^^^^^^^^^^^
+hint: give one number, or a nested list of the declared shape"""),
+    Case("argument_integer_param_with_a_fraction", """\
+network n {
+  param k: i32[2] = [1, 1.5]
+  output k
+}
+""", """\
+bad.net:2:21: argument error: 'k' is i32[2] but its value holds 1.5
+      param k: i32[2] = [1, 1.5]
+                        ^^^^^^^^
+hint: an integer param takes whole numbers"""),
 ]
 
 

@@ -44,6 +44,12 @@ _unary("relu", away_from=0.0)
 _unary("stop_gradient", grad=False)
 
 
+@op_case("assign", grad=False)
+def assign_values(draw):
+    s = shape(draw)
+    return [array(draw, s), array(draw, s)], {"variable": "x0"}
+
+
 @op_case("relu_grad", wrt=(0,))
 def relu_grad_values(draw):
     s = shape(draw)
