@@ -109,7 +109,7 @@ class Rival:
 
 def passes_of(fused: bool) -> list:
     """The optimize pipeline, with or without the fusion pass."""
-    return list(OPTIMIZE) if fused else without(OPTIMIZE, "fusion")
+    return list(OPTIMIZE) if fused else without(OPTIMIZE, "batchnorm", "fusion")
 
 
 def train_config_of(model):

@@ -218,6 +218,28 @@ def _mean_grad_kernel(xp, g, like, axis, keepdims):
     return xp.broadcast_to(_expanded(g, like.shape, axes) / count, like.shape)
 
 
+def _count_rule(x: TensorType, axis, inverse) -> TensorType:
+    axes_of("count", axis, x)
+    if not isinstance(inverse, bool):
+        raise ShapeError(f"count: inverse must be true or false, got {inverse!r}")
+    if not x.dtype.is_float:
+        raise ShapeError(f"count: the count takes x's dtype, which must be a float, got {x}")
+    return TensorType(x.dtype, ())
+
+
+def _count_kernel(xp, x, axis, inverse):
+    count = math.prod(x.shape[a] for a in runtime_axes(axis, x.ndim))
+    # the steps mean_grad (count) and batch_variance_grad (dtype(1 / count)) take
+    return xp.asarray(1.0 / max(count, 1) if inverse else count, dtype=x.dtype)
+
+
+defop("count", arity=1, shape=_count_rule, attrs={"axis": None, "inverse": False},
+      flops=no_flops, kernel=_count_kernel, vjp=lambda b, n, g: (None,),
+      doc="How many elements of x a reduction over axis takes, as a scalar of x's dtype "
+          "(1 / that with inverse=true): the run's count, so N is the run's batch.  The "
+          "batchnorm pass divides per-channel vectors by it instead of broadcasting them.")
+
+
 defop("mean_grad", arity=2, attrs={"axis": REQUIRED, "keepdims": False},
       shape=lambda g, like, axis, keepdims: _grad_rule("mean_grad", g, like, axis, keepdims),
       flops=flops_per_input(1), kernel=_mean_grad_kernel,

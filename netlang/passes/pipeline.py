@@ -6,7 +6,8 @@ first, so every later pass sees gradients as ordinary nodes.
 first (it resolves the mode's selects), then simplification of what folding exposed, then
 CSE across forward and backward nodes, ``settle`` (the three again until nothing changes:
 merging can expose more, e.g. ``select(c, x, x)``), then pruning to what the run needs,
-convolutions fused with their bias (and relu), and elementwise fusion.
+convolutions fused with their bias (and relu), batchnorm's ops written as elementwise steps
+(only where fusion then merges them), and elementwise fusion.
 Each pass is ``Graph -> (Graph, report)``; the reports are what ``netlang explain`` prints.
 After every pass the IR verifier checks the result (``VERIFY``), naming the pass that broke it.
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from netlang.errors import IRError
 from netlang.ir.graph import Graph
 from netlang.passes.autodiff import expand_grads
+from netlang.passes.batchnorm import expand_batchnorm
 from netlang.passes.conv_bias import fuse_conv_bias
 from netlang.passes.cse import eliminate_common_subexpressions
 from netlang.passes.dce import eliminate_dead_code
@@ -62,6 +64,7 @@ OPTIMIZE: list[tuple[str, Pass]] = [
     ("settle", settle),
     ("dce", eliminate_dead_code),
     ("conv_bias", fuse_conv_bias),
+    ("batchnorm", expand_batchnorm),
     ("fusion", fuse_elementwise),
 ]
 

@@ -71,11 +71,12 @@ def first_nonfinite(session, fetches: list[str], feeds: dict, training: bool, up
 
 
 def _unfused_session(session):
-    """A session of the same graph whose programs skip the fusion pass (each op its own
+    """A session of the same graph whose programs skip the fusion passes (each op its own
     node, with its own spec location).  It shares the session's backend and RNG rather than
     initializing parameters anew; ``_watched_run`` gives it the state to run from."""
     model = session.model
-    twin = Model(model.graph, model.steps, model.lowered, without(model.passes, "fusion"))
+    twin = Model(model.graph, model.steps, model.lowered,
+                 without(model.passes, "batchnorm", "fusion"))
     other = Session.__new__(Session)
     other.__dict__.update(session.__dict__, model=twin, _ids={})
     other.executor = Executor(session.backend, session.rng)

@@ -105,6 +105,12 @@ def mean_grad_values(draw):
     return [array(draw, small), like], attrs
 
 
+@op_case("count")
+def count_values(draw):
+    x, attrs, _ = reduced_pair(draw)
+    return [x], {"axis": attrs["axis"], "inverse": draw(st.booleans())}
+
+
 @op_case("max_grad", wrt=(0,))
 def max_grad_at_the_max(draw):
     x, attrs, small = reduced_pair(draw, distinct)
