@@ -34,7 +34,7 @@ from netlang.frontend.arguments import (
 )
 from netlang.frontend.diagnostics import BROKEN, Cascade
 from netlang.frontend.initializers import INITIALIZERS, init_from_call
-from netlang.frontend.layers import LAYERS, NAME, SHARE, Layer, is_weighted_call
+from netlang.frontend.layers import LAYERS, NAME, SHARE, TRAINABLE, Layer, is_weighted_call
 from netlang.frontend.names import Env
 from netlang.frontend.scopes import LayerRecord, Namer, ScopeInfo, join
 from netlang.ir.types import DType, TensorType
@@ -61,6 +61,7 @@ class CallLowering:
         self.scopes: dict[str, ScopeInfo] = {}
         self.block_stack: list[str] = []
         self.sharing: str | None = None         # the scope being shared, while lowering it
+        self.frozen = False                     # inside a trainable=false use
         self.mode_id: int | None = None
         self.current: LayerRecord | None = None
 
@@ -155,9 +156,15 @@ class CallLowering:
 
     # -- what layer macros build with -----------------------------------------------------
     def param(self, local: str, type_: TensorType, init: tuple) -> int:
-        """A trainable parameter ``scope/local`` (or the shared one of that name)."""
+        """A trainable parameter ``scope/local`` (or the shared one of that name); inside a
+        layer or block used with ``trainable=false``, a variable the optimizer leaves alone."""
         if self.sharing is not None:
-            return self._shared_variable(local, type_, self.graph.params)
+            path = join(self.b.scope_name, local)
+            frozen = path not in self.graph.params and path in self.graph.state
+            return self._shared_variable(local, type_,
+                                         self.graph.state if frozen else self.graph.params)
+        if self.frozen:
+            return self.state(local, type_, init)
         path = join(self.b.scope_name, local)
         if path in self.graph.params:
             raise SpecNameError(f"parameter '{path}' is defined twice", self.b.span)
@@ -267,10 +274,22 @@ class CallLowering:
         signature = layer.weighted if weighted else layer.signature
         a = bind(layer.name, signature, args, span, self.unknown_name)
         name, share = a.pop("name"), a.pop("share", None)
+        trainable = a.pop("trainable", True)
         build = layer.build_weighted if weighted else layer.build
         path = self._scope_path(f"a {layer.name} layer", layer.prefix, name, share, span)
         shared = path if share is not None else None
-        return self._expand(layer.name, path, shared, lambda: build(self, a), span)
+        with self.freezing(not trainable):
+            return self._expand(layer.name, path, shared, lambda: build(self, a), span)
+
+    @contextlib.contextmanager
+    def freezing(self, frozen: bool):
+        """Inside, parameters are made as variables the optimizer does not train
+        (``trainable=false`` on a layer or block use; nested uses stay frozen)."""
+        outer, self.frozen = self.frozen, self.frozen or frozen
+        try:
+            yield
+        finally:
+            self.frozen = outer
 
     def _expand(self, kind: str, path: str, shared: str | None, build, span: Span) -> Tensor:
         """Run a macro under scope ``path``, recorded as one layer."""
@@ -288,7 +307,7 @@ class CallLowering:
         for given in args:   # a value defined further down, not an enum word
             if isinstance(given.value, Word) and given.value.name in self.env.later:
                 raise self.unknown_name(given.value.name, given.span)
-        a = bind(block.name, params + (NAME, SHARE), args, span)
+        a = bind(block.name, params + (NAME, SHARE, TRAINABLE), args, span)
         if block.name in self.block_stack:
             raise SpecNameError(f"block '{block.name}' uses itself", span,
                           hint="blocks are inlined, so they cannot be recursive")
@@ -298,7 +317,8 @@ class CallLowering:
         for name, pspan in block.params:
             env.define(name, a[name], pspan, "block parameter")
         shared = path if a["share"] is not None else None
-        return self._inline(block, env, path, shared, span)
+        with self.freezing(not a["trainable"]):
+            return self._inline(block, env, path, shared, span)
 
     def _inline(self, block: ast.Block, env, path: str, shared: str | None,
                 span: Span) -> Tensor:
@@ -398,9 +418,10 @@ def _collect_blocks(spec: ast.Spec) -> dict[str, ast.Block]:
             raise SpecNameError(f"block '{block.name}' would hide the built-in '{block.name}'",
                           block.span, hint="give the block another name")
         for param, span in block.params:
-            if param in ("name", "share"):
+            if param in ("name", "share", "trainable"):
                 raise SpecNameError(f"a block parameter cannot be called '{param}'", span,
-                              hint=f"{param}= is how every block use is named or shared")
+                              hint=f"{param}= is how every block use is named, shared or "
+                                   "frozen")
         blocks[block.name] = block
     return blocks
 

@@ -66,7 +66,8 @@ class Layer:
 
 NAME = Param("name", optional_name, None, keyword_only=True)
 SHARE = Param("share", optional_name, None, keyword_only=True)
-COMMON_PARAMS = (NAME, SHARE)
+TRAINABLE = Param("trainable", boolean, True, keyword_only=True)   # false: frozen parameters
+COMMON_PARAMS = (NAME, SHARE, TRAINABLE)
 
 LAYERS: dict[str, Layer] = {}
 

@@ -53,8 +53,9 @@ def check_all_reached(graph: Graph, loss: int, params: dict[str, int],
             problems.append(f"'{name}' gets no gradient: the loss does not depend on it")
     if problems:
         raise GradientError("\n  ".join(problems), graph.nodes[loss].span,
-                            hint="remove the blocking op from the loss path, or train without "
-                                 "these parameters")
+                            hint="remove the blocking op from the loss path, or freeze these "
+                                 "parameters: trainable=false on the layer or block use that "
+                                 "makes them")
 
 
 def expand_grads(graph: Graph) -> tuple[Graph, Report]:
