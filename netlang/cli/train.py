@@ -5,6 +5,7 @@
     netlang train specs/mnist.net --stop-after 5      # 5 of the 20 epochs, then stop
     netlang train specs/mnist.net --resume            # continue after the last checkpoint
     netlang train specs/mnist.net --force             # start over in a folder holding a run
+    netlang train specs/mnist.net --init-from runs/other/last.ckpt   # fine-tune from a run
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<spec-name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the run folder's last checkpoint")
+    parser.add_argument("--init-from", metavar="CKPT",
+                        help="start from the variables of a checkpoint whose names match "
+                             "(fine-tuning); the others keep their initial values")
     parser.add_argument("--force", action="store_true",
                         help="start a fresh run even if the run folder holds one (it is "
                              "replaced)")
@@ -62,6 +66,10 @@ def run(args) -> int:
     if args.resume and args.force:
         raise UsageError("--resume and --force contradict each other",
                          hint="--resume continues the run; --force replaces it")
+    if args.resume and args.init_from:
+        raise UsageError("--resume and --init-from contradict each other",
+                         hint="--resume continues the run from its own checkpoint; "
+                              "--init-from starts a new run from another's variables")
     run_folder = RunFolder(args.out or Path("runs") / Path(args.file).stem)
     run_folder.check()
     with run_folder.locked():
@@ -76,6 +84,9 @@ def train_in(args, model, config, run_folder: RunFolder) -> int:
     dataset = limit(dataset, args.limit)
     trainer = Trainer(model, config, dataset, device=args.device, lr=args.lr,
                       kernels=args.kernels)
+    if args.init_from:
+        for note in trainer.init_from(args.init_from):
+            say(note)
     val = len(dataset.validation) if dataset.validation is not None else 0
     say(f"training {model.graph.name} on {dataset.name}: {len(dataset.train)} examples "
         f"({val} for validation), {config.epochs} epochs of batch {config.batch}, "

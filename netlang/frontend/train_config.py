@@ -104,7 +104,7 @@ CHOICES: dict[str, dict[str, tuple[Param, ...]]] = {
 # KEY -> converter, for settings written as a plain value.
 PLAIN: dict[str, Callable] = {
     "batch": positive_int, "epochs": positive_int, "seed": non_negative_int,
-    "validation": validation_size, "weight_decay": non_negative,
+    "validation": validation_size, "weight_decay": non_negative, "keep": positive_int,
 }
 EXAMPLES = {"data": "data mnist(validation=5000)", "optimizer": "optimizer adam(lr=1e-3)",
             "schedule": "schedule cosine()"}

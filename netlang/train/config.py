@@ -15,7 +15,7 @@ from netlang.train.optimizers import Optimizer, make_optimizer
 from netlang.train.schedules import Schedule, make_schedule
 
 KEYS = ("data", "optimizer", "batch", "epochs", "seed", "schedule", "validation",
-        "weight_decay")
+        "weight_decay", "keep")
 FIRST_POSITIONAL = {"npz": "path", "optimizer": "lr"}
 
 
@@ -35,6 +35,7 @@ class TrainConfig:
     seed: int = 0
     schedule: Call | None = None
     weight_decay: float = 0.0
+    keep: int = 0          # checkpoints of the last ``keep`` epochs kept besides last.ckpt
     spans: dict[str, Span] = field(default_factory=dict)
 
     def make_optimizer(self, lr: float | None = None) -> Optimizer:
@@ -148,7 +149,7 @@ def train_config(section: dict | None, network: str = "net") -> TrainConfig:
         changes["optimizer"] = as_call(values["optimizer"], "optimizer", get("optimizer"))
     if "schedule" in values:
         changes["schedule"] = as_call(values["schedule"], "schedule", get("schedule"))
-    for key, minimum in (("batch", 1), ("epochs", 1), ("seed", 0)):
+    for key, minimum in (("batch", 1), ("epochs", 1), ("seed", 0), ("keep", 1)):
         if key in values:
             changes[key] = number(values[key], key, get(key), int, minimum)
     if "weight_decay" in values:

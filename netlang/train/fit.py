@@ -31,6 +31,7 @@ def start_record(trainer: Trainer, resume: bool) -> dict:
             "optimizer": trainer.optimizer.describe(), "schedule": trainer.schedule.describe(),
             "batch": c.batch, "epochs": c.epochs, "seed": c.seed,
             "weight_decay": c.weight_decay, "from_epoch": trainer.epoch,
+            **({"init_from": trainer.init_source} if trainer.init_source else {}),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
@@ -64,6 +65,8 @@ def fit(trainer: Trainer, run: RunFolder, resume: bool = False,
         finally:
             bar.close()
         trainer.save(run.checkpoint_path, epoch.record())
+        if trainer.config.keep:
+            run.keep_epoch(trainer.epoch, trainer.config.keep)
         run.append(epoch.record())
         out(epoch.line(epochs))
         result.epochs.append(epoch)

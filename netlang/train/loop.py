@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from netlang.errors import CheckpointError, UsageError
+from netlang.ir.types import DType, TensorType
 from netlang.model import Model
 from netlang.train import checkpoints
 from netlang.train.config import TrainConfig
@@ -96,6 +97,7 @@ class Trainer:
         self.sync_every = 1 if self.session.backend.name == "cpu" else GPU_SYNC_EVERY
         self._unread: list[list] = []   # device results of the steps since the last read
         self.restored_meta: dict[str, Any] = {}   # the header of the checkpoint resumed from
+        self.init_source: str | None = None       # the checkpoint init_from took variables from
 
     # -- schedule ---------------------------------------------------------------------------
     @property
@@ -219,6 +221,40 @@ class Trainer:
         self.session.rng.bit_generator.state = meta["rng"]
         self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
         self.restored_meta = meta
+        return notes
+
+    def init_from(self, path: str | Path) -> list[str]:
+        """Start from another run's variables (fine-tuning, ``--init-from``); returns notes.
+
+        Every variable of the network whose name the checkpoint holds takes its value; the
+        others keep their initial values.  A name held with another shape or dtype is
+        refused, naming both, and nothing is loaded then.  Optimizer slots, the step count
+        and the data normalization are this run's own."""
+        arrays, _ = checkpoints.read(path)
+        wanted = checkpoints.variables(self.model.graph)
+        held = {name: str(TensorType(DType.of(a.dtype), tuple(a.shape)))
+                for name, a in arrays.items()}
+        clashes = [f"'{name}' is {kind} here, {held[name]} in the checkpoint"
+                   for name, kind in wanted.items() if name in held and held[name] != kind]
+        if clashes:
+            raise CheckpointError(f"--init-from {path}: " + "; ".join(clashes),
+                                  hint="rename the layers that changed (name=) so they start "
+                                       "fresh, or init from a checkpoint of this network")
+        taken = [name for name in wanted if name in arrays]
+        if not taken:
+            raise CheckpointError(f"--init-from {path}: it holds none of the variables of "
+                                  f"'{self.model.graph.name}'",
+                                  hint="variables are matched by name, such as conv1/W")
+        self.session.state.load({name: arrays[name] for name in taken})
+        self.init_source = str(path)
+        notes = [f"init from {path}: took {len(taken)} of {len(wanted)} variables"]
+        left = [name for name in wanted if name not in arrays]
+        if left:
+            notes.append("  left at their initial values: " + ", ".join(left))
+        unused = [name for name in arrays if name not in wanted]
+        if unused:
+            shown = ", ".join(unused[:4]) + (", ..." if len(unused) > 4 else "")
+            notes.append(f"  not taken from the checkpoint: {len(unused)} arrays ({shown})")
         return notes
 
 

@@ -2,8 +2,9 @@
 
 ``log.jsonl`` has one JSON object a line: a ``start`` record (the settings), one ``epoch``
 record per epoch (train loss and metrics, validation metrics, learning rate, time), and a
-``test`` record at the end.  ``last.ckpt`` is the latest checkpoint; ``curves.png`` plots
-loss and metrics per epoch (matplotlib with the Agg backend: no display needed).
+``test`` record at the end.  ``last.ckpt`` is the latest checkpoint; with ``keep K`` in the
+train section, ``epoch-NNN.ckpt`` are the checkpoints of the last K epochs too.  ``curves.png``
+plots loss and metrics per epoch (matplotlib with the Agg backend: no display needed).
 
 A training holds ``.lock`` (an flock, released by the kernel when the process dies, and the
 holder's pid for the message) so that two runs never share a folder.  The checkpoint keeps
@@ -15,6 +16,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +37,40 @@ class RunFolder:
     @property
     def checkpoint_path(self) -> Path:
         return self.path / "last.ckpt"
+
+    def epoch_checkpoint_path(self, epoch: int) -> Path:
+        return self.path / f"epoch-{epoch:03d}.ckpt"
+
+    def epoch_checkpoints(self) -> dict[int, Path]:
+        """The per-epoch checkpoints ``keep`` leaves, by epoch."""
+        found = {}
+        for path in self.path.glob("epoch-*.ckpt"):
+            number = path.stem.removeprefix("epoch-")
+            if number.isdigit():
+                found[int(number)] = path
+        return dict(sorted(found.items()))
+
+    def keep_epoch(self, epoch: int, keep: int) -> None:
+        """Keep last.ckpt (just written for ``epoch``) as ``epoch-NNN.ckpt`` too, and drop
+        the epoch checkpoints older than the last ``keep`` (TensorFlow's max_to_keep).
+        last.ckpt is replaced by a rename at the next save, so a hard link keeps this
+        epoch's file (a copy where the file system has no links); the link is made under a
+        temporary name and renamed, so the epoch file is whole or absent."""
+        target = self.epoch_checkpoint_path(epoch)
+        temp = target.with_name(f".{target.name}.tmp")
+        try:
+            temp.unlink(missing_ok=True)
+            try:
+                os.link(self.checkpoint_path, temp)
+            except OSError:
+                shutil.copyfile(self.checkpoint_path, temp)
+            os.replace(temp, target)
+            for old, path in self.epoch_checkpoints().items():
+                if old <= epoch - keep or old > epoch:
+                    path.unlink(missing_ok=True)
+        except OSError as err:
+            raise OutputError(f"cannot keep the checkpoint of epoch {epoch} as {target}: "
+                              f"{err.strerror or err}") from None
 
     @property
     def plot_path(self) -> Path:
@@ -96,7 +132,8 @@ class RunFolder:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             if fresh:
-                for old in (self.log_path, self.checkpoint_path, self.plot_path):
+                for old in (self.log_path, self.checkpoint_path, self.plot_path,
+                            *self.epoch_checkpoints().values()):
                     old.unlink(missing_ok=True)
         except OSError as err:
             raise UsageError(f"cannot use the run folder {self.path}: {err.strerror}") from None

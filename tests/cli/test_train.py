@@ -219,3 +219,73 @@ def test_an_unusable_run_folder_is_refused_before_the_data_is_loaded(spec, tmp_p
     code, out, err = train(capsys, spec, "--out", blocker / "run")
     assert code == 1 and out == ""
     assert err == f"usage error: cannot use the run folder {blocker / 'run'}: Not a directory\n"
+
+
+# -- fine-tuning: --init-from ----------------------------------------------------------------
+
+def test_init_from_takes_the_variables_whose_names_match(spec, tmp_path, capsys):
+    assert train(capsys, spec, "--out", tmp_path / "first", "--epochs", "1")[0] == 0
+    first, _ = read(tmp_path / "first" / "last.ckpt")
+    tuned = tmp_path / "tuned.net"
+    tuned.write_text(TINY.replace("|> dense(4)", "|> dense(4, name=head)"))
+    code, out, _ = train(capsys, tuned, "--out", tmp_path / "second", "--epochs", "1",
+                         "--init-from", tmp_path / "first" / "last.ckpt", "--stop-after", "1")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[:3] == [
+        f"init from {tmp_path / 'first' / 'last.ckpt'}: took 2 of 4 variables",
+        "  left at their initial values: head/W, head/b",
+        ("  not taken from the checkpoint: 14 arrays (dense2/W, dense2/b, adam/beta1_power, "
+         "adam/beta2_power, ...)")]
+    start = json.loads((tmp_path / "second" / "log.jsonl").open().readline())
+    assert start["init_from"] == str(tmp_path / "first" / "last.ckpt")
+    # the first step starts from the checkpoint's dense1: one step of Adam moves it by ~lr
+    second, _ = read(tmp_path / "second" / "last.ckpt")
+    assert 0 < np.abs(second["dense1/W"] - first["dense1/W"]).max() < 0.2
+
+
+def test_init_from_refuses_a_variable_of_another_shape_naming_both(spec, tmp_path, capsys):
+    assert train(capsys, spec, "--out", tmp_path / "first", "--epochs", "1")[0] == 0
+    wider = tmp_path / "wider.net"
+    wider.write_text(TINY.replace("dense(16,", "dense(32,"))
+    ckpt = tmp_path / "first" / "last.ckpt"
+    code, _, err = train(capsys, wider, "--out", tmp_path / "second", "--init-from", ckpt)
+    assert code == 1 and not (tmp_path / "second" / "last.ckpt").exists()
+    assert err == (f"checkpoint error: --init-from {ckpt}: 'dense1/W' is f32[2,32] here, "
+                   "f32[2,16] in the checkpoint; 'dense1/b' is f32[32] here, f32[16] in the "
+                   "checkpoint; 'dense2/W' is f32[32,4] here, f32[16,4] in the checkpoint\n"
+                   "hint: rename the layers that changed (name=) so they start fresh, or init "
+                   "from a checkpoint of this network\n")
+
+
+def test_init_from_and_resume_contradict_each_other(spec, tmp_path, capsys):
+    code, _, err = train(capsys, spec, "--resume", "--init-from", tmp_path / "x.ckpt")
+    assert code == 1 and err.startswith("usage error: --resume and --init-from contradict")
+    code, _, err = train(capsys, spec, "--out", tmp_path / "r", "--init-from",
+                         tmp_path / "missing.ckpt")
+    assert code == 1 and err.startswith(f"checkpoint error: no checkpoint at "
+                                        f"{tmp_path / 'missing.ckpt'}")
+
+
+def test_keep_leaves_the_checkpoints_of_the_last_epochs(tmp_path, capsys):
+    path = tmp_path / "keep.net"
+    path.write_text(TINY.replace("  epochs 2\n", "  epochs 3\n  keep 2\n"))
+    run = tmp_path / "run"
+    assert train(capsys, path, "--out", run)[0] == 0
+    assert sorted(p.name for p in run.glob("*.ckpt")) == ["epoch-002.ckpt", "epoch-003.ckpt",
+                                                          "last.ckpt"]
+    assert (run / "epoch-003.ckpt").read_bytes() == (run / "last.ckpt").read_bytes()
+    assert read(run / "epoch-002.ckpt")[1]["epoch"] == 2
+    assert main(["eval", str(path), "--checkpoint", str(run / "epoch-002.ckpt")]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    # a fresh run in the folder (--force) starts without the old epoch files
+    assert train(capsys, path, "--out", run, "--force", "--stop-after", "1")[0] == 0
+    assert sorted(p.name for p in run.glob("*.ckpt")) == ["epoch-001.ckpt", "last.ckpt"]
+
+
+def test_keep_must_be_a_positive_count(tmp_path, capsys):
+    path = tmp_path / "keep.net"
+    path.write_text(TINY.replace("  epochs 2\n", "  epochs 2\n  keep 0\n"))
+    code, _, err = train(capsys, path, "--out", tmp_path / "run")
+    assert code == 1 and err.splitlines()[0] == (
+        f"{path}:18:8: argument error: keep must be a positive integer, got the integer 0")
