@@ -74,6 +74,32 @@ class Model:
             out[name] = self.graph.nodes[self.graph.resolve(name)].type
         return out
 
+    def __repr__(self) -> str:
+        g = self.graph
+        inputs = ", ".join(f"{n} {g.nodes[i].type}" for n, i in g.inputs.items()) or "none"
+        parts = [f"inputs {inputs}", f"outputs {', '.join(g.outputs) or 'none'}"]
+        if g.loss is not None:
+            parts.append(f"loss {g.loss}")
+        count = sum(g.nodes[i].type.numel() for i in g.params.values())
+        parts.append(f"{count:,} trainable parameters in {len(g.params)} arrays")
+        return f"<netlang.Model '{g.name}': {'; '.join(parts)}>"
+
+    def _repr_svg_(self) -> str | None:
+        """The network's layer diagram, as ``netlang render`` draws it (Jupyter shows it);
+        None without Graphviz, and the text form shows instead."""
+        from netlang import viz  # Graphviz is loaded only when a picture is wanted
+        return viz.svg(self)
+
+    def fit(self, epochs: int | None = None, out: str | Path | None = None, **options):
+        """Train as the spec's train section says, as ``netlang train`` does (the same run
+        folder, default ``runs/<network>``, progress lines, checkpoints and errors); returns
+        the ``FitResult``, whose ``history`` maps each loss and metric to its per-epoch
+        values.  ``options`` are ``train``'s: ``batch``, ``lr``, ``seed``, ``resume``,
+        ``force``, ``init_from``, ``data_dir``, ``device``, ``kernels``, ``limit``,
+        ``stop_after``, and ``say`` (where progress lines go, default print)."""
+        from netlang.train.fit import train_model  # the trainer imports this module
+        return train_model(self, epochs=epochs, out=out, **options)
+
     def session(self, device: str = "cpu", seed: int = 0, kernels: str = "default") -> Session:
         """A session on ``device``; ``kernels`` picks the CPU's kernel set (``default``:
         oneDNN and netlang's fast paths, ``builtin``: no library, ``numpy``: the reference
@@ -189,6 +215,11 @@ class Session:
         self.rng = np.random.default_rng(seed)
         self.executor = Executor(self.backend, self.rng)
         self._ids: dict[tuple[int, Any], int] = {}
+
+    def __repr__(self) -> str:
+        return (f"<netlang.Session of '{self.model.graph.name}' on "
+                f"{self.backend.describe()}, seed {self.seed}: "
+                f"{len(self.state.arrays)} variables>")
 
     def run(self, fetches, feeds: dict | None = None, training: bool = False,
             updates: bool = False, to_host: bool = True) -> Any:

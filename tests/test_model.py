@@ -297,3 +297,48 @@ def test_a_fed_variable_is_used_for_that_run_and_left_as_stored(name, training):
     want = held.run("xent", feeds, training=training)
     np.testing.assert_allclose(got, want, rtol=1e-6)
     np.testing.assert_array_equal(fed.state[name], stored)
+
+
+# -- notebooks and model.fit ------------------------------------------------------------------
+
+def test_models_and_sessions_show_themselves_shortly():
+    model = netlang.compile("specs/mnist.net")
+    assert repr(model) == ("<netlang.Model 'mnist': inputs image f32[N,28,28,1], label i32[N]; "
+                           "outputs probs, pred, xent, accuracy; loss xent; 1,111,946 trainable "
+                           "parameters in 8 arrays>")
+    session = model.session(kernels="numpy")
+    assert repr(session) == ("<netlang.Session of 'mnist' on cpu (the reference NumPy "
+                             "kernels), seed 0: 8 variables>")
+
+
+def test_a_model_displays_as_its_layer_diagram_in_a_notebook():
+    svg = netlang.compile("specs/mnist_small.net")._repr_svg_()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "conv1" in svg
+
+
+def test_fit_trains_as_netlang_train_does_and_returns_the_history(tmp_path):
+    model = netlang.compile("""network tiny {
+  input x: f32[N, 2]
+  input label: i32[N]
+  logits = x |> dense(16, activation=relu) |> dense(4)
+  output pred = argmax(logits, axis=1)
+  loss xent = mean(softmax_cross_entropy(logits, label))
+  metric accuracy = mean(cast(equal(pred, label), dtype=f32))
+}
+train tiny { data spiral(points=30, validation=20); optimizer adam(lr=1e-2); batch 16; epochs 3 }
+""")
+    lines = []
+    result = model.fit(epochs=2, out=tmp_path / "run", say=lines.append, progress=False)
+    assert sorted(result.history) == ["accuracy", "lr", "val_accuracy", "val_xent", "xent"]
+    assert len(result.history["xent"]) == 2 and result.test is not None
+    assert lines[0].startswith("training tiny on spiral: 100 examples (20 for validation), 2 "
+                               "epochs of batch 16")
+    assert (tmp_path / "run" / "last.ckpt").is_file() and result.run_folder == str(
+        tmp_path / "run")
+    with pytest.raises(UsageError) as info:
+        model.fit(epochs=2, out=tmp_path / "run", say=lines.append)
+    assert str(info.value).startswith(f"usage error: the run folder {tmp_path / 'run'} already "
+                                      "holds a run")
+    with pytest.raises(UsageError) as info:
+        model.fit(stop_after=0)
+    assert str(info.value) == "usage error: stop_after= must be at least 1, got 0"

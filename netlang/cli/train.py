@@ -9,18 +9,12 @@
 """
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
 import netlang
 from netlang.cli import add_device_arguments
-from netlang.errors import UsageError
-from netlang.train.config import train_config
-from netlang.train.data import limit, load_dataset
-from netlang.train.fit import fit
-from netlang.train.loop import Trainer
-from netlang.train.runs import RunFolder
+from netlang.train.fit import check_options, train_model
 
 HELP = "train a network from its spec's train section (log, checkpoints, plot)"
 
@@ -55,45 +49,14 @@ def say(text: str) -> None:
 
 
 def run(args) -> int:
-    for flag, value in (("--limit", args.limit), ("--stop-after", args.stop_after)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be at least 1, got {value}")
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        raise UsageError(f"--lr must be a positive number, got {args.lr}")
+    spell = (lambda option: "--" + option.replace("_", "-"))
+    check_options(limit=args.limit, stop_after=args.stop_after, lr=args.lr,
+                  resume=args.resume, force=args.force, init_from=args.init_from, spell=spell)
     model = netlang.compile(args.file)
-    config = train_config(model.graph.spec.train, model.graph.name).with_overrides(
-        epochs=args.epochs, batch=args.batch, seed=args.seed)
-    if args.resume and args.force:
-        raise UsageError("--resume and --force contradict each other",
-                         hint="--resume continues the run; --force replaces it")
-    if args.resume and args.init_from:
-        raise UsageError("--resume and --init-from contradict each other",
-                         hint="--resume continues the run from its own checkpoint; "
-                              "--init-from starts a new run from another's variables")
-    run_folder = RunFolder(args.out or Path("runs") / Path(args.file).stem)
-    run_folder.check()
-    with run_folder.locked():
-        if not (args.resume or args.force):
-            run_folder.refuse_overwrite()
-        return train_in(args, model, config, run_folder)
-
-
-def train_in(args, model, config, run_folder: RunFolder) -> int:
-    """Load the data and train into ``run_folder`` (whose lock the caller holds)."""
-    dataset = load_dataset(config.data.name, config.data.args, args.data_dir, config.data.span)
-    dataset = limit(dataset, args.limit)
-    trainer = Trainer(model, config, dataset, device=args.device, lr=args.lr,
-                      kernels=args.kernels)
-    if args.init_from:
-        for note in trainer.init_from(args.init_from):
-            say(note)
-    val = len(dataset.validation) if dataset.validation is not None else 0
-    say(f"training {model.graph.name} on {dataset.name}: {len(dataset.train)} examples "
-        f"({val} for validation), {config.epochs} epochs of batch {config.batch}, "
-        f"{trainer.optimizer.describe()}, schedule {trainer.schedule.describe()}, "
-        f"seed {config.seed}, {trainer.session.backend.describe()}")
-    result = fit(trainer, run_folder, resume=args.resume, out=say, stop_after=args.stop_after)
-    if result.plot:
-        say(f"run folder {run_folder.path}: log.jsonl, last.ckpt, curves.png")
+    train_model(model, name=Path(args.file).stem, epochs=args.epochs, batch=args.batch,
+                lr=args.lr, seed=args.seed, out=args.out, resume=args.resume,
+                force=args.force, init_from=args.init_from, data_dir=args.data_dir,
+                device=args.device, kernels=args.kernels, limit=args.limit,
+                stop_after=args.stop_after, say=say, spell=spell)
     sys.stdout.flush()
     return 0

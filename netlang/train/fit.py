@@ -7,11 +7,17 @@ test split, when there is one, is measured once.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from netlang.errors import CheckpointError
+from netlang.errors import CheckpointError, UsageError
+from netlang.model import Model
+from netlang.train.config import train_config
+from netlang.train.data import limit as limit_examples
+from netlang.train.data import load_dataset
 from netlang.train.loop import EpochResult, Trainer, progress_bar
 from netlang.train.runs import RunFolder
 
@@ -21,6 +27,19 @@ class FitResult:
     epochs: list[EpochResult] = field(default_factory=list)
     test: dict[str, float] | None = None
     plot: str | None = None
+    run_folder: str | None = None
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Per-epoch values of this call's epochs, as Keras' ``History.history``:
+        ``{"xent": [...], "accuracy": [...], "val_accuracy": [...], "lr": [...]}``."""
+        out: dict[str, list[float]] = {}
+        for epoch in self.epochs:
+            values = {**epoch.train, **{f"val_{k}": v for k, v in epoch.validation.items()},
+                      "lr": epoch.lr}
+            for key, value in values.items():
+                out.setdefault(key, []).append(value)
+        return out
 
 
 def start_record(trainer: Trainer, resume: bool) -> dict:
@@ -33,6 +52,67 @@ def start_record(trainer: Trainer, resume: bool) -> dict:
             "weight_decay": c.weight_decay, "from_epoch": trainer.epoch,
             **({"init_from": trainer.init_source} if trainer.init_source else {}),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def check_options(*, limit: int | None = None, stop_after: int | None = None,
+                  lr: float | None = None, resume: bool = False, force: bool = False,
+                  init_from=None, spell: Callable[[str], str] = lambda o: f"{o}=") -> None:
+    """Refuse training options that cannot work, before anything is loaded."""
+    for option, value in (("limit", limit), ("stop_after", stop_after)):
+        if value is not None and value < 1:
+            raise UsageError(f"{spell(option)} must be at least 1, got {value}")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise UsageError(f"{spell('lr')} must be a positive number, got {lr}")
+    if resume and force:
+        raise UsageError(f"{spell('resume')} and {spell('force')} contradict each other",
+                         hint=f"{spell('resume')} continues the run; {spell('force')} "
+                              "replaces it")
+    if resume and init_from:
+        raise UsageError(f"{spell('resume')} and {spell('init_from')} contradict each other",
+                         hint=f"{spell('resume')} continues the run from its own checkpoint; "
+                              f"{spell('init_from')} starts a new run from another's "
+                              "variables")
+
+
+def train_model(model: Model, *, name: str | None = None, epochs: int | None = None,
+                batch: int | None = None, lr: float | None = None, seed: int | None = None,
+                out: str | Path | None = None, resume: bool = False, force: bool = False,
+                init_from: str | Path | None = None, data_dir: str | Path | None = None,
+                device: str = "cpu", kernels: str = "default", limit: int | None = None,
+                stop_after: int | None = None, say: Callable[[str], None] = print,
+                progress: bool | None = None,
+                spell: Callable[[str], str] = lambda option: f"{option}=") -> FitResult:
+    """A whole training run of ``model`` as its train section says, with ``netlang train``'s
+    options (``spell`` writes an option's name in errors: ``--stop-after`` on the command
+    line, ``stop_after=`` in Python): the run folder (default ``runs/<name>``) is locked,
+    a folder holding a run is refused unless ``resume`` or ``force``, then data, trainer,
+    ``init_from``, the header line, and ``fit``."""
+    check_options(limit=limit, stop_after=stop_after, lr=lr, resume=resume, force=force,
+                  init_from=init_from, spell=spell)
+    config = train_config(model.graph.spec.train, model.graph.name).with_overrides(
+        epochs=epochs, batch=batch, seed=seed)
+    run_folder = RunFolder(out or Path("runs") / (name or model.graph.name))
+    run_folder.check()
+    with run_folder.locked():
+        if not (resume or force):
+            run_folder.refuse_overwrite()
+        dataset = load_dataset(config.data.name, config.data.args, data_dir, config.data.span)
+        dataset = limit_examples(dataset, limit)
+        trainer = Trainer(model, config, dataset, device=device, lr=lr, kernels=kernels)
+        if init_from:
+            for note in trainer.init_from(init_from):
+                say(note)
+        val = len(dataset.validation) if dataset.validation is not None else 0
+        say(f"training {model.graph.name} on {dataset.name}: {len(dataset.train)} examples "
+            f"({val} for validation), {config.epochs} epochs of batch {config.batch}, "
+            f"{trainer.optimizer.describe()}, schedule {trainer.schedule.describe()}, "
+            f"seed {config.seed}, {trainer.session.backend.describe()}")
+        result = fit(trainer, run_folder, resume=resume, out=say, progress=progress,
+                     stop_after=stop_after)
+        if result.plot:
+            say(f"run folder {run_folder.path}: log.jsonl, last.ckpt, curves.png")
+    result.run_folder = str(run_folder.path)
+    return result
 
 
 def resume_from(trainer: Trainer, run: RunFolder, out: Callable[[str], None]) -> None:

@@ -20,7 +20,14 @@ from netlang.viz.graphs import View, build_training_graph, select_view
 from netlang.viz.labels import count_text, param_count
 from netlang.viz.layer_view import layer_diagram
 from netlang.viz.op_view import op_diagram
-from netlang.viz.output import FORMATS, GraphvizMissing, RenderError, format_of, write_picture
+from netlang.viz.output import (
+    FORMATS,
+    GraphvizMissing,
+    RenderError,
+    format_of,
+    svg_text,
+    write_picture,
+)
 
 DETAILS = ("layer", "op")
 
@@ -52,6 +59,13 @@ def render(model, path: str | Path, train: bool = False, optimized: bool = False
     return write_picture(to_dot(view_diagram(model, train, optimized, detail)), path)
 
 
+def svg(model, train: bool = False, optimized: bool = False,
+        detail: str = "layer") -> str | None:
+    """The picture ``render`` draws, as SVG text (None without Graphviz): what a notebook
+    shows for a model (``Model._repr_svg_``)."""
+    return svg_text(to_dot(view_diagram(model, train, optimized, detail)))
+
+
 def render_graph(graph: Graph, path: str | Path, detail: str = "layer") -> Path:
     """Draw a bare IR graph (built by hand, or taken from any pass)."""
     return write_picture(to_dot(diagram_of(graph, detail)), path)
@@ -74,6 +88,7 @@ __all__ = [
     "render",
     "render_graph",
     "select_view",
+    "svg",
     "to_dot",
     "view_diagram",
 ]

@@ -48,6 +48,18 @@ def write_bytes(path: Path, data: bytes) -> None:
                           ) from None
 
 
+def svg_text(source: str) -> str | None:
+    """``source`` (DOT) laid out as SVG text, or None when Graphviz's ``dot`` is missing
+    (a notebook then shows the object's text form)."""
+    try:
+        return graphviz.pipe("dot", "svg", source.encode("utf-8"), quiet=True).decode("utf-8")
+    except graphviz.ExecutableNotFound:
+        return None
+    except graphviz.CalledProcessError as err:
+        detail = (err.stderr or b"").decode("utf-8", "replace").strip()
+        raise RenderError(f"Graphviz could not lay out the graph: {detail or err}") from None
+
+
 def write_picture(source: str, path: str | Path) -> Path:
     """Write ``source`` (DOT) to ``path`` in the format its extension names."""
     path = Path(path)
