@@ -31,6 +31,7 @@ from netlang.passes.pipeline import OPTIMIZE
 from netlang.runtime import checkpoint
 from netlang.runtime.backend import get_backend
 from netlang.runtime.executor import Executor
+from netlang.runtime.initializers import initialize
 from netlang.runtime.state import State
 
 UPDATE_OPS = "update_ops"   # fetch this name to run the state updates (the seed's update_ops)
@@ -58,6 +59,7 @@ class Model:
         self.passes = list(passes)
         self._programs: dict[tuple, Compiled] = {}
         self._training_graph: Graph | None = None
+        self._defaults: dict[str, np.ndarray] | None = None
 
     @property
     def warnings(self) -> list:
@@ -66,6 +68,18 @@ class Model:
     @property
     def train_config(self):
         return self.graph.spec.train
+
+    def defaults(self) -> dict[str, np.ndarray]:
+        """The inputs declared with a default value (``input rate: f32[] = 0.5``) and those
+        values: a run that does not feed such an input uses its default."""
+        if self._defaults is None:
+            self._defaults = {}
+            for name, nid in self.graph.inputs.items():
+                node = self.graph.nodes[nid]
+                if "default" in node.attrs:
+                    self._defaults[name] = initialize(node.attrs["default"], node.type.shape,
+                                                      node.type.dtype.numpy, None)
+        return self._defaults
 
     def types(self) -> dict[str, TensorType]:
         """The type of every named value (inputs, parameters, assignments, outputs)."""
@@ -238,7 +252,7 @@ class Session:
         names = [fetches] if single else list(fetches)
         wanted = [n for n in names if not _is_update_ops(n)]
         updates = updates or len(wanted) < len(names)
-        feeds = feeds or {}
+        feeds = {**self.model.defaults(), **(feeds or {})}
         base = self._graph_for([*wanted, *feeds])
         ids = tuple(self._value_id(base, n) for n in wanted)
         fed = {self._value_id(base, k): v for k, v in feeds.items()}

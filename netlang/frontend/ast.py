@@ -99,10 +99,14 @@ class TypeExpr:
 
 @dataclass(frozen=True)
 class InputDecl:
+    """``input x: f32[N, 2]``; with ``= VALUE`` (``input rate: f32[] = 0.5``) a run that does
+    not feed it uses VALUE (TensorFlow's placeholder_with_default)."""
+
     name: str
     type: TypeExpr
     span: Span
     name_span: Span
+    default: Expr | None = None
 
 
 @dataclass(frozen=True)

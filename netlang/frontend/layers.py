@@ -277,12 +277,27 @@ def flatten(lower, args: dict) -> int:
 # -- batch norm and dropout ----------------------------------------------------------------
 
 
-@layer("dropout", "dropout", (Param("x", tensor), Param("rate", rate)))
+def rate_or_tensor(value):
+    """``dropout(h, 0.5)``, or ``dropout(h, rate)`` with a scalar input fed at run time."""
+    if isinstance(value, Tensor):
+        return value
+    try:
+        return rate(value)
+    except WrongType:
+        raise WrongType("a number in [0, 1) or a scalar tensor") from None
+
+
+@layer("dropout", "dropout", (Param("x", tensor), Param("rate", rate_or_tensor)))
 def dropout(lower, args: dict) -> int:
-    """Training: x * mask with mask 0 or 1/(1-rate); evaluation: x (inverted dropout)."""
+    """Training: x * mask with mask 0 or 1/(1-rate); evaluation: x (inverted dropout).  A
+    rate given as a tensor is read when the step runs (seed 004's keep_prob placeholder)."""
     x = args["x"].id
     _float_input("dropout", lower.b.type_of(x))
-    dropped = lower.b.mul(x, lower.b.dropout_mask(x, rate=args["rate"]))
+    if isinstance(args["rate"], Tensor):
+        mask = lower.apply_primitive("dropout_mask_of", (x, args["rate"].id), {})
+    else:
+        mask = lower.b.dropout_mask(x, rate=args["rate"])
+    dropped = lower.b.mul(x, mask)
     return lower.b.select(lower.mode(), dropped, x)
 
 

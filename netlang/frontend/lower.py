@@ -158,9 +158,17 @@ class Lowering(CallLowering):
 
     def _input(self, decl: ast.InputDecl) -> None:
         type_ = self.tensor_type(decl.type)
+        default = None
+        if decl.default is not None:
+            if not type_.is_static:
+                raise ShapeError(f"an input with a default value needs a fixed shape, got "
+                                 f"{type_}", decl.type.span,
+                                 hint="use numbers for every dim, or feed it every run")
+            default = literal_init(decl.name, self.eval(decl.default), type_,
+                                   decl.default.span, what="input")
         self.env.ensure_new(decl.name, decl.name_span)
         with self.recording(decl.name, "input", decl.span) as record:
-            record.output = self.b.input(decl.name, type_)
+            record.output = self.b.input(decl.name, type_, default)
         self.env.define(decl.name, Tensor(record.output), decl.name_span, "input")
 
     def _param_decl(self, decl: ast.ParamDecl) -> None:
@@ -404,7 +412,7 @@ def _literal_dtype(array: np.ndarray, like: TensorType | None) -> DType:
     return DType.f32 if array.dtype.kind == "f" else DType.i32
 
 
-def literal_init(name: str, value, type_: TensorType, span: Span) -> tuple:
+def literal_init(name: str, value, type_: TensorType, span: Span, what: str = "param") -> tuple:
     """``param I: f32[2,2] = [[1,0],[0,1]]`` (or ``param x: i32[] = 100``): the init
     ``("value", rows)`` holding the literal, checked against the declared type."""
     def shape_of(v) -> tuple:
@@ -416,10 +424,10 @@ def literal_init(name: str, value, type_: TensorType, span: Span) -> tuple:
             return (len(v), *(inner.pop() if inner else ()))
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ArgumentError(f"the value of '{name}' must be numbers, got {describe(v)}",
-                                span, hint=f"e.g. param {name}: {type_} = 0")
+                                span, hint=f"e.g. {what} {name}: {type_} = 0")
         if not type_.dtype.is_float and v != int(v):
             raise ArgumentError(f"'{name}' is {type_} but its value holds {v}", span,
-                                hint="an integer param takes whole numbers")
+                                hint=f"an integer {what} takes whole numbers")
         return ()
 
     shape = shape_of(value)

@@ -286,8 +286,9 @@ class ToAst(Transformer_NonRecursive):
 
     # statements
     def input_decl(self, meta, children):
-        name, type_ = children
-        return ast.InputDecl(str(name), type_, self._s(meta), self._t(name))
+        name, type_, *default = children
+        return ast.InputDecl(str(name), type_, self._s(meta), self._t(name),
+                             default[0] if default else None)
 
     def param_decl(self, meta, children):
         name, type_, init = children

@@ -99,8 +99,11 @@ class Builder:
         arr.setflags(write=False)
         return self._add("const", (), {"value": arr}, TensorType(dtype, arr.shape))
 
-    def input(self, name: str, type: TensorType) -> int:
-        nid = self._add("input", (), {}, type, name=name)
+    def input(self, name: str, type: TensorType, default: tuple | None = None) -> int:
+        """A placeholder; ``default`` (an init spec such as ``("constant", 0.5)``) is the
+        value a run that does not feed it uses."""
+        attrs = {} if default is None else {"default": default}
+        nid = self._add("input", (), attrs, type, name=name)
         self.graph.inputs[name] = nid
         return nid
 

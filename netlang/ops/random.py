@@ -3,13 +3,14 @@
 ``dropout_mask(x; rate)`` is the noise of inverted dropout (tf.nn.dropout): each entry is
 ``1/(1-rate)`` with probability ``1-rate`` and 0 otherwise, shaped and typed like x, so
 ``x * dropout_mask(x)`` keeps the expected activation.  It is random and impure: the
-optimizer never merges or folds it, and it has no gradient of its own.
+optimizer never merges or folds it, and it has no gradient of its own.  ``dropout_mask_of(x,
+rate)`` takes the rate as a scalar tensor (a fed input) instead of an attribute.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from netlang.errors import ArgumentError
+from netlang.errors import ArgumentError, ExecutionError
 from netlang.ir.types import TensorType
 from netlang.ops.registry import REQUIRED, defop
 
@@ -55,3 +56,35 @@ defop("dropout_mask", arity=1, shape=_dropout_mask_shape, kernel=dropout_mask_ke
       nondiff="dropout_mask is random noise; the gradient flows through the multiply",
       flops=lambda out, x, **_: out.numel(),
       doc="0 or 1/(1-rate), shaped like x: the noise of inverted dropout.")
+
+
+# -- the rate as a tensor (seed 004's keep_prob placeholder) ------------------------------------
+
+def _dropout_mask_of_shape(x: TensorType, rate: TensorType) -> TensorType:
+    if rate.rank != 0 or not rate.dtype.is_float:
+        raise ArgumentError(f"a dropout rate given as a tensor must be a float scalar, got "
+                            f"{rate}", hint="declare it like input rate: f32[] = 0.5")
+    if not x.dtype.is_float:
+        raise ArgumentError(f"dropout needs a float tensor, got {x}")
+    return x
+
+
+def dropout_mask_of_kernel(xp, x, rate, rng=None, out=None):
+    """``dropout_mask`` with the rate read from a scalar tensor when the run gets there (one
+    compiled step for every rate fed); a rate outside [0, 1) stops the run naming it."""
+    value = float(rate)
+    if not 0 <= value < 1:
+        raise ExecutionError(f"the dropout rate is {value}, outside [0, 1)",
+                             hint="feed a rate such as 0.5 (0 keeps every unit)")
+    return dropout_mask_kernel(xp, x, value, rng=rng, out=out)
+
+
+dropout_mask_of_kernel.writes_out = True
+
+
+defop("dropout_mask_of", arity=2, shape=_dropout_mask_of_shape, kernel=dropout_mask_of_kernel,
+      random=True, pure=False,
+      nondiff="dropout_mask_of is random noise; the gradient flows through the multiply",
+      flops=lambda out, x, rate: out.numel(),
+      doc="dropout_mask(x) with the rate a float scalar tensor (an input fed at run time), "
+          "the same draws as dropout_mask for the same rate.")

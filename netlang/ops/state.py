@@ -11,7 +11,8 @@ def _no_shape(*_, **__):
 
 
 for _name in ("input", "param", "state", "const"):
-    defop(_name, arity=0, shape=_no_shape, kernel=None, attrs={"init": None, "value": None},
+    defop(_name, arity=0, shape=_no_shape, kernel=None,
+          attrs={"init": None, "value": None, "default": None},
           nondiff="a source value", pure=_name in ("const", "input"))
 
 GRAD_OP = "grad"   # grad(y, x): a marker the autodiff pass expands

@@ -54,7 +54,10 @@ class Feeder:
 
 
 def user_inputs(graph: Graph) -> list[str]:
-    return [name for name in graph.inputs if not name.startswith(INTERNAL_PREFIX)]
+    """The inputs data feed: not the trainer's own (``train/lr``), and not those with a
+    default value (a dropout rate: ``input rate: f32[] = 0.5``)."""
+    return [name for name, nid in graph.inputs.items() if not name.startswith(INTERNAL_PREFIX)
+            and "default" not in graph.nodes[nid].attrs]
 
 
 def static_tail(t: TensorType) -> tuple[int, ...] | None:
