@@ -26,7 +26,7 @@ from netlang.compiler import GRAD_PREFIX, Compiled, Passes, Step, explain_text
 from netlang.errors import FeedError, UsageError, did_you_mean
 from netlang.ir.graph import Graph
 from netlang.ir.printer import format_graph
-from netlang.ir.types import DType, TensorType, bind_dims
+from netlang.ir.types import DType, TensorType, bind_dims, is_float_dtype
 from netlang.passes.pipeline import OPTIMIZE
 from netlang.runtime import checkpoint
 from netlang.runtime.backend import get_backend
@@ -312,11 +312,11 @@ class Session:
         declared = node.type
         label = node.name or graph.name_of(nid) or f"%{nid}"
         arr = np.asarray(value)
-        if arr.dtype.kind not in "biuf":
+        if arr.dtype.kind not in "biuf" and not is_float_dtype(arr.dtype):
             raise FeedError(f"feed '{label}' is not numeric ({arr.dtype})")
         if declared.dtype.is_float or declared.dtype is DType.bool or arr.dtype.kind in "biu":
             arr = arr.astype(declared.dtype.numpy, copy=False)
-        elif arr.dtype.kind == "f":
+        elif is_float_dtype(arr.dtype):
             raise FeedError(f"feed '{label}' has float values but the spec declares "
                             f"{declared}", hint="feed integers (class labels) here")
         bound: dict[str, int] = {}

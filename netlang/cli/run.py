@@ -9,6 +9,7 @@ import netlang
 from netlang.cli import add_device_arguments
 from netlang.cli.arrays import read_npy
 from netlang.errors import NonFiniteError, UsageError
+from netlang.ir.types import is_float_dtype
 from netlang.train.nonfinite import (
     describe_node,
     describe_values,
@@ -96,7 +97,7 @@ def check_finite(session, args, feeds: dict, values: list, arrays: dict, rng_sta
 
 def _is_nonfinite(value) -> bool:
     value = np.asarray(value)
-    return value.dtype.kind in "fc" and not bool(np.isfinite(value).all())
+    return is_float_dtype(value.dtype) and not bool(np.isfinite(value).all())
 
 
 ALLOW_HINT = "pass --allow-nonfinite to print the values anyway"

@@ -38,6 +38,7 @@ from netlang.ops.builder import Builder
 
 OPERATOR_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}
 DTYPE_ALIASES = {"float32": "f32", "float": "f32", "float64": "f64", "double": "f64",
+                 "float16": "f16", "half": "f16", "bfloat16": "bf16",
                  "int32": "i32", "int": "i32", "int64": "i64", "long": "i64", "bool_": "bool"}
 
 

@@ -10,7 +10,12 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
+import ml_dtypes  # bfloat16 as a NumPy dtype (the one JAX and PyTorch's exchange use)
 import numpy as np
+
+NUMPY_DTYPES = {"f16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16),
+                "f32": np.dtype(np.float32), "f64": np.dtype(np.float64),
+                "i32": np.dtype(np.int32), "i64": np.dtype(np.int64), "bool": np.dtype(bool)}
 
 
 class DType(Enum):
@@ -19,15 +24,20 @@ class DType(Enum):
     i32 = "i32"
     i64 = "i64"
     bool = "bool"
+    f16 = "f16"     # IEEE half
+    bf16 = "bf16"   # bfloat16: f32's exponent, 8 bits of mantissa
 
     @property
     def numpy(self) -> np.dtype:
-        return np.dtype({"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64",
-                         "bool": "bool"}[self.value])
+        return NUMPY_DTYPES[self.value]
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.f32, DType.f64)
+        return self in (DType.f16, DType.bf16, DType.f32, DType.f64)
+
+    @property
+    def is_half(self) -> bool:
+        return self in (DType.f16, DType.bf16)
 
     @property
     def is_int(self) -> bool:
@@ -41,7 +51,8 @@ class DType(Enum):
     def of(array_dtype) -> DType:
         name = np.dtype(array_dtype).name
         table = {"float32": DType.f32, "float64": DType.f64, "int32": DType.i32,
-                 "int64": DType.i64, "bool": DType.bool}
+                 "int64": DType.i64, "bool": DType.bool, "float16": DType.f16,
+                 "bfloat16": DType.bf16}
         if name not in table:
             raise ValueError(f"unsupported dtype {name}")
         return table[name]
@@ -227,7 +238,17 @@ def broadcast_shapes(a: tuple, b: tuple) -> tuple | None:
     return tuple(reversed(out))
 
 
+def is_float_dtype(dtype) -> bool:
+    """Whether an array dtype holds floats: NumPy's kind "f", or ml_dtypes' bfloat16 (whose
+    kind is "V")."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype == NUMPY_DTYPES["bf16"]
+
+
 def promote(a: DType, b: DType) -> DType:
-    """Result dtype of arithmetic on two dtypes (floats win, wider wins)."""
-    order = [DType.bool, DType.i32, DType.i64, DType.f32, DType.f64]
+    """Result dtype of arithmetic on two dtypes (floats win, wider wins; the two halves
+    meet in f32, which holds both exactly)."""
+    if {a, b} == {DType.f16, DType.bf16}:
+        return DType.f32
+    order = [DType.bool, DType.i32, DType.i64, DType.f16, DType.bf16, DType.f32, DType.f64]
     return max(a, b, key=order.index)

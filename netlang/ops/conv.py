@@ -28,6 +28,7 @@ from netlang.errors import ArgumentError, ShapeError
 from netlang.ir.types import MAX_INT32, TensorType, dim_prod
 from netlang.ops.elementwise import unbroadcast
 from netlang.ops.registry import defop
+from netlang.ops.rules import in_input_dtype
 
 CONV_ATTRS = {"stride": (1, 1), "padding": "VALID", "dilation": (1, 1)}
 
@@ -311,7 +312,7 @@ def _conv2d_flops(out: TensorType, x: TensorType, w: TensorType, **_):
     return dim_prod((2, *out.shape, *w.shape[:3]))
 
 
-defop("conv2d", arity=2, shape=_conv2d_shape, kernel=conv2d_kernel, vjp=_conv2d_vjp,
+defop("conv2d", arity=2, shape=_conv2d_shape, kernel=in_input_dtype(conv2d_kernel), vjp=_conv2d_vjp,
       attrs=dict(CONV_ATTRS), flops=_conv2d_flops,
       doc="2-D cross-correlation of NHWC x with filter [kh,kw,cin,cout] (tf.nn.conv2d).")
 
@@ -347,7 +348,7 @@ def _conv2d_bias_vjp(b, n, g):
             unbroadcast(b, g, bias))
 
 
-defop("conv2d_bias", arity=3, shape=_conv2d_bias_shape, kernel=conv2d_bias_kernel,
+defop("conv2d_bias", arity=3, shape=_conv2d_bias_shape, kernel=in_input_dtype(conv2d_bias_kernel),
       vjp=_conv2d_bias_vjp, attrs={**CONV_ATTRS, "relu": False},
       flops=lambda out, x, w, bias, **_: dim_prod((2, *out.shape, *w.shape[:3])),
       doc="conv2d(x, w) + bias (+ relu): one kernel where the backend has one (oneDNN's "
@@ -375,7 +376,7 @@ def _backprop_input_flops(out: TensorType, g: TensorType, w: TensorType, like, *
 
 
 defop("conv2d_backprop_input", arity=3, shape=_backprop_input_shape,
-      kernel=backprop_input_kernel, vjp=_backprop_input_vjp, attrs=dict(CONV_ATTRS),
+      kernel=in_input_dtype(backprop_input_kernel), vjp=_backprop_input_vjp, attrs=dict(CONV_ATTRS),
       flops=_backprop_input_flops,
       doc="Gradient of conv2d w.r.t. its input: (g, w, like_x) -> shaped like x.")
 
@@ -401,7 +402,7 @@ def _backprop_filter_flops(out: TensorType, x: TensorType, g: TensorType, like_w
 
 
 defop("conv2d_backprop_filter", arity=3, shape=_backprop_filter_shape,
-      kernel=backprop_filter_kernel, vjp=_backprop_filter_vjp, attrs=dict(CONV_ATTRS),
+      kernel=in_input_dtype(backprop_filter_kernel), vjp=_backprop_filter_vjp, attrs=dict(CONV_ATTRS),
       flops=_backprop_filter_flops,
       doc="Gradient of conv2d w.r.t. its filter: (x, g, like_w) -> shaped like w.")
 
@@ -451,7 +452,7 @@ def _transpose_flops(out: TensorType, x: TensorType, w: TensorType, **_):
     return dim_prod((2, *x.shape, *w.shape[:3]))
 
 
-defop("conv2d_transpose", arity=2, shape=_transpose_shape, kernel=conv2d_transpose_kernel,
+defop("conv2d_transpose", arity=2, shape=_transpose_shape, kernel=in_input_dtype(conv2d_transpose_kernel),
       vjp=_transpose_vjp, attrs=dict(CONV_ATTRS), flops=_transpose_flops,
       doc="Transposed convolution, filter [kh,kw,cout,cin]; output VALID (in-1)*s+k, "
           "SAME in*s (tf.layers.conv2d_transpose).")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import operator
 
 from netlang.errors import ArgumentError, ShapeError
-from netlang.ir.types import DType, TensorType, promote
+from netlang.ir.types import DType, TensorType, is_float_dtype, promote
 from netlang.ops.registry import REQUIRED, defop
 from netlang.ops.rules import (
     binary_rule,
@@ -118,7 +118,7 @@ def _div_rule(a: TensorType, c: TensorType, **_) -> TensorType:
 
 def _div_kernel(xp, a, b):
     a, b = common_dtype(a, b)   # f32 / f64 is f64, as the rule says
-    return xp.true_divide(a, b).astype(a.dtype if a.dtype.kind == "f" else "float32",
+    return xp.true_divide(a, b).astype(a.dtype if is_float_dtype(a.dtype) else "float32",
                                        copy=False)
 
 

@@ -23,6 +23,7 @@ from netlang.errors import ArgumentError, ShapeError
 from netlang.ir.types import TensorType, dim_prod
 from netlang.ops.conv import check_image, pair
 from netlang.ops.registry import REQUIRED, defop
+from netlang.ops.rules import in_input_dtype
 
 METHODS = ("nearest", "bilinear", "bicubic")
 TABLE_SIZE = 1024          # TF's resize_bicubic_op.cc kTableSize
@@ -130,12 +131,12 @@ def _resize_grad_flops(out: TensorType, g: TensorType, like: TensorType, **_):
 
 
 defop("resize", arity=1, shape=lambda x, size, method: resize_type("resize", x, size, method),
-      kernel=resize_kernel,
+      kernel=in_input_dtype(resize_kernel),
       vjp=lambda b, n, g: (b.resize_grad(g, n.inputs[0], **n.attrs),),
       attrs={"size": REQUIRED, "method": "bilinear"}, flops=_resize_flops,
       doc="Resize NHWC images to size=(h, w): nearest, bilinear or bicubic, TF 1.x rules.")
 
-defop("resize_grad", arity=2, shape=_resize_grad_shape, kernel=resize_grad_kernel,
+defop("resize_grad", arity=2, shape=_resize_grad_shape, kernel=in_input_dtype(resize_grad_kernel),
       vjp=lambda b, n, ct: (b.resize(ct, **n.attrs), None),
       attrs={"size": REQUIRED, "method": "bilinear"}, flops=_resize_grad_flops,
       doc="resize's VJP: (g, like_x) -> the transposed interpolation applied to g.")

@@ -64,7 +64,10 @@ def _matmul_kernel(xp, a, b, transpose_a=False, transpose_b=False):
         a = a.swapaxes(-1, -2)
     if transpose_b:
         b = b.swapaxes(-1, -2)
-    return xp.matmul(a, b)
+    out = xp.matmul(a, b)
+    if a.dtype == b.dtype != out.dtype:      # ml_dtypes' bfloat16 matmul returns float32
+        out = out.astype(a.dtype)
+    return out
 
 
 def _matmul_vjp(b, n, g):

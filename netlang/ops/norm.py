@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 
 from netlang.errors import ShapeError
-from netlang.ir.types import TensorType
+from netlang.ir.types import TensorType, is_float_dtype
 from netlang.ops.registry import REQUIRED, defop, get_op
 from netlang.ops.reverse import backpropagate
 from netlang.ops.rules import (
@@ -77,7 +77,7 @@ def _sum_over_others(xp, x, axis: int):
     """Sum over every axis but ``axis`` (one BLAS product when the channel axis is last)."""
     axes = _other_axes(axis, x.ndim)
     count = leading_axes(axes, x.ndim) if axes else None
-    if count is not None and x.dtype.kind == "f":
+    if count is not None and is_float_dtype(x.dtype):
         return xp.asarray(sum_leading_axes(xp, x, count))
     return xp.asarray(x.sum(axis=axes))
 

@@ -37,14 +37,18 @@ def dropout_mask_kernel(xp, x, rate, rng=None, out=None):
     rng = rng if rng is not None else np.random.default_rng()
     dtype = np.dtype(x.dtype)
     scale = dtype.type(1.0 / (1.0 - rate))
-    if out is not None:
+    draws = dtype if dtype.itemsize >= 4 else np.dtype(np.float32)  # halves: drawn as f32
+    if out is not None and draws == dtype:
         rng.random(out=out, dtype=dtype)
         np.greater_equal(out, dtype.type(rate), out=out)
         out *= scale
         return out
-    keep = rng.random(x.shape, dtype=dtype) >= dtype.type(rate)
+    keep = rng.random(x.shape, dtype=draws) >= draws.type(rate)
     mask = keep.astype(dtype)
     mask *= scale
+    if out is not None:
+        out[...] = mask
+        return out
     return xp.asarray(mask)
 
 

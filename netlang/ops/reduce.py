@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from netlang.errors import ShapeError
-from netlang.ir.types import DType, TensorType
+from netlang.ir.types import DType, TensorType, is_float_dtype
 from netlang.ops.elementwise import cotangent_rule
 from netlang.ops.registry import REQUIRED, defop
 from netlang.ops.rules import (
@@ -72,12 +72,12 @@ def _sum_like_rule(opname: str):
 
 def _accumulator(x):
     """Keep the input's dtype: NumPy would widen int32 to int64 (bools count in int64)."""
-    return None if x.dtype.kind == "f" else ("int64" if x.dtype.kind == "b" else x.dtype)
+    return None if is_float_dtype(x.dtype) else ("int64" if x.dtype.kind == "b" else x.dtype)
 
 
 def _sum_kernel(xp, x, axis, keepdims):
     count = leading_axes(_np_axis(axis), x.ndim) if x.ndim else None
-    if count is not None and x.dtype.kind == "f":
+    if count is not None and is_float_dtype(x.dtype):
         out = sum_leading_axes(xp, x, count)
         return out.reshape(kept_shape(x.shape, range(count))) if keepdims else xp.asarray(out)
     return xp.asarray(x.sum(axis=_np_axis(axis), keepdims=keepdims, dtype=_accumulator(x)))
@@ -115,10 +115,10 @@ def _mean_rule(x: TensorType, axis, keepdims) -> TensorType:
 
 def _mean_kernel(xp, x, axis, keepdims):
     count = leading_axes(_np_axis(axis), x.ndim) if x.ndim else None
-    if count is not None and x.dtype.kind == "f":
+    if count is not None and is_float_dtype(x.dtype):
         out = sum_leading_axes(xp, x, count) / x.dtype.type(max(math.prod(x.shape[:count]), 1))
         return out.reshape(kept_shape(x.shape, range(count))) if keepdims else xp.asarray(out)
-    dtype = None if x.dtype.kind == "f" else "float32"  # accuracy = mean(equal(...)) is f32
+    dtype = None if is_float_dtype(x.dtype) else "float32"  # accuracy = mean(equal(...)) is f32
     return xp.asarray(x.mean(axis=_np_axis(axis), keepdims=keepdims, dtype=dtype))
 
 

@@ -67,6 +67,16 @@ def leading_axes(axes, ndim: int) -> int | None:
     return len(axes) if sorted(axes) == list(range(len(axes))) else None
 
 
+def in_input_dtype(kernel):
+    """``kernel`` with its result in its first input's dtype: the GEMMs inside convolutions
+    and resizes give float32 for ml_dtypes' bfloat16 (NumPy has no bfloat16 BLAS)."""
+    @functools.wraps(kernel)
+    def run(xp, x, *rest, **attrs):
+        out = kernel(xp, x, *rest, **attrs)
+        return out if out.dtype == x.dtype else out.astype(x.dtype)
+    return run
+
+
 def sum_leading_axes(xp, x, count: int):
     """Sum a float array over its first ``count`` axes as one matrix-vector product.
 
@@ -74,7 +84,8 @@ def sum_leading_axes(xp, x, count: int):
     (a bias or batchnorm gradient over [N,H,W,C] with C=16 crawls); BLAS runs at memory speed.
     """
     rows = math.prod(x.shape[:count])
-    if x.dtype.kind != "f" or not x.flags.c_contiguous or rows < 2 or count == 0:
+    if x.dtype.kind != "f" or x.dtype.itemsize < 4 or not x.flags.c_contiguous or rows < 2 \
+            or count == 0:   # BLAS has no half GEMV
         return x.sum(axis=tuple(range(count)))
     flat = x.reshape(rows, -1)
     return (_ones(xp, rows, x.dtype) @ flat).reshape(x.shape[count:])

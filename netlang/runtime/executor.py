@@ -127,8 +127,12 @@ class Executor:
         """The backend's kernel for this call at these sizes, else the reference."""
         attrs = {**call.attrs, "rng": self._rng} if call.random else call.attrs
         factories = self.backend.factories.get(call.opdef.name, ())
+        types = [program.graph.nodes[a].type for a in (*call.args, call.out)]
+        if factories and any(t.dtype.is_half for t in types):
+            note_half_precision(self.backend)
+            factories = ()       # the library and generated kernels take f32 and f64
         if factories and not call.random:
-            types = [program.graph.nodes[a].type for a in call.args]
+            types = types[:-1]
             try:
                 shapes = [t.concrete(dims) for t in types]
             except KeyError:        # a dim the feeds do not fix: the reference runs
@@ -244,6 +248,18 @@ class Executor:
 
 
 # -- the static buffer plan, applied to a bound program ----------------------------------------
+
+HALF_NOTE = ("note: f16 and bf16 run NumPy's reference kernels on the CPU (no library has a "
+             "fast half GEMM there): they save memory, not time")
+_HALF_NOTED: list[bool] = []
+
+
+def note_half_precision(backend: Backend) -> None:
+    """Say once per process that half precision on the CPU takes the slow path."""
+    if backend.name == "cpu" and not _HALF_NOTED:
+        _HALF_NOTED.append(True)
+        print(HALF_NOTE, file=sys.stderr, flush=True)
+
 
 def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
                  dims: dict[str, int]) -> None:

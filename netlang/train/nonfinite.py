@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from netlang.errors import NetlangError, NonFiniteError
+from netlang.ir.types import is_float_dtype
 from netlang.model import Model, Session
 from netlang.ops.fused import input_ref, step_ref
 from netlang.ops.registry import get_op
@@ -97,7 +98,7 @@ def _watched_run(session, fetches, feeds, training, updates, arrays, rng_state,
         if node.id in keep:
             kept[node.id] = session.backend.to_numpy(value)
         dtype = getattr(value, "dtype", None)
-        if not found and dtype is not None and dtype.kind in "fc" and not bool(
+        if not found and dtype is not None and is_float_dtype(dtype) and not bool(
                 xp.isfinite(value).all()):
             found.append((node, session.backend.to_numpy(value)))
 
@@ -123,7 +124,7 @@ def first_nonfinite_step(expr: tuple, inputs: list[np.ndarray]) -> tuple | None:
     with np.errstate(all="ignore"):
         for j, (op, args, attrs) in enumerate(expr):
             value = np.asarray(get_op(op).kernel(np, *[env[a] for a in args], **dict(attrs)))
-            if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            if is_float_dtype(value.dtype) and not np.isfinite(value).all():
                 return j, op, value
             env[step_ref(j)] = value
     return None
@@ -189,7 +190,7 @@ def nonfinite_arrays(session) -> list[str]:
     """Names of the session's float state arrays that hold a NaN or an infinity."""
     xp = session.backend.xp
     return [name for name, value in session.state.arrays.items()
-            if getattr(value, "dtype", None) is not None and value.dtype.kind == "f"
+            if getattr(value, "dtype", None) is not None and is_float_dtype(value.dtype)
             and not bool(xp.isfinite(value).all())]
 
 

@@ -37,12 +37,16 @@ def build_train_graph(model: Model, optimizer: Optimizer, weight_decay: float = 
     with b.tagged("optimizer"), b.in_scope(optimizer.name):
         lr = b.input(LR_INPUT, TensorType(DType.f32, ()))
         step_size = optimizer.prepare(b, lr)
+        step_sizes = {DType.f32: step_size}   # a half (or f64) parameter steps in its dtype
         for name, param in list(train.params.items()):
             grad = train.outputs[GRAD_PREFIX + name]
+            dtype = b.type_of(param).dtype
+            if dtype not in step_sizes:
+                step_sizes[dtype] = b.cast(step_size, dtype=str(dtype))
             with b.at(train.nodes[param].span):
                 if weight_decay and decays(train, param):
-                    decay = b.const(weight_decay, b.type_of(param).dtype)
+                    decay = b.const(weight_decay, dtype)
                     grad = b.add(grad, b.mul(decay, param))
-                train.updates[name] = optimizer.step(b, name, param, grad, step_size)
+                train.updates[name] = optimizer.step(b, name, param, grad, step_sizes[dtype])
     train.spec = replace(train.spec, optimizer=optimizer.describe())
     return train

@@ -66,7 +66,7 @@ def test_cast_to_an_unknown_dtype_is_an_argument_error(tmp_path, capsys):
     from netlang.cli import main
 
     spec = tmp_path / "c.net"
-    spec.write_text("network n { input x: f32[3]\n output y = cast(x, dtype=f16) }\n")
+    spec.write_text("network n { input x: f32[3]\n output y = cast(x, dtype=f8) }\n")
     assert main(["check", str(spec)]) == 1
     assert capsys.readouterr().err.splitlines()[0] == (
-        f"{spec}:2:13: argument error: cast: unknown dtype 'f16'")
+        f"{spec}:2:13: argument error: cast: unknown dtype 'f8'")
