@@ -93,21 +93,30 @@ def prepare(graph: Graph, passes: Passes = PREPARE) -> tuple[Graph, list[Step]]:
     return run_passes(graph, passes)
 
 
-def training_graph(graph: Graph, require_all: bool = True) -> Graph:
+def training_graph(graph: Graph, require_all: bool = True,
+                   scale: int | None = None) -> Graph:
     """A copy of ``graph`` with outputs ``grad/<param>``: d(loss)/d(param) for every
     parameter.  A parameter the loss cannot reach is a ``GradientError`` naming the op that
-    blocks it, unless ``require_all`` is False (then it simply gets no output)."""
+    blocks it, unless ``require_all`` is False (then it simply gets no output).
+
+    ``scale`` (a scalar node of ``graph``: dynamic loss scaling's factor) seeds the backward
+    pass with it instead of 1, so the half-precision gradients inside are that much larger
+    and do not underflow; each ``grad/<param>`` is divided by it again at the end."""
     if graph.loss is None or graph.loss not in graph.outputs:
         raise UsageError(f"network '{graph.name}' has no loss to differentiate",
                          hint="add a line such as: loss xent = mean(...)")
     out = graph.copy()
+    b = Builder(out)
     loss = out.outputs[out.loss]
     names = list(out.params)
-    grads = gradients(Builder(out), loss, [out.params[n] for n in names])
+    grads = gradients(b, loss, [out.params[n] for n in names], seed=scale)
     if require_all:
         check_all_reached(out, loss, out.params, dict(zip(names, grads)))
+    inverse = None if scale is None else b.div(b.const(1.0, b.type_of(scale).dtype), scale)
     for name, grad in zip(names, grads):
         if grad is not None:
+            if inverse is not None:
+                grad = b.mul(grad, b.cast(inverse, dtype=str(b.type_of(grad).dtype)))
             out.outputs[GRAD_PREFIX + name] = grad
     return out
 

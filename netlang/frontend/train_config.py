@@ -100,6 +100,11 @@ CHOICES: dict[str, dict[str, tuple[Param, ...]]] = {
         "exponential": (Param("every", positive, 1.0), Param("factor", positive, 0.96)),
         "cosine": (Param("min", non_negative, 0.0), Param("warmup", non_negative, 0.0)),
     },
+    # mixed: convolutions and matmuls in a half dtype, f32 master weights (passes/autocast)
+    "precision": {
+        "f32": (),
+        "mixed": (Param("dtype", choice("bf16", "f16"), "bf16"),),
+    },
 }
 # KEY -> converter, for settings written as a plain value.
 PLAIN: dict[str, Callable] = {

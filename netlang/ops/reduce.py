@@ -159,6 +159,25 @@ defop("min", arity=1, shape=_extreme_rule("min"), attrs=dict(REDUCE_ATTRS),
 # -- argmax --------------------------------------------------------------------------------
 
 
+def _all_finite_rule(*xs: TensorType) -> TensorType:
+    if not xs:
+        raise ShapeError("all_finite needs at least one input")
+    for x in xs:
+        if not x.dtype.is_float:
+            raise ShapeError(f"all_finite takes float tensors, got {x}")
+    return TensorType(DType.bool, ())
+
+
+def _all_finite_kernel(xp, *xs):
+    return xp.asarray(all(bool(xp.isfinite(x).all()) for x in xs))
+
+
+defop("all_finite", arity=None, shape=_all_finite_rule, flops=flops_per_input(1),
+      kernel=_all_finite_kernel, nondiff="all_finite returns a boolean",
+      doc="True when no element of any input is an infinity or a NaN (dynamic loss scaling "
+          "skips a step whose gradients overflowed).")
+
+
 def _argmax_rule(x: TensorType, axis) -> TensorType:
     if x.rank == 0:
         raise ShapeError(f"argmax needs at least one axis, got the scalar {x}")

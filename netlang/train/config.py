@@ -11,11 +11,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netlang.errors import ArgumentError, Span, UsageError, did_you_mean
+from netlang.ir.types import DType
 from netlang.train.optimizers import Optimizer, make_optimizer
 from netlang.train.schedules import Schedule, make_schedule
 
 KEYS = ("data", "optimizer", "batch", "epochs", "seed", "schedule", "validation",
-        "weight_decay", "keep")
+        "weight_decay", "keep", "precision")
 FIRST_POSITIONAL = {"npz": "path", "optimizer": "lr"}
 
 
@@ -34,6 +35,7 @@ class TrainConfig:
     epochs: int = 1
     seed: int = 0
     schedule: Call | None = None
+    precision: Call | None = None     # mixed(dtype=bf16|f16), or f32 (None)
     weight_decay: float = 0.0
     keep: int = 0          # checkpoints of the last ``keep`` epochs kept besides last.ckpt
     spans: dict[str, Span] = field(default_factory=dict)
@@ -43,6 +45,12 @@ class TrainConfig:
         if lr is not None:
             args["lr"] = lr
         return make_optimizer(self.optimizer.name, args, self.optimizer.span)
+
+    def mixed_dtype(self) -> DType | None:
+        """The half dtype of ``precision mixed`` (bf16 unless told f16), or None."""
+        if self.precision is None or self.precision.name != "mixed":
+            return None
+        return DType(str(self.precision.args.get("dtype", "bf16")))
 
     def make_schedule(self) -> Schedule:
         if self.schedule is None:
@@ -149,6 +157,8 @@ def train_config(section: dict | None, network: str = "net") -> TrainConfig:
         changes["optimizer"] = as_call(values["optimizer"], "optimizer", get("optimizer"))
     if "schedule" in values:
         changes["schedule"] = as_call(values["schedule"], "schedule", get("schedule"))
+    if "precision" in values:
+        changes["precision"] = as_call(values["precision"], "precision", get("precision"))
     for key, minimum in (("batch", 1), ("epochs", 1), ("seed", 0), ("keep", 1)):
         if key in values:
             changes[key] = number(values[key], key, get(key), int, minimum)

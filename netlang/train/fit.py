@@ -106,7 +106,8 @@ def train_model(model: Model, *, name: str | None = None, epochs: int | None = N
         say(f"training {model.graph.name} on {dataset.name}: {len(dataset.train)} examples "
             f"({val} for validation), {config.epochs} epochs of batch {config.batch}, "
             f"{trainer.optimizer.describe()}, schedule {trainer.schedule.describe()}, "
-            f"seed {config.seed}, {trainer.session.backend.describe()}")
+            f"seed {config.seed}, {trainer.session.backend.describe()}"
+            + (f", mixed precision ({config.mixed_dtype()})" if config.mixed_dtype() else ""))
         result = fit(trainer, run_folder, resume=resume, out=say, progress=progress,
                      stop_after=stop_after)
         if result.plot:

@@ -83,7 +83,8 @@ class Trainer:
             raise UsageError(f"the learning rate {self.optimizer.lr} does not fit a float32 "
                              f"(at most {F32_MAX:.4g})", hint="lower the learning rate")
         self.schedule = config.make_schedule()
-        self.graph = build_train_graph(model, self.optimizer, config.weight_decay)
+        self.graph = build_train_graph(model, self.optimizer, config.weight_decay,
+                                       config.mixed_dtype())
         self.train_model = Model(self.graph)
         self.session = self.train_model.session(device, config.seed, kernels)
         self.feeder = make_feeder(model.graph, dataset.train, dataset.name)

@@ -10,14 +10,15 @@ does forward, backward and update.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from netlang.compiler import GRAD_PREFIX
+from netlang.compiler import GRAD_PREFIX, training_graph
 from netlang.errors import UsageError
 from netlang.ir.graph import Graph
 from netlang.ir.types import DType, TensorType
 from netlang.model import Model
 from netlang.ops.builder import Builder
+from netlang.passes.autocast import autocast
 from netlang.train.optimizers import Optimizer
 
 LR_INPUT = "train/lr"
@@ -28,12 +29,25 @@ def decays(graph: Graph, param: int) -> bool:
     return graph.nodes[param].type.rank >= 2
 
 
-def build_train_graph(model: Model, optimizer: Optimizer, weight_decay: float = 0.0) -> Graph:
-    """The network's graph plus gradients and the optimizer's updates (see module doc)."""
+def build_train_graph(model: Model, optimizer: Optimizer, weight_decay: float = 0.0,
+                      mixed: DType | None = None) -> Graph:
+    """The network's graph plus gradients and the optimizer's updates (see module doc).
+
+    ``mixed`` (f16 or bf16: the train section's ``precision mixed``) computes the network's
+    convolutions and matmuls in that dtype with float32 master weights
+    (``passes/autocast.py``); with f16, whose range is small, the loss is scaled
+    dynamically (``LossScale``)."""
     if not model.graph.params:
         raise UsageError(f"network '{model.graph.name}' has no parameters to train")
-    train = model.training_graph().copy()
+    if mixed is None:
+        train = model.training_graph().copy()
+        scaling = None
+    else:
+        train = autocast(model.graph, mixed)
+        scaling = LossScale.add_to(train) if mixed is DType.f16 else None
+        train = training_graph(train, scale=scaling and scaling.scale)
     b = Builder(train)
+    optimizer_updates = set(train.updates)
     with b.tagged("optimizer"), b.in_scope(optimizer.name):
         lr = b.input(LR_INPUT, TensorType(DType.f32, ()))
         step_size = optimizer.prepare(b, lr)
@@ -48,5 +62,49 @@ def build_train_graph(model: Model, optimizer: Optimizer, weight_decay: float = 
                     decay = b.const(weight_decay, dtype)
                     grad = b.add(grad, b.mul(decay, param))
                 train.updates[name] = optimizer.step(b, name, param, grad, step_sizes[dtype])
+    if scaling is not None:
+        with b.tagged("optimizer"):
+            scaling.skip_overflowed_steps(b, train, set(train.updates) - optimizer_updates)
     train.spec = replace(train.spec, optimizer=optimizer.describe())
     return train
+
+
+@dataclass(frozen=True)
+class LossScale:
+    """Dynamic loss scaling for f16 (the mixed-precision recipe): the backward pass starts
+    from ``scale`` (2^16 at first) instead of 1; a step whose gradients hold an infinity or a
+    NaN is skipped (no parameter or optimizer slot changes) and halves the scale, and after
+    ``GROWTH_EVERY`` clean steps in a row the scale doubles.  Both are state variables
+    (``train/loss_scale``, ``train/clean_steps``), saved in checkpoints, so resume is exact."""
+
+    scale: int
+    clean: int
+
+    INITIAL = 2.0 ** 16
+    GROWTH_EVERY = 2000
+
+    @classmethod
+    def add_to(cls, graph: Graph) -> LossScale:
+        b = Builder(graph)
+        scalar = TensorType(DType.f32, ())
+        with b.in_scope("train"), b.tagged("optimizer"):
+            scale = b.state("loss_scale", scalar, init=("constant", cls.INITIAL))
+            clean = b.state("clean_steps", scalar, init=("zeros",))
+        return cls(scale, clean)
+
+    def skip_overflowed_steps(self, b: Builder, train: Graph, names: set[str]) -> None:
+        """Make every update in ``names`` (the optimizer's) keep the old value when a
+        gradient overflowed, and update the scale and the count of clean steps."""
+        grads = [train.outputs[GRAD_PREFIX + p] for p in train.params]
+        finite = b.all_finite(*grads)
+        for name in sorted(names):
+            old = train.params.get(name, train.state.get(name))
+            train.updates[name] = b.select(finite, train.updates[name], old)
+        one = b.const(1.0, DType.f32)
+        steps = b.add(self.clean, one)
+        grow = b.equal(steps, b.const(float(self.GROWTH_EVERY), DType.f32))
+        grown = b.select(grow, b.mul(self.scale, b.const(2.0, DType.f32)), self.scale)
+        b.update(self.scale, b.select(finite, grown, b.mul(self.scale,
+                                                             b.const(0.5, DType.f32))))
+        zero = b.const(0.0, DType.f32)
+        b.update(self.clean, b.select(finite, b.select(grow, zero, steps), zero))

@@ -129,3 +129,11 @@ def max_grad_splits_ties(draw):
 def prod_grad_values(draw):
     x, attrs, small = reduced_pair(draw, away_from_zero)
     return [array(draw, small), x], attrs
+
+
+@op_case("all_finite", grad=False)
+def all_finite_values(draw):
+    arrays = [array(draw, shape(draw)) for _ in range(draw(st.integers(1, 3)))]
+    if draw(st.booleans()) and arrays[-1].size:
+        arrays[-1].flat[0] = draw(st.sampled_from([np.inf, -np.inf, np.nan]))
+    return arrays, {}

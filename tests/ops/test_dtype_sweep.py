@@ -38,7 +38,8 @@ def retype(a: np.ndarray, dtype: DType) -> np.ndarray:
     if dtype is DType.bool:
         return np.asarray(a) != 0
     if dtype.is_int and np.asarray(a).dtype.kind == "f":
-        return np.round(a).astype(dtype.numpy)
+        with np.errstate(invalid="ignore"):     # all_finite's cases hold inf and nan
+            return np.round(a).astype(dtype.numpy)
     return np.asarray(a).astype(dtype.numpy)
 
 
