@@ -106,6 +106,11 @@ CHOICES: dict[str, dict[str, tuple[Param, ...]]] = {
         "mixed": (Param("dtype", choice("bf16", "f16"), "bf16"),),
     },
 }
+# Data augmentations (``augment [shift(2), flip_lr]``) and their arguments (train/augment.py).
+AUGMENTATIONS: dict[str, tuple[Param, ...]] = {
+    "shift": (Param("pixels", positive_int, 2),),
+    "flip_lr": (),
+}
 # KEY -> converter, for settings written as a plain value.
 PLAIN: dict[str, Callable] = {
     "batch": positive_int, "epochs": positive_int, "seed": non_negative_int,
@@ -113,7 +118,7 @@ PLAIN: dict[str, Callable] = {
 }
 EXAMPLES = {"data": "data mnist(validation=5000)", "optimizer": "optimizer adam(lr=1e-3)",
             "schedule": "schedule cosine()"}
-KEYS = list(CHOICES) + list(PLAIN)
+KEYS = [*CHOICES, *PLAIN, "augment"]
 
 
 def validate_train(section: ast.Train) -> dict:
@@ -125,6 +130,8 @@ def validate_train(section: ast.Train) -> dict:
         config["spans"][entry.key] = entry.span
         if entry.key in CHOICES:
             config[entry.key] = _choice(entry, config["spans"])
+        elif entry.key == "augment":
+            config[entry.key] = _augmentations(entry)
         else:
             config[entry.key] = _plain(entry)
     _check_validation_once(config, seen)
@@ -180,6 +187,30 @@ def _call_parts(entry: ast.TrainEntry) -> tuple[str, list[Given], Span]:
     raise ArgumentError(f"{entry.key} must name one of {options}, got "
                         f"{describe(constant_value(value))}", value.span,
                         hint=f"for example: {EXAMPLES[entry.key]}")
+
+
+def _augmentations(entry: ast.TrainEntry) -> list[dict]:
+    """``augment [shift(2), flip_lr]`` (or one of them alone) -> ``[{"name": "shift", "args":
+    {...}}, ...]``, each checked against ``AUGMENTATIONS``."""
+    items = entry.value.items if isinstance(entry.value, ast.Sequence) else (entry.value,)
+    out = []
+    for item in items:
+        if isinstance(item, ast.Name):
+            name, args, name_span = item.id, [], item.span
+        elif isinstance(item, ast.Call) and not item.piped:
+            name, name_span = item.func, item.func_span
+            args = [Given(constant_value(a.value), a.span, a.name) for a in item.args]
+        else:
+            raise ArgumentError(f"augment takes augmentations such as shift(2) or flip_lr, "
+                                f"got {describe(constant_value(item))}", item.span,
+                                hint=f"augmentations: {', '.join(AUGMENTATIONS)}")
+        if name not in AUGMENTATIONS:
+            raise SpecNameError(f"unknown augmentation '{name}'", name_span,
+                                hint=did_you_mean(name, AUGMENTATIONS)
+                                or f"augmentations: {', '.join(AUGMENTATIONS)}")
+        bound = bind(name, AUGMENTATIONS[name], args, item.span)
+        out.append({"name": name, "args": dict(bound), "span": item.span})
+    return out
 
 
 def _check_validation_once(config: dict, seen: dict) -> None:

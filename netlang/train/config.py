@@ -16,7 +16,7 @@ from netlang.train.optimizers import Optimizer, make_optimizer
 from netlang.train.schedules import Schedule, make_schedule
 
 KEYS = ("data", "optimizer", "batch", "epochs", "seed", "schedule", "validation",
-        "weight_decay", "keep", "precision")
+        "weight_decay", "keep", "precision", "augment")
 FIRST_POSITIONAL = {"npz": "path", "optimizer": "lr"}
 
 
@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 0
     schedule: Call | None = None
     precision: Call | None = None     # mixed(dtype=bf16|f16), or f32 (None)
+    augment: tuple[Call, ...] = ()    # shift(pixels), flip_lr: per batch, seeded
     weight_decay: float = 0.0
     keep: int = 0          # checkpoints of the last ``keep`` epochs kept besides last.ckpt
     spans: dict[str, Span] = field(default_factory=dict)
@@ -157,6 +158,10 @@ def train_config(section: dict | None, network: str = "net") -> TrainConfig:
         changes["optimizer"] = as_call(values["optimizer"], "optimizer", get("optimizer"))
     if "schedule" in values:
         changes["schedule"] = as_call(values["schedule"], "schedule", get("schedule"))
+    if "augment" in values:
+        items = values["augment"]
+        items = items if isinstance(items, (list, tuple)) else [items]
+        changes["augment"] = tuple(as_call(item, "augment", get("augment")) for item in items)
     if "precision" in values:
         changes["precision"] = as_call(values["precision"], "precision", get("precision"))
     for key, minimum in (("batch", 1), ("epochs", 1), ("seed", 0), ("keep", 1)):

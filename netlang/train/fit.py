@@ -51,6 +51,7 @@ def start_record(trainer: Trainer, resume: bool) -> dict:
             "batch": c.batch, "epochs": c.epochs, "seed": c.seed,
             "weight_decay": c.weight_decay, "from_epoch": trainer.epoch,
             **({"init_from": trainer.init_source} if trainer.init_source else {}),
+            **({"augment": trainer.augmenter.describe()} if trainer.augmenter else {}),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
@@ -107,7 +108,8 @@ def train_model(model: Model, *, name: str | None = None, epochs: int | None = N
             f"({val} for validation), {config.epochs} epochs of batch {config.batch}, "
             f"{trainer.optimizer.describe()}, schedule {trainer.schedule.describe()}, "
             f"seed {config.seed}, {trainer.session.backend.describe()}"
-            + (f", mixed precision ({config.mixed_dtype()})" if config.mixed_dtype() else ""))
+            + (f", mixed precision ({config.mixed_dtype()})" if config.mixed_dtype() else "")
+            + (f", augment {trainer.augmenter.describe()}" if trainer.augmenter else ""))
         result = fit(trainer, run_folder, resume=resume, out=say, progress=progress,
                      stop_after=stop_after)
         if result.plot:

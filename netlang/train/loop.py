@@ -24,6 +24,7 @@ from netlang.errors import CheckpointError, UsageError
 from netlang.ir.types import DType, TensorType
 from netlang.model import Model
 from netlang.train import checkpoints
+from netlang.train.augment import make_augmenter
 from netlang.train.config import TrainConfig
 from netlang.train.data import Dataset, Normalizer, batch_slices, epoch_order, steps_per_epoch
 from netlang.train.feeding import make_feeder
@@ -88,6 +89,9 @@ class Trainer:
         self.train_model = Model(self.graph)
         self.session = self.train_model.session(device, config.seed, kernels)
         self.feeder = make_feeder(model.graph, dataset.train, dataset.name)
+        x_name = self.feeder.x_name
+        self.augmenter = make_augmenter(config.augment, config.seed, x_name,
+                                        model.graph.nodes[model.graph.inputs[x_name]].type)
         self.loss = model.graph.loss
         self.metrics = list(model.graph.metrics)
         self.fetches = [self.loss, *self.metrics]
@@ -150,7 +154,11 @@ class Trainer:
         sizes: list[int] = []
         for part in batch_slices(len(split), self.config.batch):
             index = order[part]
-            self.train_step(self.feeder.feeds(split, index))
+            feeds = self.feeder.feeds(split, index)
+            if self.augmenter is not None:
+                x = self.feeder.x_name
+                feeds[x] = self.augmenter(feeds[x], epoch, self.step)
+            self.train_step(feeds)
             sizes.append(len(index))
             if len(sizes) >= self.sync_every:
                 sums, seen = self._add_results(sums, seen, sizes, progress)
