@@ -413,14 +413,19 @@ def numpy_as_gpu(fresh_gpu_slot, monkeypatch, tmp_path):
     return get_backend("gpu")
 
 
-def test_train_steps_through_the_gpu_code_paths_match_the_cpu(numpy_as_gpu):
-    """specs/spiral.net's Adam steps on the GPU backend (generated kernels for every fused
-    group, on the host) give the CPU_REFERENCE backend's losses and parameters."""
+@pytest.mark.parametrize("spec, rtol, atol", [("spiral.net", 1e-5, 1e-6),
+                                              ("residual.net", 1e-4, 4e-3)])
+def test_train_steps_through_the_gpu_code_paths_match_the_cpu(numpy_as_gpu, spec, rtol, atol):
+    """A spec's Adam steps on the GPU backend (generated kernels for every fused group, on
+    the host) give the CPU backend's losses and parameters: spiral's MLP, and residual's
+    batchnorms written as elementwise steps by the batchnorm pass.  oneDNN's convolutions on
+    the CPU sum in another order, and Adam turns a tiny gradient's difference into a step of
+    up to lr: residual's parameters agree to 3 steps of its lr 1e-3."""
     import netlang
     from netlang.cli.bench import build_train_model, synthetic_batch, train_config_of
     from netlang.train.step import LR_INPUT
 
-    model = netlang.compile(pathlib.Path(__file__).parents[2] / "specs" / "spiral.net")
+    model = netlang.compile(pathlib.Path(__file__).parents[2] / "specs" / spec)
     train, optimizer = build_train_model(model, train_config_of(model))
     feeds = {**synthetic_batch(model.graph, 16), LR_INPUT: np.float32(optimizer.lr)}
     runs = {}
@@ -431,9 +436,9 @@ def test_train_steps_through_the_gpu_code_paths_match_the_cpu(numpy_as_gpu):
         runs[device] = (losses, session.state.to_numpy(), session.executor.kernel_calls)
     assert session.backend is numpy_as_gpu
     assert len(HostElementwiseKernel.built) >= 5   # the fused groups ran as generated code
-    np.testing.assert_allclose(runs["gpu"][0], runs["cpu"][0], rtol=1e-5)
+    np.testing.assert_allclose(runs["gpu"][0], runs["cpu"][0], rtol=rtol)
     for name, value in runs["cpu"][1].items():
-        np.testing.assert_allclose(runs["gpu"][1][name], value, rtol=1e-4, atol=1e-6,
+        np.testing.assert_allclose(runs["gpu"][1][name], value, rtol=10 * rtol, atol=atol,
                                    err_msg=name)
     assert runs["gpu"][2] == runs["cpu"][2]
 
