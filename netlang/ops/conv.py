@@ -95,10 +95,9 @@ def window_geometry(op: str, hw: tuple, khw: tuple, stride, dilation, padding,
     """Both spatial axes, or a shape error naming the sizes that do not fit."""
     mode = padding_mode(op, padding)
     stride, dilation = pair(op, "stride", stride), pair(op, "dilation", dilation)
-    if not all(isinstance(d, int) for d in hw):
-        raise ShapeError(f"{op} needs known image height and width, got [{hw[0]},{hw[1]}]",
-                         hint="give the input's spatial dims as numbers, e.g. f32[N,28,28,1]")
     check_known_kernel(op, khw)
+    if not all(isinstance(d, int) for d in hw):
+        return symbolic_geometry(op, hw, khw, stride, dilation, mode)
     axes = [axis_geometry(n, k, s, d, mode) for n, k, s, d in zip(hw, khw, stride, dilation)]
     if None in axes:
         spans = [(k - 1) * d + 1 for k, d in zip(khw, dilation)]
@@ -112,6 +111,30 @@ def window_geometry(op: str, hw: tuple, khw: tuple, stride, dilation, padding,
             f"{op}: padding={mode} pads the {hw[0]}x{hw[1]} input to "
             f"{axes[0].padded}x{axes[1].padded}, more than the {MAX_INT32} cells a kernel "
             f"can index", hint=f"use a {what} no larger than the input, or padding=VALID")
+    return axes[0], axes[1]
+
+
+def symbolic_geometry(op: str, hw: tuple, khw: tuple, stride: tuple, dilation: tuple,
+                      mode: str) -> tuple[Axis, Axis]:
+    """Both axes when the image's height or width is a symbol (``f32[N,H,W,1]``, seed 003's
+    filters over images of any size): padding=SAME with stride 1 keeps every size, so the
+    output is ``[N,H,W,C]`` again; any other window changes it by an amount a symbolic dim
+    cannot hold here, and needs the size given as a number."""
+    axes = []
+    for name, n, k, s, d in zip(("height", "width"), hw, khw, stride, dilation):
+        if isinstance(n, int) or (mode == "SAME" and s == 1):
+            total = (k - 1) * d                      # SAME, stride 1: out = in
+            axes.append(axis_geometry(n, k, s, d, mode) if isinstance(n, int)
+                        else Axis(n, k, s, d, n, total // 2, total - total // 2))
+            continue
+        raise ShapeError(f"{op} over the symbolic image {name} {n} needs a known size with "
+                         f"padding={mode} and stride {s}",
+                         hint=f"give {n} as a number (e.g. f32[N,28,28,1]); only padding=same "
+                              "with stride 1 keeps a symbolic height and width")
+    if None in axes:
+        raise ShapeError(f"{op}: the {khw[0]}x{khw[1]} window is larger than the "
+                         f"{hw[0]}x{hw[1]} input with padding=VALID",
+                         hint="use padding=SAME, a smaller kernel, or a larger input")
     return axes[0], axes[1]
 
 
