@@ -10,12 +10,21 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
-import ml_dtypes  # bfloat16 as a NumPy dtype (the one JAX and PyTorch's exchange use)
 import numpy as np
 
-NUMPY_DTYPES = {"f16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16),
-                "f32": np.dtype(np.float32), "f64": np.dtype(np.float64),
-                "i32": np.dtype(np.int32), "i64": np.dtype(np.int64), "bool": np.dtype(bool)}
+NUMPY_DTYPES = {"f16": np.dtype(np.float16), "f32": np.dtype(np.float32),
+                "f64": np.dtype(np.float64), "i32": np.dtype(np.int32),
+                "i64": np.dtype(np.int64), "bool": np.dtype(bool)}
+
+
+def bfloat16() -> np.dtype:
+    """ml_dtypes' bfloat16 (the NumPy dtype JAX and the GPU libraries share), imported the
+    first time a bf16 tensor is made: importing ml_dtypes takes ~0.6 s, which every netlang
+    command would otherwise pay."""
+    if "bf16" not in NUMPY_DTYPES:
+        import ml_dtypes
+        NUMPY_DTYPES["bf16"] = np.dtype(ml_dtypes.bfloat16)
+    return NUMPY_DTYPES["bf16"]
 
 
 class DType(Enum):
@@ -29,7 +38,7 @@ class DType(Enum):
 
     @property
     def numpy(self) -> np.dtype:
-        return NUMPY_DTYPES[self.value]
+        return bfloat16() if self is DType.bf16 else NUMPY_DTYPES[self.value]
 
     @property
     def is_float(self) -> bool:
@@ -242,7 +251,7 @@ def is_float_dtype(dtype) -> bool:
     """Whether an array dtype holds floats: NumPy's kind "f", or ml_dtypes' bfloat16 (whose
     kind is "V")."""
     dtype = np.dtype(dtype)
-    return dtype.kind == "f" or dtype == NUMPY_DTYPES["bf16"]
+    return dtype.kind == "f" or dtype.name == "bfloat16"
 
 
 def promote(a: DType, b: DType) -> DType:
