@@ -3,12 +3,13 @@
 Gradient nodes go in clusters of their own (``∇ conv1``) so a layer's forward cluster stays
 compact, and the backward pass is mirrored beside the forward one.  Constants and the
 train/eval flag are drawn small, once per use, instead of as hubs with long edges to every
-reader; so are parameters where gradient nodes read them.  State updates are dashed edges
-back to the state they set.
+reader; so are parameters where gradient nodes read them.  State updates, and the values
+``assign`` stores, are dashed edges back to the variable they set.
 """
 from __future__ import annotations
 
 from netlang.ir.graph import Graph, Node
+from netlang.ops.state import ASSIGN_OP
 from netlang.viz.changes import Changes
 from netlang.viz.diagram import Box, Diagram, Edge
 from netlang.viz.labels import const_text, op_text, shape_text
@@ -43,6 +44,14 @@ def op_diagram(graph: Graph, title: str = "", changes: Changes | None = None) ->
         if state_name in graph.state and new not in per_use:
             diagram.add_edge(Edge(key_of(graph, new), key_of(graph, graph.state[state_name]),
                                   "update", "update", constraint=False))
+    for node in graph.nodes.values():          # assign(x, v) stores into x when a run ends
+        if node.op != ASSIGN_OP or node.id in per_use:
+            continue
+        name = node.attrs["variable"]
+        variable = graph.params.get(name, graph.state.get(name))
+        if variable is not None and variable not in per_use:
+            diagram.add_edge(Edge(key_of(graph, node.id), key_of(graph, variable), "assign",
+                                  "update", constraint=False))
     add_outputs(diagram, graph, lambda nid: None if nid in per_use else key_of(graph, nid),
                 names)
     return diagram

@@ -104,3 +104,14 @@ def test_nested_scopes_make_nested_clusters():
     assert d.boxes["residual1/bn1"].title == "bn1"
     op = diagram_of(g, "op")
     assert set(op.clusters) == {"residual1", "residual1/bn1", "residual1/conv1"}
+
+
+def test_an_assignment_is_a_dashed_edge_back_to_its_variable():
+    import netlang
+
+    graph = netlang.compile("specs/counter.net").graph
+    op = diagram_of(graph, "op")
+    edges = [(e.src, e.dst, e.label, e.kind, e.constraint) for e in op.edges
+             if e.label == "assign"]
+    assert len(edges) == 1 and edges[0][2:] == ("assign", "update", False)
+    assert op.boxes[edges[0][0]].lines == ["dec"] and op.boxes[edges[0][1]].kind == "state"
