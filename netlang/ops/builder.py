@@ -62,6 +62,13 @@ class Builder:
         finally:
             self._tags = old
 
+    @contextlib.contextmanager
+    def like(self, node):
+        """Build in ``node``'s scope, at its span, with its tags: the nodes a pass writes in
+        place of ``node`` keep where it came from."""
+        with self.in_scope(node.scope), self.at(node.span), self.tagged(*node.tags):
+            yield self
+
     def type_of(self, value: int) -> TensorType:
         return self.graph.nodes[value].type
 

@@ -106,7 +106,7 @@ def expand_batchnorm(graph: Graph) -> tuple[Graph, Report]:
         if node.id not in chosen:
             return None
         items.append(f"{describe(graph, node)} as elementwise steps")
-        with b.in_scope(node.scope), b.at(node.span), b.tagged(*node.tags):
+        with b.like(node):
             return _emit(b, node, [mapped(i) for i in node.inputs])
 
     new, mapping = replace_groups(graph, set(), emit)

@@ -59,7 +59,7 @@ def fuse_conv_bias(graph: Graph) -> tuple[Graph, Report]:
         c = graph.nodes[conv]
         x, w = (mapped(i) for i in c.inputs)
         items.append(f"{describe(graph, c)} + bias" + (" + relu" if relu else ""))
-        with b.in_scope(c.scope), b.at(c.span), b.tagged(*c.tags):
+        with b.like(c):
             return b.op("conv2d_bias", x, w, mapped(bias), relu=relu, **c.attrs)
 
     absorbed = {a for m in matches.values() for a in m[3]}

@@ -97,7 +97,7 @@ def fuse_elementwise(graph: Graph) -> tuple[Graph, Report]:
             return None
         expr, external = group_expr(graph, by_root[node.id])
         inputs = [mapped(i) for i in external]
-        with b.in_scope(node.scope), b.at(node.span), b.tagged(*node.tags):
+        with b.like(node):
             nid = b.op("fused", *inputs, expr=expr)
         lines.append(_describe(b.graph, nid, inputs, expr))
         return nid
