@@ -160,8 +160,10 @@ def _plain(entry: ast.TrainEntry):
 
 def _choice(entry: ast.TrainEntry, spans: dict) -> dict:
     """``optimizer adam(lr=1e-4)`` -> ``{"name": "adam", "lr": 0.0001, ...}``."""
-    name, args, name_span = _call_parts(entry)
     options = CHOICES[entry.key]
+    name, args, name_span = _call_parts(entry.value, (
+        f"{entry.key} must name one of {', '.join(options)}",
+        f"for example: {EXAMPLES[entry.key]}"))
     if name not in options:
         noun = "data set" if entry.key == "data" else entry.key
         raise SpecNameError(f"unknown {noun} '{name}'", name_span,
@@ -176,17 +178,17 @@ def _choice(entry: ast.TrainEntry, spans: dict) -> dict:
     return {"name": name, "args": given, "span": entry.value.span}
 
 
-def _call_parts(entry: ast.TrainEntry) -> tuple[str, list[Given], Span]:
-    value = entry.value
+def _call_parts(value, refusal: tuple[str, str]) -> tuple[str, list[Given], Span]:
+    """``NAME`` or ``NAME(args)`` as (name, arguments, the name's span); anything else is
+    ``refusal`` (the message's start, the hint)."""
     if isinstance(value, ast.Name):
         return value.id, [], value.span
     if isinstance(value, ast.Call) and not value.piped:
         args = [Given(constant_value(a.value), a.span, a.name) for a in value.args]
         return value.func, args, value.func_span
-    options = ", ".join(CHOICES[entry.key])
-    raise ArgumentError(f"{entry.key} must name one of {options}, got "
-                        f"{describe(constant_value(value))}", value.span,
-                        hint=f"for example: {EXAMPLES[entry.key]}")
+    message, hint = refusal
+    raise ArgumentError(f"{message}, got {describe(constant_value(value))}", value.span,
+                        hint=hint)
 
 
 def _augmentations(entry: ast.TrainEntry) -> list[dict]:
@@ -195,15 +197,9 @@ def _augmentations(entry: ast.TrainEntry) -> list[dict]:
     items = entry.value.items if isinstance(entry.value, ast.Sequence) else (entry.value,)
     out = []
     for item in items:
-        if isinstance(item, ast.Name):
-            name, args, name_span = item.id, [], item.span
-        elif isinstance(item, ast.Call) and not item.piped:
-            name, name_span = item.func, item.func_span
-            args = [Given(constant_value(a.value), a.span, a.name) for a in item.args]
-        else:
-            raise ArgumentError(f"augment takes augmentations such as shift(2) or flip_lr, "
-                                f"got {describe(constant_value(item))}", item.span,
-                                hint=f"augmentations: {', '.join(AUGMENTATIONS)}")
+        name, args, name_span = _call_parts(item, (
+            "augment takes augmentations such as shift(2) or flip_lr",
+            f"augmentations: {', '.join(AUGMENTATIONS)}"))
         if name not in AUGMENTATIONS:
             raise SpecNameError(f"unknown augmentation '{name}'", name_span,
                                 hint=did_you_mean(name, AUGMENTATIONS)
