@@ -117,7 +117,7 @@ PLAIN: dict[str, Callable] = {
     "validation": validation_size, "weight_decay": non_negative, "keep": positive_int,
 }
 EXAMPLES = {"data": "data mnist(validation=5000)", "optimizer": "optimizer adam(lr=1e-3)",
-            "schedule": "schedule cosine()"}
+            "schedule": "schedule cosine()", "precision": "precision mixed(dtype=bf16)"}
 KEYS = [*CHOICES, *PLAIN, "augment"]
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import netlang
+from netlang.errors import SpecError
 from netlang.ir.types import DType
 from netlang.model import Model
 from netlang.passes.autocast import autocast
@@ -97,3 +98,12 @@ train tiny { data spiral(points=30); optimizer adam(lr=1e-2); batch 16; epochs 2
     result = model.fit(out=tmp_path / "run", say=lines.append, progress=False)
     assert lines[0].endswith(", mixed precision (f16)")
     assert result.history["xent"][1] < result.history["xent"][0]
+
+
+def test_precision_that_is_not_a_name_is_a_spec_error():
+    with pytest.raises(SpecError) as info:
+        netlang.compile("network n {\n  input x: f32[N, 2]\n  output y = x\n}\n"
+                        "train n { precision 1.5 }\n", "p.net")
+    assert str(info.value).splitlines()[0] == (
+        "p.net:5:21: argument error: precision must name one of f32, mixed, got the number 1.5")
+    assert str(info.value).splitlines()[-1] == "hint: for example: precision mixed(dtype=bf16)"
