@@ -201,9 +201,10 @@ def _augmentations(entry: ast.TrainEntry) -> list[dict]:
             "augment takes augmentations such as shift(2) or flip_lr",
             f"augmentations: {', '.join(AUGMENTATIONS)}"))
         if name not in AUGMENTATIONS:
+            known = f"augmentations: {', '.join(AUGMENTATIONS)}"
+            near = did_you_mean(name, AUGMENTATIONS)
             raise SpecNameError(f"unknown augmentation '{name}'", name_span,
-                                hint=did_you_mean(name, AUGMENTATIONS)
-                                or f"augmentations: {', '.join(AUGMENTATIONS)}")
+                                hint=f"{near} ({known})" if near else known)
         bound = bind(name, AUGMENTATIONS[name], args, item.span)
         out.append({"name": name, "args": dict(bound), "span": item.span})
     return out

@@ -49,7 +49,8 @@ def test_the_train_section_takes_one_or_a_list_and_names_unknown_ones():
     with pytest.raises(SpecError) as info:
         netlang.compile(base % "[shift(2), flip_ud]", "a.net")
     assert str(info.value).splitlines()[0] == "a.net:5:30: name error: unknown augmentation 'flip_ud'"
-    assert str(info.value).splitlines()[-1] == "hint: did you mean 'flip_lr'?"
+    assert str(info.value).splitlines()[-1] == ("hint: did you mean 'flip_lr'? (augmentations: "
+                                                "shift, flip_lr)")
 
 
 def test_augmenting_needs_an_image_input():
