@@ -17,6 +17,7 @@ argument was written, so later errors (a missing data file, a diverging lr) poin
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from netlang.errors import ArgumentError, Span, SpecError, SpecNameError, did_you_mean
@@ -128,6 +129,8 @@ def validate_train(section: ast.Train) -> dict:
     for entry in section.entries:
         _check_key(entry, seen)
         config["spans"][entry.key] = entry.span
+        if entry.key == "data":
+            entry = _augment_from_data(entry, config, seen)
         if entry.key in CHOICES:
             config[entry.key] = _choice(entry, config["spans"])
         elif entry.key == "augment":
@@ -208,6 +211,26 @@ def _augmentations(entry: ast.TrainEntry) -> list[dict]:
         bound = bind(name, AUGMENTATIONS[name], args, item.span)
         out.append({"name": name, "args": dict(bound), "span": item.span})
     return out
+
+
+def _augment_from_data(entry: ast.TrainEntry, config: dict, seen: dict) -> ast.TrainEntry:
+    """``data mnist(validation=5000, augment=[shift(2)])`` means ``augment [shift(2)]`` as
+    well (augmentations belong to the data, but every data set takes them): the entry
+    without that argument, with ``config["augment"]`` set from it."""
+    value = entry.value
+    if not isinstance(value, ast.Call):
+        return entry
+    given = [a for a in value.args if a.name == "augment"]
+    if not given:
+        return entry
+    if "augment" in seen:
+        raise SpecError("augment is given twice: in data(...) and as a setting",
+                        seen["augment"].key_span, hint="keep one of them")
+    seen["augment"] = entry
+    config["augment"] = _augmentations(replace(entry, value=given[0].value))
+    config["spans"]["augment"] = given[0].span
+    rest = tuple(a for a in value.args if a.name != "augment")
+    return replace(entry, value=replace(value, args=rest))
 
 
 def _check_validation_once(config: dict, seen: dict) -> None:

@@ -89,3 +89,16 @@ train pics {{ data npz("{tmp_path / 'pics.npz'}"); augment [shift(1), flip_lr]
     assert main(["train", str(plain), "--out", str(tmp_path / "plain")]) == 0
     c, _ = read(tmp_path / "plain" / "last.ckpt")
     assert not np.array_equal(a["conv1/W"], c["conv1/W"])     # augmentation changed training
+
+
+def test_augment_may_be_given_in_the_data_section_once():
+    base = "network n {\n  input x: f32[N, 4, 4, 1]\n  output y = x\n}\ntrain n { %s }\n"
+    config = train_config(netlang.compile(
+        base % "data mnist(validation=5000, augment=[shift(2), flip_lr])").graph.spec.train, "n")
+    assert config.data.args == {"validation": 5000}
+    assert [(c.name, c.args) for c in config.augment] == [("shift", {"pixels": 2}),
+                                                          ("flip_lr", {})]
+    with pytest.raises(SpecError) as info:
+        netlang.compile(base % "augment [shift]\n data mnist(augment=[flip_lr])", "a.net")
+    assert str(info.value).splitlines()[0] == (
+        "a.net:5:11: error: augment is given twice: in data(...) and as a setting")
