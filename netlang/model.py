@@ -240,7 +240,9 @@ class Session:
         """Compute ``fetches`` (a name, or a list of names) given ``feeds`` (name -> value).
 
         Only what the fetches need runs.  Any value may be fed, not only inputs; a fed
-        value replaces whatever computed it.  ``training`` picks the train program (batch
+        value replaces whatever computed it; an input declared with a default value
+        (``input rate: f32[] = 0.5``) gets it unless fed.  Fetching an ``assign`` stores
+        its value into the variable when the run ends.  ``training`` picks the train program (batch
         statistics, dropout on).  State updates (batchnorm's moving averages, an optimizer's
         steps) run only when asked: ``updates=True``, or the name ``"update_ops"`` among the
         fetches, whose result is None (as in the seed's ``sess.run([y, update_ops])``).
