@@ -140,6 +140,12 @@ class UsageError(NetlangError):
     kind = "usage error"
 
 
+class ExportError(NetlangError):
+    """A network part that has no ONNX form (an assignment, a loss op), at its spec line."""
+
+    kind = "export error"
+
+
 class OutputError(NetlangError):
     """A file netlang writes could not be written (disk full, permissions)."""
 

@@ -1,10 +1,10 @@
 """The layering rule of STYLE.md, checked on the source: a module imports only leftwards.
 
-errors <- ir <- ops <- frontend, passes, runtime <- compiler <- model <- train, gradcheck
-<- viz <- cli.  ``runtime`` runs a prepared graph: it never imports ``frontend`` or
+errors <- ir <- ops <- frontend, passes, runtime <- compiler <- model <- train, gradcheck,
+exchange <- viz <- cli.  ``runtime`` runs a prepared graph: it never imports ``frontend`` or
 ``passes`` (they sit on one level, so neither may import the other); ``compiler`` is the one
 module that chains them.  One place knows each outside thing (networkx, lark, graphviz,
-cupy, oneDNN); networkx is for the buffer plan's interference coloring (runtime/memory.py)
+cupy, oneDNN, onnx); networkx is for the buffer plan's interference coloring (runtime/memory.py)
 when it comes.
 """
 from __future__ import annotations
@@ -15,12 +15,13 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "netlang"
 
 LAYER = {"errors": 0, "ir": 1, "ops": 2, "frontend": 3, "passes": 3, "runtime": 3,
-         "compiler": 4, "model": 5, "gradcheck": 6, "train": 6, "viz": 7, "cli": 8,
+         "compiler": 4, "model": 5, "gradcheck": 6, "train": 6, "exchange": 6, "viz": 7, "cli": 8,
          "bench": 8, "__init__": 8, "__main__": 9}
 
 OUTSIDE = {"networkx": {"runtime/memory.py"}, "lark": None, "graphviz": None, "cupy": {
     "runtime/backend.py"}, "cupyx": {"runtime/backend.py"}, "numba": {"runtime/jit.py"},
-    "ml_dtypes": {"ir/types.py"}}
+    "ml_dtypes": {"ir/types.py"}, "onnx": {"exchange/onnx_lib.py"},
+    "onnxruntime": {"exchange/onnx_lib.py"}}
 
 
 # The Python API's conveniences reach up, each by one import inside the method that needs it
@@ -93,6 +94,8 @@ def test_one_module_knows_each_outside_library():
     assert len(where["lark"]) <= 1, f"lark imported in {where['lark']}"
     assert where["numba"] <= OUTSIDE["numba"] and where["ml_dtypes"] <= OUTSIDE["ml_dtypes"]
     assert all(p.startswith("viz/") for p in where["graphviz"]), where["graphviz"]
+    assert where["onnx"] <= OUTSIDE["onnx"], where["onnx"]
+    assert where["onnxruntime"] <= OUTSIDE["onnxruntime"], where["onnxruntime"]
 
 
 def test_one_module_loads_onednn():

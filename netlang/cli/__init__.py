@@ -25,6 +25,7 @@ COMMANDS = {
     "eval": "evaluate",
     "predict": "predict",
     "render": "render",
+    "export": "export",
     "bench": "bench",
 }
 
