@@ -26,6 +26,7 @@ COMMANDS = {
     "predict": "predict",
     "render": "render",
     "export": "export",
+    "import": "import_model",
     "bench": "bench",
 }
 

@@ -32,7 +32,7 @@ from netlang.ir.graph import Graph, Node
 from netlang.ir.types import DType, Sym, promote
 from netlang.model import Model
 from netlang.ops.conv import pair, window_geometry
-from netlang.ops.image import interpolation_matrix
+from netlang.ops.image import interpolation_matrix, nearest_agrees
 from netlang.ops.pool import pool_geometry
 from netlang.ops.rules import axes_of, axis_of
 from netlang.passes.pipeline import OPTIMIZE, without
@@ -568,8 +568,8 @@ def _resize(w: _Writer, n: Node) -> None:
     _, h, w_in, _ = w.g.type_of(x).shape
     _, oh, ow, _ = n.type.shape
     method = str(n.attrs.get("method", "bilinear")).lower()
-    if method == "bilinear" or (method == "nearest" and _nearest_agrees(h, oh)
-                                and _nearest_agrees(w_in, ow)):
+    if method == "bilinear" or (method == "nearest" and nearest_agrees(h, oh)
+                                and nearest_agrees(w_in, ow)):
         scales = np.asarray([1, 1, np.float32(oh) / np.float32(h),
                              np.float32(ow) / np.float32(w_in)], np.float32)
         attrs = {"mode": "linear" if method == "bilinear" else "nearest",
@@ -585,13 +585,6 @@ def _resize(w: _Writer, n: Node) -> None:
                       f"{method}_cols")
     tall = w.emit("MatMul", [rows, w.value(x, NCHW)], scope=n.scope)     # [N,C,OH,W]
     w.result(n, "MatMul", [tall, cols], None, NCHW)                      # [N,C,OH,OW]
-
-
-def _nearest_agrees(n_in: int, n_out: int) -> bool:
-    o = np.arange(n_out, dtype=np.float32)
-    ours = np.floor(o * (np.float32(n_in) / np.float32(n_out)))
-    theirs = np.floor(o / (np.float32(n_out) / np.float32(n_in)))
-    return bool(np.array_equal(np.minimum(ours, n_in - 1), np.minimum(theirs, n_in - 1)))
 
 
 HANDLERS = {

@@ -43,6 +43,8 @@ class OnnxGraph:
     initializers: dict[str, np.ndarray] = field(default_factory=dict)
     doc: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    # every value's dtype and shape that ONNX shape inference knows (read models only)
+    types: dict[str, OnnxValue] = field(default_factory=dict)
 
     def op_types(self) -> list[str]:
         return sorted({n.op_type for n in self.nodes})

@@ -120,19 +120,27 @@ def run(model: bytes | str | Path, feeds: dict[str, np.ndarray]) -> dict[str, np
     return dict(zip(names, session.run(names, feeds)))
 
 
-def read(path: str | Path) -> OnnxGraph:
-    """An ONNX file as an ``OnnxGraph`` (default-domain opset, nodes, initializers with
-    their values, inputs that are not initializers, outputs)."""
+def read(path: str | Path | bytes) -> OnnxGraph:
+    """An ONNX file (or a serialized model) as an ``OnnxGraph``: default-domain opset,
+    nodes, initializers with their values, inputs that are not initializers, outputs, and
+    every value's type that shape inference finds."""
     onnx = _onnx()
     from google.protobuf.message import DecodeError  # onnx's protobuf: what a bad file raises
-    try:
-        model = onnx.load(str(path))
-    except OSError as err:
-        raise UsageError(f"cannot read '{path}': {err.strerror or err}") from None
-    except (DecodeError, ValueError) as err:
-        raise UsageError(f"'{path}' is not an ONNX model ({type(err).__name__}: {err})"
-                         ) from None
+    if isinstance(path, bytes):
+        model, path = onnx.load_from_string(path), Path("model.onnx")
+    else:
+        try:
+            model = onnx.load(str(path))
+        except OSError as err:
+            raise UsageError(f"cannot read '{path}': {err.strerror or err}") from None
+        except (DecodeError, ValueError) as err:
+            raise UsageError(f"'{path}' is not an ONNX model ({type(err).__name__}: {err})"
+                             ) from None
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    try:
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except onnx.shape_inference.InferenceError:
+        pass                       # shapes stay as declared; import says what it misses
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                 default=1)
     g = model.graph
@@ -161,5 +169,8 @@ def read(path: str | Path) -> OnnxGraph:
         return OnnxValue(v.name, np.dtype(dtype), dims)
 
     inputs = [value(v) for v in g.input if v.name not in inits]
-    return OnnxGraph(g.name or Path(path).stem, opset, nodes, inputs,
-                     [value(v) for v in g.output], inits, g.doc_string)
+    outputs = [value(v) for v in g.output]
+    types = {v.name: v for v in [*map(value, g.value_info), *inputs, *outputs]}
+    metadata = {p.key: p.value for p in model.metadata_props}
+    return OnnxGraph(g.name or Path(path).stem, opset, nodes, inputs, outputs, inits,
+                     g.doc_string, metadata, types)

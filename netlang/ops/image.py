@@ -86,6 +86,15 @@ def apply_separable(xp, x, ah: np.ndarray, aw: np.ndarray):
     return out.reshape(n, oh, aw.shape[0], c)
 
 
+def nearest_agrees(n_in: int, n_out: int) -> bool:
+    """Whether ONNX's nearest resize (asymmetric, floor of ``o / scale`` with the float32
+    ``scale = out / in``) picks the same pixels as netlang's ``floor(o * in / out)``."""
+    o = np.arange(n_out, dtype=np.float32)
+    ours = np.floor(o * (np.float32(n_in) / np.float32(n_out)))
+    theirs = np.floor(o / (np.float32(n_out) / np.float32(n_in)))
+    return bool(np.array_equal(np.minimum(ours, n_in - 1), np.minimum(theirs, n_in - 1)))
+
+
 def resize_kernel(xp, x, size, method="bilinear"):
     oh, ow = pair("resize", "size", size)
     m = resize_method("resize", method)
