@@ -27,7 +27,14 @@ import numpy as np
 
 from netlang.compiler import trace
 from netlang.errors import ExportError, UsageError, did_you_mean
-from netlang.exchange.graph import DEFAULT_OPSET, MIN_OPSET, OnnxGraph, OnnxNode, OnnxValue
+from netlang.exchange.graph import (
+    DEFAULT_OPSET,
+    MIN_OPSET,
+    OnnxGraph,
+    OnnxNode,
+    OnnxValue,
+    unique_name,
+)
 from netlang.ir.graph import Graph, Node
 from netlang.ir.types import DType, Sym, promote
 from netlang.model import Model
@@ -106,12 +113,7 @@ class _Writer:
 
     # -- names -------------------------------------------------------------------------------
     def unique(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name
+        return unique_name(base, self.taken)
 
     def base_name(self, node: Node) -> str:
         name = self.g.name_of(node.id)
@@ -132,13 +134,8 @@ class _Writer:
              out: str | None = None, scope: str = "") -> str:
         base = f"{scope}/{op_type}" if scope else op_type
         out = out or self.unique(base)
-        node_name, k = base, 1
-        while node_name in self.node_names:
-            k += 1
-            node_name = f"{base}_{k}"
-        self.node_names.add(node_name)
         self.out.nodes.append(OnnxNode(op_type, list(inputs), [out], dict(attrs or {}),
-                                       node_name))
+                                       unique_name(base, self.node_names)))
         return out
 
     def result(self, node: Node, op_type: str, inputs: list[str], attrs: dict | None = None,

@@ -26,10 +26,11 @@ class OnnxNode:
 @dataclass
 class OnnxValue:
     """A graph input or output: name, NumPy dtype and shape (ints, or strings for dynamic
-    dims such as ``N``)."""
+    dims such as ``N``).  A read value that is not a tensor of a NumPy type (a sequence, an
+    optional, float8) has dtype None."""
 
     name: str
-    dtype: np.dtype
+    dtype: np.dtype | None
     shape: tuple
 
 
@@ -48,3 +49,14 @@ class OnnxGraph:
 
     def op_types(self) -> list[str]:
         return sorted({n.op_type for n in self.nodes})
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_2``, ``base_3``, ... whichever is not yet in ``taken`` (which
+    then holds it)."""
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netlang.errors import NetlangError, UsageError
-from netlang.exchange.graph import OnnxGraph, OnnxNode
+from netlang.exchange.graph import OnnxGraph, OnnxNode, unique_name
 from netlang.frontend.layers import LAYERS
 from netlang.ir.types import DType
 from netlang.model import compile as compile_spec
@@ -82,6 +82,9 @@ def _inverse(perm: tuple) -> tuple:
 
 
 def _dtype_name(dtype) -> str:
+    if dtype is None:
+        raise Unmapped("a value that is not a tensor of numbers (a sequence, an optional, "
+                       "float8)")
     try:
         return DType.of(np.dtype(dtype)).value
     except ValueError:
@@ -138,12 +141,7 @@ class _Importer:
         base = re.sub(r"\W", "_", base).strip("_") or "v"
         if base[0].isdigit():
             base = "v" + base
-        name, k = base, 1
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name
+        return unique_name(base, self.taken)
 
     def layer_scope(self, prefix: str) -> str:
         """The scope netlang gives the next layer of this kind (``conv1``, ``conv2``, ...)."""
@@ -242,7 +240,10 @@ class _Importer:
             self.rename[v.name] = name
             dims = []
             for i, d in enumerate(v.shape):
-                if isinstance(d, int) and d >= 0:
+                if d == 0:
+                    self.problems.append((OnnxNode("input", [], [v.name], name=v.name),
+                                          "a zero-size dimension"))
+                if isinstance(d, int) and d > 0:
                     dims.append(str(d))
                 else:
                     symbol = re.sub(r"\W", "_", str(d))
@@ -262,7 +263,8 @@ class _Importer:
                 handler(self, node, index)
             except Unmapped as err:
                 self.problems.append((node, str(err)))
-            except (IndexError, KeyError, ValueError, TypeError) as err:   # a form not foreseen
+            except (ArithmeticError, AttributeError, IndexError, KeyError, TypeError,
+                    ValueError) as err:                                  # a form not foreseen
                 self.problems.append((node, (f"netlang import cannot read this node ("
                                             f"{type(err).__name__}: {err})")))
             if node.outputs and node.outputs[0] not in self.held \
@@ -411,6 +413,14 @@ def _conv_padding(imp: _Importer, node: OnnxNode, x: str, kernel, strides, dilat
     return "valid", pads
 
 
+def _same_pads(imp: _Importer, node: OnnxNode, x: str, kernel, strides) -> list[int]:
+    """TensorFlow's SAME padding of a pool as explicit [top, left, bottom, right]."""
+    h, w = imp.static(x, (2, 3))
+    gh, gw = (axis_geometry(n, int(k), int(s), 1, "SAME")
+              for n, k, s in zip((h, w), kernel, strides))
+    return [gh.before, gw.before, gh.after, gw.after]
+
+
 def _conv(imp: _Importer, node: OnnxNode, _index: int) -> None:
     x, w = node.inputs[:2]
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
@@ -513,7 +523,18 @@ def _matmul(imp: _Importer, node: OnnxNode, _index: int) -> None:
         else:
             _dense(imp, a, imp.consts[b], None, node.outputs[0])
         return
-    imp.emit(None, [], node.outputs[0], infix=f"{imp.get(a)} @ {imp.get(b)}")
+    ra, rb = imp.rank(a), imp.rank(b)
+    if ra >= 2 and rb >= 2:
+        imp.emit(None, [], node.outputs[0], infix=f"{imp.get(a)} @ {imp.get(b)}")
+        return
+    # NumPy's promotion: a 1-D left operand is a row, a 1-D right one a column, dropped after
+    left = imp.get(a) if ra >= 2 else imp.emit("reshape", [imp.get(a), "shape=(1, -1)"])
+    right = imp.get(b) if rb >= 2 else imp.emit("reshape", [imp.get(b), "shape=(-1, 1)"])
+    y = imp.emit(None, [], infix=f"{left} @ {right}")
+    out = [d if isinstance(d, int) and d >= 0 else -1 for d in imp.shape(node.outputs[0])]
+    if out.count(-1) > 1:
+        raise Unmapped("a 1-D operand with more than one unknown dim in the result")
+    imp.emit("reshape", [y, f"shape={_tuple(out)}"], node.outputs[0])
 
 
 def _channels_last(rank: int) -> tuple | None:
@@ -525,17 +546,22 @@ def _batchnorm(imp: _Importer, node: OnnxNode, _index: int) -> None:
     x, scale, bias, mean, var = node.inputs[:5]
     if int(node.attrs.get("training_mode", 0)):
         raise Unmapped("training_mode=1 (netlang batchnorm's training mode is its own)")
-    for name in (scale, bias, mean, var):
-        imp.const(name, "scale, bias, mean and variance")
     rank = imp.rank(x)
     if rank < 2:
         raise Unmapped(f"batchnorm over a rank-{rank} value")
     perm = _channels_last(rank)
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    if not all(name in imp.consts for name in (scale, bias, mean, var)):
+        # computed statistics: the formula, with the [C] vectors along the channels last
+        parts = [imp.get(x, perm), *(imp.get(n) for n in (mean, var, scale, bias))]
+        value, m, v, g, b = parts
+        imp.emit(None, [], node.outputs[0], perm,
+                 infix=f"({value} - {m}) / sqrt({v} + {_number(np.float32(eps))}) * {g} + {b}")
+        return
     scope = imp.layer_scope("bn")
     for key, name in (("gamma", scale), ("beta", bias), ("moving_mean", mean),
                       ("moving_variance", var)):
         imp.arrays[f"{scope}/{key}"] = np.asarray(imp.consts[name])
-    eps = float(node.attrs.get("epsilon", 1e-5))
     imp.emit("batchnorm", [imp.get(x, perm), f"epsilon={_number(np.float32(eps))}"],
              node.outputs[0], perm)
 
@@ -595,6 +621,38 @@ def _binary(infix: str | None = None, call: str | None = None):
     return handler
 
 
+def _div(imp: _Importer, node: OnnxNode, index: int) -> None:
+    dtype = imp.og.types.get(node.outputs[0])
+    if dtype is not None and dtype.dtype is not None and dtype.dtype.kind in "iu":
+        raise Unmapped("integer division (ONNX truncates; netlang divides into floats)")
+    _binary("/")(imp, node, index)
+
+
+def _dropout(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    if len(node.inputs) > 2 and node.inputs[2]:
+        training = imp.consts.get(node.inputs[2])
+        if training is None or bool(np.asarray(training).reshape(-1)[0]):
+            raise Unmapped("dropout in training mode (netlang draws its masks in training "
+                           "steps)")
+    mask = node.outputs[1] if len(node.outputs) > 1 else ""
+    if mask and (imp.users.get(mask) or mask in imp.graph_outputs):
+        raise Unmapped("dropout's mask output")
+    imp.alias(node.outputs[0], node.inputs[0])
+
+
+def _sum(imp: _Importer, node: OnnxNode, index: int) -> None:
+    """Sum of any number of operands: ``a + b + c``."""
+    if len(node.inputs) == 1:
+        imp.alias(node.outputs[0], node.inputs[0])
+        return
+    if len(node.inputs) == 2:
+        _binary("+")(imp, node, index)
+        return
+    perm = _common_layout(imp, node.inputs, node.outputs[0])
+    terms = [_operand(imp, n, perm) for n in node.inputs]
+    imp.emit(None, [], node.outputs[0], perm, infix=" + ".join(terms))
+
+
 def _where(imp: _Importer, node: OnnxNode, _index: int) -> None:
     perm = _common_layout(imp, node.inputs, node.outputs[0])
     imp.emit("select", [_operand(imp, n, perm) for n in node.inputs], node.outputs[0], perm)
@@ -622,16 +680,24 @@ def _pool(call: str):
         if any(int(d) != 1 for d in node.attrs.get("dilations", [1, 1])):
             raise Unmapped("dilated pooling")
         padding, pads = _conv_padding(imp, node, x, kernel, strides, (1, 1))
+        include = bool(int(node.attrs.get("count_include_pad", 0)))
+        if call == "avgpool" and padding == "same" and include:
+            padding, pads = "valid", _same_pads(imp, node, x, kernel, strides)
+        source = imp.get(x, CL)
         if pads is not None:
-            raise Unmapped(f"pads {pads} are neither VALID nor TensorFlow's SAME")
-        if (call == "avgpool" and padding == "same"
-                and int(node.attrs.get("count_include_pad", 0))):
-            raise Unmapped("count_include_pad=1 with padding (netlang averages what is "
-                           "inside the image)")
+            # explicit pads: a max over the lowest float ignores them; an average counts them
+            # only with count_include_pad (zeros), which netlang's valid pool then sees
+            if call == "avgpool" and not include:
+                raise Unmapped(f"pads {pads} that are not TensorFlow's SAME, without "
+                               "count_include_pad")
+            fill = _number(np.finfo(np.float32).min) if call == "maxpool" else "0.0"
+            t, left, b, r = pads
+            paddings = f"paddings=((0, 0), ({t}, {b}), ({left}, {r}), (0, 0))"
+            source = imp.emit("pad", [source, paddings, f"value={fill}"])
         attrs = [f"window={_pair(kernel)}"]
         attrs += [f"stride={_pair(strides)}"] if strides != kernel else []
         attrs += ["padding=same"] if padding == "same" else []
-        imp.emit(call, [imp.get(x, CL), *attrs], node.outputs[0], CL)
+        imp.emit(call, [source, *attrs], node.outputs[0], CL)
     return handler
 
 
@@ -722,7 +788,8 @@ def _softmax(call: str):
         rank = imp.rank(x)
         default = -1 if imp.og.opset >= 13 else 1
         axis = int(node.attrs.get("axis", default)) % rank
-        if imp.og.opset < 13 and axis != rank - 1:
+        shape = imp.shape(x)
+        if imp.og.opset < 13 and any(d != 1 for d in shape[axis + 1:]):
             raise Unmapped(f"opset {imp.og.opset} {node.op_type} over the axes from {axis} on")
         held_axis, perm = _axis_in(imp, x, axis)
         attrs = [] if held_axis == rank - 1 else [f"axis={held_axis}"]
@@ -863,6 +930,12 @@ def _constant(imp: _Importer, node: OnnxNode, _index: int) -> None:
     imp.consts[node.outputs[0]] = value
 
 
+def _constant_of_shape(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    shape = [int(d) for d in imp.const(node.inputs[0], "shape")]
+    value = np.asarray(node.attrs.get("value", np.zeros(1, np.float32))).reshape(-1)
+    imp.consts[node.outputs[0]] = np.full(shape, value[0], value.dtype)
+
+
 HANDLERS = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batchnorm,
     "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
@@ -870,8 +943,8 @@ HANDLERS = {
     "Neg": _unary("neg"), "Abs": _unary("abs"), "Sin": _unary("sin"), "Cos": _unary("cos"),
     "Sign": _unary("sign"), "LeakyRelu": _unary("leaky_relu", alpha=0.01),
     "Elu": _unary("elu", alpha=1.0), "Reciprocal": _reciprocal,
-    "Identity": _same, "Dropout": _same,
-    "Add": _binary("+"), "Sub": _binary("-"), "Mul": _binary("*"), "Div": _binary("/"),
+    "Identity": _same, "Dropout": _dropout,
+    "Add": _binary("+"), "Sum": _sum, "Sub": _binary("-"), "Mul": _binary("*"), "Div": _div,
     "Max": _binary(call="maximum"), "Min": _binary(call="minimum"),
     "Equal": _binary(call="equal"), "Greater": _binary(call="greater"),
     "Less": _binary(call="less"), "Where": _where, "Pow": _pow,
@@ -884,6 +957,7 @@ HANDLERS = {
     "ReduceMean": _reduce("mean"), "ReduceSum": _reduce("sum"), "ReduceMax": _reduce("max"),
     "ReduceMin": _reduce("min"), "ReduceProd": _reduce("prod"),
     "Concat": _concat, "Cast": _cast, "Pad": _pad, "Resize": _resize, "Constant": _constant,
+    "ConstantOfShape": _constant_of_shape,
 }
 
 

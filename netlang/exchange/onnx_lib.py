@@ -162,11 +162,17 @@ def read(path: str | Path | bytes) -> OnnxGraph:
         nodes.append(OnnxNode(op_type, list(n.input), list(n.output), attrs, n.name))
 
     def value(v) -> OnnxValue:
+        if v.type.WhichOneof("value") != "tensor_type":     # a sequence, map or optional
+            return OnnxValue(v.name, None, ())
         t = v.type.tensor_type
-        dtype = helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else np.float32
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)) \
+                if t.elem_type else np.dtype(np.float32)
+        except (KeyError, TypeError):      # a type NumPy has no dtype for (float8, int4)
+            dtype = None
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                      for d in t.shape.dim)
-        return OnnxValue(v.name, np.dtype(dtype), dims)
+        return OnnxValue(v.name, dtype, dims)
 
     inputs = [value(v) for v in g.input if v.name not in inits]
     outputs = [value(v) for v in g.output]
