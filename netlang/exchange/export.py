@@ -376,6 +376,33 @@ def _rsqrt(w: _Writer, n: Node) -> None:
     w.result(n, "Reciprocal", [root], None, layout)
 
 
+def _gelu(w: _Writer, n: Node) -> None:
+    """ONNX's Gelu from opset 20; before, its formula (erf form, or the tanh form)."""
+    layout = w.layout_of(n.inputs[0])
+    x = w.value(n.inputs[0], layout)
+    approximate = bool(n.attrs.get("approximate"))
+    if w.opset >= 20:
+        w.result(n, "Gelu", [x], {"approximate": "tanh" if approximate else "none"}, layout)
+        return
+    dtype = n.type.dtype.numpy
+
+    def c(value, base):
+        return w.constant(np.asarray(value, dtype), base)
+
+    if approximate:
+        cube = w.emit("Mul", [w.emit("Mul", [x, x], scope=n.scope), x], scope=n.scope)
+        inner = w.emit("Add", [x, w.emit("Mul", [cube, c(0.044715, "gelu_k")],
+                                          scope=n.scope)], scope=n.scope)
+        curve = w.emit("Tanh", [w.emit("Mul", [inner, c(0.7978845608028654, "gelu_s")],
+                                       scope=n.scope)], scope=n.scope)
+    else:
+        curve = w.emit("Erf", [w.emit("Mul", [x, c(0.7071067811865476, "gelu_s")],
+                                      scope=n.scope)], scope=n.scope)
+    half = w.emit("Mul", [x, c(0.5, "half")], scope=n.scope)
+    w.result(n, "Mul", [half, w.emit("Add", [curve, c(1.0, "one")], scope=n.scope)], None,
+             layout)
+
+
 def _pow(w: _Writer, n: Node) -> None:
     layout = w.layout_of(n.inputs[0])
     exponent = w.constant(np.asarray(n.attrs["exponent"], n.type.dtype.numpy), "exponent")
@@ -589,6 +616,8 @@ HANDLERS = {
     "tanh": _keep_layout("Tanh"), "exp": _keep_layout("Exp"), "log": _keep_layout("Log"),
     "sqrt": _keep_layout("Sqrt"), "neg": _keep_layout("Neg"), "abs": _keep_layout("Abs"),
     "sign": _keep_layout("Sign"), "sin": _keep_layout("Sin"), "cos": _keep_layout("Cos"),
+    "floor": _keep_layout("Floor"), "ceil": _keep_layout("Ceil"),
+    "round": _keep_layout("Round"), "erf": _keep_layout("Erf"), "gelu": _gelu,
     "identity": _keep_layout("Identity"), "stop_gradient": _keep_layout("Identity"),
     "elu": _with_alpha("Elu"), "leaky_relu": _with_alpha("LeakyRelu"),
     "square": _square, "rsqrt": _rsqrt, "pow": _pow, "cast": _cast,

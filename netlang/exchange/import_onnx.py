@@ -575,6 +575,16 @@ def _unary(call: str, **fixed):
     return handler
 
 
+def _gelu(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    x = node.inputs[0]
+    perm = imp.perm_of(x)
+    mode = node.attrs.get("approximate", "none")
+    if mode not in ("none", "tanh"):
+        raise Unmapped(f"approximate={mode}")
+    attrs = ["approximate=true"] if mode == "tanh" else []
+    imp.emit("gelu", [imp.get(x, perm), *attrs], node.outputs[0], perm)
+
+
 def _same(imp: _Importer, node: OnnxNode, _index: int) -> None:
     imp.alias(node.outputs[0], node.inputs[0])        # Identity, inference-time Dropout
 
@@ -941,7 +951,8 @@ HANDLERS = {
     "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
     "Exp": _unary("exp"), "Log": _unary("log"), "Sqrt": _unary("sqrt"),
     "Neg": _unary("neg"), "Abs": _unary("abs"), "Sin": _unary("sin"), "Cos": _unary("cos"),
-    "Sign": _unary("sign"), "LeakyRelu": _unary("leaky_relu", alpha=0.01),
+    "Sign": _unary("sign"), "Floor": _unary("floor"), "Ceil": _unary("ceil"),
+    "Round": _unary("round"), "Erf": _unary("erf"), "Gelu": _gelu, "LeakyRelu": _unary("leaky_relu", alpha=0.01),
     "Elu": _unary("elu", alpha=1.0), "Reciprocal": _reciprocal,
     "Identity": _same, "Dropout": _dropout,
     "Add": _binary("+"), "Sum": _sum, "Sub": _binary("-"), "Mul": _binary("*"), "Div": _div,

@@ -7,9 +7,17 @@ outputs).  Softmax and log-softmax subtract the row maximum first so exp never o
 """
 from __future__ import annotations
 
+import math
+
 from netlang.errors import ShapeError
 from netlang.ir.types import TensorType, dim_div, dim_mul
-from netlang.ops.elementwise import cotangent_rule, unbroadcast
+from netlang.ops.elementwise import (
+    INV_SQRT_2,
+    SQRT_2_OVER_PI,
+    cotangent_rule,
+    erf_kernel,
+    unbroadcast,
+)
 from netlang.ops.registry import defop
 from netlang.ops.rules import (
     axis_of,
@@ -100,6 +108,49 @@ defop("elu_grad", arity=2, expr="({1} > 0 ? ({T}){0} : ({T}){0} * (({T}){1} + ({
       kernel=lambda xp, g, y, alpha: xp.where(y > 0, g, g * (y + alpha)),
       vjp=_elu_grad_vjp,
       doc="elu's VJP from its output y: g where y > 0, else g*(y + alpha).")
+
+# -- gelu ----------------------------------------------------------------------------------
+
+
+def _gelu_rule(x: TensorType, approximate) -> TensorType:
+    float_only("gelu", x)
+    if not isinstance(approximate, bool):
+        raise ShapeError(f"gelu: approximate must be true or false, got {approximate!r}")
+    return x
+
+
+def _gelu_kernel(xp, x, approximate=False):
+    if approximate:     # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        inner = x * (1 + x * x * x.dtype.type(0.044715)) * x.dtype.type(SQRT_2_OVER_PI)
+        return x * (xp.tanh(inner) + 1) * x.dtype.type(0.5)
+    return x * (erf_kernel(xp, x * x.dtype.type(INV_SQRT_2)) + 1) * x.dtype.type(0.5)
+
+
+def _gelu_vjp(b, n, g):
+    """exact: Phi(x) + x phi(x); tanh form: 0.5 (1 + t) + 0.5 x (1 - t^2) u'(x)."""
+    x = n.inputs[0]
+    dtype = b.type_of(x).dtype
+
+    def c(v):
+        return b.const(v, dtype)
+
+    if n.attrs["approximate"]:
+        x2 = b.square(x)
+        t = b.tanh(b.mul(b.mul(x, b.add(b.mul(x2, c(0.044715)), c(1.0))), c(SQRT_2_OVER_PI)))
+        du = b.mul(b.add(b.mul(x2, c(3 * 0.044715)), c(1.0)), c(SQRT_2_OVER_PI))
+        slope = b.add(b.mul(b.add(t, c(1.0)), c(0.5)),
+                      b.mul(b.mul(b.mul(x, b.sub(c(1.0), b.square(t))), du), c(0.5)))
+    else:
+        cdf = b.mul(b.add(b.erf(b.mul(x, c(INV_SQRT_2))), c(1.0)), c(0.5))
+        pdf = b.mul(b.exp(b.mul(b.square(x), c(-0.5))), c(1.0 / math.sqrt(2 * math.pi)))
+        slope = b.add(cdf, b.mul(x, pdf))
+    return (b.mul(g, slope),)
+
+
+defop("gelu", arity=1, shape=_gelu_rule, attrs={"approximate": False},
+      flops=flops_per_output(8), kernel=_gelu_kernel, vjp=_gelu_vjp,
+      doc="x * Phi(x), Phi the normal CDF (0.5 (1 + erf(x / sqrt 2))); approximate=true: "
+          "the tanh form of BERT and GPT-2 (ONNX's Gelu).")
 
 # -- softmax and log-softmax ---------------------------------------------------------------
 

@@ -5,7 +5,10 @@ Binary VJPs reduce the cotangent back to each operand's shape with ``sum_to_like
 """
 from __future__ import annotations
 
+import math
 import operator
+
+import numpy as np
 
 from netlang.errors import ArgumentError, ShapeError
 from netlang.ir.types import DType, TensorType, is_float_dtype, promote
@@ -166,6 +169,46 @@ defop("cos", arity=1, expr="cos(({T}){0})",
       shape=float_same_type("cos"), elementwise=True,
       kernel=lambda xp, x: xp.cos(x),
       vjp=lambda b, n, g: (b.neg(b.mul(g, b.sin(n.inputs[0]))),))
+
+# -- rounding and erf (ONNX's Floor, Ceil, Round, Erf) --------------------------------------
+
+defop("floor", arity=1, expr="floor(({T}){0})",
+      shape=float_same_type("floor"), elementwise=True,
+      kernel=lambda xp, x: xp.floor(x),
+      vjp=lambda b, n, g: (None,),
+      doc="The largest integer <= x (as a float); its derivative is zero almost everywhere.")
+
+defop("ceil", arity=1, expr="ceil(({T}){0})",
+      shape=float_same_type("ceil"), elementwise=True,
+      kernel=lambda xp, x: xp.ceil(x),
+      vjp=lambda b, n, g: (None,),
+      doc="The smallest integer >= x (as a float); its derivative is zero almost everywhere.")
+
+defop("round", arity=1, expr="rint(({T}){0})",
+      shape=float_same_type("round"), elementwise=True,
+      kernel=lambda xp, x: xp.rint(x),
+      vjp=lambda b, n, g: (None,),
+      doc="The nearest integer, halves to even (NumPy's rint, ONNX's Round); zero derivative.")
+
+SQRT_2_OVER_PI = 0.7978845608028654     # sqrt(2 / pi)
+INV_SQRT_2 = 0.7071067811865476
+
+
+def erf_kernel(xp, x):
+    """The error function.  NumPy has no erf ufunc: the reference takes libm's (double)
+    per element; generated CPU and GPU kernels call erf in the loop."""
+    if hasattr(xp, "erf"):
+        return xp.erf(x)
+    return np.asarray(np.frompyfunc(math.erf, 1, 1)(x), dtype=x.dtype)
+
+
+defop("erf", arity=1, expr="erf(({T}){0})",
+      shape=float_same_type("erf"), elementwise=True,
+      kernel=erf_kernel,
+      vjp=lambda b, n, g: (b.mul(g, b.mul(b.exp(b.neg(b.square(n.inputs[0]))),
+                                          b.const(2.0 / math.sqrt(math.pi),
+                                                  b.type_of(g).dtype))),),
+      doc="The error function 2/sqrt(pi) * integral of exp(-t^2) from 0 to x.")
 
 # -- activations ---------------------------------------------------------------------------
 

@@ -102,6 +102,7 @@ INTO: dict[str, Callable] = {
     "relu_grad": _bound(_relu_grad_into), "sigmoid": _bound(_sigmoid_into),
     "select": _bound(_select_into), "rsqrt": _bound(_rsqrt_into), "pow": _bound(_pow_into),
     "leaky_relu": _bound(_leaky_relu_into),
+    "floor": _ufunc("floor"), "ceil": _ufunc("ceil"), "round": _ufunc("rint"),
 }
 
 

@@ -65,8 +65,11 @@ ARRAY_TYPES = {DType.f32: "np.float32", DType.f64: "np.float64", DType.bool: "np
 C_TYPES = {"float": DType.f32, "double": DType.f64, "bool": DType.bool}
 MATH = {"exp": "math.exp", "log": "math.log", "log1p": "math.log1p", "expm1": "math.expm1",
         "sqrt": "math.sqrt", "tanh": "math.tanh", "sin": "math.sin", "cos": "math.cos",
-        "fabs": "abs"}
-VECTOR_CALLS = {"sqrt", "fabs"}     # instructions LLVM vectorises; the others call libm
+        "fabs": "abs", "floor": "np.floor", "ceil": "np.ceil", "rint": "np.rint",
+        "erf": "math.erf"}
+VECTOR_CALLS = {"sqrt", "fabs", "floor", "ceil", "rint"}   # instructions LLVM vectorises; the
+NUMPY_LACKS = {"erf"}           # others call libm, and NumPy's vectorised ufuncs beat them, but
+                                # NumPy has no erf (its reference is per element in Python)
 PASSED = {"full": 2, "vector": 1, "scalar": 0}   # input kinds passed to a kernel: their ndim
 
 
@@ -542,11 +545,13 @@ def subtrees(node: tuple) -> list[tuple]:
 def fast_on_cpu(expr: tuple) -> bool:
     """Whether the generated loop beats the NumPy plan: not when an element calls libm.
     NumPy's own exp, log and tanh are vectorised; one libm call per element is 5x (exp) to
-    40x (tanh) slower on [64,1024] f32, more than the memory passes a group saves."""
+    40x (tanh) slower on [64,1024] f32, more than the memory passes a group saves; but a
+    call NumPy has no ufunc for (erf) is far slower in the NumPy plan."""
     try:
-        return not libm_calls(expr)
+        calls = libm_calls(expr)
     except Untranslatable:
         return False
+    return not calls or bool(calls & NUMPY_LACKS)
 
 
 # Numba's compile time grows with the loop body: a group of 800 steps (a 200-line chain)

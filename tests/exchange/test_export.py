@@ -176,3 +176,20 @@ def test_without_the_onnx_extra_export_says_what_to_install(tmp_path, capsys, mo
     assert capsys.readouterr().err == (
         "usage error: this needs the 'onnx' package, which is not installed\n"
         "hint: install the ONNX extra: pip install 'netlang[onnx]' (onnx and onnxruntime)\n")
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+def test_rounding_erf_and_gelu_export(tmp_path, opset):
+    spec = tmp_path / "act.net"
+    spec.write_text("network act {\n  input x: f32[N, 6]\n"
+                    "  output a = floor(x) + ceil(x) * round(x)\n"
+                    "  output b = erf(x)\n"
+                    "  output c = gelu(x)\n"
+                    "  output d = gelu(x, approximate=true)\n}\n")
+    model = netlang.compile(spec)
+    described = export_model(model, {}, opset=opset)
+    gelus = sum(n.op_type == "Gelu" for n in described.nodes)
+    assert gelus == (2 if opset >= 20 else 0)
+    data = onnx_lib.checked_bytes(described)
+    x = np.linspace(-3.2, 3.2, 24, dtype=np.float32).reshape(4, 6)
+    assert_same_outputs(model, model.session(), data, {"x": x})

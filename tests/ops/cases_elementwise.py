@@ -42,6 +42,25 @@ _unary("log", lo=0.2, hi=3.0)
 _unary("sqrt", lo=0.2, hi=3.0)
 _unary("relu", away_from=0.0)
 _unary("stop_gradient", grad=False)
+_unary("erf", lo=-2.5, hi=2.5)
+def _off_steps(op):
+    """Values whose fraction is in [0.2, 0.3]: away from floor's and ceil's steps (the
+    integers) and round's (the halves), so finite differences see the zero derivative."""
+    def draw_case(draw):
+        a = array(draw, shape(draw), -4.0, 4.0)
+        return [np.asarray(np.floor(a) + 0.2 + 0.1 * (a - np.floor(a)), a.dtype)], {}
+    draw_case.__name__ = f"{op}_off_steps"
+    op_case(op)(draw_case)
+
+
+for _op in ("floor", "ceil", "round"):
+    _off_steps(_op)
+    _unary(_op, lo=-4.0, hi=4.0, grad=False)      # and at any value, including steps
+
+
+@op_case("gelu")
+def gelu_both_forms(draw):
+    return [array(draw, shape(draw), -3.0, 3.0)], {"approximate": draw(st.booleans())}
 
 
 @op_case("assign", grad=False)
