@@ -21,9 +21,9 @@ from netlang.exchange.import_onnx import (
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from tests.exchange.test_export import SPECS, trained_like  # noqa: E402
+from tests.exchange.test_export import SPECS, trained_like
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -32,7 +32,7 @@ def test_export_then_import_gives_the_same_outputs(spec):
     session = trained_like(model)
     data = onnx_lib.checked_bytes(export_model(model, session.state.to_numpy()))
     imported = import_model(onnx_lib.read(data))
-    back, back_session = build_session(imported, "back.net")
+    _, back_session = build_session(imported, "back.net")
     feeds = random_feeds(onnx_lib.read(data), seed=4, size=3)
     names = list(imported.outputs)
     want = dict(zip(names, session.run(names, feeds)))
