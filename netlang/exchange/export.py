@@ -533,7 +533,10 @@ def _axis_op(op_type: str):
     def handler(w: _Writer, n: Node) -> None:
         x = n.inputs[0]
         axis = axis_of(n.op, n.attrs["axis"], w.g.type_of(x))
-        attrs = {"axis": axis} if op_type != "ArgMax" else {"axis": axis, "keepdims": 0}
+        attrs = {"axis": axis}
+        if op_type in ("ArgMax", "ArgMin"):
+            attrs.update(keepdims=0, select_last_index=int(bool(
+                n.attrs.get("select_last_index"))))
         w.result(n, op_type, [w.value(x)], attrs)
     return handler
 
@@ -630,7 +633,7 @@ HANDLERS = {
     "batchnorm_apply": _batchnorm,
     "reshape": _reshape, "transpose": _transpose, "concat": _concat, "pad": _pad,
     "softmax": _axis_op("Softmax"), "log_softmax": _axis_op("LogSoftmax"),
-    "argmax": _axis_op("ArgMax"),
+    "argmax": _axis_op("ArgMax"), "argmin": _axis_op("ArgMin"),
     "sum": _reduce("ReduceSum"), "mean": _reduce("ReduceMean"), "max": _reduce("ReduceMax"),
     "min": _reduce("ReduceMin"), "prod": _reduce("ReduceProd"),
     "one_hot": _one_hot, "resize": _resize,

@@ -807,21 +807,23 @@ def _softmax(call: str):
     return handler
 
 
-def _argmax(imp: _Importer, node: OnnxNode, _index: int) -> None:
-    x = node.inputs[0]
-    if int(node.attrs.get("select_last_index", 0)):
-        raise Unmapped("select_last_index=1 (netlang's argmax takes the first)")
-    axis = int(node.attrs.get("axis", 0)) % imp.rank(x)
-    attrs = [] if axis == imp.rank(x) - 1 else [f"axis={axis}"]
-    if not int(node.attrs.get("keepdims", 1)):
-        imp.emit("argmax", [imp.get(x), *attrs], node.outputs[0])
-        return
-    out_shape = imp.shape(node.outputs[0])
-    y = imp.emit("argmax", [imp.get(x), *attrs])
-    dims = [d if isinstance(d, int) and d >= 0 else -1 for d in out_shape]
-    if dims.count(-1) > 1:
-        raise Unmapped("keepdims=1 with more than one unknown dim")
-    imp.emit("reshape", [y, f"shape={_tuple(dims)}"], node.outputs[0])
+def _arg(call: str):
+    def handler(imp: _Importer, node: OnnxNode, _index: int) -> None:
+        x = node.inputs[0]
+        axis = int(node.attrs.get("axis", 0)) % imp.rank(x)
+        attrs = [] if axis == imp.rank(x) - 1 else [f"axis={axis}"]
+        if int(node.attrs.get("select_last_index", 0)):
+            attrs.append("select_last_index=true")
+        if not int(node.attrs.get("keepdims", 1)):
+            imp.emit(call, [imp.get(x), *attrs], node.outputs[0])
+            return
+        out_shape = imp.shape(node.outputs[0])
+        y = imp.emit(call, [imp.get(x), *attrs])
+        dims = [d if isinstance(d, int) and d >= 0 else -1 for d in out_shape]
+        if dims.count(-1) > 1:
+            raise Unmapped("keepdims=1 with more than one unknown dim")
+        imp.emit("reshape", [y, f"shape={_tuple(dims)}"], node.outputs[0])
+    return handler
 
 
 def _reduce(call: str):
@@ -964,7 +966,7 @@ HANDLERS = {
     "Flatten": _flatten, "Reshape": _reshape, "Transpose": _transpose,
     "Squeeze": _squeeze, "Unsqueeze": _squeeze,
     "Softmax": _softmax("softmax"), "LogSoftmax": _softmax("log_softmax"),
-    "ArgMax": _argmax,
+    "ArgMax": _arg("argmax"), "ArgMin": _arg("argmin"),
     "ReduceMean": _reduce("mean"), "ReduceSum": _reduce("sum"), "ReduceMax": _reduce("max"),
     "ReduceMin": _reduce("min"), "ReduceProd": _reduce("prod"),
     "Concat": _concat, "Cast": _cast, "Pad": _pad, "Resize": _resize, "Constant": _constant,

@@ -1,4 +1,4 @@
-"""Reductions: sum, mean, max, min, prod over ``axis`` (None, an int or a tuple), and argmax.
+"""Reductions: sum, mean, max, min, prod over ``axis`` (None, an int or a tuple), argmax, argmin.
 
 Shape rules work on symbolic dims (reducing ``f32[N,10]`` over axis 0 gives ``f32[10]``);
 kernels take their counts from the arrays, so ``mean`` over the batch divides by the batch
@@ -178,19 +178,37 @@ defop("all_finite", arity=None, shape=_all_finite_rule, flops=flops_per_input(1)
           "skips a step whose gradients overflowed).")
 
 
-def _argmax_rule(x: TensorType, axis) -> TensorType:
-    if x.rank == 0:
-        raise ShapeError(f"argmax needs at least one axis, got the scalar {x}")
-    keep = axis_of("argmax", axis, x)
-    return TensorType(DType.i64, tuple(d for i, d in enumerate(x.shape) if i != keep))
+def _arg_rule(opname: str):
+    def rule(x: TensorType, axis, select_last_index) -> TensorType:
+        if x.rank == 0:
+            raise ShapeError(f"{opname} needs at least one axis, got the scalar {x}")
+        if not isinstance(select_last_index, bool):
+            raise ShapeError(f"{opname}: select_last_index must be true or false, got "
+                             f"{select_last_index!r}")
+        keep = axis_of(opname, axis, x)
+        return TensorType(DType.i64, tuple(d for i, d in enumerate(x.shape) if i != keep))
+    return rule
 
 
-defop("argmax", arity=1, shape=_argmax_rule, attrs={"axis": -1},
-      flops=flops_per_input(1),
-      kernel=lambda xp, x, axis: xp.asarray(xp.argmax(x, axis=axis)).astype("int64",
-                                                                           copy=False),
-      nondiff="argmax returns integer indices",
-      doc="Index of the largest entry along axis (the first one on ties), as i64.")
+def _arg_kernel(pick: str):
+    """argmax/argmin along ``axis``: the first index on ties, or with ``select_last_index``
+    the last one (ONNX's attribute): that is the first index of the reversed axis."""
+    def kernel(xp, x, axis, select_last_index=False):
+        find = getattr(xp, pick)
+        if not select_last_index:
+            return xp.asarray(find(x, axis=axis)).astype("int64", copy=False)
+        last = x.shape[axis] - 1
+        return xp.asarray(last - find(xp.flip(x, axis=axis), axis=axis)).astype("int64",
+                                                                                  copy=False)
+    return kernel
+
+
+for _name, _word in (("argmax", "largest"), ("argmin", "smallest")):
+    defop(_name, arity=1, shape=_arg_rule(_name),
+          attrs={"axis": -1, "select_last_index": False}, flops=flops_per_input(1),
+          kernel=_arg_kernel(_name), nondiff=f"{_name} returns integer indices",
+          doc=f"Index of the {_word} entry along axis, as i64: the first one on ties, the "
+              "last with select_last_index=true.")
 
 # -- helper ops: the reductions' VJPs ------------------------------------------------------
 

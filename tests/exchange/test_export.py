@@ -185,7 +185,9 @@ def test_rounding_erf_and_gelu_export(tmp_path, opset):
                     "  output a = floor(x) + ceil(x) * round(x)\n"
                     "  output b = erf(x)\n"
                     "  output c = gelu(x)\n"
-                    "  output d = gelu(x, approximate=true)\n}\n")
+                    "  output d = gelu(x, approximate=true)\n"
+                    "  output e = argmin(round(x), select_last_index=true)\n"
+                    "  output f = argmax(round(x), axis=0)\n}\n")
     model = netlang.compile(spec)
     described = export_model(model, {}, opset=opset)
     gelus = sum(n.op_type == "Gelu" for n in described.nodes)

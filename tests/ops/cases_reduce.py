@@ -78,6 +78,20 @@ def argmax_distinct(draw):
     return [distinct(draw, s)], {"axis": draw(st.integers(-len(s), len(s) - 1))}
 
 
+def _arg_with_ties(op):
+    def draw_case(draw):
+        s = shape(draw, min_rank=1)
+        x = np.random.default_rng(draw(st.integers(0, 99))).integers(0, 3, s)
+        return [x.astype(np.float32)], {"axis": draw(st.integers(-len(s), len(s) - 1)),
+                                        "select_last_index": draw(st.booleans())}
+    draw_case.__name__ = f"{op}_with_ties"
+    op_case(op)(draw_case)
+
+
+_arg_with_ties("argmax")
+_arg_with_ties("argmin")
+
+
 # -- helper ops: the reductions' VJPs ------------------------------------------------------
 
 def reduced_pair(draw, values=array):

@@ -52,6 +52,15 @@ def test_reduce_family_values():
     assert evaluate("argmax", x).dtype == np.int64
 
 
+def test_argmax_and_argmin_pick_the_first_or_the_last_of_ties():
+    x = np.array([[1.0, 3.0, 3.0, 0.0, 0.0]], np.float32)
+    assert evaluate("argmax", x).tolist() == [1]
+    assert evaluate("argmax", x, select_last_index=True).tolist() == [2]
+    assert evaluate("argmin", x).tolist() == [3]
+    assert evaluate("argmin", x, select_last_index=True).tolist() == [4]
+    assert evaluate("argmin", x, axis=0).tolist() == [0, 0, 0, 0, 0]
+
+
 def test_integer_sums_keep_their_dtype_and_bools_count():
     assert evaluate("sum", np.array([1, 2], np.int32)).dtype == np.int32
     out = evaluate("sum", np.array([True, False, True]))
