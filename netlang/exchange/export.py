@@ -447,6 +447,8 @@ def _conv2d(w: _Writer, n: Node) -> None:
                              n.attrs["padding"], "kernel")
     attrs = {"kernel_shape": [kh, kw], "strides": list(stride), "dilations": list(dilation),
              "pads": [gh.before, gw.before, gh.after, gw.after]}
+    if n.attrs.get("groups") not in (None, 1):
+        attrs["group"] = int(n.attrs["groups"])     # the filter [cout, cin/group, kh, kw]
     chain = w.fused.get(n.id, [])
     last = chain[-1] if chain else n
     if w.is_constant(f):

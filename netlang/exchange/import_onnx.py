@@ -426,8 +426,7 @@ def _conv(imp: _Importer, node: OnnxNode, _index: int) -> None:
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
     if imp.rank(x) != 4:
         raise Unmapped(f"a {imp.rank(x) - 2}-D convolution (netlang has conv2d)")
-    if int(node.attrs.get("group", 1)) != 1:
-        raise Unmapped(f"grouped convolution (group={node.attrs['group']})")
+    groups = int(node.attrs.get("group", 1))
     cout, _, kh, kw = imp.shape(w)
     strides = node.attrs.get("strides", [1, 1])
     dilations = node.attrs.get("dilations", [1, 1])
@@ -440,6 +439,7 @@ def _conv(imp: _Importer, node: OnnxNode, _index: int) -> None:
     attrs = [f"stride={_pair(strides)}"] if list(strides) != [1, 1] else []
     attrs += [f"padding={padding}"] if padding != "valid" else []
     attrs += [f"dilation={_pair(dilations)}"] if list(dilations) != [1, 1] else []
+    attrs += [f"groups={groups}"] if groups != 1 else []
     if w in imp.consts and (bias is None or bias in imp.consts):
         scope = imp.layer_scope("conv")
         imp.arrays[f"{scope}/W"] = np.ascontiguousarray(imp.consts[w].transpose(2, 3, 1, 0))

@@ -188,32 +188,64 @@ def _conv_weighted(name: str, in_axis: int):
     def build(lower, args: dict) -> int:
         x, kernel = args["x"].id, args["W"].id
         _image_input(name, lower.b.type_of(x))
-        _check_kernel(name, lower.b.type_of(x), lower.b.type_of(kernel), in_axis)
-        y = lower.b.op(name, x, kernel, **_conv_attrs(args))
+        groups = args.get("groups", 1)
+        if groups == 1:        # a grouped filter's shape is checked by the op's shape rule
+            _check_kernel(name, lower.b.type_of(x), lower.b.type_of(kernel), in_axis)
+        y = lower.b.op(name, x, kernel, **_conv_attrs(args), **_groups(groups))
         bias = args["b"].id if args["b"] is not None else None
         return _finish(lower, y, dict(args, b=bias))
     return build
+
+
+def _groups(groups: int) -> dict:
+    """The op's ``groups`` attribute: left out (None) for one group."""
+    return {} if groups == 1 else {"groups": groups}
 
 
 CONV_WEIGHTED = ((Param("x", tensor), Param("W", tensor), Param("b", optional_tensor, None))
                  + CONV_ATTRS + (Param("activation", activation_name, None),))
 CONV_SIGNATURE = ((Param("x", tensor), Param("filters", positive_int), Param("kernel", pair))
                   + CONV_ATTRS + WEIGHT_PARAMS)
+GROUPS = Param("groups", positive_int, 1)
 
 
-@layer("conv2d", "conv", CONV_SIGNATURE, has_params=True, weighted=CONV_WEIGHTED,
-       build_weighted=_conv_weighted("conv2d", 2))
-def conv2d(lower, args: dict) -> int:
-    """conv2d(x, W) + b with W [kh, kw, in, filters]; TensorFlow's SAME/VALID padding."""
+def _grouped_conv(lower, args: dict, filters: int, groups: int, name: str) -> int:
+    """conv2d with W [kh, kw, in/groups, filters] (+ b, activation)."""
     x = args["x"].id
     t = lower.b.type_of(x)
-    _image_input("conv2d", t)
-    channels = _static("conv2d", "input channels", t.shape[3], t)
+    _image_input(name, t)
+    channels = _static(name, "input channels", t.shape[3], t)
+    for what, count in (("input channels", channels), ("filters", filters)):
+        if count % groups:
+            raise ShapeError(f"{name}: {groups} groups do not divide the {count} {what}",
+                             hint="groups must divide the input channels and the filters")
     kh, kw = args["kernel"]
-    kernel = lower.param("W", TensorType(t.dtype, (kh, kw, channels, args["filters"])),
+    kernel = lower.param("W", TensorType(t.dtype, (kh, kw, channels // groups, filters)),
                          args["init"])
-    args = _bias(lower, args, args["filters"], t.dtype)
-    return _finish(lower, lower.b.conv2d(x, kernel, **_conv_attrs(args)), args)
+    args = _bias(lower, args, filters, t.dtype)
+    return _finish(lower, lower.b.conv2d(x, kernel, **_conv_attrs(args), **_groups(groups)),
+                   args)
+
+
+@layer("conv2d", "conv", CONV_SIGNATURE + (GROUPS,), has_params=True,
+       weighted=CONV_WEIGHTED + (GROUPS,), build_weighted=_conv_weighted("conv2d", 2))
+def conv2d(lower, args: dict) -> int:
+    """conv2d(x, W) + b with W [kh, kw, in/groups, filters]; TensorFlow's SAME/VALID padding;
+    ``groups``: the channels split into independent convolutions (ResNeXt, ShuffleNet)."""
+    return _grouped_conv(lower, args, args["filters"], args["groups"], "conv2d")
+
+
+@layer("depthwise_conv2d", "dwconv",
+       (Param("x", tensor), Param("kernel", pair), *CONV_ATTRS,
+        Param("multiplier", positive_int, 1), *WEIGHT_PARAMS), has_params=True)
+def depthwise_conv2d(lower, args: dict) -> int:
+    """One filter per input channel (``multiplier`` of them): conv2d with groups = the input
+    channels and W [kh, kw, 1, in*multiplier] (MobileNet's depthwise convolution)."""
+    t = lower.b.type_of(args["x"].id)
+    _image_input("depthwise_conv2d", t)
+    channels = _static("depthwise_conv2d", "input channels", t.shape[3], t)
+    return _grouped_conv(lower, args, channels * args["multiplier"], channels,
+                         "depthwise_conv2d")
 
 
 @layer("conv2d_transpose", "deconv", CONV_SIGNATURE, has_params=True, weighted=CONV_WEIGHTED,

@@ -31,6 +31,10 @@ from netlang.ops.registry import defop
 from netlang.ops.rules import in_input_dtype
 
 CONV_ATTRS = {"stride": (1, 1), "padding": "VALID", "dilation": (1, 1)}
+# conv2d and its gradients also take ``groups``: channels split into that many independent
+# convolutions (depthwise: one group per input channel).  None (the default, left out of the
+# IR text and so of the network's hash) is one group.
+GROUPED_ATTRS = {**CONV_ATTRS, "groups": None}
 
 
 # -- attributes and geometry ---------------------------------------------------------------
@@ -162,23 +166,42 @@ def check_image(op: str, x: TensorType) -> None:
                          f"before {op}")
 
 
-def check_filter(op: str, w: TensorType, x: TensorType, layout: str = "kh,kw,cin,cout") -> None:
+def check_filter(op: str, w: TensorType, x: TensorType, layout: str = "kh,kw,cin,cout",
+                 groups: int | None = None) -> None:
     if w.rank != 4:
         raise ShapeError(f"{op} expects a 4-D filter [{layout}], got {w}")
     if w.dtype != x.dtype:
         raise ShapeError(f"{op}: the image is {x.dtype} but the filter is {w.dtype}",
                          hint="cast one of them so both have the same dtype")
     expects = w.shape[2] if layout.endswith("cin,cout") else w.shape[3]
+    if groups is not None and groups != 1:
+        check_groups(op, groups, x.shape[3], w.shape[3], expects)
+        return
     if x.shape[3] != expects:
         raise ShapeError(f"{op}: input has {x.shape[3]} channels but the filter expects "
                          f"{expects} (filter {w})",
                          hint=f"the filter layout is [{layout}]")
 
 
-def conv_out_type(op: str, x: TensorType, w: TensorType, stride, padding, dilation
-                  ) -> TensorType:
+def check_groups(op: str, groups, cin, cout, per_group) -> None:
+    """``groups`` splits ``cin`` input and ``cout`` output channels evenly, and a filter of
+    a grouped convolution reads ``cin / groups`` channels."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ShapeError(f"{op}: groups must be a positive int, got {groups!r}")
+    for what, count in (("input", cin), ("output", cout)):
+        if not isinstance(count, int) or count % groups:
+            raise ShapeError(f"{op}: {groups} groups do not divide the {count} {what} "
+                             "channels", hint="groups must divide both channel counts")
+    if per_group * groups != cin:
+        raise ShapeError(f"{op}: with {groups} groups the filter reads {per_group} of the "
+                         f"{cin} input channels per group, so {per_group * groups} in all",
+                         hint=f"a grouped filter is [kh, kw, {cin // groups}, cout]")
+
+
+def conv_out_type(op: str, x: TensorType, w: TensorType, stride, padding, dilation,
+                  groups: int | None = None) -> TensorType:
     check_image(op, x)
-    check_filter(op, w, x)
+    check_filter(op, w, x, groups=groups)
     gh, gw = window_geometry(op, x.shape[1:3], w.shape[:2], stride, dilation, padding)
     return TensorType(x.dtype, (x.shape[0], gh.out, gw.out, w.shape[3]))
 
@@ -252,13 +275,32 @@ def conv_with_patches(x, w, patches, gh: Axis, gw: Axis):
     return out.reshape(x.shape[0], gh.out, gw.out, w.shape[3])
 
 
-def conv2d_kernel(xp, x, w, stride=(1, 1), padding="VALID", dilation=(1, 1)):
+def per_group(xp, groups: int, kernel, parts, axis: int = -1):
+    """A grouped convolution as ``groups`` ungrouped ones: ``parts`` are (array, size of its
+    last axis per group) pairs; each call gets the i-th channel slice of every array and the
+    results are joined along ``axis``."""
+    outs = []
+    for i in range(groups):
+        sliced = [xp.ascontiguousarray(a[..., i * k:(i + 1) * k]) for a, k in parts]
+        outs.append(kernel(*sliced))
+    return xp.concatenate(outs, axis=axis)
+
+
+def conv2d_kernel(xp, x, w, stride=(1, 1), padding="VALID", dilation=(1, 1), groups=None):
+    if groups not in (None, 1):
+        return per_group(xp, groups, lambda a, b: conv2d_kernel(xp, a, b, stride, padding,
+                                                                dilation),
+                         [(x, x.shape[3] // groups), (w, w.shape[3] // groups)])
     gh, gw = window_geometry("conv2d", x.shape[1:3], w.shape[:2], stride, dilation, padding)
     return conv_with_patches(x, w, patch_matrix(xp, x, gh, gw), gh, gw)
 
 
 def backprop_filter_kernel(xp, x, g, like_w, stride=(1, 1), padding="VALID",
-                           dilation=(1, 1)):
+                           dilation=(1, 1), groups=None):
+    if groups not in (None, 1):
+        cin, cout = x.shape[3] // groups, g.shape[3] // groups
+        return per_group(xp, groups, lambda a, b, c: backprop_filter_kernel(
+            xp, a, b, c, stride, padding, dilation), [(x, cin), (g, cout), (like_w, cout)])
     gh, gw = window_geometry("conv2d", x.shape[1:3], like_w.shape[:2], stride, dilation,
                              padding)
     return filter_gradient(xp, patch_matrix(xp, x, gh, gw), g, like_w.shape)
@@ -310,24 +352,36 @@ def col2im_channels_first(xp, g2, w, in_shape: tuple, gh: Axis, gw: Axis):
     return xp.ascontiguousarray(dx.transpose(1, 2, 3, 0))
 
 
-def backprop_input_kernel(xp, g, w, like, stride=(1, 1), padding="VALID", dilation=(1, 1)):
+def backprop_input_kernel(xp, g, w, like, stride=(1, 1), padding="VALID", dilation=(1, 1),
+                          groups=None):
+    if groups not in (None, 1):
+        cin, cout = like.shape[3] // groups, g.shape[3] // groups
+        return per_group(xp, groups, lambda a, b, c: backprop_input_kernel(
+            xp, a, b, c, stride, padding, dilation), [(g, cout), (w, cout), (like, cin)])
     gh, gw = window_geometry("conv2d", like.shape[1:3], w.shape[:2], stride, dilation, padding)
     return backprop_input(xp, g, w, like.shape, gh, gw)
 
 
 # -- conv2d --------------------------------------------------------------------------------
 
-def _conv2d_shape(x: TensorType, w: TensorType, stride, padding, dilation) -> TensorType:
-    return conv_out_type("conv2d", x, w, stride, padding, dilation)
+def _conv2d_shape(x: TensorType, w: TensorType, stride, padding, dilation, groups
+                  ) -> TensorType:
+    return conv_out_type("conv2d", x, w, stride, padding, dilation, groups)
 
 
 def _conv_attrs(node) -> dict:
     return {k: node.attrs[k] for k in CONV_ATTRS}
 
 
+def _grouped_attrs(node) -> dict:
+    """The attributes conv2d and its two gradients share (``groups`` included; None for a
+    ``conv2d_bias``, which the conv_bias pass makes of ungrouped convolutions only)."""
+    return {**_conv_attrs(node), "groups": node.attrs.get("groups")}
+
+
 def _conv2d_vjp(b, n, g):
     x, w = n.inputs
-    a = _conv_attrs(n)
+    a = _grouped_attrs(n)
     return (b.conv2d_backprop_input(g, w, x, **a), b.conv2d_backprop_filter(x, g, w, **a))
 
 
@@ -336,8 +390,9 @@ def _conv2d_flops(out: TensorType, x: TensorType, w: TensorType, **_):
 
 
 defop("conv2d", arity=2, shape=_conv2d_shape, kernel=in_input_dtype(conv2d_kernel), vjp=_conv2d_vjp,
-      attrs=dict(CONV_ATTRS), flops=_conv2d_flops,
-      doc="2-D cross-correlation of NHWC x with filter [kh,kw,cin,cout] (tf.nn.conv2d).")
+      attrs=dict(GROUPED_ATTRS), flops=_conv2d_flops,
+      doc="2-D cross-correlation of NHWC x with filter [kh,kw,cin/groups,cout] "
+          "(tf.nn.conv2d; groups > 1: grouped, groups = cin: depthwise).")
 
 
 # -- conv2d_bias: conv2d + per-channel bias (+ relu), as the conv_bias pass fuses them --------
@@ -366,7 +421,7 @@ def _conv2d_bias_vjp(b, n, g):
     x, w, bias = n.inputs
     if n.attrs["relu"]:
         g = b.relu_grad(g, n.id)
-    a = _conv_attrs(n)
+    a = _grouped_attrs(n)
     return (b.conv2d_backprop_input(g, w, x, **a), b.conv2d_backprop_filter(x, g, w, **a),
             unbroadcast(b, g, bias))
 
@@ -381,16 +436,16 @@ defop("conv2d_bias", arity=3, shape=_conv2d_bias_shape, kernel=in_input_dtype(co
 # -- conv2d_backprop_input -----------------------------------------------------------------
 
 def _backprop_input_shape(g: TensorType, w: TensorType, like: TensorType, stride, padding,
-                          dilation) -> TensorType:
+                          dilation, groups) -> TensorType:
     op = "conv2d_backprop_input"
-    expected = conv_out_type(op, like, w, stride, padding, dilation)
+    expected = conv_out_type(op, like, w, stride, padding, dilation, groups)
     check_cotangent(op, g, expected)
     return like.with_dtype(g.dtype)
 
 
 def _backprop_input_vjp(b, n, ct):
     g, w, _ = n.inputs
-    a = _conv_attrs(n)
+    a = _grouped_attrs(n)
     return b.conv2d(ct, w, **a), b.conv2d_backprop_filter(ct, g, w, **a), None
 
 
@@ -399,7 +454,8 @@ def _backprop_input_flops(out: TensorType, g: TensorType, w: TensorType, like, *
 
 
 defop("conv2d_backprop_input", arity=3, shape=_backprop_input_shape,
-      kernel=in_input_dtype(backprop_input_kernel), vjp=_backprop_input_vjp, attrs=dict(CONV_ATTRS),
+      kernel=in_input_dtype(backprop_input_kernel), vjp=_backprop_input_vjp,
+      attrs=dict(GROUPED_ATTRS),
       flops=_backprop_input_flops,
       doc="Gradient of conv2d w.r.t. its input: (g, w, like_x) -> shaped like x.")
 
@@ -407,16 +463,16 @@ defop("conv2d_backprop_input", arity=3, shape=_backprop_input_shape,
 # -- conv2d_backprop_filter ----------------------------------------------------------------
 
 def _backprop_filter_shape(x: TensorType, g: TensorType, like_w: TensorType, stride, padding,
-                           dilation) -> TensorType:
+                           dilation, groups) -> TensorType:
     op = "conv2d_backprop_filter"
-    expected = conv_out_type(op, x, like_w, stride, padding, dilation)
+    expected = conv_out_type(op, x, like_w, stride, padding, dilation, groups)
     check_cotangent(op, g, expected)
     return like_w.with_dtype(x.dtype)
 
 
 def _backprop_filter_vjp(b, n, ct):
     x, g, _ = n.inputs
-    a = _conv_attrs(n)
+    a = _grouped_attrs(n)
     return b.conv2d_backprop_input(g, ct, x, **a), b.conv2d(x, ct, **a), None
 
 
@@ -425,7 +481,8 @@ def _backprop_filter_flops(out: TensorType, x: TensorType, g: TensorType, like_w
 
 
 defop("conv2d_backprop_filter", arity=3, shape=_backprop_filter_shape,
-      kernel=in_input_dtype(backprop_filter_kernel), vjp=_backprop_filter_vjp, attrs=dict(CONV_ATTRS),
+      kernel=in_input_dtype(backprop_filter_kernel), vjp=_backprop_filter_vjp,
+      attrs=dict(GROUPED_ATTRS),
       flops=_backprop_filter_flops,
       doc="Gradient of conv2d w.r.t. its filter: (x, g, like_w) -> shaped like w.")
 

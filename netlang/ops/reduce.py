@@ -182,7 +182,7 @@ def _arg_rule(opname: str):
     def rule(x: TensorType, axis, select_last_index) -> TensorType:
         if x.rank == 0:
             raise ShapeError(f"{opname} needs at least one axis, got the scalar {x}")
-        if not isinstance(select_last_index, bool):
+        if select_last_index is not None and not isinstance(select_last_index, bool):
             raise ShapeError(f"{opname}: select_last_index must be true or false, got "
                              f"{select_last_index!r}")
         keep = axis_of(opname, axis, x)
@@ -193,7 +193,7 @@ def _arg_rule(opname: str):
 def _arg_kernel(pick: str):
     """argmax/argmin along ``axis``: the first index on ties, or with ``select_last_index``
     the last one (ONNX's attribute): that is the first index of the reversed axis."""
-    def kernel(xp, x, axis, select_last_index=False):
+    def kernel(xp, x, axis, select_last_index=None):
         find = getattr(xp, pick)
         if not select_last_index:
             return xp.asarray(find(x, axis=axis)).astype("int64", copy=False)
@@ -205,7 +205,7 @@ def _arg_kernel(pick: str):
 
 for _name, _word in (("argmax", "largest"), ("argmin", "smallest")):
     defop(_name, arity=1, shape=_arg_rule(_name),
-          attrs={"axis": -1, "select_last_index": False}, flops=flops_per_input(1),
+          attrs={"axis": -1, "select_last_index": None}, flops=flops_per_input(1),
           kernel=_arg_kernel(_name), nondiff=f"{_name} returns integer indices",
           doc=f"Index of the {_word} entry along axis, as i64: the first one on ties, the "
               "last with select_last_index=true.")

@@ -22,7 +22,8 @@ def _bias_add(graph: Graph, node: Node, users, keep) -> tuple[int, int] | None:
         return None
     for conv, bias in (node.inputs, node.inputs[::-1]):
         c = graph.nodes[conv]
-        if (c.op == "conv2d" and users[conv] == [node.id] and conv not in keep
+        if (c.op == "conv2d" and c.attrs.get("groups") in (None, 1) and users[conv] == [node.id]
+                and conv not in keep
                 and graph.nodes[bias].type.shape == (c.type.shape[-1],)
                 and graph.nodes[bias].type.dtype == c.type.dtype and node.type == c.type):
             return conv, bias
@@ -60,7 +61,8 @@ def fuse_conv_bias(graph: Graph) -> tuple[Graph, Report]:
         x, w = (mapped(i) for i in c.inputs)
         items.append(f"{describe(graph, c)} + bias" + (" + relu" if relu else ""))
         with b.like(c):
-            return b.op("conv2d_bias", x, w, mapped(bias), relu=relu, **c.attrs)
+            attrs = {k: v for k, v in c.attrs.items() if k != "groups"}    # always 1 here
+            return b.op("conv2d_bias", x, w, mapped(bias), relu=relu, **attrs)
 
     absorbed = {a for m in matches.values() for a in m[3]}
     new, mapping = replace_groups(graph, absorbed, emit)

@@ -114,7 +114,15 @@ def _geometry(shapes, attrs, khw):
                            attrs["padding"])
 
 
-def conv2d(shapes, dtypes, attrs, state: KernelState) -> Run:
+def ungrouped(attrs) -> bool:
+    """The fast convolution paths here compute one group; grouped and depthwise
+    convolutions run the reference (one ungrouped convolution per group)."""
+    return attrs.get("groups") in (None, 1)
+
+
+def conv2d(shapes, dtypes, attrs, state: KernelState) -> Run | None:
+    if not ungrouped(attrs):
+        return None
     gh, gw = _geometry(shapes, attrs, shapes[1][:2])
     if shifted_gemm.usable(np, dtypes[0], gh, gw, shapes[0][3]):
         return lambda x, w: shifted_gemm.conv2d(x, w, gh, gw)
@@ -137,7 +145,9 @@ def conv2d_bias(shapes, dtypes, attrs, state: KernelState) -> Run:
     return run
 
 
-def conv2d_backprop_filter(shapes, dtypes, attrs, state: KernelState) -> Run:
+def conv2d_backprop_filter(shapes, dtypes, attrs, state: KernelState) -> Run | None:
+    if not ungrouped(attrs):
+        return None
     w_shape = tuple(shapes[2])
     gh, gw = _geometry(shapes, attrs, w_shape[:2])
     shifted = shifted_gemm.usable(np, dtypes[0], gh, gw, w_shape[2])
@@ -152,7 +162,9 @@ def conv2d_backprop_filter(shapes, dtypes, attrs, state: KernelState) -> Run:
     return run
 
 
-def conv2d_backprop_input(shapes, dtypes, attrs, state: KernelState) -> Run:
+def conv2d_backprop_input(shapes, dtypes, attrs, state: KernelState) -> Run | None:
+    if not ungrouped(attrs):
+        return None
     in_shape = tuple(shapes[2])
     kh, kw, cin, _ = shapes[1]
     gh, gw = window_geometry("conv2d", in_shape[1:3], (kh, kw), attrs["stride"],

@@ -99,6 +99,8 @@ class ConvGeometry:
 
 def conv_geometry(x_shape: tuple, w_shape: tuple, attrs: dict) -> ConvGeometry | None:
     a = {**CONV_ATTRS, **attrs}
+    if a.get("groups") not in (None, 1):           # grouped: the reference, one group at a time
+        return None
     try:
         gh, gw = window_geometry("conv2d", tuple(x_shape[1:3]), tuple(w_shape[:2]),
                                  a["stride"], a["dilation"], a["padding"])

@@ -195,3 +195,15 @@ def test_rounding_erf_and_gelu_export(tmp_path, opset):
     data = onnx_lib.checked_bytes(described)
     x = np.linspace(-3.2, 3.2, 24, dtype=np.float32).reshape(4, 6)
     assert_same_outputs(model, model.session(), data, {"x": x})
+
+
+def test_grouped_and_depthwise_convolutions_export_with_their_group():
+    from tests.test_grouped_conv import SPEC
+    model = netlang.compile(SPEC)
+    session = trained_like(model)
+    described = export_model(model, session.state.to_numpy())
+    groups = [n.attrs.get("group", 1) for n in described.nodes if n.op_type == "Conv"]
+    assert groups == [2, 6]
+    assert described.initializers["dwconv1/W"].shape == (12, 1, 3, 3)
+    data = onnx_lib.checked_bytes(described)
+    assert_same_outputs(model, session, data, feeds_for(described, np.random.default_rng(5)))

@@ -66,6 +66,44 @@ def backprop_filter_geometry(draw):
     return [x, g, like], s["attrs"]
 
 
+def grouped_setup(draw) -> tuple[dict, int]:
+    """A convolution with groups dividing both channel counts (depthwise included)."""
+    s = conv_setup(draw, max_side=5)
+    groups = draw(st.sampled_from([2, 3]))
+    s["cin"] = groups * draw(st.integers(1, 2))
+    s["cout"] = groups * draw(st.integers(1, 2))
+    s["attrs"] = {**s["attrs"], "groups": groups}
+    return s, groups
+
+
+@op_case("conv2d")
+def grouped_conv2d(draw):
+    s, groups = grouped_setup(draw)
+    x = array(draw, (s["n"], s["h"], s["w"], s["cin"]))
+    w = array(draw, (s["kh"], s["kw"], s["cin"] // groups, s["cout"]))
+    return [x, w], s["attrs"]
+
+
+@op_case("conv2d_backprop_input", wrt=(0, 1))
+def grouped_backprop_input(draw):
+    s, groups = grouped_setup(draw)
+    oh, ow = out_hw(s)
+    g = array(draw, (s["n"], oh, ow, s["cout"]))
+    w = array(draw, (s["kh"], s["kw"], s["cin"] // groups, s["cout"]))
+    like = array(draw, (s["n"], s["h"], s["w"], s["cin"]))
+    return [g, w, like], s["attrs"]
+
+
+@op_case("conv2d_backprop_filter", wrt=(0, 1))
+def grouped_backprop_filter(draw):
+    s, groups = grouped_setup(draw)
+    oh, ow = out_hw(s)
+    x = array(draw, (s["n"], s["h"], s["w"], s["cin"]))
+    g = array(draw, (s["n"], oh, ow, s["cout"]))
+    like = array(draw, (s["kh"], s["kw"], s["cin"] // groups, s["cout"]))
+    return [x, g, like], s["attrs"]
+
+
 @op_case("conv2d_transpose")
 def conv2d_transpose_geometry(draw):
     s = conv_setup(draw, max_side=4)
