@@ -206,7 +206,7 @@ network n {
 bad.net:4:16: argument error: conv2d needs the argument 'kernel'
       h = image |> conv2d(8)
                    ^^^^^^^^^
-hint: conv2d(x, filters, kernel, stride=1, padding=valid, dilation=1, activation=None, use_bias=true, init=glorot_uniform, bias_init=zeros, name=None, share=None, trainable=true)"""),
+hint: conv2d(x, filters, kernel, stride=1, padding=valid, dilation=1, activation=None, use_bias=true, init=glorot_uniform, bias_init=zeros, groups=1, name=None, share=None, trainable=true)"""),
     Case("duplicate_argument", """\
 network n {
   input image: f32[N, 28, 28, 1]
