@@ -413,6 +413,13 @@ def _conv_padding(imp: _Importer, node: OnnxNode, x: str, kernel, strides, dilat
     return "valid", pads
 
 
+def _explicit(pads) -> str:
+    """ONNX's [top, left, bottom, right] as netlang's ``padding=((top, bottom), (left,
+    right))``."""
+    t, left, b, r = (int(p) for p in pads)
+    return f"padding=(({t}, {b}), ({left}, {r}))"
+
+
 def _same_pads(imp: _Importer, node: OnnxNode, x: str, kernel, strides) -> list[int]:
     """TensorFlow's SAME padding of a pool as explicit [top, left, bottom, right]."""
     h, w = imp.static(x, (2, 3))
@@ -432,12 +439,9 @@ def _conv(imp: _Importer, node: OnnxNode, _index: int) -> None:
     dilations = node.attrs.get("dilations", [1, 1])
     padding, pads = _conv_padding(imp, node, x, (kh, kw), strides, dilations)
     source = imp.get(x, CL)
-    if pads is not None:
-        t, left, b, r = pads
-        source = imp.emit("pad", [source, (f"paddings=((0, 0), ({t}, {b}), ({left}, {r}), "
-                                          "(0, 0))")])
     attrs = [f"stride={_pair(strides)}"] if list(strides) != [1, 1] else []
     attrs += [f"padding={padding}"] if padding != "valid" else []
+    attrs += [_explicit(pads)] if pads is not None else []
     attrs += [f"dilation={_pair(dilations)}"] if list(dilations) != [1, 1] else []
     attrs += [f"groups={groups}"] if groups != 1 else []
     if w in imp.consts and (bias is None or bias in imp.consts):
@@ -685,28 +689,25 @@ def _pool(call: str):
             raise Unmapped(f"a {imp.rank(x) - 2}-D pool (netlang pools 2-D images)")
         kernel = [int(k) for k in node.attrs["kernel_shape"]]
         strides = [int(s) for s in node.attrs.get("strides", [1, 1])]
-        if int(node.attrs.get("ceil_mode", 0)):
-            raise Unmapped("ceil_mode=1")
         if any(int(d) != 1 for d in node.attrs.get("dilations", [1, 1])):
             raise Unmapped("dilated pooling")
         padding, pads = _conv_padding(imp, node, x, kernel, strides, (1, 1))
-        include = bool(int(node.attrs.get("count_include_pad", 0)))
-        if call == "avgpool" and padding == "same" and include:
-            padding, pads = "valid", _same_pads(imp, node, x, kernel, strides)
-        source = imp.get(x, CL)
-        if pads is not None:
-            # explicit pads: a max over the lowest float ignores them; an average counts them
-            # only with count_include_pad (zeros), which netlang's valid pool then sees
-            if call == "avgpool" and not include:
-                raise Unmapped(f"pads {pads} that are not TensorFlow's SAME, without "
-                               "count_include_pad")
-            fill = _number(np.finfo(np.float32).min) if call == "maxpool" else "0.0"
-            t, left, b, r = pads
-            paddings = f"paddings=((0, 0), ({t}, {b}), ({left}, {r}), (0, 0))"
-            source = imp.emit("pad", [source, paddings, f"value={fill}"])
         attrs = [f"window={_pair(kernel)}"]
         attrs += [f"stride={_pair(strides)}"] if strides != kernel else []
         attrs += ["padding=same"] if padding == "same" else []
+        if pads is not None:
+            if any(p >= k for p, k in zip(pads, kernel + kernel)):
+                raise Unmapped(f"pads {pads} as large as the window")
+            attrs.append(_explicit(pads))
+        if int(node.attrs.get("ceil_mode", 0)):
+            attrs.append("ceil_mode=true")
+        if call == "avgpool" and int(node.attrs.get("count_include_pad", 0)) and (
+                pads is not None or padding == "same"):
+            if pads is None:              # SAME, counting the pads: give them explicitly
+                attrs = [a for a in attrs if a != "padding=same"]
+                attrs.append(_explicit(_same_pads(imp, node, x, kernel, strides)))
+            attrs.append("count_include_pad=true")
+        source = imp.get(x, CL)
         imp.emit(call, [source, *attrs], node.outputs[0], CL)
     return handler
 

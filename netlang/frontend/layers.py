@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netlang.errors import ShapeError
+from netlang.errors import ArgumentError, ShapeError
 from netlang.frontend.arguments import (
     Param,
     Tensor,
@@ -39,8 +39,28 @@ from netlang.frontend.arguments import (
 )
 from netlang.frontend.initializers import init_spec
 from netlang.ir.types import DType, TensorType
+from netlang.ops.conv import Axis, explicit_padding
+from netlang.ops.pool import pool_geometry
 
-PADDING = choice("valid", "same")
+_PADDING_WORD = choice("valid", "same")
+
+
+@takes_word
+def PADDING(value):
+    """``valid``, ``same``, or explicit padding: an int for every side, or ``((top, bottom),
+    (left, right))`` (ONNX's and PyTorch's)."""
+    expected = "valid, same, an int, or ((top, bottom), (left, right)) of non-negative ints"
+    if isinstance(value, (int, tuple)) and not isinstance(value, bool):
+        try:
+            return explicit_padding("padding", value)
+        except ArgumentError:
+            raise WrongType(expected) from None
+    return _PADDING_WORD(value)      # a misspelt word: "valid or same", and the near miss
+
+
+def padding_attr(padding):
+    """The op's ``padding``: ``"SAME"``/``"VALID"``, or the explicit pairs as they are."""
+    return padding.upper() if isinstance(padding, str) else padding
 
 
 @takes_word
@@ -169,7 +189,7 @@ CONV_ATTRS = (
 
 
 def _conv_attrs(args: dict) -> dict:
-    return {"stride": pair(args["stride"]), "padding": args["padding"].upper(),
+    return {"stride": pair(args["stride"]), "padding": padding_attr(args["padding"]),
             "dilation": pair(args["dilation"])}
 
 
@@ -266,22 +286,55 @@ def conv2d_transpose(lower, args: dict) -> int:
 # -- pooling and reshaping -----------------------------------------------------------------
 
 POOL_SIGNATURE = (Param("x", tensor), Param("window", pair, 2),
-                  Param("stride", optional_pair, None), Param("padding", PADDING, "valid"))
+                  Param("stride", optional_pair, None), Param("padding", PADDING, "valid"),
+                  Param("ceil_mode", boolean, False, keyword_only=True))
 
 
 def _pool(op: str):
     def build(lower, args: dict) -> int:
-        _image_input(op, lower.b.type_of(args["x"].id))
+        x = args["x"].id
+        t = lower.b.type_of(x)
+        _image_input(op, t)
         window = args["window"]
         stride = args["stride"] or window  # TensorFlow layers: stride defaults to the window
-        return lower.b.op(op, args["x"].id, window=window, stride=stride,
-                      padding=args["padding"].upper())
-    build.__doc__ = f"{op} over window x window cells (stride defaults to the window)."
+        padding = padding_attr(args["padding"])
+        if not (args["ceil_mode"] or args.get("count_include_pad")):
+            return lower.b.op(op, x, window=window, stride=stride, padding=padding)
+        hw = tuple(_static(op, what, d, t) for what, d in zip(("height", "width"),
+                                                                t.shape[1:3]))
+        axes = pool_geometry(op, hw, window, stride, padding)
+        extra = [_ceil_extra(a) if args["ceil_mode"] else 0 for a in axes]
+        if args.get("count_include_pad"):   # the pads count: zeros a valid pool sees
+            pads = ((0, 0), *((a.before, a.after) for a in axes), (0, 0))
+            if any(any(p) for p in pads):
+                x = lower.b.pad(x, paddings=pads, value=0.0)
+            padding = ((0, extra[0]), (0, extra[1]))
+        else:
+            padding = tuple((a.before, a.after + e) for a, e in zip(axes, extra))
+        if padding == ((0, 0), (0, 0)):
+            padding = "VALID"
+        return lower.b.op(op, x, window=window, stride=stride, padding=padding)
+    build.__doc__ = (f"{op} over window x window cells (stride defaults to the window); "
+                     "ceil_mode=true counts a last, partial window (PyTorch's and ONNX's "
+                     "rule: one that starts inside the input or its left padding)"
+                     + ("; count_include_pad=true divides by the whole window, padding "
+                        "included" if op == "avgpool" else ""))
     return build
 
 
+def _ceil_extra(a: Axis) -> int:
+    """How many cells past the padding ceil_mode's last window reaches on this axis."""
+    span = a.padded - a.span
+    out = -(-span // a.stride) + 1
+    if (out - 1) * a.stride >= a.size + a.before:      # it would start in the right padding
+        out -= 1
+    return max(0, (out - 1) * a.stride + a.span - a.padded)
+
+
 layer("maxpool", "maxpool", POOL_SIGNATURE)(_pool("maxpool"))
-layer("avgpool", "avgpool", POOL_SIGNATURE)(_pool("avgpool"))
+layer("avgpool", "avgpool",
+      POOL_SIGNATURE + (Param("count_include_pad", boolean, False, keyword_only=True),)
+      )(_pool("avgpool"))
 
 
 @layer("global_avgpool", "global_avgpool", (Param("x", tensor),))

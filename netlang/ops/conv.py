@@ -3,7 +3,8 @@
 Filters are ``[kh, kw, cin, cout]`` (``conv2d_transpose``: ``[kh, kw, cout, cin]``, as in
 TensorFlow).  ``padding`` is ``"SAME"`` or ``"VALID"`` with TensorFlow's rule: SAME gives
 ``out = ceil(in / stride)`` and pads ``max((out-1)*stride + (k-1)*dilation + 1 - in, 0)`` in
-total, the odd extra row/column at the bottom/right.
+total, the odd extra row/column at the bottom/right; or explicit ``((top, bottom), (left,
+right))`` as ONNX and PyTorch give it.
 
 The reference kernels over ``xp`` (NumPy and CuPy share them; the CPU backend runs oneDNN or
 its own fast paths instead, see runtime/cpu_kernels.py):
@@ -54,11 +55,35 @@ def pair(op: str, name: str, value) -> tuple[int, int]:
     return a, b
 
 
-def padding_mode(op: str, padding) -> str:
-    mode = str(padding).upper()
-    if mode not in ("SAME", "VALID"):
-        raise ArgumentError(f"{op}: padding must be SAME or VALID, got {padding!r}")
-    return mode
+def padding_mode(op: str, padding) -> str | tuple:
+    """``"SAME"``, ``"VALID"``, or explicit per-side padding ``((top, bottom), (left,
+    right))`` (ONNX's and PyTorch's; an int ``p`` pads every side by p)."""
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode not in ("SAME", "VALID"):
+            raise ArgumentError(f"{op}: padding must be SAME, VALID or ((top, bottom), "
+                                f"(left, right)), got {padding!r}")
+        return mode
+    return explicit_padding(op, padding)
+
+
+def explicit_padding(op: str, padding) -> tuple:
+    """``((top, bottom), (left, right))`` from that form or one int for every side."""
+    if isinstance(padding, int) and not isinstance(padding, bool):
+        padding = ((padding, padding), (padding, padding))
+    ok = (isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
+        isinstance(p, (tuple, list)) and len(p) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p)
+        for p in padding))
+    if not ok:
+        raise ArgumentError(f"{op}: padding must be SAME, VALID or ((top, bottom), (left, "
+                            f"right)) of non-negative ints, got {padding!r}")
+    return tuple(tuple(int(v) for v in p) for p in padding)
+
+
+def padding_text(mode) -> str:
+    """How an error names the padding: ``padding=VALID``, ``padding=((1, 0), (1, 0))``."""
+    return f"padding={mode}"
 
 
 class Axis(NamedTuple):
@@ -82,9 +107,16 @@ class Axis(NamedTuple):
         return self.size + self.before + self.after
 
 
-def axis_geometry(size: int, k: int, stride: int, dilation: int, mode: str) -> Axis | None:
-    """TensorFlow's output size and padding for one axis; None when VALID does not fit."""
+def axis_geometry(size: int, k: int, stride: int, dilation: int, mode) -> Axis | None:
+    """TensorFlow's output size and padding for one axis (``mode`` SAME, VALID, or this
+    axis's explicit ``(before, after)``); None when the window does not fit."""
     span = (k - 1) * dilation + 1
+    if isinstance(mode, tuple):
+        before, after = mode
+        if size + before + after < span:
+            return None
+        return Axis(size, k, stride, dilation, (size + before + after - span) // stride + 1,
+                    before, after)
     if mode == "SAME":
         out = -(-size // stride)
         total = max((out - 1) * stride + span - size, 0)
@@ -98,17 +130,20 @@ def window_geometry(op: str, hw: tuple, khw: tuple, stride, dilation, padding,
                     what: str = "window") -> tuple[Axis, Axis]:
     """Both spatial axes, or a shape error naming the sizes that do not fit."""
     mode = padding_mode(op, padding)
+    modes = mode if isinstance(mode, tuple) else (mode, mode)
     stride, dilation = pair(op, "stride", stride), pair(op, "dilation", dilation)
     check_known_kernel(op, khw)
     if not all(isinstance(d, int) for d in hw):
         return symbolic_geometry(op, hw, khw, stride, dilation, mode)
-    axes = [axis_geometry(n, k, s, d, mode) for n, k, s, d in zip(hw, khw, stride, dilation)]
+    axes = [axis_geometry(n, k, s, d, m)
+            for n, k, s, d, m in zip(hw, khw, stride, dilation, modes)]
     if None in axes:
         spans = [(k - 1) * d + 1 for k, d in zip(khw, dilation)]
         dil = "" if tuple(spans) == tuple(khw) else f" (dilated to {spans[0]}x{spans[1]})"
+        padded = "" if mode == "VALID" else " padded"
         raise ShapeError(
-            f"{op}: the {khw[0]}x{khw[1]} {what}{dil} is larger than the "
-            f"{hw[0]}x{hw[1]} input with padding=VALID",
+            f"{op}: the {khw[0]}x{khw[1]} {what}{dil} is larger than the{padded} "
+            f"{hw[0]}x{hw[1]} input with {padding_text(mode)}",
             hint="use padding=SAME, a smaller kernel, or a larger input")
     if axes[0].padded * axes[1].padded > MAX_INT32:
         raise ShapeError(
@@ -125,14 +160,17 @@ def symbolic_geometry(op: str, hw: tuple, khw: tuple, stride: tuple, dilation: t
     output is ``[N,H,W,C]`` again; any other window changes it by an amount a symbolic dim
     cannot hold here, and needs the size given as a number."""
     axes = []
-    for name, n, k, s, d in zip(("height", "width"), hw, khw, stride, dilation):
-        if isinstance(n, int) or (mode == "SAME" and s == 1):
-            total = (k - 1) * d                      # SAME, stride 1: out = in
-            axes.append(axis_geometry(n, k, s, d, mode) if isinstance(n, int)
-                        else Axis(n, k, s, d, n, total // 2, total - total // 2))
+    modes = mode if isinstance(mode, tuple) else (mode, mode)
+    for name, n, k, s, d, m in zip(("height", "width"), hw, khw, stride, dilation, modes):
+        total = (k - 1) * d
+        keeps = s == 1 and (m == "SAME" or (isinstance(m, tuple) and sum(m) == total))
+        if isinstance(n, int) or keeps:              # stride 1, k-1 padded: out = in
+            before = total // 2 if m == "SAME" else (m[0] if isinstance(m, tuple) else 0)
+            axes.append(axis_geometry(n, k, s, d, m) if isinstance(n, int)
+                        else Axis(n, k, s, d, n, before, total - before))
             continue
         raise ShapeError(f"{op} over the symbolic image {name} {n} needs a known size with "
-                         f"padding={mode} and stride {s}",
+                         f"{padding_text(mode)} and stride {s}",
                          hint=f"give {n} as a number (e.g. f32[N,28,28,1]); only padding=same "
                               "with stride 1 keeps a symbolic height and width")
     if None in axes:
@@ -497,6 +535,8 @@ def transpose_out_size(size: int, k: int, stride: int, dilation: int, mode: str)
 def transpose_geometry(op: str, x_shape: tuple, w_shape: tuple, stride, padding, dilation):
     """(output shape, geometry of the conv2d whose input gradient this is)."""
     mode = padding_mode(op, padding)
+    if not isinstance(mode, str):
+        raise ArgumentError(f"{op}: padding must be SAME or VALID, got {padding!r}")
     stride, dilation = pair(op, "stride", stride), pair(op, "dilation", dilation)
     if not all(isinstance(d, int) for d in x_shape[1:3]):
         raise ShapeError(f"{op} needs known image height and width, got "

@@ -22,6 +22,7 @@ from netlang.ops.conv import (
     crop_padding,
     offset_slice,
     pad_image,
+    padding_mode,
     pair,
     window_geometry,
 )
@@ -33,6 +34,11 @@ POOL_ATTRS = {"window": (2, 2), "stride": None, "padding": "VALID"}
 def pool_geometry(op: str, hw: tuple, window, stride, padding) -> tuple[Axis, Axis]:
     window = pair(op, "window", window)
     stride = window if stride is None else pair(op, "stride", stride)
+    mode = padding_mode(op, padding)
+    if isinstance(mode, tuple) and any(p >= k for side, k in zip(mode, window) for p in side):
+        raise ShapeError(f"{op}: padding={mode} pads as much as the {window[0]}x{window[1]} "
+                         "window or more, so a window could hold padding alone",
+                         hint="pad each side by less than the window")
     return window_geometry(op, hw, window, stride, (1, 1), padding)
 
 

@@ -7,14 +7,19 @@ from netlang.ops.conv import transpose_out_size
 from tests.ops.harness import array, op_case
 
 
-def conv_setup(draw, max_side: int = 6) -> dict:
+def conv_setup(draw, max_side: int = 6, explicit: bool = True) -> dict:
     """Geometry of one small convolution whose window fits when padding is VALID."""
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     stride = (draw(st.integers(1, 2)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = draw(st.sampled_from(["SAME", "VALID"]))
+    padding = draw(st.sampled_from(["SAME", "VALID", "EXPLICIT"] if explicit
+                                   else ["SAME", "VALID"]))
     low_h = (kh - 1) * dilation[0] + 1 if padding == "VALID" else 1
     low_w = (kw - 1) * dilation[1] + 1 if padding == "VALID" else 1
+    if padding == "EXPLICIT":          # ((top, bottom), (left, right)), ONNX's pads
+        padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in "hw")
+        low_h = max(1, (kh - 1) * dilation[0] + 1 - sum(padding[0]))
+        low_w = max(1, (kw - 1) * dilation[1] + 1 - sum(padding[1]))
     return {
         "n": draw(st.integers(1, 2)),
         "h": draw(st.integers(low_h, max(low_h, max_side))),
@@ -30,11 +35,15 @@ def conv_setup(draw, max_side: int = 6) -> dict:
 def out_hw(s: dict) -> tuple[int, int]:
     """Output height and width by TensorFlow's rule (independent of netlang's code)."""
     out = []
-    for size, k, st_, d in zip((s["h"], s["w"]), (s["kh"], s["kw"]), s["attrs"]["stride"],
-                               s["attrs"]["dilation"]):
+    padding = s["attrs"]["padding"]
+    for axis, (size, k, st_, d) in enumerate(zip((s["h"], s["w"]), (s["kh"], s["kw"]),
+                                                 s["attrs"]["stride"], s["attrs"]["dilation"])):
         span = (k - 1) * d + 1
-        out.append(-(-size // st_) if s["attrs"]["padding"] == "SAME"
-                   else (size - span) // st_ + 1)
+        if padding == "SAME":
+            out.append(-(-size // st_))
+        else:
+            pads = 0 if padding == "VALID" else sum(padding[axis])
+            out.append((size + pads - span) // st_ + 1)
     return out[0], out[1]
 
 
@@ -106,7 +115,7 @@ def grouped_backprop_filter(draw):
 
 @op_case("conv2d_transpose")
 def conv2d_transpose_geometry(draw):
-    s = conv_setup(draw, max_side=4)
+    s = conv_setup(draw, max_side=4, explicit=False)     # SAME or VALID only
     h, w = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     x = array(draw, (s["n"], h, w, s["cin"]))
     kernel = array(draw, (s["kh"], s["kw"], s["cout"], s["cin"]))

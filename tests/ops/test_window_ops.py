@@ -57,8 +57,21 @@ def test_valid_window_larger_than_input():
 
 
 def test_bad_padding_and_stride_are_argument_errors():
-    with pytest.raises(ArgumentError, match="padding must be SAME or VALID, got 'full'"):
+    with pytest.raises(ArgumentError, match=r"padding must be SAME, VALID or \(\(top, bottom\), "
+                                            r"\(left, right\)\), got 'full'"):
         typed("conv2d", t(1, 4, 4, 1), t(3, 3, 1, 1), padding="full")
+    with pytest.raises(ArgumentError, match=r"of non-negative ints, got \(\(1, -1\), \(0, 0\)\)"):
+        typed("conv2d", t(1, 4, 4, 1), t(3, 3, 1, 1), padding=((1, -1), (0, 0)))
+
+
+def test_explicit_padding_pads_each_side_as_given():
+    assert str(typed("conv2d", t(sym("N"), 28, 28, 1), t(3, 3, 1, 4),
+                     padding=((1, 1), (2, 0)))) == "f32[N,28,28,4]"
+    assert str(typed("maxpool", t(2, 7, 7, 8), window=3, stride=2,
+                     padding=((1, 1), (1, 1)))) == "f32[2,4,4,8]"
+    assert str(typed("conv2d", t(2, 5, 5, 1), t(3, 3, 1, 1), padding=2)) == "f32[2,7,7,1]"
+    assert str(typed("conv2d", t(sym("N"), sym("H"), sym("W"), 1), t(3, 3, 1, 1),
+                     padding=((2, 0), (0, 2)))) == "f32[N,H,W,1]"
     with pytest.raises(ArgumentError, match="stride must be positive integers"):
         typed("maxpool", t(1, 4, 4, 1), stride=(0, 1))
 

@@ -74,7 +74,8 @@ POOLS = {"n": st.integers(1, 3), "hw": st.tuples(st.integers(1, 9), st.integers(
          "c": st.sampled_from([1, 3, 4, 16, 19]),
          "window": st.sampled_from([1, 2, 3, (2, 3)]),
          "stride": st.sampled_from([None, 1, 2, 3, (1, 2)]),
-         "padding": st.sampled_from(["SAME", "VALID"]), "dtype": FLOATS,
+         "padding": st.sampled_from(["SAME", "VALID", ((0, 0), (0, 0)), ((1, 0), (0, 1))]),
+         "dtype": FLOATS,
          "parallel": st.booleans(), "ties": st.booleans()}
 
 
@@ -92,7 +93,7 @@ def test_pooling_is_the_reference_bit_for_bit(n, hw, c, window, stride, padding,
                                               parallel, ties):
     attrs = {"window": window, "stride": stride, "padding": padding}
     x, rng = pool_input(n, hw, c, dtype, ties)
-    if loop_for("maxpool", [x], attrs) is None:          # VALID window larger than x
+    if loop_for("maxpool", [x], attrs) is None:   # the window larger than x, or than its pads
         with pytest.raises(netlang.NetlangError):
             reference("maxpool", [x], attrs)
         return

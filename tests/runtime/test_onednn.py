@@ -54,13 +54,25 @@ def check_parity(op: str, arrays, attrs, taps: int = 1, must_take: bool = False)
     assert np.array_equal(run(*arrays), got), f"{op} is not deterministic"
 
 
+# SAME, VALID, or explicit ((top, bottom), (left, right)) as ONNX and PyTorch give it
+PADDINGS = st.one_of(st.sampled_from(["SAME", "VALID"]),
+                     st.tuples(st.tuples(st.integers(0, 2), st.integers(0, 2)),
+                               st.tuples(st.integers(0, 2), st.integers(0, 2))))
+
+
+def window_fits(size: int, span: int, padding, axis: int) -> bool:
+    if padding == "SAME":
+        return True
+    return size + (0 if padding == "VALID" else sum(padding[axis])) >= span
+
+
 conv_cases = st.fixed_dictionaries({
     "n": st.integers(1, 3), "h": st.integers(1, 11), "w": st.integers(1, 11),
     "cin": st.sampled_from([1, 3, 8, 16]), "cout": st.sampled_from([1, 4, 8, 17]),
     "kh": st.integers(1, 4), "kw": st.integers(1, 4),
     "stride": st.tuples(st.integers(1, 3), st.integers(1, 3)),
     "dilation": st.tuples(st.integers(1, 2), st.integers(1, 2)),
-    "padding": st.sampled_from(["SAME", "VALID"]), "seed": st.integers(0, 2 ** 16)})
+    "padding": PADDINGS, "seed": st.integers(0, 2 ** 16)})
 
 
 def conv_arrays(case):
@@ -68,9 +80,8 @@ def conv_arrays(case):
     x = rng.standard_normal((case["n"], case["h"], case["w"], case["cin"]), np.float32)
     w = rng.standard_normal((case["kh"], case["kw"], case["cin"], case["cout"]), np.float32)
     attrs = {k: case[k] for k in ("stride", "padding", "dilation")}
-    if case["padding"] == "VALID":
-        assume(case["h"] >= (case["kh"] - 1) * case["dilation"][0] + 1)
-        assume(case["w"] >= (case["kw"] - 1) * case["dilation"][1] + 1)
+    assume(window_fits(case["h"], (case["kh"] - 1) * case["dilation"][0] + 1, case["padding"], 0))
+    assume(window_fits(case["w"], (case["kw"] - 1) * case["dilation"][1] + 1, case["padding"], 1))
     y = reference("conv2d", x, w, **attrs)
     g = rng.standard_normal(y.shape, np.float32)
     return x, w, g, attrs
@@ -94,6 +105,7 @@ def test_conv2d_and_its_gradients_match_the_reference(case):
 @FAST
 @given(conv_cases)
 def test_conv2d_transpose_matches_the_reference(case):
+    assume(isinstance(case["padding"], str))       # conv2d_transpose takes SAME or VALID
     x, w, _, attrs = conv_arrays(case)
     wt = w.transpose(0, 1, 3, 2).copy()          # [kh, kw, cout, cin] of the transpose
     xt = np.random.default_rng(case["seed"]).standard_normal(
@@ -109,7 +121,7 @@ pool_cases = st.fixed_dictionaries({
     "c": st.sampled_from([1, 3, 16, 33]),
     "window": st.tuples(st.integers(1, 3), st.integers(1, 3)),
     "stride": st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))),
-    "padding": st.sampled_from(["SAME", "VALID"]), "seed": st.integers(0, 2 ** 16),
+    "padding": PADDINGS, "seed": st.integers(0, 2 ** 16),
     "ties": st.booleans()})
 
 
@@ -124,8 +136,10 @@ def test_pooling_and_its_gradients_match_the_reference(case):
     x = (rng.integers(-2, 2, shape).astype(np.float32) if case["ties"]
          else rng.standard_normal(shape, np.float32))
     attrs = {k: case[k] for k in ("window", "stride", "padding")}
-    if case["padding"] == "VALID":
-        assume(case["h"] >= case["window"][0] and case["w"] >= case["window"][1])
+    assume(window_fits(case["h"], case["window"][0], case["padding"], 0))
+    assume(window_fits(case["w"], case["window"][1], case["padding"], 1))
+    if not isinstance(case["padding"], str):       # pools pad less than the window
+        assume(all(p < k for side, k in zip(case["padding"], case["window"]) for p in side))
     y = reference("maxpool", x, **attrs)
     g = rng.standard_normal(y.shape, np.float32)
     check_parity("maxpool", [x], attrs)
