@@ -507,6 +507,16 @@ def _batchnorm(w: _Writer, n: Node) -> None:
              {"epsilon": float(n.attrs["epsilon"])}, NCHW)
 
 
+def _lrn(w: _Writer, n: Node) -> None:
+    """ONNX's LRN normalizes axis 1: netlang's last axis of an NHWC image (NCHW here)."""
+    if n.type.rank != 4:
+        raise ExportError(f"lrn over a rank-{n.type.rank} value has no ONNX mapping here "
+                          "(LRN normalizes the channels of an image)", n.span)
+    attrs = {"size": int(n.attrs["size"]), "alpha": float(n.attrs["alpha"]),
+             "beta": float(n.attrs["beta"]), "bias": float(n.attrs["bias"])}
+    w.result(n, "LRN", [w.value(n.inputs[0], NCHW)], attrs, NCHW)
+
+
 def _reshape(w: _Writer, n: Node) -> None:
     x = n.inputs[0]
     in_shape, out_shape = w.g.type_of(x).shape, n.type.shape
@@ -632,7 +642,7 @@ HANDLERS = {
     "equal": _binary("Equal", True), "select": _select,
     "matmul": _matmul, "conv2d": _conv2d,
     "maxpool": _pool("MaxPool"), "avgpool": _pool("AveragePool", count_include_pad=0),
-    "batchnorm_apply": _batchnorm,
+    "batchnorm_apply": _batchnorm, "lrn": _lrn,
     "reshape": _reshape, "transpose": _transpose, "concat": _concat, "pad": _pad,
     "softmax": _axis_op("Softmax"), "log_softmax": _axis_op("LogSoftmax"),
     "argmax": _axis_op("ArgMax"), "argmin": _axis_op("ArgMin"),

@@ -570,6 +570,20 @@ def _batchnorm(imp: _Importer, node: OnnxNode, _index: int) -> None:
              node.outputs[0], perm)
 
 
+def _lrn(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    x = node.inputs[0]
+    rank = imp.rank(x)
+    if rank < 2:
+        raise Unmapped(f"LRN over a rank-{rank} value")
+    perm = _channels_last(rank)
+    attrs = [f"size={int(node.attrs['size'])}"]
+    for name, default in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)):
+        value = float(node.attrs.get(name, default))
+        if value != default:
+            attrs.append(f"{name}={_number(np.float32(value))}")
+    imp.emit("lrn", [imp.get(x, perm), *attrs], node.outputs[0], perm)
+
+
 def _unary(call: str, **fixed):
     def handler(imp: _Importer, node: OnnxNode, _index: int) -> None:
         x = node.inputs[0]
@@ -951,6 +965,7 @@ def _constant_of_shape(imp: _Importer, node: OnnxNode, _index: int) -> None:
 
 HANDLERS = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batchnorm,
+    "LRN": _lrn,
     "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
     "Exp": _unary("exp"), "Log": _unary("log"), "Sqrt": _unary("sqrt"),
     "Neg": _unary("neg"), "Abs": _unary("abs"), "Sin": _unary("sin"), "Cos": _unary("cos"),

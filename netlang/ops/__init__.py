@@ -7,6 +7,7 @@ from netlang.ops import (  # noqa: F401
     image,
     linalg,
     loss,
+    lrn,
     norm,
     pool,
     random,

@@ -39,7 +39,8 @@ def test_no_backend_test_fails_and_the_passes_stay():
 
 def test_light_imagenet_models_import_and_match_onnxruntime():
     tool = _tool()
-    wanted = {"resnet50", "inception_v2", "squeezenet", "shufflenet"}   # and densenet121, vgg19
+    wanted = {"resnet50", "inception_v2", "squeezenet", "shufflenet", "bvlc_alexnet",
+              "zfnet512"}                       # and densenet121, inception_v1, vgg19
     passed = {name for group, name, data, sets in tool.light_models(wanted)
               if tool.judge(data, sets)[0] == "pass"}
     assert passed == wanted

@@ -188,6 +188,14 @@ def test_rounding_erf_and_gelu_export(tmp_path, opset):
                     "  output d = gelu(x, approximate=true)\n"
                     "  output e = argmin(round(x), select_last_index=true)\n"
                     "  output f = argmax(round(x), axis=0)\n}\n")
+    lrn = tmp_path / "lrn.net"
+    lrn.write_text("network alex {\n  input x: f32[N, 5, 5, 7]\n"
+                   "  output y = lrn(x, size=5, alpha=0.01, beta=0.75, bias=2.0)\n"
+                   "  output z = lrn(x, size=3)\n}\n")   # onnxruntime takes odd sizes
+    model_lrn = netlang.compile(lrn)
+    data = onnx_lib.checked_bytes(export_model(model_lrn, {}, opset=opset))
+    x_img = np.random.default_rng(1).standard_normal((2, 5, 5, 7)).astype(np.float32) * 3
+    assert_same_outputs(model_lrn, model_lrn.session(), data, {"x": x_img})
     model = netlang.compile(spec)
     described = export_model(model, {}, opset=opset)
     gelus = sum(n.op_type == "Gelu" for n in described.nodes)
