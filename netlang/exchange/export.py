@@ -507,6 +507,37 @@ def _batchnorm(w: _Writer, n: Node) -> None:
              {"epsilon": float(n.attrs["epsilon"])}, NCHW)
 
 
+def _gather(w: _Writer, n: Node) -> None:
+    x, indices = n.inputs
+    axis = axis_of("gather", n.attrs["axis"], w.g.type_of(x))
+    w.result(n, "Gather", [w.value(x), w.value(indices)], {"axis": axis})
+
+
+def _top_k(index: int):
+    """top_k (values, TopK's output 0) or top_k_indices (output 1): each its own TopK."""
+    def handler(w: _Writer, n: Node) -> None:
+        x = n.inputs[0]
+        axis = axis_of("top_k", n.attrs["axis"], w.g.type_of(x))
+        k = w.ints([int(n.attrs["k"])], "k")
+        name = w.result_name(n, NHWC)
+        other = w.unique(f"{name}_unused")
+        outputs = [name, other] if index == 0 else [other, name]
+        w.out.nodes.append(OnnxNode("TopK", [w.value(x), k], outputs,
+                                    {"axis": axis, "largest": 1, "sorted": 1},
+                                    unique_name(f"{n.scope}/TopK" if n.scope else "TopK",
+                                                w.node_names)))
+        w.define(n.id, name, NHWC)
+    return handler
+
+
+def _tile(w: _Writer, n: Node) -> None:
+    w.result(n, "Tile", [w.value(n.inputs[0]), w.ints(list(n.attrs["reps"]), "repeats")])
+
+
+def _expand(w: _Writer, n: Node) -> None:
+    w.result(n, "Expand", [w.value(n.inputs[0]), w.ints(list(n.attrs["shape"]), "shape")])
+
+
 def _lrn(w: _Writer, n: Node) -> None:
     """ONNX's LRN normalizes axis 1: netlang's last axis of an NHWC image (NCHW here)."""
     if n.type.rank != 4:
@@ -643,6 +674,8 @@ HANDLERS = {
     "matmul": _matmul, "conv2d": _conv2d,
     "maxpool": _pool("MaxPool"), "avgpool": _pool("AveragePool", count_include_pad=0),
     "batchnorm_apply": _batchnorm, "lrn": _lrn,
+    "gather": _gather, "top_k": _top_k(0), "top_k_indices": _top_k(1), "tile": _tile,
+    "expand": _expand,
     "reshape": _reshape, "transpose": _transpose, "concat": _concat, "pad": _pad,
     "softmax": _axis_op("Softmax"), "log_softmax": _axis_op("LogSoftmax"),
     "argmax": _axis_op("ArgMax"), "argmin": _axis_op("ArgMin"),

@@ -957,6 +957,41 @@ def _constant(imp: _Importer, node: OnnxNode, _index: int) -> None:
     imp.consts[node.outputs[0]] = value
 
 
+def _gather(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    x, indices = node.inputs
+    axis = int(node.attrs.get("axis", 0)) % imp.rank(x)
+    if x in imp.consts and indices in imp.consts:
+        imp.consts[node.outputs[0]] = np.take(imp.consts[x], imp.consts[indices], axis=axis)
+        return
+    attrs = [f"axis={axis}"] if axis else []
+    imp.emit("gather", [imp.get(x), imp.get(indices), *attrs], node.outputs[0])
+
+
+def _top_k(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    x = node.inputs[0]
+    if not int(node.attrs.get("largest", 1)) or not int(node.attrs.get("sorted", 1)):
+        raise Unmapped("largest=0 or sorted=0 (netlang's top_k gives the largest, sorted)")
+    k = int(np.asarray(imp.const(node.inputs[1], "k")).reshape(-1)[0])
+    axis = int(node.attrs.get("axis", -1)) % imp.rank(x)
+    attrs = [f"k={k}"] + ([] if axis == imp.rank(x) - 1 else [f"axis={axis}"])
+    for out, call in zip(node.outputs, ("top_k", "top_k_indices")):
+        if out:
+            imp.emit(call, [imp.get(x), *attrs], out)
+
+
+def _tile(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    reps = [int(r) for r in imp.const(node.inputs[1], "repeats")]
+    imp.emit("tile", [imp.get(node.inputs[0]), f"reps={_tuple(reps)}"], node.outputs[0])
+
+
+def _expand(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    """ONNX's Expand broadcasts both ways, as netlang's expand does: the shape as given."""
+    shape = [int(d) for d in imp.const(node.inputs[1], "shape")]
+    if not all(d > 0 for d in shape):
+        raise Unmapped(f"expanding to the shape {shape} (netlang's dims are positive)")
+    imp.emit("expand", [imp.get(node.inputs[0]), f"shape={_tuple(shape)}"], node.outputs[0])
+
+
 def _constant_of_shape(imp: _Importer, node: OnnxNode, _index: int) -> None:
     shape = [int(d) for d in imp.const(node.inputs[0], "shape")]
     value = np.asarray(node.attrs.get("value", np.zeros(1, np.float32))).reshape(-1)
@@ -986,7 +1021,8 @@ HANDLERS = {
     "ReduceMean": _reduce("mean"), "ReduceSum": _reduce("sum"), "ReduceMax": _reduce("max"),
     "ReduceMin": _reduce("min"), "ReduceProd": _reduce("prod"),
     "Concat": _concat, "Cast": _cast, "Pad": _pad, "Resize": _resize, "Constant": _constant,
-    "ConstantOfShape": _constant_of_shape,
+    "ConstantOfShape": _constant_of_shape, "Gather": _gather, "TopK": _top_k, "Tile": _tile,
+    "Expand": _expand,
 }
 
 

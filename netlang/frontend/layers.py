@@ -179,6 +179,24 @@ def dense(lower, args: dict) -> int:
     return _finish(lower, lower.b.matmul(x, kernel), args)
 
 
+# -- embedding -----------------------------------------------------------------------------
+
+
+@layer("embedding", "embedding",
+       (Param("x", tensor), Param("vocab", positive_int), Param("units", positive_int),
+        Param("init", init_spec, ("normal", 0.05))), has_params=True)
+def embedding(lower, args: dict) -> int:
+    """W[ids]: a [units] row of W [vocab, units] per integer id (gather along axis 0);
+    ids outside [-vocab, vocab) are an error when the step runs."""
+    x = args["x"].id
+    t = lower.b.type_of(x)
+    if not t.dtype.is_int:
+        raise ShapeError(f"embedding takes integer ids, got {t}", hint="cast(x, dtype=i32)")
+    table = lower.param("W", TensorType(DType.f32, (args["vocab"], args["units"])),
+                        args["init"])
+    return lower.b.gather(table, x, axis=0)
+
+
 # -- convolutions --------------------------------------------------------------------------
 
 CONV_ATTRS = (

@@ -5,6 +5,7 @@ from netlang.ops import (  # noqa: F401
     elementwise,
     fused,
     image,
+    index,
     linalg,
     loss,
     lrn,

@@ -13,6 +13,7 @@ from netlang.cli import main
 from netlang.errors import ExportError
 from netlang.exchange import onnx_lib
 from netlang.exchange.export import export_model
+from netlang.exchange.import_onnx import build_session, import_model, largest_difference
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -215,3 +216,18 @@ def test_grouped_and_depthwise_convolutions_export_with_their_group():
     assert described.initializers["dwconv1/W"].shape == (12, 1, 3, 3)
     data = onnx_lib.checked_bytes(described)
     assert_same_outputs(model, session, data, feeds_for(described, np.random.default_rng(5)))
+
+
+def test_embeddings_top_k_tile_and_expand_export():
+    from tests.test_index_ops import SPEC
+    model = netlang.compile(SPEC)
+    session = trained_like(model)
+    described = export_model(model, session.state.to_numpy())
+    assert {"Gather", "TopK", "Tile", "Expand"} <= set(described.op_types())
+    data = onnx_lib.checked_bytes(described)
+    ids = np.random.default_rng(0).integers(-20, 20, (4, 6)).astype(np.int32)
+    assert_same_outputs(model, session, data, {"ids": ids})
+    imported = import_model(onnx_lib.read(data))
+    _, back = build_session(imported, "bag.net")
+    want = dict(zip(imported.outputs, session.run(list(imported.outputs), {"ids": ids})))
+    assert largest_difference(back, imported, want, {"ids": ids}) == 0.0
