@@ -431,8 +431,11 @@ def _same_pads(imp: _Importer, node: OnnxNode, x: str, kernel, strides) -> list[
 def _conv(imp: _Importer, node: OnnxNode, _index: int) -> None:
     x, w = node.inputs[:2]
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    if imp.rank(x) == 3:
+        _conv1d(imp, node, x, w, bias)
+        return
     if imp.rank(x) != 4:
-        raise Unmapped(f"a {imp.rank(x) - 2}-D convolution (netlang has conv2d)")
+        raise Unmapped(f"a {imp.rank(x) - 2}-D convolution (netlang has conv1d and conv2d)")
     groups = int(node.attrs.get("group", 1))
     cout, _, kh, kw = imp.shape(w)
     strides = node.attrs.get("strides", [1, 1])
@@ -459,6 +462,35 @@ def _conv(imp: _Importer, node: OnnxNode, _index: int) -> None:
         imp.held[node.outputs[0]] = Held(y, CL)
     else:
         imp.emit(None, [], node.outputs[0], CL, infix=f"{y} + {imp.get(bias)}")
+
+
+def _conv1d(imp: _Importer, node: OnnxNode, x: str, w: str, bias: str | None) -> None:
+    """A 1-D Conv over [N, C, L]: netlang's conv1d over [N, L, C] (weights constant)."""
+    if w not in imp.consts or (bias is not None and bias not in imp.consts):
+        raise Unmapped("a 1-D convolution with computed weights")
+    cout, _, k = imp.shape(w)
+    stride = int(node.attrs.get("strides", [1])[0])
+    dilation = int(node.attrs.get("dilations", [1])[0])
+    groups = int(node.attrs.get("group", 1))
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    pads = [int(p) for p in node.attrs.get("pads", [0, 0])]
+    attrs = [f"stride={stride}"] if stride != 1 else []
+    if auto == "SAME_UPPER":
+        attrs.append("padding=same")
+    elif auto == "SAME_LOWER" or (auto == "NOTSET" and any(pads)):
+        if auto == "SAME_LOWER":
+            raise Unmapped("auto_pad=SAME_LOWER on a 1-D convolution")
+        attrs.append(f"padding=({pads[0]}, {pads[1]})")
+    attrs += [f"dilation={dilation}"] if dilation != 1 else []
+    attrs += [f"groups={groups}"] if groups != 1 else []
+    scope = imp.layer_scope("conv1d_")
+    imp.arrays[f"{scope}/W"] = np.ascontiguousarray(imp.consts[w].transpose(2, 1, 0))
+    if bias is not None:
+        imp.arrays[f"{scope}/b"] = np.asarray(imp.consts[bias]).reshape(cout)
+    else:
+        attrs.append("use_bias=false")
+    imp.emit("conv1d", [imp.get(x, (0, 2, 1)), str(cout), f"kernel={k}", *attrs],
+             node.outputs[0], (0, 2, 1))
 
 
 def _bias_after(imp: _Importer, out: str, units: int) -> tuple[int, str] | None:

@@ -273,6 +273,49 @@ def conv2d(lower, args: dict) -> int:
     return _grouped_conv(lower, args, args["filters"], args["groups"], "conv2d")
 
 
+@takes_word
+def _padding_1d(value):
+    """conv1d's padding: valid, same, an int, or (before, after)."""
+    if isinstance(value, tuple) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return ((0, 0), value)
+    padding = PADDING(value)
+    return padding if isinstance(padding, str) else ((0, 0), padding[1])
+
+
+@layer("conv1d", "conv1d_",
+       (Param("x", tensor), Param("filters", positive_int), Param("kernel", positive_int),
+        Param("stride", positive_int, 1), Param("padding", _padding_1d, "valid"),
+        Param("dilation", positive_int, 1), *WEIGHT_PARAMS, GROUPS), has_params=True)
+def conv1d(lower, args: dict) -> int:
+    """A convolution along the middle axis of [N, L, C] (seed 002's conv1d): conv2d over a
+    height of 1 with W [kernel, in/groups, filters], padding valid, same, an int or (before,
+    after)."""
+    x = args["x"].id
+    t = lower.b.type_of(x)
+    if t.rank != 3 or not t.dtype.is_float:
+        raise ShapeError(f"conv1d expects a float [N, length, channels] input, got {t}",
+                         hint="reshape to [N, length, channels] first")
+    channels = _static("conv1d", "input channels", t.shape[2], t)
+    filters, groups, k = args["filters"], args["groups"], args["kernel"]
+    for what, count in (("input channels", channels), ("filters", filters)):
+        if count % groups:
+            raise ShapeError(f"conv1d: {groups} groups do not divide the {count} {what}",
+                             hint="groups must divide the input channels and the filters")
+    kernel = lower.param("W", TensorType(t.dtype, (k, channels // groups, filters)),
+                         args["init"])
+    length = _static("conv1d", "length", t.shape[1], t)
+    image = lower.b.reshape(x, shape=(-1, 1, length, channels))
+    wide = lower.b.reshape(kernel, shape=(1, k, channels // groups, filters))
+    y = lower.b.conv2d(image, wide, stride=(1, args["stride"]),
+                       padding=padding_attr(args["padding"]), dilation=(1, args["dilation"]),
+                       **_groups(groups))
+    out = lower.b.type_of(y)
+    y = lower.b.reshape(y, shape=(-1, out.shape[2], out.shape[3]))
+    args = _bias(lower, args, filters, t.dtype)
+    return _finish(lower, y, args)
+
+
 @layer("depthwise_conv2d", "dwconv",
        (Param("x", tensor), Param("kernel", pair), *CONV_ATTRS,
         Param("multiplier", positive_int, 1), *WEIGHT_PARAMS), has_params=True)

@@ -231,3 +231,13 @@ def test_embeddings_top_k_tile_and_expand_export():
     _, back = build_session(imported, "bag.net")
     want = dict(zip(imported.outputs, session.run(list(imported.outputs), {"ids": ids})))
     assert largest_difference(back, imported, want, {"ids": ids}) == 0.0
+
+
+def test_conv1d_exports_as_a_conv_over_a_height_of_one():
+    from tests.test_conv1d import SPEC
+    model = netlang.compile(SPEC)
+    session = trained_like(model)
+    data = onnx_lib.checked_bytes(export_model(model, session.state.to_numpy()))
+    assert_same_outputs(model, session, data,
+                        {"x": np.random.default_rng(1).standard_normal((3, 12, 3))
+                         .astype(np.float32)})
