@@ -39,7 +39,7 @@ from netlang.ir.graph import Graph, Node
 from netlang.ir.types import DType, Sym, promote
 from netlang.model import Model
 from netlang.ops.conv import pair, window_geometry
-from netlang.ops.image import interpolation_matrix, nearest_agrees
+from netlang.ops.image import interpolation_matrix, nearest_agrees, resize_modes
 from netlang.ops.pool import pool_geometry
 from netlang.ops.rules import axes_of, axis_of
 from netlang.passes.pipeline import OPTIMIZE, without
@@ -630,28 +630,36 @@ def _one_hot(w: _Writer, n: Node) -> None:
 
 
 def _resize(w: _Writer, n: Node) -> None:
-    """Bilinear as ONNX Resize (TF 1.x's asymmetric coordinates); nearest as Resize too
-    where ONNX's floor(o / scale) picks the same pixels as netlang's floor(o * in/out), and
-    otherwise (and for TF's table-based bicubic) as netlang computes it: two MatMuls with
-    the interpolation matrices, exact to float rounding."""
+    """Bilinear as ONNX Resize with the same coordinate mode (TF 1.x's is asymmetric); nearest
+    as Resize too where ONNX's position (divided by out / in) picks the same pixels as
+    netlang's (multiplied by in / out), and otherwise (and for TF's table-based bicubic) as
+    netlang computes it: two MatMuls with the interpolation matrices, exact to rounding."""
     x = n.inputs[0]
     _, h, w_in, _ = w.g.type_of(x).shape
     _, oh, ow, _ = n.type.shape
     method = str(n.attrs.get("method", "bilinear")).lower()
-    if method == "bilinear" or (method == "nearest" and nearest_agrees(h, oh)
-                                and nearest_agrees(w_in, ow)):
-        scales = np.asarray([1, 1, np.float32(oh) / np.float32(h),
-                             np.float32(ow) / np.float32(w_in)], np.float32)
+    coords, rounding = resize_modes("resize", method, n.attrs.get("coordinates"),
+                                    n.attrs.get("nearest_mode"))
+    if method == "bilinear" or (method == "nearest" and all(
+            nearest_agrees(a, b, coords, rounding) for a, b in ((h, oh), (w_in, ow)))):
+        # sizes, not scales: ONNX's out = floor(in * scale) in float32 can lose one
+        # (5 * 1.8 = 8.99...); N is dynamic, so sizes = Shape(x)[:2] ++ [oh, ow]
+        image = w.value(x, NCHW)
+        shape = w.emit("Shape", [image], scope=n.scope)
+        lead = w.emit("Slice", [shape, w.ints([0], "starts"), w.ints([2], "ends")],
+                      scope=n.scope)
+        sizes = w.emit("Concat", [lead, w.ints([oh, ow], "size")], {"axis": 0},
+                       scope=n.scope)
         attrs = {"mode": "linear" if method == "bilinear" else "nearest",
-                 "coordinate_transformation_mode": "asymmetric"}
+                 "coordinate_transformation_mode": coords}
         if method == "nearest":
-            attrs["nearest_mode"] = "floor"
-        w.result(n, "Resize", [w.value(x, NCHW), "", w.constant(scales, "scales")], attrs,
-                 NCHW)
+            attrs["nearest_mode"] = rounding
+        w.result(n, "Resize", [image, "", "", sizes], attrs, NCHW)
         return
     dtype = n.type.dtype.numpy
-    rows = w.constant(interpolation_matrix(h, oh, method).astype(dtype), f"{method}_rows")
-    cols = w.constant(interpolation_matrix(w_in, ow, method).T.astype(dtype),
+    rows = w.constant(interpolation_matrix(h, oh, method, coords, rounding).astype(dtype),
+                      f"{method}_rows")
+    cols = w.constant(interpolation_matrix(w_in, ow, method, coords, rounding).T.astype(dtype),
                       f"{method}_cols")
     tall = w.emit("MatMul", [rows, w.value(x, NCHW)], scope=n.scope)     # [N,C,OH,W]
     w.result(n, "MatMul", [tall, cols], None, NCHW)                      # [N,C,OH,OW]

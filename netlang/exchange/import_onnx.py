@@ -31,7 +31,7 @@ from netlang.frontend.layers import LAYERS
 from netlang.ir.types import DType
 from netlang.model import compile as compile_spec
 from netlang.ops.conv import axis_geometry
-from netlang.ops.image import nearest_agrees
+from netlang.ops.image import COORDINATES, nearest_agrees
 from netlang.ops.registry import all_ops
 
 CL = (0, 2, 3, 1)                # netlang's NHWC = transpose(ONNX's NCHW, CL)
@@ -130,7 +130,7 @@ class _Importer:
             for name in node.inputs:
                 if name:
                     self.users.setdefault(name, []).append(node)
-        self.skip: set[int] = set()            # nodes a pattern absorbed
+        self.skip: set[int] = shape_only(og, self.users)   # and nodes a pattern absorbs
         self.problems: list[tuple[OnnxNode, str]] = []
         self.graph_outputs = {v.name for v in og.outputs}
         self.rename: dict[str, str] = {}       # ONNX input/output name -> netlang name
@@ -370,6 +370,29 @@ class _Importer:
             chain.append(stmt)
         flush()
         return lines
+
+
+# Inputs that only say a shape: import reads those shapes from ONNX shape inference instead.
+SHAPE_INPUTS = {"Resize": {1, 2, 3}, "Reshape": {1}, "ConstantOfShape": {0}}
+# Ops that compute shapes (Shape(x)[:2] ++ [h, w] for a Resize's sizes) and nothing else.
+SHAPE_OPS = {"Shape", "Slice", "Concat", "Gather", "Unsqueeze", "Squeeze", "Cast", "Constant"}
+
+
+def shape_only(og: OnnxGraph, users: dict[str, list[OnnxNode]]) -> set[int]:
+    """Indices of the nodes whose results only feed shape inputs (or other such nodes):
+    import skips them."""
+    index = {id(n): i for i, n in enumerate(og.nodes)}
+    outputs = {v.name for v in og.outputs}
+    found: set[int] = set()
+    for i in range(len(og.nodes) - 1, -1, -1):
+        node = og.nodes[i]
+        if node.op_type not in SHAPE_OPS or any(o in outputs for o in node.outputs):
+            continue
+        uses = [(u, u.inputs.index(o)) for o in node.outputs for u in users.get(o, [])]
+        if uses and all(index[id(u)] in found or k in SHAPE_INPUTS.get(u.op_type, ())
+                        for u, k in uses):
+            found.add(i)
+    return found
 
 
 def _stage(stmt: Statement) -> str:
@@ -940,30 +963,36 @@ def _resize(imp: _Importer, node: OnnxNode, _index: int) -> None:
     x = node.inputs[0]
     mode = node.attrs.get("mode", "nearest")
     ctm = node.attrs.get("coordinate_transformation_mode", "half_pixel")
+    rounding = node.attrs.get("nearest_mode", "round_prefer_floor")
     if imp.rank(x) != 4:
         raise Unmapped("resizing a value that is not a 4-D image")
-    if ctm != "asymmetric" or mode not in ("nearest", "linear"):
+    if ctm not in COORDINATES or mode not in ("nearest", "linear"):
         raise Unmapped(f"mode={mode} with coordinate_transformation_mode={ctm} (netlang "
-                       "resizes as TensorFlow 1.x: asymmetric nearest or linear)")
-    if mode == "nearest" and node.attrs.get("nearest_mode", "round_prefer_floor") != "floor":
-        raise Unmapped(f"nearest_mode={node.attrs.get('nearest_mode', 'round_prefer_floor')}")
+                       f"resizes nearest or linear with {', '.join(COORDINATES)} coordinates)")
+    if int(node.attrs.get("antialias", 0)):
+        raise Unmapped("antialias=1")
     h, w = imp.static(x, (2, 3))
     oh, ow = imp.static(node.outputs[0], (2, 3))
     out_shape = imp.shape(node.outputs[0])
     if out_shape[1] != imp.shape(x)[1]:
         raise Unmapped("resizing the channel axis")
     scales = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    given = [None, None]
     if scales is not None:         # ONNX samples at o / scale; netlang at o * (in / out)
-        given = imp.const(scales, "scales")[2:]
+        given = [float(v) for v in imp.const(scales, "scales")[2:]]
         exact = [np.float32(oh) / np.float32(h), np.float32(ow) / np.float32(w)]
         if not np.allclose(given, exact, rtol=1e-6, atol=0):
-            raise Unmapped(f"scales {list(given)} that are not output / input size")
-    if mode == "nearest" and not (nearest_agrees(h, oh) and nearest_agrees(w, ow)):
-        raise Unmapped(f"nearest {h}x{w} -> {oh}x{ow}, where ONNX's floor(o / scale) and "
-                       "netlang's floor(o * in / out) pick other pixels")
-    method = "bilinear" if mode == "linear" else "nearest"
-    imp.emit("resize", [imp.get(x, CL), f"size={_tuple((oh, ow))}", f"method={method}"],
-             node.outputs[0], CL)
+            raise Unmapped(f"scales {given} that are not output / input size")
+    if mode == "nearest" and not all(
+            nearest_agrees(a, b, ctm, rounding, s) for a, b, s in ((h, oh, given[0]),
+                                                                   (w, ow, given[1]))):
+        raise Unmapped(f"nearest {h}x{w} -> {oh}x{ow}, where ONNX's positions and netlang's "
+                       "round to other pixels")
+    attrs = [f"size={_tuple((oh, ow))}",
+             f"method={'bilinear' if mode == 'linear' else 'nearest'}"]
+    attrs += [f"coordinates={ctm}"] if ctm != "asymmetric" else []
+    attrs += [f"nearest_mode={rounding}"] if mode == "nearest" and rounding != "floor" else []
+    imp.emit("resize", [imp.get(x, CL), *attrs], node.outputs[0], CL)
 
 
 def _squeeze(imp: _Importer, node: OnnxNode, _index: int) -> None:

@@ -26,6 +26,10 @@ from netlang.ops.registry import REQUIRED, defop
 from netlang.ops.rules import in_input_dtype
 
 METHODS = ("nearest", "bilinear", "bicubic")
+# Where output pixel o samples the input (None, the default, is TF 1.x's asymmetric):
+COORDINATES = ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners")
+# How nearest rounds that position (None: floor, TF 1.x's; ONNX's default is round_prefer_floor)
+NEAREST_MODES = ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
 TABLE_SIZE = 1024          # TF's resize_bicubic_op.cc kTableSize
 
 
@@ -36,10 +40,47 @@ def resize_method(op: str, method) -> str:
     return m
 
 
-def _positions(n_in: int, n_out: int) -> np.ndarray:
-    """Where output pixel o samples the input: o * (in/out), in float32 like TF."""
+def resize_modes(op: str, method: str, coordinates, nearest_mode) -> tuple[str, str]:
+    """(coordinates, nearest_mode) with their defaults, or an argument error."""
+    c = "asymmetric" if coordinates is None else str(coordinates).lower()
+    if c not in COORDINATES:
+        raise ArgumentError(f"{op}: coordinates must be one of {', '.join(COORDINATES)}, got "
+                            f"{coordinates!r}")
+    m = "floor" if nearest_mode is None else str(nearest_mode).lower()
+    if m not in NEAREST_MODES:
+        raise ArgumentError(f"{op}: nearest_mode must be one of {', '.join(NEAREST_MODES)}, "
+                            f"got {nearest_mode!r}")
+    if method == "bicubic" and c != "asymmetric":
+        raise ArgumentError(f"{op}: bicubic resizes with TF 1.x's asymmetric coordinates only",
+                            hint="use bilinear or nearest with other coordinates")
+    return c, m
+
+
+def _positions(n_in: int, n_out: int, coordinates: str = "asymmetric") -> np.ndarray:
+    """Where output pixel o samples the input, in float32 like TF: asymmetric o * in/out;
+    half_pixel (o + 0.5) * in/out - 0.5 (TF 2, ONNX's default; pytorch_half_pixel the same
+    but 0 for a single output pixel); align_corners o * (in - 1)/(out - 1)."""
+    o = np.arange(n_out, dtype=np.float32)
+    if coordinates == "align_corners":
+        if n_out == 1:
+            return np.zeros(1, np.float32)
+        return o * (np.float32(n_in - 1) / np.float32(n_out - 1))
     scale = np.float32(n_in) / np.float32(n_out)
-    return np.arange(n_out, dtype=np.float32) * scale
+    if coordinates == "pytorch_half_pixel" and n_out == 1:
+        return np.zeros(1, np.float32)
+    if coordinates in ("half_pixel", "pytorch_half_pixel"):
+        return (o + np.float32(0.5)) * scale - np.float32(0.5)
+    return o * scale
+
+
+def _nearest(pos: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "floor":
+        return np.floor(pos)
+    if mode == "ceil":
+        return np.ceil(pos)
+    if mode == "round_prefer_floor":
+        return np.ceil(pos - np.float32(0.5))
+    return np.floor(pos + np.float32(0.5))          # round_prefer_ceil
 
 
 def _keys_table(a: float = -0.75) -> np.ndarray:
@@ -52,14 +93,16 @@ def _keys_table(a: float = -0.75) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def interpolation_matrix(n_in: int, n_out: int, method: str) -> np.ndarray:
+def interpolation_matrix(n_in: int, n_out: int, method: str, coordinates: str = "asymmetric",
+                         nearest_mode: str = "floor") -> np.ndarray:
     """``A [n_out, n_in]`` with ``resized = A @ signal`` along one axis (float32 weights)."""
-    pos = _positions(n_in, n_out)
+    pos = _positions(n_in, n_out, coordinates)
     rows = np.arange(n_out)
     a = np.zeros((n_out, n_in), dtype=np.float32)
     floor = np.floor(pos).astype(np.int64)
     if method == "nearest":
-        a[rows, np.minimum(floor, n_in - 1)] = 1.0
+        picked = _nearest(pos, nearest_mode).astype(np.int64)
+        a[rows, np.clip(picked, 0, n_in - 1)] = 1.0
     elif method == "bilinear":
         lerp = pos - np.floor(pos)
         upper = np.minimum(np.ceil(pos).astype(np.int64), n_in - 1)
@@ -86,40 +129,60 @@ def apply_separable(xp, x, ah: np.ndarray, aw: np.ndarray):
     return out.reshape(n, oh, aw.shape[0], c)
 
 
-def nearest_agrees(n_in: int, n_out: int) -> bool:
-    """Whether ONNX's nearest resize (asymmetric, floor of ``o / scale`` with the float32
-    ``scale = out / in``) picks the same pixels as netlang's ``floor(o * in / out)``."""
+def onnx_positions(n_in: int, n_out: int, coordinates: str = "asymmetric",
+                   scale: float | None = None) -> np.ndarray:
+    """Where ONNX's Resize samples (float32): it divides by ``scale`` (out / in unless the
+    model gives its own) where netlang multiplies by in / out."""
     o = np.arange(n_out, dtype=np.float32)
-    ours = np.floor(o * (np.float32(n_in) / np.float32(n_out)))
-    theirs = np.floor(o / (np.float32(n_out) / np.float32(n_in)))
-    return bool(np.array_equal(np.minimum(ours, n_in - 1), np.minimum(theirs, n_in - 1)))
+    if coordinates == "align_corners":
+        return _positions(n_in, n_out, coordinates)
+    s = np.float32(n_out) / np.float32(n_in) if scale is None else np.float32(scale)
+    if coordinates == "pytorch_half_pixel" and n_out == 1:
+        return np.zeros(1, np.float32)
+    if coordinates in ("half_pixel", "pytorch_half_pixel"):
+        return (o + np.float32(0.5)) / s - np.float32(0.5)
+    return o / s
 
 
-def resize_kernel(xp, x, size, method="bilinear"):
+def nearest_agrees(n_in: int, n_out: int, coordinates: str = "asymmetric",
+                   nearest_mode: str = "floor", scale: float | None = None) -> bool:
+    """Whether ONNX's nearest resize picks the same pixels as netlang's (the two compute
+    the position in float32 in different orders, which can cross a rounding boundary)."""
+    ours = _nearest(_positions(n_in, n_out, coordinates), nearest_mode)
+    theirs = _nearest(onnx_positions(n_in, n_out, coordinates, scale), nearest_mode)
+    return bool(np.array_equal(np.clip(ours, 0, n_in - 1), np.clip(theirs, 0, n_in - 1)))
+
+
+def resize_kernel(xp, x, size, method="bilinear", coordinates=None, nearest_mode=None):
     oh, ow = pair("resize", "size", size)
     m = resize_method("resize", method)
-    return apply_separable(xp, x, interpolation_matrix(x.shape[1], oh, m),
-                           interpolation_matrix(x.shape[2], ow, m))
+    modes = resize_modes("resize", m, coordinates, nearest_mode)
+    return apply_separable(xp, x, interpolation_matrix(x.shape[1], oh, m, *modes),
+                           interpolation_matrix(x.shape[2], ow, m, *modes))
 
 
-def resize_grad_kernel(xp, g, like, size, method="bilinear"):
+def resize_grad_kernel(xp, g, like, size, method="bilinear", coordinates=None,
+                       nearest_mode=None):
     m = resize_method("resize_grad", method)
-    ah = interpolation_matrix(like.shape[1], g.shape[1], m)
-    aw = interpolation_matrix(like.shape[2], g.shape[2], m)
+    modes = resize_modes("resize_grad", m, coordinates, nearest_mode)
+    ah = interpolation_matrix(like.shape[1], g.shape[1], m, *modes)
+    aw = interpolation_matrix(like.shape[2], g.shape[2], m, *modes)
     return apply_separable(xp, g, ah.T, aw.T)
 
 
-def resize_type(op: str, x: TensorType, size, method) -> TensorType:
+def resize_type(op: str, x: TensorType, size, method, coordinates=None, nearest_mode=None
+                ) -> TensorType:
     check_image(op, x)
-    resize_method(op, method)
+    resize_modes(op, resize_method(op, method), coordinates, nearest_mode)
     oh, ow = pair(op, "size", size)
     if not all(isinstance(d, int) for d in x.shape[1:3]):
         raise ShapeError(f"{op} needs known image height and width, got {x}")
     return x.with_shape((x.shape[0], oh, ow, x.shape[3]))
 
 
-def _resize_grad_shape(g: TensorType, like: TensorType, size, method) -> TensorType:
-    out = resize_type("resize_grad", like, size, method)
+def _resize_grad_shape(g: TensorType, like: TensorType, size, method, coordinates=None,
+                       nearest_mode=None) -> TensorType:
+    out = resize_type("resize_grad", like, size, method, coordinates, nearest_mode)
     if g != out:
         raise ShapeError(f"resize_grad: the output gradient is {g} but the resized image is "
                          f"{out}")
@@ -139,13 +202,17 @@ def _resize_grad_flops(out: TensorType, g: TensorType, like: TensorType, **_):
     return dim_prod((2, n, c, h * oh * ow + h * w * ow))
 
 
-defop("resize", arity=1, shape=lambda x, size, method: resize_type("resize", x, size, method),
+RESIZE_ATTRS = {"size": REQUIRED, "method": "bilinear", "coordinates": None,
+                "nearest_mode": None}
+
+defop("resize", arity=1, shape=lambda x, **a: resize_type("resize", x, **a),
       kernel=in_input_dtype(resize_kernel),
       vjp=lambda b, n, g: (b.resize_grad(g, n.inputs[0], **n.attrs),),
-      attrs={"size": REQUIRED, "method": "bilinear"}, flops=_resize_flops,
-      doc="Resize NHWC images to size=(h, w): nearest, bilinear or bicubic, TF 1.x rules.")
+      attrs=dict(RESIZE_ATTRS), flops=_resize_flops,
+      doc="Resize NHWC images to size=(h, w): nearest, bilinear or bicubic, TF 1.x rules; "
+          "coordinates=half_pixel or align_corners and nearest's rounding as ONNX names them.")
 
 defop("resize_grad", arity=2, shape=_resize_grad_shape, kernel=in_input_dtype(resize_grad_kernel),
       vjp=lambda b, n, ct: (b.resize(ct, **n.attrs), None),
-      attrs={"size": REQUIRED, "method": "bilinear"}, flops=_resize_grad_flops,
+      attrs=dict(RESIZE_ATTRS), flops=_resize_grad_flops,
       doc="resize's VJP: (g, like_x) -> the transposed interpolation applied to g.")

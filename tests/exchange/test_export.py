@@ -241,3 +241,17 @@ def test_conv1d_exports_as_a_conv_over_a_height_of_one():
     assert_same_outputs(model, session, data,
                         {"x": np.random.default_rng(1).standard_normal((3, 12, 3))
                          .astype(np.float32)})
+
+
+@pytest.mark.parametrize("coordinates", ["half_pixel", "pytorch_half_pixel", "align_corners"])
+def test_resize_coordinate_modes_export_to_resize(coordinates):
+    spec = ("network r {\n  input x: f32[N, 5, 6, 2]\n"
+            f"  output a = resize(x, size=(9, 4), method=bilinear, coordinates={coordinates})\n"
+            f"  output b = resize(x, size=(10, 12), method=nearest, coordinates={coordinates}, "
+            "nearest_mode=round_prefer_ceil)\n}\n")
+    model = netlang.compile(spec)
+    described = export_model(model, {})
+    assert [n.op_type for n in described.nodes].count("Resize") == 2
+    data = onnx_lib.checked_bytes(described)
+    x = np.random.default_rng(2).standard_normal((2, 5, 6, 2)).astype(np.float32)
+    assert_same_outputs(model, model.session(), data, {"x": x})

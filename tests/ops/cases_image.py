@@ -11,7 +11,14 @@ def image_setup(draw) -> tuple[tuple, dict]:
              draw(st.integers(1, 2)))
     size = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
     method = draw(st.sampled_from(["nearest", "bilinear", "bicubic"]))
-    return shape, {"size": size, "method": method}
+    attrs = {"size": size, "method": method}
+    if method != "bicubic":
+        attrs["coordinates"] = draw(st.sampled_from([None, "half_pixel", "pytorch_half_pixel",
+                                                     "align_corners"]))
+    if method == "nearest":
+        attrs["nearest_mode"] = draw(st.sampled_from([None, "ceil", "round_prefer_floor",
+                                                      "round_prefer_ceil"]))
+    return shape, attrs
 
 
 @op_case("resize")
