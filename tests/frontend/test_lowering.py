@@ -299,7 +299,8 @@ def test_primitive_ops_take_attributes_by_position_or_name():
                 head="input x: f32[N, 28, 28, 1]\n  input label: i32[N]")
     assert [shape_str(graph, n) for n in "abcde"] == [
         "f32[N,784]", "f32[N,10]", "f32[N]", "f32[N,1,1,1]", "f32[N,7,7,1]"]
-    assert graph.nodes[graph.values["e"]].attrs == {"size": (7, 7), "method": "bicubic"}
+    assert graph.nodes[graph.values["e"]].attrs == {"size": (7, 7), "method": "bicubic",
+                                                    "coordinates": None, "nearest_mode": None}
 
 
 def test_symbolic_dims_other_than_the_batch():
