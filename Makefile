@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 $(BIN)/netlang: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,onnx]'
+	$(BIN)/pip install -q -e '.[test,onnx,mpi]'
 	touch $(BIN)/netlang
 
 # Graphviz's `dot` program renders graphs; netlang still writes .dot files without it.

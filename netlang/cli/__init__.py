@@ -77,15 +77,17 @@ def show_kernel_compiles() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)     # as given (train --ranks)
     # The command line owns its process, so it (and not the library) makes the process-wide
     # settings a step runs best with: glibc keeps freed memory for reuse, and OpenBLAS's and
     # OpenMP's (oneDNN's) thread pools are sized together before oneDNN loads.
     keep_freed_memory()
     if args.command in COMPUTING:
-        from netlang.runtime.threads import configure_cpu_threads
+        from netlang.runtime.threads import configure_cpu_threads, launched_rank
 
         configure_cpu_threads()
-        show_kernel_compiles()
+        if launched_rank() == 0:        # one progress line, not one per MPI rank
+            show_kernel_compiles()
     try:
         return int(args._run(args) or 0)
     except NetlangError as err:

@@ -6,14 +6,25 @@
     netlang train specs/mnist.net --resume            # continue after the last checkpoint
     netlang train specs/mnist.net --force             # start over in a folder holding a run
     netlang train specs/mnist.net --init-from runs/other/last.ckpt   # fine-tune from a run
+    netlang train specs/mnist.net --ranks 2            # 2 processes on this machine (MPI)
+    mpiexec -n 8 -f hosts netlang train specs/mnist.net   # 8 ranks on a hostfile's machines
+
+With several ranks (``pip install 'netlang[mpi]'``) the spec's batch is the global batch:
+each rank trains on its slice and the gradients are summed over the ranks each step; rank 0
+alone prints, logs and writes checkpoints.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import netlang
 from netlang.cli import add_device_arguments
+from netlang.errors import UsageError
+from netlang.runtime.threads import launched_ranks
 from netlang.train.fit import check_options, train_model
 
 HELP = "train a network from its spec's train section (log, checkpoints, plot)"
@@ -42,13 +53,51 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stop-after", type=int, metavar="K",
                         help="stop after K epochs of this call, keeping the run's schedule "
                              "(continue later with --resume)")
+    parser.add_argument("--ranks", type=int, metavar="R",
+                        help="train with R processes on this machine (starts mpiexec; needs "
+                             "pip install 'netlang[mpi]')")
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
+def mpiexec() -> str:
+    """The mpiexec beside this Python (the mpich wheel's), else the one on PATH."""
+    here = Path(sys.executable).parent / "mpiexec"
+    found = str(here) if here.exists() else shutil.which("mpiexec")
+    if found is None:
+        raise UsageError("--ranks needs mpiexec, which was not found",
+                         hint="install the MPI extra: pip install 'netlang[mpi]' (mpi4py "
+                              "and MPICH), or put your MPI's mpiexec on PATH")
+    return found
+
+
+def without_ranks(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--ranks":
+            skip = True
+        elif not token.startswith("--ranks="):
+            out.append(token)
+    return out
+
+
+def launch(args) -> int:
+    """``--ranks R``: this command again under ``mpiexec -n R``, its exit status ours."""
+    command = [mpiexec(), "-n", str(args.ranks), sys.executable, "-m", "netlang",
+               *without_ranks(args._argv)]
+    return subprocess.call(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
 def run(args) -> int:
+    if args.ranks is not None:
+        if args.ranks < 1:
+            raise UsageError(f"--ranks must be at least 1, got {args.ranks}")
+        if args.ranks > 1 and launched_ranks() == 1:
+            return launch(args)
     spell = (lambda option: "--" + option.replace("_", "-"))
     check_options(limit=args.limit, stop_after=args.stop_after, lr=args.lr,
                   resume=args.resume, force=args.force, init_from=args.init_from, spell=spell)

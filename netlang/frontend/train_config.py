@@ -106,6 +106,8 @@ CHOICES: dict[str, dict[str, tuple[Param, ...]]] = {
         "f32": (),
         "mixed": (Param("dtype", choice("bf16", "f16"), "bf16"),),
     },
+    # gradients sent between MPI ranks as float16, summed in float32 (train/mpi.py)
+    "compress": {"none": (), "f16": ()},
 }
 # Data augmentations (``augment [shift(2), flip_lr]``) and their arguments (train/augment.py).
 AUGMENTATIONS: dict[str, tuple[Param, ...]] = {
@@ -118,7 +120,8 @@ PLAIN: dict[str, Callable] = {
     "validation": validation_size, "weight_decay": non_negative, "keep": positive_int,
 }
 EXAMPLES = {"data": "data mnist(validation=5000)", "optimizer": "optimizer adam(lr=1e-3)",
-            "schedule": "schedule cosine()", "precision": "precision mixed(dtype=bf16)"}
+            "schedule": "schedule cosine()", "precision": "precision mixed(dtype=bf16)",
+            "compress": "compress f16"}
 KEYS = [*CHOICES, *PLAIN, "augment"]
 
 

@@ -1,6 +1,7 @@
 """The op table and its families.  Importing this package registers every op."""
 from netlang.ops import (  # noqa: F401
     activations,
+    collective,
     conv,
     elementwise,
     fused,

@@ -68,13 +68,43 @@ def libgomp_loaded() -> bool:
     return any(pool["user_api"] == "openmp" for pool in threadpool_info())
 
 
+# What the process managers of MPICH (hydra) and Open MPI set for each rank they start.
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK")
+LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
+
+
+def _from_environment(names, default: int = 1) -> int:
+    for name in names:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return default
+
+
+def launched_ranks() -> int:
+    """How many ranks mpiexec started this process among (1 when it did not); read from the
+    environment, so a one-process run imports nothing of MPI."""
+    return _from_environment(SIZE_VARIABLES)
+
+
+def launched_rank() -> int:
+    """This process's rank among them (0 when mpiexec did not start it)."""
+    return _from_environment(RANK_VARIABLES, 0) if launched_ranks() > 1 else 0
+
+
+def local_ranks() -> int:
+    """How many of those ranks share this machine (and its cores)."""
+    return _from_environment(LOCAL_SIZE_VARIABLES) if launched_ranks() > 1 else 1
+
+
 def configure_cpu_threads(threads: int | None = None,
                           wait_policy: str | None = WAIT_POLICY,
                           blas_threads: int | None = BLAS_THREADS) -> ThreadSetting:
     """Size OpenMP to ``threads`` (default: the usable cores) with ``wait_policy`` (None:
     leave libgomp's default) and BLAS to ``blas_threads`` (None: as many), then load oneDNN.
     Process-wide, by design and by name: call it once, before the first oneDNN kernel."""
-    threads = threads or usable_cores()
+    threads = threads or max(1, usable_cores() // local_ranks())   # ranks share the cores
     notes = []
     if libgomp_loaded():
         notes.append("libgomp was already loaded: OMP_WAIT_POLICY and OMP_NUM_THREADS "

@@ -16,7 +16,7 @@ from netlang.train.optimizers import Optimizer, make_optimizer
 from netlang.train.schedules import Schedule, make_schedule
 
 KEYS = ("data", "optimizer", "batch", "epochs", "seed", "schedule", "validation",
-        "weight_decay", "keep", "precision", "augment")
+        "weight_decay", "keep", "precision", "augment", "compress")
 FIRST_POSITIONAL = {"npz": "path", "optimizer": "lr"}
 
 
@@ -39,6 +39,7 @@ class TrainConfig:
     augment: tuple[Call, ...] = ()    # shift(pixels), flip_lr: per batch, seeded
     weight_decay: float = 0.0
     keep: int = 0          # checkpoints of the last ``keep`` epochs kept besides last.ckpt
+    compress: str | None = None   # f16: gradients sent between ranks as float16
     spans: dict[str, Span] = field(default_factory=dict)
 
     def make_optimizer(self, lr: float | None = None) -> Optimizer:
@@ -167,6 +168,13 @@ def train_config(section: dict | None, network: str = "net") -> TrainConfig:
     for key, minimum in (("batch", 1), ("epochs", 1), ("seed", 0), ("keep", 1)):
         if key in values:
             changes[key] = number(values[key], key, get(key), int, minimum)
+    if "compress" in values:
+        choice = as_call(values["compress"], "compress", get("compress"))
+        if choice.name not in ("f16", "none") or choice.args:
+            raise ArgumentError(f"train: compress must be f16 or none, got {choice.name}",
+                                get("compress"), "compress f16 sends gradients between ranks "
+                                "as float16 (32 -> 16 -> 32)")
+        changes["compress"] = None if choice.name == "none" else "f16"
     if "weight_decay" in values:
         changes["weight_decay"] = number(values["weight_decay"], "weight_decay",
                                          get("weight_decay"), float, 0)

@@ -7,6 +7,7 @@ test split, when there is one, is measured once.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from netlang.errors import CheckpointError, UsageError
 from netlang.model import Model
+from netlang.runtime.threads import launched_ranks
+from netlang.train import checkpoints
 from netlang.train.config import train_config
 from netlang.train.data import limit as limit_examples
 from netlang.train.data import load_dataset
@@ -92,14 +95,35 @@ def train_model(model: Model, *, name: str | None = None, epochs: int | None = N
                   init_from=init_from, spell=spell)
     config = train_config(model.graph.spec.train, model.graph.name).with_overrides(
         epochs=epochs, batch=batch, seed=seed)
+    world = join_world(model, config)
+    if world is None:
+        return _train(model, None, config, name, lr, out, resume, force, init_from,
+                      data_dir, device, kernels, limit, stop_after, say, progress)
+    try:
+        return _train(model, world, config, name, lr, out, resume, force, init_from,
+                      data_dir, device, kernels, limit, stop_after, say, progress)
+    except BaseException as err:        # the other ranks may wait for this one: stop them
+        world.fail(err)
+        raise
+
+
+def _train(model, world, config, name, lr, out, resume, force, init_from, data_dir, device,
+           kernels, limit, stop_after, say, progress) -> FitResult:
+    leader = world is None or world.leader
+    if not leader:                      # rank 0 alone prints, logs and writes checkpoints
+        say, progress = (lambda _line: None), False
     run_folder = RunFolder(out or Path("runs") / (name or model.graph.name))
-    run_folder.check()
-    with run_folder.locked():
-        if not (resume or force):
+    if leader:
+        run_folder.check()
+    with run_folder.locked() if leader else contextlib.nullcontext():
+        if leader and not (resume or force):
             run_folder.refuse_overwrite()
+        if world is not None:           # every rank starts once rank 0 has checked the folder
+            world.comm.Barrier()
         dataset = load_dataset(config.data.name, config.data.args, data_dir, config.data.span)
         dataset = limit_examples(dataset, limit)
-        trainer = Trainer(model, config, dataset, device=device, lr=lr, kernels=kernels)
+        trainer = Trainer(model, config, dataset, device=device, lr=lr, kernels=kernels,
+                          world=world)
         if init_from:
             for note in trainer.init_from(init_from):
                 say(note)
@@ -109,23 +133,44 @@ def train_model(model: Model, *, name: str | None = None, epochs: int | None = N
             f"{trainer.optimizer.describe()}, schedule {trainer.schedule.describe()}, "
             f"seed {config.seed}, {trainer.session.backend.describe()}"
             + (f", mixed precision ({config.mixed_dtype()})" if config.mixed_dtype() else "")
-            + (f", augment {trainer.augmenter.describe()}" if trainer.augmenter else ""))
+            + (f", augment {trainer.augmenter.describe()}" if trainer.augmenter else "")
+            + (f", {world.size} ranks (MPI{', gradients sent as f16' if config.compress else ''})"
+               if world is not None else ""))
+        started = time.perf_counter()
         result = fit(trainer, run_folder, resume=resume, out=say, progress=progress,
                      stop_after=stop_after)
+        if world is not None:
+            say(world.summary(time.perf_counter() - started))
         if result.plot:
             say(f"run folder {run_folder.path}: log.jsonl, last.ckpt, curves.png")
     result.run_folder = str(run_folder.path)
     return result
 
 
-def resume_from(trainer: Trainer, run: RunFolder, out: Callable[[str], None]) -> None:
+def join_world(model: Model, config):
+    """The ranks' ``World`` when mpiexec started several (train/mpi.py, imported only
+    then), after they agree on the network and its training settings; else None."""
+    if launched_ranks() <= 1:
+        return None
+    from netlang.train import mpi
+
+    world = mpi.join()
+    settings = f"{checkpoints.network_hash(model.graph)} {config.batch} {config.seed} " \
+               f"{config.optimizer} {config.compress}"
+    world.agree("network or training settings", settings)
+    return world
+
+
+def resume_from(trainer: Trainer, run: RunFolder, out: Callable[[str], None],
+                repair: bool = True) -> None:
     if not run.checkpoint_path.exists():
         raise CheckpointError(f"--resume: no checkpoint in {run.path}",
                               hint="train without --resume first, or pass --out to the "
                                    "run folder you want to continue")
     for note in trainer.restore(run.checkpoint_path):
         out(note)
-    for note in run.repair_log(trainer.epoch, trainer.restored_meta.get("log")):
+    for note in run.repair_log(trainer.epoch, trainer.restored_meta.get("log")) if repair \
+            else ():
         out(note)
     out(f"resuming {run.path} after epoch {trainer.epoch} (step {trainer.step})")
 
@@ -134,10 +179,13 @@ def fit(trainer: Trainer, run: RunFolder, resume: bool = False,
         out: Callable[[str], None] = print, progress: bool | None = None,
         stop_after: int | None = None, test: bool = True) -> FitResult:
     """Train until the configured epochs (``stop_after`` epochs at most in this call)."""
-    run.create(fresh=not resume)
+    leader = trainer.world is None or trainer.world.leader
+    if leader:
+        run.create(fresh=not resume)
     if resume:
-        resume_from(trainer, run, out)
-    run.append(start_record(trainer, resume))
+        resume_from(trainer, run, out if leader else (lambda _line: None), repair=leader)
+    if leader:
+        run.append(start_record(trainer, resume))
     result, epochs = FitResult(), trainer.config.epochs
     done_here = 0
     while trainer.epoch < epochs and (stop_after is None or done_here < stop_after):
@@ -147,16 +195,17 @@ def fit(trainer: Trainer, run: RunFolder, resume: bool = False,
             epoch = trainer.run_epoch(update)
         finally:
             bar.close()
-        trainer.save(run.checkpoint_path, epoch.record())
-        if trainer.config.keep:
-            run.keep_epoch(trainer.epoch, trainer.config.keep)
-        run.append(epoch.record())
+        if leader:
+            trainer.save(run.checkpoint_path, epoch.record())
+            if trainer.config.keep:
+                run.keep_epoch(trainer.epoch, trainer.config.keep)
+            run.append(epoch.record())
         out(epoch.line(epochs))
         result.epochs.append(epoch)
         done_here += 1
-    plot = run.plot()
+    plot = run.plot() if leader else None
     result.plot = str(plot) if plot else None
-    if test and trainer.epoch >= epochs and trainer.dataset.test is not None:
+    if leader and test and trainer.epoch >= epochs and trainer.dataset.test is not None:
         result.test = trainer.evaluate(trainer.dataset.test)
         run.append({"event": "test", "epoch": trainer.epoch, **result.test})
         out("test: " + "  ".join(f"{k} {v:.4f}" for k, v in result.test.items()))

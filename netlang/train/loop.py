@@ -77,17 +77,24 @@ class Trainer:
 
     def __init__(self, model: Model, config: TrainConfig, dataset: Dataset,
                  device: str = "cpu", lr: float | None = None, eval_batch: int = 500,
-                 kernels: str = "default"):
+                 kernels: str = "default", world=None):
         self.model, self.config, self.dataset = model, config, dataset
+        self.world = world      # train/mpi.py's World when several ranks train, else None
+        if world is not None:
+            check_shares(len(dataset.train), config.batch, world.size)
         self.optimizer = config.make_optimizer(lr)
         if not np.isfinite(self.optimizer.lr) or abs(self.optimizer.lr) > F32_MAX:
             raise UsageError(f"the learning rate {self.optimizer.lr} does not fit a float32 "
                              f"(at most {F32_MAX:.4g})", hint="lower the learning rate")
         self.schedule = config.make_schedule()
         self.graph = build_train_graph(model, self.optimizer, config.weight_decay,
-                                       config.mixed_dtype())
+                                       config.mixed_dtype(), ranks=world.size if world else 1,
+                                       compress=config.compress)
         self.train_model = Model(self.graph)
         self.session = self.train_model.session(device, config.seed, kernels)
+        if world is not None:   # the same parameters everywhere, but each rank's own masks
+            self.session.rng.bit_generator.state = np.random.default_rng(
+                [config.seed, world.rank]).bit_generator.state
         self.feeder = make_feeder(model.graph, dataset.train, dataset.name)
         x_name = self.feeder.x_name
         self.augmenter = make_augmenter(config.augment, config.seed, x_name,
@@ -154,6 +161,10 @@ class Trainer:
         sizes: list[int] = []
         for part in batch_slices(len(split), self.config.batch):
             index = order[part]
+            if self.world is not None:      # this rank's share of the global batch
+                mine = index[share(len(index), self.world)]
+                self.world.weight = len(mine) / len(index)
+                index = mine
             feeds = self.feeder.feeds(split, index)
             if self.augmenter is not None:
                 x = self.feeder.x_name
@@ -164,6 +175,8 @@ class Trainer:
                 sums, seen = self._add_results(sums, seen, sizes, progress)
                 sizes = []
         sums, seen = self._add_results(sums, seen, sizes, progress)
+        if self.world is not None:
+            sums, seen = self._over_ranks(sums, seen)
         seconds = time.perf_counter() - start
         result = EpochResult(epoch, self.step, lr, seconds, seen,
                              dict(zip(self.fetches, (sums / max(seen, 1)).tolist())))
@@ -171,6 +184,17 @@ class Trainer:
             result.validation = self.evaluate(self.dataset.validation)
         self.epoch = epoch
         return result
+
+    def _over_ranks(self, sums, seen: int):
+        """The epoch's loss and metric sums over every rank's examples, and batchnorm's moving
+        statistics (each rank moved them with its own batches) averaged, so every rank holds
+        the same state when the epoch ends."""
+        totals = self.world.total(np.append(sums, seen))
+        moving = [name for name in self.model.graph.state if name in self.session.state]
+        if moving:
+            state = self.session.state.to_numpy()
+            self.session.state.load(self.world.average_arrays({n: state[n] for n in moving}))
+        return totals[:-1], int(totals[-1])
 
     def _add_results(self, sums, seen: int, sizes: list[int], progress):
         """Read the steps since the last read and add them, weighted by batch size."""
@@ -268,6 +292,30 @@ class Trainer:
 
 
 NORMALIZER_ARRAYS = ("data/mean", "data/scale")
+
+
+def check_shares(examples: int, batch: int, ranks: int) -> None:
+    """The global batch splits evenly over the ranks, and the epoch's last, smaller batch
+    still gives each rank an example (its shares may differ by one: they are weighted)."""
+    if batch % ranks:
+        raise UsageError(f"a batch of {batch} does not split evenly over {ranks} ranks",
+                         hint=f"use a batch that {ranks} divides (the spec's batch is the "
+                              "global batch), or another number of ranks")
+    last = examples % batch or batch
+    if min(batch, examples, last) < ranks:
+        small = min(batch, examples, last)
+        raise UsageError(f"{ranks} ranks cannot share a batch of {small} examples (batch "
+                         f"{batch}, {examples} training examples)",
+                         hint="use fewer ranks, or a batch (and example count) of at least "
+                              "one example per rank")
+
+
+def share(count: int, world) -> slice:
+    """This rank's slice of a global batch of ``count`` examples: contiguous, in rank order,
+    sizes differing by at most one (train/mpi.py's ranks, without importing it)."""
+    base, extra = divmod(count, world.size)
+    start = world.rank * base + min(world.rank, extra)
+    return slice(start, start + base + (1 if world.rank < extra else 0))
 
 
 def check_same_run(path, meta: dict[str, Any], trainer: Trainer) -> list[str]:

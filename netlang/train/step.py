@@ -29,14 +29,47 @@ def decays(graph: Graph, param: int) -> bool:
     return graph.nodes[param].type.rank >= 2
 
 
+BUCKET_BYTES = 4 << 20     # gradients reduced together over the ranks: one call per 4 MiB
+
+
+def reduce_gradients(b: Builder, grads: dict[str, int], compress: str | None) -> dict[str, int]:
+    """Each gradient summed over the ranks (the run weights each rank's share), in buckets of
+    about ``BUCKET_BYTES``: one ``allreduce`` of a bucket's gradients flattened and joined,
+    then cut back into them.  Buckets follow the parameters' order."""
+    buckets: list[list[str]] = [[]]
+    size = 0
+    for name, g in grads.items():
+        t = b.type_of(g)
+        if buckets[-1] and size + t.numel() * t.dtype.itemsize > BUCKET_BYTES:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(name)
+        size += t.numel() * t.dtype.itemsize
+    out = {}
+    for names in buckets:
+        flat = [b.reshape(grads[n], shape=(-1,)) for n in names]
+        joined = flat[0] if len(flat) == 1 else b.concat(*flat, axis=0)
+        total = b.allreduce(joined, compress=compress)
+        stops = [0]
+        for n in names:
+            stops.append(stops[-1] + int(b.type_of(grads[n]).numel()))
+        for n, start, stop in zip(names, stops, stops[1:]):
+            part = total if len(names) == 1 else b.concat_part(
+                total, axis=0, start=start, stop=stop, parts=stops[-1])
+            out[n] = b.reshape_like(part, grads[n])
+    return out
+
+
 def build_train_graph(model: Model, optimizer: Optimizer, weight_decay: float = 0.0,
-                      mixed: DType | None = None) -> Graph:
+                      mixed: DType | None = None, ranks: int = 1,
+                      compress: str | None = None) -> Graph:
     """The network's graph plus gradients and the optimizer's updates (see module doc).
 
     ``mixed`` (f16 or bf16: the train section's ``precision mixed``) computes the network's
     convolutions and matmuls in that dtype with float32 master weights
     (``passes/autocast.py``); with f16, whose range is small, the loss is scaled
-    dynamically (``LossScale``)."""
+    dynamically (``LossScale``).  With ``ranks`` > 1 the gradients are summed over the
+    ranks (``reduce_gradients``; ``compress="f16"`` sends halves) before the updates."""
     if not model.graph.params:
         raise UsageError(f"network '{model.graph.name}' has no parameters to train")
     if mixed is None:
@@ -52,8 +85,12 @@ def build_train_graph(model: Model, optimizer: Optimizer, weight_decay: float = 
         lr = b.input(LR_INPUT, TensorType(DType.f32, ()))
         step_size = optimizer.prepare(b, lr)
         step_sizes = {DType.f32: step_size}   # a half (or f64) parameter steps in its dtype
+        grads = {name: train.outputs[GRAD_PREFIX + name] for name in train.params}
+        if ranks > 1:
+            with b.in_scope("allreduce"):
+                grads = reduce_gradients(b, grads, compress)
         for name, param in list(train.params.items()):
-            grad = train.outputs[GRAD_PREFIX + name]
+            grad = grads[name]
             dtype = b.type_of(param).dtype
             if dtype not in step_sizes:
                 step_sizes[dtype] = b.cast(step_size, dtype=str(dtype))
