@@ -220,6 +220,8 @@ class CallLowering:
     def apply_primitive(self, op: str, inputs: tuple[int, ...], attrs: dict) -> int:
         """``b.op`` with every failure turned into a spec error at the current span."""
         try:
+            if op == "matmul" and any(self.b.type_of(i).rank == 1 for i in inputs):
+                return self._vector_matmul(*inputs, **attrs)
             return self.b.op(op, *inputs, **attrs)
         except NetlangError as err:
             raise err.with_span(self.b.span)
@@ -227,6 +229,32 @@ class CallLowering:
             shown = ", ".join(f"{k}={v}" for k, v in attrs.items())
             raise ArgumentError(f"{op} cannot take these arguments ({shown}): {err}",
                                 self.b.span) from None
+
+    def _vector_matmul(self, a: int, c: int, transpose_a: bool = False,
+                       transpose_b: bool = False) -> int:
+        """NumPy's promotion for ``@`` and ``matmul``: a 1-D left operand is a row [1, K], a
+        1-D right one a column [K, 1], and the dim each added is dropped from the result (so
+        vector @ vector is a scalar).  A transpose flag on a vector changes nothing."""
+        b = self.b
+        row, col = b.type_of(a).rank == 1, b.type_of(c).rank == 1
+        if b.type_of(a).rank == 0 or b.type_of(c).rank == 0:
+            return b.op("matmul", a, c)          # the op's own error names both operands
+        left = b.reshape(a, shape=(1, -1)) if row else a
+        right = b.reshape(c, shape=(-1, 1)) if col else c
+        y = b.op("matmul", left, right, transpose_a=transpose_a and not row,
+                 transpose_b=transpose_b and not col)
+        shape = list(b.type_of(y).shape)
+        if col:
+            del shape[-1]
+        if row:
+            del shape[-1 if col else -2]
+        unknown = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+        if len(unknown) > 1:
+            raise ShapeError(f"matmul of a vector with {b.type_of(a if col else c)}: the "
+                             "result has more than one symbolic dim", b.span,
+                             hint="reshape the vector to a matrix yourself")
+        return b.reshape(y, shape=tuple(-1 if i in unknown else d
+                                        for i, d in enumerate(shape)))
 
     # -- primitive ops --------------------------------------------------------------------
     def _primitive_call(self, op: str, args: list[Given], span: Span) -> Tensor:
