@@ -60,6 +60,9 @@ def run(args) -> int:
     if not out.parent.is_dir():
         raise UsageError(f"-o '{out}': the folder '{out.parent}' does not exist")
     top = onnx_lib.max_opset()          # also says what to install when onnx is missing
+    if not MIN_OPSET <= args.opset <= top:
+        raise UsageError(f"--opset {args.opset} is not supported",
+                         hint=f"give {MIN_OPSET} to {top}")
     model = netlang.compile(args.file)
     metadata = {"netlang_spec": Path(args.file).name}
     if args.checkpoint:
