@@ -488,9 +488,15 @@ def _pool(op_type: str, **extra):
         stride = window if n.attrs.get("stride") is None else pair(n.op, "stride",
                                                                   n.attrs["stride"])
         gh, gw = pool_geometry(n.op, w.g.type_of(x).shape[1:3], window, stride,
-                               n.attrs["padding"])
+                               n.attrs["padding"], n.attrs.get("dilation"))
         attrs = {"kernel_shape": list(window), "strides": list(stride),
                  "pads": [gh.before, gw.before, gh.after, gw.after], **extra}
+        if (gh.dilation, gw.dilation) != (1, 1):
+            if op_type == "AveragePool" and w.opset < 19:
+                raise ExportError(f"a dilated avgpool needs ONNX opset 19 or newer (AveragePool "
+                                  f"takes dilations from 19), not {w.opset}", n.span,
+                                  hint="export with --opset 19")
+            attrs["dilations"] = [gh.dilation, gw.dilation]
         w.result(n, op_type, [w.value(x, NCHW)], attrs, NCHW)
     return handler
 

@@ -348,7 +348,8 @@ def conv2d_transpose(lower, args: dict) -> int:
 
 POOL_SIGNATURE = (Param("x", tensor), Param("window", pair, 2),
                   Param("stride", optional_pair, None), Param("padding", PADDING, "valid"),
-                  Param("ceil_mode", boolean, False, keyword_only=True))
+                  Param("ceil_mode", boolean, False, keyword_only=True),
+                  Param("dilation", pair, 1, keyword_only=True))
 
 
 def _pool(op: str):
@@ -359,11 +360,13 @@ def _pool(op: str):
         window = args["window"]
         stride = args["stride"] or window  # TensorFlow layers: stride defaults to the window
         padding = padding_attr(args["padding"])
+        dilation = None if pair(args["dilation"]) == (1, 1) else pair(args["dilation"])
         if not (args["ceil_mode"] or args.get("count_include_pad")):
-            return lower.b.op(op, x, window=window, stride=stride, padding=padding)
+            return lower.b.op(op, x, window=window, stride=stride, padding=padding,
+                              dilation=dilation)
         hw = tuple(_static(op, what, d, t) for what, d in zip(("height", "width"),
                                                                 t.shape[1:3]))
-        axes = pool_geometry(op, hw, window, stride, padding)
+        axes = pool_geometry(op, hw, window, stride, padding, dilation)
         extra = [_ceil_extra(a) if args["ceil_mode"] else 0 for a in axes]
         if args.get("count_include_pad"):   # the pads count: zeros a valid pool sees
             pads = ((0, 0), *((a.before, a.after) for a in axes), (0, 0))
@@ -374,8 +377,10 @@ def _pool(op: str):
             padding = tuple((a.before, a.after + e) for a, e in zip(axes, extra))
         if padding == ((0, 0), (0, 0)):
             padding = "VALID"
-        return lower.b.op(op, x, window=window, stride=stride, padding=padding)
-    build.__doc__ = (f"{op} over window x window cells (stride defaults to the window); "
+        return lower.b.op(op, x, window=window, stride=stride, padding=padding,
+                          dilation=dilation)
+    build.__doc__ = (f"{op} over window x window cells (stride defaults to the window; "
+                     "dilation spreads the taps apart); "
                      "ceil_mode=true counts a last, partial window (PyTorch's and ONNX's "
                      "rule: one that starts inside the input or its left padding)"
                      + ("; count_include_pad=true divides by the whole window, padding "

@@ -3,6 +3,8 @@
 ``window`` and ``stride`` are ints or pairs (``stride=None`` means ``stride = window``);
 ``padding`` is SAME or VALID with TensorFlow's rule (see ops/conv.py).  SAME max pooling pads
 with -inf; SAME average pooling averages over the cells inside the image only, like TF.
+``dilation`` (an int or pair; None means 1) spreads the window's taps apart, as ONNX's and
+PyTorch's pool ``dilations``: a 2x2 window with dilation 2 reads cells (0,0), (0,2), (2,0), (2,2).
 
 Every kernel is a loop over the kh*kw window taps, each a strided slab of the whole batch
 (``x[:, i::s, j::s, :]`` for the common window == stride case), so there is no Python loop
@@ -28,23 +30,45 @@ from netlang.ops.conv import (
 )
 from netlang.ops.registry import defop
 
-POOL_ATTRS = {"window": (2, 2), "stride": None, "padding": "VALID"}
+# ``dilation`` defaults to None (not (1, 1)) so that undilated pools print as they always did.
+POOL_ATTRS = {"window": (2, 2), "stride": None, "padding": "VALID", "dilation": None}
 
 
-def pool_geometry(op: str, hw: tuple, window, stride, padding) -> tuple[Axis, Axis]:
+def pool_geometry(op: str, hw: tuple, window, stride, padding, dilation=None
+                  ) -> tuple[Axis, Axis]:
     window = pair(op, "window", window)
     stride = window if stride is None else pair(op, "stride", stride)
+    dilation = (1, 1) if dilation is None else pair(op, "dilation", dilation)
+    spans = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
     mode = padding_mode(op, padding)
-    if isinstance(mode, tuple) and any(p >= k for side, k in zip(mode, window) for p in side):
+    if isinstance(mode, tuple) and any(p >= k for side, k in zip(mode, spans) for p in side):
+        dilated = "" if spans == list(window) else f" (dilated to {spans[0]}x{spans[1]})"
         raise ShapeError(f"{op}: padding={mode} pads as much as the {window[0]}x{window[1]} "
-                         "window or more, so a window could hold padding alone",
+                         f"window{dilated} or more, so a window could hold padding alone",
                          hint="pad each side by less than the window")
-    return window_geometry(op, hw, window, stride, (1, 1), padding)
+    axes = window_geometry(op, hw, window, stride, dilation, padding)
+    for name, a in zip(("height", "width"), axes):
+        if isinstance(a.size, int) and a.dilation > 1 and taps_inside(a).min() == 0:
+            raise ShapeError(f"{op}: with dilation {a.dilation} a window's {a.k} taps all "
+                             f"fall in the padding of the {a.size}-cell {name}",
+                             hint="use a smaller dilation or padding, or a larger input")
+    return axes
 
 
-def pool_type(op: str, x: TensorType, window, stride, padding) -> TensorType:
+def taps_inside(a: Axis) -> np.ndarray:
+    """How many taps of each window position fall inside the image (not in its padding)."""
+    cells = np.arange(a.out)[:, None] * a.stride - a.before + np.arange(a.k) * a.dilation
+    return ((cells >= 0) & (cells < a.size)).sum(axis=1)
+
+
+def undilated(attrs: dict) -> bool:
+    """The pool reads adjacent cells (the fast paths' case)."""
+    return attrs.get("dilation") in (None, 1, (1, 1), [1, 1])
+
+
+def pool_type(op: str, x: TensorType, window, stride, padding, dilation=None) -> TensorType:
     check_image(op, x)
-    gh, gw = pool_geometry(op, x.shape[1:3], window, stride, padding)
+    gh, gw = pool_geometry(op, x.shape[1:3], window, stride, padding, dilation)
     return x.with_shape((x.shape[0], gh.out, gw.out, x.shape[3]))
 
 
@@ -60,17 +84,17 @@ def taps(gh: Axis, gw: Axis) -> list[tuple]:
 
 def disjoint(gh: Axis, gw: Axis) -> bool:
     """Windows do not overlap, so each input cell belongs to at most one window."""
-    return gh.stride >= gh.k and gw.stride >= gw.k
+    return gh.stride >= gh.span and gw.stride >= gw.span
 
 
 def covers_all(gh: Axis, gw: Axis) -> bool:
     """Every cell of the padded input is in exactly one window (window == stride, no rest)."""
-    return (gh.stride == gh.k and gw.stride == gw.k and gh.out * gh.k == gh.padded
-            and gw.out * gw.k == gw.padded)
+    return (gh.dilation == gw.dilation == 1 and gh.stride == gh.k and gw.stride == gw.k
+            and gh.out * gh.k == gh.padded and gw.out * gw.k == gw.padded)
 
 
 def pool_attrs(node) -> dict:
-    return {k: node.attrs[k] for k in POOL_ATTRS}
+    return {k: node.attrs.get(k) for k in POOL_ATTRS}
 
 
 def _pool_flops(out: TensorType, *inputs, window, **_):
@@ -80,8 +104,8 @@ def _pool_flops(out: TensorType, *inputs, window, **_):
 
 # -- maxpool -------------------------------------------------------------------------------
 
-def maxpool_kernel(xp, x, window=(2, 2), stride=None, padding="VALID"):
-    gh, gw = pool_geometry("maxpool", x.shape[1:3], window, stride, padding)
+def maxpool_kernel(xp, x, window=(2, 2), stride=None, padding="VALID", dilation=None):
+    gh, gw = pool_geometry("maxpool", x.shape[1:3], window, stride, padding, dilation)
     xpad = pad_image(xp, x, gh, gw, value=-np.inf)
     slabs = taps(gh, gw)
     if len(slabs) == 1:
@@ -109,8 +133,9 @@ def first_max_masks(xp, xpad, y, gh: Axis, gw: Axis):
         yield idx, hit
 
 
-def maxpool_grad_kernel(xp, x, y, g, window=(2, 2), stride=None, padding="VALID"):
-    gh, gw = pool_geometry("maxpool_grad", x.shape[1:3], window, stride, padding)
+def maxpool_grad_kernel(xp, x, y, g, window=(2, 2), stride=None, padding="VALID",
+                        dilation=None):
+    gh, gw = pool_geometry("maxpool_grad", x.shape[1:3], window, stride, padding, dilation)
     xpad = pad_image(xp, x, gh, gw, value=-np.inf)
     shape = (x.shape[0], gh.padded, gw.padded, x.shape[3])
     full = covers_all(gh, gw)
@@ -123,8 +148,10 @@ def maxpool_grad_kernel(xp, x, y, g, window=(2, 2), stride=None, padding="VALID"
     return crop_padding(xp, dx, gh, gw)
 
 
-def maxpool_grad_grad_kernel(xp, x, y, h, window=(2, 2), stride=None, padding="VALID"):
-    gh, gw = pool_geometry("maxpool_grad_grad", x.shape[1:3], window, stride, padding)
+def maxpool_grad_grad_kernel(xp, x, y, h, window=(2, 2), stride=None, padding="VALID",
+                             dilation=None):
+    gh, gw = pool_geometry("maxpool_grad_grad", x.shape[1:3], window, stride, padding,
+                           dilation)
     xpad = pad_image(xp, x, gh, gw, value=-np.inf)
     hpad = pad_image(xp, h, gh, gw)
     out = xp.zeros(y.shape, dtype=h.dtype)
@@ -133,21 +160,21 @@ def maxpool_grad_grad_kernel(xp, x, y, h, window=(2, 2), stride=None, padding="V
     return out
 
 
-def _maxpool_shape(x: TensorType, window, stride, padding) -> TensorType:
-    return pool_type("maxpool", x, window, stride, padding)
+def _maxpool_shape(x: TensorType, window, stride, padding, dilation=None) -> TensorType:
+    return pool_type("maxpool", x, window, stride, padding, dilation)
 
 
 def _maxpool_grad_shape(x: TensorType, y: TensorType, g: TensorType, window, stride,
-                        padding) -> TensorType:
-    out = pool_type("maxpool_grad", x, window, stride, padding)
+                        padding, dilation=None) -> TensorType:
+    out = pool_type("maxpool_grad", x, window, stride, padding, dilation)
     check_same("maxpool_grad", "the pooled value y", y, out)
     check_same("maxpool_grad", "the output gradient", g, out)
     return x
 
 
 def _maxpool_grad_grad_shape(x: TensorType, y: TensorType, h: TensorType, window, stride,
-                             padding) -> TensorType:
-    out = pool_type("maxpool_grad_grad", x, window, stride, padding)
+                             padding, dilation=None) -> TensorType:
+    out = pool_type("maxpool_grad_grad", x, window, stride, padding, dilation)
     check_same("maxpool_grad_grad", "the pooled value y", y, out)
     if h != x:
         raise ShapeError(f"maxpool_grad_grad: the input-shaped gradient is {h}, expected {x}")
@@ -175,16 +202,13 @@ defop("maxpool_grad_grad", arity=3, shape=_maxpool_grad_grad_shape,
 # -- avgpool -------------------------------------------------------------------------------
 
 def inverse_counts(xp, gh: Axis, gw: Axis, dtype):
-    """1 / (cells of each window inside the image), shaped [1, OH, OW, 1] (TF's SAME rule)."""
-    def inside(a: Axis) -> np.ndarray:
-        start = np.arange(a.out) * a.stride - a.before
-        return np.minimum(start + a.k, a.size) - np.maximum(start, 0)
-    counts = np.outer(inside(gh), inside(gw)).astype(np.float64)
+    """1 / (taps of each window inside the image), shaped [1, OH, OW, 1] (TF's SAME rule)."""
+    counts = np.outer(taps_inside(gh), taps_inside(gw)).astype(np.float64)
     return xp.asarray((1.0 / counts).astype(dtype)[None, :, :, None])
 
 
-def avgpool_kernel(xp, x, window=(2, 2), stride=None, padding="VALID"):
-    gh, gw = pool_geometry("avgpool", x.shape[1:3], window, stride, padding)
+def avgpool_kernel(xp, x, window=(2, 2), stride=None, padding="VALID", dilation=None):
+    gh, gw = pool_geometry("avgpool", x.shape[1:3], window, stride, padding, dilation)
     xpad = pad_image(xp, x, gh, gw)
     slabs = taps(gh, gw)
     out = xp.array(xpad[slabs[0]], copy=True)
@@ -194,8 +218,9 @@ def avgpool_kernel(xp, x, window=(2, 2), stride=None, padding="VALID"):
     return out
 
 
-def avgpool_grad_kernel(xp, g, like, window=(2, 2), stride=None, padding="VALID"):
-    gh, gw = pool_geometry("avgpool_grad", like.shape[1:3], window, stride, padding)
+def avgpool_grad_kernel(xp, g, like, window=(2, 2), stride=None, padding="VALID",
+                        dilation=None):
+    gh, gw = pool_geometry("avgpool_grad", like.shape[1:3], window, stride, padding, dilation)
     share = g * inverse_counts(xp, gh, gw, g.dtype)
     shape = (like.shape[0], gh.padded, gw.padded, like.shape[3])
     full = covers_all(gh, gw)
@@ -208,13 +233,13 @@ def avgpool_grad_kernel(xp, g, like, window=(2, 2), stride=None, padding="VALID"
     return crop_padding(xp, dx, gh, gw)
 
 
-def _avgpool_shape(x: TensorType, window, stride, padding) -> TensorType:
-    return pool_type("avgpool", x, window, stride, padding)
+def _avgpool_shape(x: TensorType, window, stride, padding, dilation=None) -> TensorType:
+    return pool_type("avgpool", x, window, stride, padding, dilation)
 
 
-def _avgpool_grad_shape(g: TensorType, like: TensorType, window, stride, padding
-                        ) -> TensorType:
-    out = pool_type("avgpool_grad", like, window, stride, padding)
+def _avgpool_grad_shape(g: TensorType, like: TensorType, window, stride, padding,
+                        dilation=None) -> TensorType:
+    out = pool_type("avgpool_grad", like, window, stride, padding, dilation)
     check_same("avgpool_grad", "the output gradient", g, out)
     return like
 

@@ -65,7 +65,14 @@ import numpy as np
 from netlang.errors import NetlangError
 from netlang.ops.conv import Axis
 from netlang.ops.loss import check_class_ids
-from netlang.ops.pool import POOL_ATTRS, covers_all, disjoint, inverse_counts, pool_geometry
+from netlang.ops.pool import (
+    POOL_ATTRS,
+    covers_all,
+    disjoint,
+    inverse_counts,
+    pool_geometry,
+    undilated,
+)
 from netlang.runtime import onednn
 from netlang.runtime.cpu_kernels import writes_out
 from netlang.runtime.jit import kernel, prange
@@ -465,6 +472,8 @@ def _avgpool_grad(g, inv, kh, kw, sh, sw, top, left, full, dx, parallel):
 
 def _pool_geometry(op: str, x_shape: tuple, attrs: dict) -> tuple[Axis, Axis] | None:
     a = {**POOL_ATTRS, **attrs}
+    if not undilated(a):                 # dilated windows: oneDNN's or the reference
+        return None
     try:
         return pool_geometry(op, tuple(x_shape[1:3]), a["window"], a["stride"], a["padding"])
     except NetlangError:

@@ -264,7 +264,8 @@ class PoolGeometry:
         self.x, self.y = nhwc(self.x_shape), nhwc(self.y_shape)
         self.algorithm = algorithm
         self.geometry = (dnnl.dims((gh.stride, gw.stride)), dnnl.dims((gh.k, gw.k)),
-                         dnnl.dims((0, 0)), dnnl.dims((gh.before, gw.before)),
+                         dnnl.dims((gh.dilation - 1, gw.dilation - 1)),
+                         dnnl.dims((gh.before, gw.before)),
                          dnnl.dims((gh.after, gw.after)))
 
     def forward_pd(self, prop: int):
@@ -282,7 +283,8 @@ class PoolGeometry:
 def pool_geometry_of(op: str, x_shape: tuple, attrs: dict, algorithm: int):
     a = {**POOL_ATTRS, **attrs}
     try:
-        gh, gw = pool_geometry(op, tuple(x_shape[1:3]), a["window"], a["stride"], a["padding"])
+        gh, gw = pool_geometry(op, tuple(x_shape[1:3]), a["window"], a["stride"], a["padding"],
+                               a["dilation"])
     except NetlangError:
         return None
     return PoolGeometry(x_shape, gh, gw, algorithm)

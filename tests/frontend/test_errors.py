@@ -227,7 +227,7 @@ network n {
 bad.net:4:37: argument error: too many positional arguments for maxpool
       h = image |> maxpool(2, 2, valid, 7)
                                         ^
-hint: maxpool(x, window=2, stride=None, padding=valid, ceil_mode=false, name=None)"""),
+hint: maxpool(x, window=2, stride=None, padding=valid, ceil_mode=false, dilation=1, name=None)"""),
     Case("wrong_argument_type", """\
 network n {
   input image: f32[N, 28, 28, 1]

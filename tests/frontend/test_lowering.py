@@ -151,7 +151,8 @@ def test_pools():
     assert [shape_str(graph, n) for n in "abc"] == [
         "f32[N,13,13,1]", "f32[N,14,14,1]", "f32[N,1]"]
     (pool,) = [n for n in graph if n.op == "maxpool"]
-    assert pool.attrs == {"window": (3, 3), "stride": (2, 2), "padding": "VALID"}
+    assert pool.attrs == {"window": (3, 3), "stride": (2, 2), "padding": "VALID",
+                          "dilation": None}
 
 
 def test_batchnorm_parameters_state_and_updates():

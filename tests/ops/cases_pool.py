@@ -1,4 +1,5 @@
-"""Property cases for ops/pool.py: windows, strides, SAME/VALID; maxpool draws distinct values."""
+"""Property cases for ops/pool.py: windows, strides, dilations, SAME/VALID; maxpool draws
+distinct values."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,10 +13,15 @@ def pool_setup(draw) -> tuple[tuple, dict]:
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     stride = draw(st.sampled_from([None, (1, 1), (2, 2), (1, 2), (3, 2)]))
     padding = draw(st.sampled_from(["SAME", "VALID"]))
-    low_h, low_w = (kh, kw) if padding == "VALID" else (1, 1)
+    dilation = draw(st.sampled_from([None, None, (2, 1), (2, 3)]))
+    spans = [(k - 1) * d + 1 for k, d in zip((kh, kw), dilation or (1, 1))]
+    # VALID needs the (dilated) window inside the image; so does SAME once dilated, or a
+    # window's taps could all skip over it into the padding
+    low_h, low_w = spans if padding == "VALID" or dilation else (1, 1)
     shape = (draw(st.integers(1, 2)), draw(st.integers(low_h, max(low_h, 6))),
              draw(st.integers(low_w, max(low_w, 6))), draw(st.integers(1, 3)))
-    return shape, {"window": (kh, kw), "stride": stride, "padding": padding}
+    return shape, {"window": (kh, kw), "stride": stride, "padding": padding,
+                   "dilation": dilation}
 
 
 @op_case("maxpool")
