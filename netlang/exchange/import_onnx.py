@@ -240,10 +240,7 @@ class _Importer:
             self.rename[v.name] = name
             dims = []
             for i, d in enumerate(v.shape):
-                if d == 0:
-                    self.problems.append((OnnxNode("input", [], [v.name], name=v.name),
-                                          "a zero-size dimension"))
-                if isinstance(d, int) and d > 0:
+                if isinstance(d, int) and d >= 0:
                     dims.append(str(d))
                 else:
                     symbol = re.sub(r"\W", "_", str(d))
@@ -443,11 +440,12 @@ def _explicit(pads) -> str:
     return f"padding=(({t}, {b}), ({left}, {r}))"
 
 
-def _same_pads(imp: _Importer, node: OnnxNode, x: str, kernel, strides) -> list[int]:
+def _same_pads(imp: _Importer, node: OnnxNode, x: str, kernel, strides, dilations
+               ) -> list[int]:
     """TensorFlow's SAME padding of a pool as explicit [top, left, bottom, right]."""
     h, w = imp.static(x, (2, 3))
-    gh, gw = (axis_geometry(n, int(k), int(s), 1, "SAME")
-              for n, k, s in zip((h, w), kernel, strides))
+    gh, gw = (axis_geometry(n, int(k), int(s), int(d), "SAME")
+              for n, k, s, d in zip((h, w), kernel, strides, dilations))
     return [gh.before, gw.before, gh.after, gw.after]
 
 
@@ -758,14 +756,15 @@ def _pool(call: str):
             raise Unmapped(f"a {imp.rank(x) - 2}-D pool (netlang pools 2-D images)")
         kernel = [int(k) for k in node.attrs["kernel_shape"]]
         strides = [int(s) for s in node.attrs.get("strides", [1, 1])]
-        if any(int(d) != 1 for d in node.attrs.get("dilations", [1, 1])):
-            raise Unmapped("dilated pooling")
-        padding, pads = _conv_padding(imp, node, x, kernel, strides, (1, 1))
+        dilations = [int(d) for d in node.attrs.get("dilations", [1, 1])]
+        padding, pads = _conv_padding(imp, node, x, kernel, strides, dilations)
         attrs = [f"window={_pair(kernel)}"]
         attrs += [f"stride={_pair(strides)}"] if strides != kernel else []
         attrs += ["padding=same"] if padding == "same" else []
+        attrs += [f"dilation={_pair(dilations)}"] if dilations != [1, 1] else []
         if pads is not None:
-            if any(p >= k for p, k in zip(pads, kernel + kernel)):
+            spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+            if any(p >= k for p, k in zip(pads, spans + spans)):
                 raise Unmapped(f"pads {pads} as large as the window")
             attrs.append(_explicit(pads))
         if int(node.attrs.get("ceil_mode", 0)):
@@ -774,7 +773,7 @@ def _pool(call: str):
                 pads is not None or padding == "same"):
             if pads is None:              # SAME, counting the pads: give them explicitly
                 attrs = [a for a in attrs if a != "padding=same"]
-                attrs.append(_explicit(_same_pads(imp, node, x, kernel, strides)))
+                attrs.append(_explicit(_same_pads(imp, node, x, kernel, strides, dilations)))
             attrs.append("count_include_pad=true")
         source = imp.get(x, CL)
         imp.emit(call, [source, *attrs], node.outputs[0], CL)

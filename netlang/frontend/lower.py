@@ -158,7 +158,7 @@ class Lowering(CallLowering):
         handler(stmt)
 
     def _input(self, decl: ast.InputDecl) -> None:
-        type_ = self.tensor_type(decl.type)
+        type_ = self.tensor_type(decl.type, empty=True)
         default = None
         if decl.default is not None:
             if not type_.is_static:
@@ -284,7 +284,9 @@ class Lowering(CallLowering):
                                        "metric"))
 
     # -- types ----------------------------------------------------------------------------
-    def tensor_type(self, texpr: ast.TypeExpr) -> TensorType:
+    def tensor_type(self, texpr: ast.TypeExpr, empty: bool = False) -> TensorType:
+        """The declared type; ``empty`` allows a dim of 0 (an input may hold no elements, as
+        a NumPy array may; a parameter must hold some)."""
         name = DTYPE_ALIASES.get(texpr.dtype, texpr.dtype)
         try:
             dtype = DType(name)
@@ -298,8 +300,10 @@ class Lowering(CallLowering):
                           hint=f"write {name}")
         dims = []
         for dim, span in texpr.dims:
-            if isinstance(dim, int) and dim <= 0:
-                raise ShapeError(f"a dim must be positive, got {dim}", span)
+            if isinstance(dim, int) and (dim < 0 or (dim == 0 and not empty)):
+                raise ShapeError(f"a dim must be positive, got {dim}", span,
+                                 hint="only an input may have a dim of 0" if dim == 0
+                                 else None)
             dims.append(dim if isinstance(dim, int) else sym(dim))
         return TensorType(dtype, tuple(dims))
 

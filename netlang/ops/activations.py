@@ -22,6 +22,7 @@ from netlang.ops.registry import defop
 from netlang.ops.rules import (
     axis_of,
     binary_rule,
+    extreme,
     float_only,
     flops_per_input,
     flops_per_output,
@@ -165,7 +166,7 @@ def _softmax_rule(opname: str):
 
 def softmax_kernel(xp, x, axis=-1):
     """exp(x - max) / sum(exp(x - max)): the shift keeps exp in range (loss.py shares it)."""
-    out = x - x.max(axis=axis, keepdims=True)
+    out = x - extreme(xp, x, "max", axis, keepdims=True)
     xp.exp(out, out=out)
     out /= out.sum(axis=axis, keepdims=True)
     return out
@@ -173,7 +174,7 @@ def softmax_kernel(xp, x, axis=-1):
 
 def log_softmax_kernel(xp, x, axis=-1):
     """(x - max) - log(sum(exp(x - max))): log-sum-exp without overflow."""
-    out = x - x.max(axis=axis, keepdims=True)
+    out = x - extreme(xp, x, "max", axis, keepdims=True)
     out -= xp.log(xp.exp(out).sum(axis=axis, keepdims=True))
     return out
 

@@ -9,6 +9,9 @@ ordinary ops with their own rules, kernels and VJPs, so second derivatives work 
 from __future__ import annotations
 
 import math
+import warnings
+
+import numpy as np
 
 from netlang.errors import ShapeError
 from netlang.ir.types import DType, TensorType, is_float_dtype
@@ -17,6 +20,7 @@ from netlang.ops.registry import REQUIRED, defop
 from netlang.ops.rules import (
     axes_of,
     axis_of,
+    extreme,
     flops_per_input,
     flops_per_output,
     kept_shape,
@@ -115,11 +119,17 @@ def _mean_rule(x: TensorType, axis, keepdims) -> TensorType:
 
 def _mean_kernel(xp, x, axis, keepdims):
     count = leading_axes(_np_axis(axis), x.ndim) if x.ndim else None
+    rows = math.prod(x.shape[:count]) if count is not None else None
     if count is not None and is_float_dtype(x.dtype):
-        out = sum_leading_axes(xp, x, count) / x.dtype.type(max(math.prod(x.shape[:count]), 1))
+        out = (sum_leading_axes(xp, x, count) / x.dtype.type(rows) if rows
+               else xp.full(x.shape[count:], np.nan, x.dtype))   # the mean of nothing: NaN
         return out.reshape(kept_shape(x.shape, range(count))) if keepdims else xp.asarray(out)
     dtype = None if is_float_dtype(x.dtype) else "float32"  # accuracy = mean(equal(...)) is f32
-    return xp.asarray(x.mean(axis=_np_axis(axis), keepdims=keepdims, dtype=dtype))
+    if x.size:
+        return xp.asarray(x.mean(axis=_np_axis(axis), keepdims=keepdims, dtype=dtype))
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)     # NumPy's "Mean of empty slice"
+        return xp.asarray(x.mean(axis=_np_axis(axis), keepdims=keepdims, dtype=dtype))
 
 
 def _mean_vjp(b, n, g):
@@ -147,14 +157,16 @@ def _extreme_vjp(b, n, g):
 defop("max", arity=1, shape=_extreme_rule("max"), attrs=dict(REDUCE_ATTRS),
       flops=flops_per_input(1), vjp=_extreme_vjp,
       kernel=lambda xp, x, axis, keepdims: xp.asarray(
-          x.max(axis=_np_axis(axis), keepdims=keepdims)),
-      doc="Maximum over axis; the gradient goes to the maximal entries.")
+          extreme(xp, x, "max", _np_axis(axis), keepdims)),
+      doc="Maximum over axis (-inf over an empty axis); the gradient goes to the maximal "
+          "entries.")
 
 defop("min", arity=1, shape=_extreme_rule("min"), attrs=dict(REDUCE_ATTRS),
       flops=flops_per_input(1), vjp=_extreme_vjp,
       kernel=lambda xp, x, axis, keepdims: xp.asarray(
-          x.min(axis=_np_axis(axis), keepdims=keepdims)),
-      doc="Minimum over axis; the gradient goes to the minimal entries.")
+          extreme(xp, x, "min", _np_axis(axis), keepdims)),
+      doc="Minimum over axis (+inf over an empty axis); the gradient goes to the minimal "
+          "entries.")
 
 # -- argmax --------------------------------------------------------------------------------
 
@@ -186,6 +198,9 @@ def _arg_rule(opname: str):
             raise ShapeError(f"{opname}: select_last_index must be true or false, got "
                              f"{select_last_index!r}")
         keep = axis_of(opname, axis, x)
+        if x.shape[keep] == 0:
+            raise ShapeError(f"{opname}: axis {axis} of {x} is empty, so it has no index to "
+                             "return", hint="take it along an axis with entries")
         return TensorType(DType.i64, tuple(d for i, d in enumerate(x.shape) if i != keep))
     return rule
 
@@ -252,6 +267,8 @@ defop("expand_like", arity=2, attrs={"axis": REQUIRED, "keepdims": False},
 def _mean_grad_kernel(xp, g, like, axis, keepdims):
     axes = runtime_axes(axis, like.ndim)
     count = math.prod(like.shape[a] for a in axes)   # the run's count (N is known by now)
+    if count == 0:                                   # nothing was averaged: no gradient
+        return xp.zeros(like.shape, g.dtype)
     return xp.broadcast_to(_expanded(g, like.shape, axes) / count, like.shape)
 
 
@@ -293,6 +310,8 @@ def _max_grad_rule(g: TensorType, x: TensorType, y: TensorType, axis, keepdims):
 
 def _max_grad_kernel(xp, g, x, y, axis, keepdims):
     axes = runtime_axes(axis, x.ndim)
+    if x.size == 0:                       # an empty input has no entry to take a gradient
+        return xp.zeros(x.shape, g.dtype)
     hit = x == _expanded(y, x.shape, axes)
     # Ties share the gradient evenly, as TensorFlow's reduce_max gradient does.
     count = hit.sum(axis=axes, keepdims=True, dtype=g.dtype)

@@ -4,8 +4,17 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
+
 from netlang.errors import ShapeError
-from netlang.ir.types import DType, TensorType, broadcast_shapes, dim_mul, promote
+from netlang.ir.types import (
+    DType,
+    TensorType,
+    broadcast_shapes,
+    dim_mul,
+    is_float_dtype,
+    promote,
+)
 
 
 def same_type(x: TensorType, **_) -> TensorType:
@@ -89,6 +98,21 @@ def sum_leading_axes(xp, x, count: int):
         return x.sum(axis=tuple(range(count)))
     flat = x.reshape(rows, -1)
     return (_ones(xp, rows, x.dtype) @ flat).reshape(x.shape[count:])
+
+
+def extreme(xp, x, pick: str, axis, keepdims: bool = False):
+    """``x.max`` / ``x.min`` over ``axis``, where an empty axis (an input with a dim of 0)
+    gives the identity, -inf / +inf (the dtype's least / greatest integer), as ONNX's
+    ReduceMax / ReduceMin of an empty set do, instead of NumPy's error."""
+    if x.size == 0:
+        if x.dtype.kind == "b":
+            initial = pick == "min"
+        elif is_float_dtype(x.dtype):
+            initial = -np.inf if pick == "max" else np.inf
+        else:
+            initial = np.iinfo(x.dtype).min if pick == "max" else np.iinfo(x.dtype).max
+        return getattr(x, pick)(axis=axis, keepdims=keepdims, initial=initial)
+    return getattr(x, pick)(axis=axis, keepdims=keepdims)
 
 
 @functools.lru_cache(maxsize=32)

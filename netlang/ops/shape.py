@@ -46,6 +46,12 @@ def _reshape_rule(x: TensorType, shape) -> TensorType:
             raise ShapeError(f"reshape: cannot reshape {x} ({total} elements) into "
                              f"{_shape_text(target)} ({known} elements)", hint=hint)
         return x.with_shape(target)
+    if known == 0:
+        if target[0] != -1 or x.rank == 0:
+            raise ShapeError(f"reshape: {_shape_text(target)} has a dim of 0, so its -1 could "
+                             "be any size", hint="give -1 as the first (batch) dim, or no -1")
+        missing = x.shape[0]                  # the batch dim, as flatten's (-1, 0) means
+        return x.with_shape((missing, *target[1:]))
     missing = dim_div(total, known)
     if missing is None:
         raise ShapeError(f"reshape: cannot reshape {x} ({total} elements) into "
@@ -54,8 +60,15 @@ def _reshape_rule(x: TensorType, shape) -> TensorType:
     return x.with_shape(tuple(missing if d == -1 else d for d in target))
 
 
+def _reshape_kernel(xp, x, shape):
+    shape = tuple(shape)
+    if shape and shape[0] == -1 and 0 in shape[1:]:   # -1 is the batch dim (see the rule)
+        shape = (x.shape[0], *shape[1:])
+    return x.reshape(shape)
+
+
 defop("reshape", arity=1, shape=_reshape_rule, attrs={"shape": REQUIRED}, flops=no_flops,
-      kernel=lambda xp, x, shape: x.reshape(tuple(shape)),
+      kernel=_reshape_kernel,
       vjp=lambda b, n, g: (b.reshape_like(g, n.inputs[0]),),
       doc="Same elements, new shape; one dim may be -1 (flatten is reshape(x, (-1, k))).")
 
