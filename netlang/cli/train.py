@@ -85,9 +85,16 @@ def without_ranks(argv: list[str]) -> list[str]:
     return out
 
 
+def mpiexec_command(ranks: int) -> list[str]:
+    """``mpiexec -n R``, to which the program and its arguments are added.  MPICH's mpiexec
+    stops every rank the moment one dies and names its PID (the header line of the run
+    lists each rank's PID); a rank that hangs is named by the others (train/mpi.py)."""
+    return [mpiexec(), "-n", str(ranks)]
+
+
 def launch(args) -> int:
     """``--ranks R``: this command again under ``mpiexec -n R``, its exit status ours."""
-    command = [mpiexec(), "-n", str(args.ranks), sys.executable, "-m", "netlang",
+    command = [*mpiexec_command(args.ranks), sys.executable, "-m", "netlang",
                *without_ranks(args._argv)]
     return subprocess.call(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

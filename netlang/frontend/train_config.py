@@ -118,6 +118,7 @@ AUGMENTATIONS: dict[str, tuple[Param, ...]] = {
 PLAIN: dict[str, Callable] = {
     "batch": positive_int, "epochs": positive_int, "seed": non_negative_int,
     "validation": validation_size, "weight_decay": non_negative, "keep": positive_int,
+    "sync_batchnorm": boolean,    # batchnorm's moments over every MPI rank's examples
 }
 EXAMPLES = {"data": "data mnist(validation=5000)", "optimizer": "optimizer adam(lr=1e-3)",
             "schedule": "schedule cosine()", "precision": "precision mixed(dtype=bf16)",

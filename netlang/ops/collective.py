@@ -5,7 +5,13 @@ bucket is the flat concatenation of a few MB of gradients, reduced by ONE ``allr
 and cut back into the gradients (``train/step.py``).  The op does not know MPI: the
 training run installs the reduction (``train/mpi.py``'s ``World.reduce``: the sum over
 ranks of each rank's weighted share) before its first step.  It is impure, so no pass merges,
-folds or reorders it away, and has no gradient.
+folds or reorders it away.
+
+Its gradient is the same reduction of the cotangent.  That matters where a forward value is
+reduced: ``sync_batchnorm`` (``train/step.py``) makes every batchnorm's batch mean and variance
+the weighted sum over ranks of each rank's, so the whole global batch is normalized together;
+each rank's loss then depends on every rank's examples, and the cotangent of a rank's moment is
+the sum of all ranks' cotangents of the global one, as PyTorch's SyncBatchNorm computes.
 """
 from __future__ import annotations
 
@@ -46,5 +52,6 @@ def _allreduce_kernel(xp, x, compress=None):
 
 defop("allreduce", arity=1, shape=_allreduce_rule, attrs={"compress": None}, pure=False,
       flops=flops_per_input(1), kernel=_allreduce_kernel,
-      nondiff="allreduce sums gradients over ranks after the backward pass",
-      doc="The sum over the ranks of each rank's (weighted) x: data-parallel gradients.")
+      vjp=lambda b, n, g: (b.allreduce(g),),
+      doc="The sum over the ranks of each rank's (weighted) x: data-parallel gradients, and "
+          "sync_batchnorm's moments; its VJP reduces the cotangent the same way.")

@@ -16,7 +16,7 @@ from netlang.train.optimizers import Optimizer, make_optimizer
 from netlang.train.schedules import Schedule, make_schedule
 
 KEYS = ("data", "optimizer", "batch", "epochs", "seed", "schedule", "validation",
-        "weight_decay", "keep", "precision", "augment", "compress")
+        "weight_decay", "keep", "precision", "augment", "compress", "sync_batchnorm")
 FIRST_POSITIONAL = {"npz": "path", "optimizer": "lr"}
 
 
@@ -40,6 +40,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     keep: int = 0          # checkpoints of the last ``keep`` epochs kept besides last.ckpt
     compress: str | None = None   # f16: gradients sent between ranks as float16
+    sync_batchnorm: bool = False  # batchnorm's batch moments over every rank's examples
     spans: dict[str, Span] = field(default_factory=dict)
 
     def make_optimizer(self, lr: float | None = None) -> Optimizer:
@@ -175,6 +176,8 @@ def train_config(section: dict | None, network: str = "net") -> TrainConfig:
                                 get("compress"), "compress f16 sends gradients between ranks "
                                 "as float16 (32 -> 16 -> 32)")
         changes["compress"] = None if choice.name == "none" else "f16"
+    if "sync_batchnorm" in values:
+        changes["sync_batchnorm"] = bool(plain(values["sync_batchnorm"]))
     if "weight_decay" in values:
         changes["weight_decay"] = number(values["weight_decay"], "weight_decay",
                                          get("weight_decay"), float, 0)

@@ -119,7 +119,7 @@ def _train(model, world, config, name, lr, out, resume, force, init_from, data_d
         if leader and not (resume or force):
             run_folder.refuse_overwrite()
         if world is not None:           # every rank starts once rank 0 has checked the folder
-            world.comm.Barrier()
+            world.barrier("the start (rank 0 checks the run folder)")
         dataset = load_dataset(config.data.name, config.data.args, data_dir, config.data.span)
         dataset = limit_examples(dataset, limit)
         trainer = Trainer(model, config, dataset, device=device, lr=lr, kernels=kernels,
@@ -134,8 +134,10 @@ def _train(model, world, config, name, lr, out, resume, force, init_from, data_d
             f"seed {config.seed}, {trainer.session.backend.describe()}"
             + (f", mixed precision ({config.mixed_dtype()})" if config.mixed_dtype() else "")
             + (f", augment {trainer.augmenter.describe()}" if trainer.augmenter else "")
-            + (f", {world.size} ranks (MPI{', gradients sent as f16' if config.compress else ''})"
-               if world is not None else ""))
+            + (f", {world.size} ranks (MPI"
+               + (", gradients sent as f16" if config.compress else "")
+               + (", sync_batchnorm" if config.sync_batchnorm else "")
+               + f"; {world.describe_processes()})" if world is not None else ""))
         started = time.perf_counter()
         result = fit(trainer, run_folder, resume=resume, out=say, progress=progress,
                      stop_after=stop_after)

@@ -89,7 +89,8 @@ class Trainer:
         self.schedule = config.make_schedule()
         self.graph = build_train_graph(model, self.optimizer, config.weight_decay,
                                        config.mixed_dtype(), ranks=world.size if world else 1,
-                                       compress=config.compress)
+                                       compress=config.compress,
+                                       sync_batchnorm=config.sync_batchnorm)
         self.train_model = Model(self.graph)
         self.session = self.train_model.session(device, config.seed, kernels)
         if world is not None:   # the same parameters everywhere, but each rank's own masks

@@ -13,6 +13,7 @@ mpiexec sets whether this process is one of several ranks.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ INSTALL_HINT = "install the MPI extra: pip install 'netlang[mpi]' (mpi4py and MP
 TIMEOUT_VARIABLE = "NETLANG_MPI_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0        # seconds a collective waits for the other ranks
 POLL_SECONDS = 1e-4
+PING_SECONDS = 2.0             # how long a rank that timed out waits for the others' answers
+PING_TAG, PONG_TAG = 7301, 7302
+ABORT_GRACE_SECONDS = 0.5      # for mpiexec to pass on the error line before MPI_Abort
 def _mpi():
     try:
         from mpi4py import MPI
@@ -49,6 +53,15 @@ class World:
     bytes_sent: int = 0
     calls: int = 0
     stats: dict = field(default_factory=dict)
+    pending: list = field(default_factory=list)   # sends of pings and answers (kept alive)
+    processes: list = field(default_factory=list)  # (host, pid) of every rank, by rank
+
+    def describe_processes(self) -> str:
+        """``PIDs 6114, 6115`` (with ``@host`` when the ranks run on several machines): an
+        MPI that stops the run when a process dies names its PID."""
+        hosts = {host for host, _ in self.processes}
+        return "PIDs " + ", ".join(f"{pid}@{host}" if len(hosts) > 1 else str(pid)
+                                   for host, pid in self.processes)
 
     @property
     def leader(self) -> bool:
@@ -77,21 +90,55 @@ class World:
 
     def wait(self, request, what: str) -> None:
         """Wait for a non-blocking collective, at most ``timeout`` seconds: a rank that died
-        or hangs stops the run with an error instead of a silent hang."""
+        or hangs stops the run with an error naming it instead of a silent hang.  While it
+        waits, a rank answers the others' pings (``silent_ranks``)."""
         deadline = time.monotonic() + self.timeout
         while not request.Test():
+            self.answer_pings()
             if time.monotonic() > deadline:
+                silent = self.silent_ranks()
+                who = (f"rank{'s' if len(silent) > 1 else ''} "
+                       f"{', '.join(map(str, silent))} did not answer"
+                       if silent else "every rank answers but the collective did not finish")
                 self.fail(UsageError(
-                    f"rank {self.rank}: no answer from the other ranks for {what} within "
-                    f"{self.timeout:.0f} s; one of them died or hangs",
+                    f"rank {self.rank}: no result for {what} within {self.timeout:.0f} s: "
+                    f"{who} (died or hangs)",
                     hint=f"the last checkpoint stays loadable; rerun with --resume "
                          f"(set {TIMEOUT_VARIABLE} to wait longer)"))
             time.sleep(POLL_SECONDS)
+
+    def answer_pings(self) -> None:
+        """Reply to every rank that asked whether this one is alive (see ``silent_ranks``)."""
+        MPI = _mpi()
+        status = MPI.Status()
+        while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=PING_TAG, status=status):
+            source = status.Get_source()
+            self.comm.recv(source=source, tag=PING_TAG)
+            self.pending.append(self.comm.isend(self.rank, dest=source, tag=PONG_TAG))
+
+    def silent_ranks(self, patience: float = PING_SECONDS) -> list[int]:
+        """The ranks that do not answer a ping within ``patience`` seconds.  A rank stuck in
+        the same collective answers from its ``wait`` loop; one that died or hangs cannot."""
+        MPI = _mpi()
+        others = [r for r in range(self.size) if r != self.rank]
+        self.pending += [self.comm.isend(self.rank, dest=r, tag=PING_TAG) for r in others]
+        answered: set[int] = set()
+        status = MPI.Status()
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline and len(answered) < len(others):
+            self.answer_pings()
+            while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=PONG_TAG, status=status):
+                answered.add(self.comm.recv(source=status.Get_source(), tag=PONG_TAG))
+            time.sleep(POLL_SECONDS)
+        return [r for r in others if r not in answered]
 
     def fail(self, err: BaseException) -> None:
         """Say what went wrong on this rank and stop every rank (MPI_Abort): the others may
         be waiting in a collective that this rank will never join."""
         print(f"rank {self.rank} of {self.size}: {err}", file=sys.stderr, flush=True)
+        # mpiexec forwards a rank's output through its own process; MPI_Abort tears that
+        # down at once, and a line written just before was sometimes lost (1 run in 6)
+        time.sleep(ABORT_GRACE_SECONDS)
         self.comm.Abort(1)
 
     def agree(self, what: str, value: str) -> None:
@@ -109,10 +156,19 @@ class World:
         out = {}
         for name, value in arrays.items():
             value = np.ascontiguousarray(value)
-            total = np.empty_like(value)
-            self.comm.Allreduce(value, total, op=_mpi().SUM)
+            total = self._sum(value, f"the average of {name}")
             out[name] = (total / value.dtype.type(self.size)).astype(value.dtype)
         return out
+
+    def _sum(self, value: np.ndarray, what: str) -> np.ndarray:
+        """The elementwise sum over ranks, waited for with the timeout (as every collective
+        after the start is: a rank that died then cannot hang the others)."""
+        out = np.empty_like(value)
+        self.wait(self.comm.Iallreduce(value, out, op=_mpi().SUM), what)
+        return out
+
+    def barrier(self, what: str) -> None:
+        self.wait(self.comm.Ibarrier(), what)
 
     def summary(self, seconds: float) -> str:
         """One line on the reduction: calls, bytes this rank sent, time spent waiting."""
@@ -123,14 +179,7 @@ class World:
 
     def total(self, values: np.ndarray) -> np.ndarray:
         """The elementwise sum of ``values`` (float64) over the ranks."""
-        values = np.ascontiguousarray(values, np.float64)
-        out = np.empty_like(values)
-        self.comm.Allreduce(values, out, op=_mpi().SUM)
-        return out
-
-    def all_ok(self, ok: bool) -> bool:
-        """True when every rank says ok (a rank that failed makes the others stop)."""
-        return bool(self.comm.allreduce(int(ok), op=_mpi().MIN))
+        return self._sum(np.ascontiguousarray(values, np.float64), "the epoch's sums")
 
 
 def join() -> World:
@@ -139,5 +188,6 @@ def join() -> World:
     MPI = _mpi()
     comm = MPI.COMM_WORLD
     world = World(comm, comm.Get_rank(), comm.Get_size())
+    world.processes = comm.allgather((socket.gethostname(), os.getpid()))
     collective.install(world.reduce)
     return world

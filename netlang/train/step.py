@@ -19,6 +19,7 @@ from netlang.ir.types import DType, TensorType
 from netlang.model import Model
 from netlang.ops.builder import Builder
 from netlang.passes.autocast import autocast
+from netlang.passes.rewrite import rebuild
 from netlang.train.optimizers import Optimizer
 
 LR_INPUT = "train/lr"
@@ -60,23 +61,46 @@ def reduce_gradients(b: Builder, grads: dict[str, int], compress: str | None) ->
     return out
 
 
+def synchronize_batchnorm(graph: Graph) -> Graph:
+    """``graph`` with every batchnorm's batch moments taken over the global batch: the batch
+    mean and the variance about it each become the weighted sum over ranks of every rank's
+    (``allreduce``; each rank's weight is its share of the batch), so the sum of a rank's
+    variances about the GLOBAL mean is the global variance exactly.  The batchnorm layer
+    builds them as ``mean(x)`` and ``batch_variance(x, mean)``; autodiff then reduces their
+    cotangents the same way (the allreduce's VJP)."""
+    means = {n.inputs[1] for n in graph.nodes.values() if n.op == "batch_variance"}
+
+    def visit(b, node, inputs):
+        if node.op == "batch_variance" or (node.op == "mean" and node.id in means):
+            return b.allreduce(b.op(node.op, *inputs, **node.attrs))
+        return None
+
+    new, _ = rebuild(graph, visit)
+    return new
+
+
 def build_train_graph(model: Model, optimizer: Optimizer, weight_decay: float = 0.0,
                       mixed: DType | None = None, ranks: int = 1,
-                      compress: str | None = None) -> Graph:
+                      compress: str | None = None, sync_batchnorm: bool = False) -> Graph:
     """The network's graph plus gradients and the optimizer's updates (see module doc).
 
     ``mixed`` (f16 or bf16: the train section's ``precision mixed``) computes the network's
     convolutions and matmuls in that dtype with float32 master weights
     (``passes/autocast.py``); with f16, whose range is small, the loss is scaled
     dynamically (``LossScale``).  With ``ranks`` > 1 the gradients are summed over the
-    ranks (``reduce_gradients``; ``compress="f16"`` sends halves) before the updates."""
+    ranks (``reduce_gradients``; ``compress="f16"`` sends halves) before the updates, and
+    ``sync_batchnorm`` normalizes with the global batch's moments (``synchronize_batchnorm``)."""
     if not model.graph.params:
         raise UsageError(f"network '{model.graph.name}' has no parameters to train")
+    network = model.graph
+    if ranks > 1 and sync_batchnorm:
+        network = synchronize_batchnorm(network)
     if mixed is None:
-        train = model.training_graph().copy()
+        train = (model.training_graph().copy() if network is model.graph
+                 else training_graph(network))
         scaling = None
     else:
-        train = autocast(model.graph, mixed)
+        train = autocast(network, mixed)
         scaling = LossScale.add_to(train) if mixed is DType.f16 else None
         train = training_graph(train, scale=scaling and scaling.scale)
     b = Builder(train)

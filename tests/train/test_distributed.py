@@ -4,8 +4,11 @@ Each multi-rank run is a real ``mpiexec -n 2`` of ``netlang train`` (a few secon
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,8 @@ if not MPIEXEC.exists():
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
-def train(spec: str, out: Path, *options: str, ranks: int = 1) -> subprocess.CompletedProcess:
+def train(spec: str | Path, out: Path, *options: str, ranks: int = 1
+          ) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "netlang", "train", str(SPECS / spec), "--out", str(out),
                *options, *(["--ranks", str(ranks)] if ranks > 1 else [])]
     return subprocess.run(command, check=False, capture_output=True, text=True,
@@ -54,7 +58,7 @@ def test_two_ranks_train_the_same_model_as_one(tmp_path, spec, options):
     print(f"{spec}: largest parameter difference, 2 ranks vs 1: {difference:.2e}")
     assert difference < 1e-4
     # rank 0 alone prints and logs: one header, one line per epoch, one start record
-    assert two.stdout.count("training ") == 1 and ", 2 ranks (MPI)" in two.stdout
+    assert two.stdout.count("training ") == 1 and ", 2 ranks (MPI; PIDs " in two.stdout
     records = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").open()]
     assert [r["event"] for r in records].count("start") == 1
 
@@ -72,6 +76,95 @@ def test_f16_compression_halves_the_bytes_and_stays_close(tmp_path):
     assert train("spiral.net", tmp_path / "f32", "--epochs", "2", ranks=2).returncode == 0
     difference = largest_difference(tmp_path / "f16", tmp_path / "f32")
     assert 0 < difference < 1e-2
+
+
+BATCHNORM_SPEC = """
+network spiralbn {
+  input x: f32[N, 2]
+  input label: i32[N]
+  logits = x
+    |> dense(32, use_bias=false, init=glorot_normal) |> batchnorm |> relu
+    |> dense(32, use_bias=false, init=glorot_normal) |> batchnorm(momentum=0.9) |> relu
+    |> dense(4, init=glorot_normal)
+  loss xent = mean(softmax_cross_entropy(logits, label))
+}
+train spiralbn {
+  data spiral(points=200, noise=0.1, seed=0)
+  optimizer adam(lr=1e-2)
+  batch 32
+  epochs 2
+}
+"""
+
+
+def test_sync_batchnorm_normalizes_over_the_global_batch_as_one_process_does(tmp_path):
+    """Per-rank batch statistics (the default, as PyTorch DDP) train another model than one
+    process; ``sync_batchnorm true`` sums the moments over the ranks and trains the same."""
+    local, synced = tmp_path / "bn.net", tmp_path / "bn_sync.net"
+    local.write_text(BATCHNORM_SPEC)
+    synced.write_text(BATCHNORM_SPEC.replace("batch 32", "batch 32\n  sync_batchnorm true"))
+    for run in (train(local, tmp_path / "one"), train(local, tmp_path / "local", ranks=2),
+                train(synced, tmp_path / "sync", ranks=2)):
+        assert run.returncode == 0, run.stderr
+    synced_difference = largest_difference(tmp_path / "one", tmp_path / "sync")
+    local_difference = largest_difference(tmp_path / "one", tmp_path / "local")
+    print(f"2 ranks vs 1: sync_batchnorm {synced_difference:.1e}, per-rank "
+          f"{local_difference:.1e}")
+    assert synced_difference < 1e-5
+    assert local_difference > 1e-2
+
+
+STRIKE = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from netlang.cli import main
+
+# rank 1 sends itself the signal once the first checkpoint exists
+file, how = Path(sys.argv[1]), getattr(signal, sys.argv[2])
+if os.environ.get("PMI_RANK") == "1":
+    def strike():
+        while not file.exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), how)
+    threading.Thread(target=strike, daemon=True).start()
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def strike_rank_1(tmp_path, how: str) -> tuple[subprocess.CompletedProcess, float, Path]:
+    """Train spiral on 2 ranks; rank 1 gets ``how`` once the first checkpoint exists."""
+    from netlang.cli.train import mpiexec_command
+    script = tmp_path / "strike.py"
+    script.write_text(STRIKE)
+    out = tmp_path / "run"
+    command = [*mpiexec_command(2), sys.executable, str(script), str(out / "last.ckpt"), how,
+               "train", str(SPECS / "spiral.net"), "--out", str(out)]
+    started = time.monotonic()
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL, env={**os.environ, "NETLANG_MPI_TIMEOUT": "3"})
+    arrays, meta = read(out / "last.ckpt")            # the checkpoint stays loadable
+    assert meta["epoch"] >= 1 and "dense1/W" in arrays
+    return run, time.monotonic() - started, out
+
+
+def test_a_rank_killed_stops_the_run_at_once_naming_its_pid(tmp_path):
+    """kill -9 of rank 1: MPICH's mpiexec stops the other ranks at once and names the dead
+    process's PID, which the run's header line gives as rank 1's."""
+    run, seconds, _ = strike_rank_1(tmp_path, "SIGKILL")
+    assert run.returncode != 0 and seconds < 60
+    pids = re.search(r", 2 ranks \(MPI; PIDs (\d+), (\d+)\)", run.stdout)
+    assert pids is not None, run.stdout
+    assert f"PID {pids.group(2)} RUNNING AT" in run.stdout
+
+
+def test_a_rank_that_hangs_is_named_by_the_others_within_the_timeout(tmp_path):
+    """A hang of rank 1 (SIGSTOP): rank 0's gradient sum times out (3 s here), it pings the
+    others, and stops every rank with an error naming rank 1."""
+    run, seconds, _ = strike_rank_1(tmp_path, "SIGSTOP")
+    assert run.returncode != 0 and seconds < 60
+    assert ("rank 0 of 2: usage error: rank 0: no result for the gradients' sum within 3 s: "
+            "rank 1 did not answer (died or hangs)") in run.stderr
+    assert "hint: the last checkpoint stays loadable; rerun with --resume" in run.stderr
 
 
 def test_a_run_of_two_ranks_resumes_with_one(tmp_path):
