@@ -5,9 +5,12 @@
 
 Each configuration is one ``netlang train`` run in its own process(es) (``--ranks 2`` starts
 mpiexec; the ranks share the machine's cores, one per rank on 2 cores).  Printed per run:
-samples/s of the last epoch, and from rank 0's closing line the gradient reductions' calls,
-the bytes it sent and the time spent in them.  Two ranks on one 2-core machine show the
-communication cost, not a speed-up: each rank gets half the cores the single process had.
+samples/s of the last epoch, and from rank 0's closing line the reductions' calls, the bytes
+it sent and the time spent in them, in all and per step (time in reductions counts starting
+them and waiting for them; what overlapped the backward pass is not in it; "the rest" is
+everything else: compute, data, evaluation).  Two ranks on one 2-core machine show the
+communication cost, not a speed-up: each rank gets half the cores the single process had
+(netlang sizes each rank's thread pools to its share of the cores).
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ def main() -> int:
         for label, path, ranks in (("1 rank", spec, 1), ("2 ranks", spec, 2),
                                    ("2 ranks, compress f16", compressed, 2)):
             speed, mpi = run(path, Path(tmp) / "run", args.epochs, args.limit, ranks)
-            print(f"{label:24} {speed:>10} samples/s   {mpi}")
+            print(f"{label:24} {speed:>10} samples/s   {mpi}", flush=True)
     return 0
 
 

@@ -5,7 +5,8 @@
 #   bash tools/gpu_check.sh --device cpu --quick  # a dry run of every step on a CPU machine
 #   bash tools/gpu_check.sh --short               # tighter limits (210 s at most) for a small lease
 #
-# 1. installs what the machine lacks (lark, graphviz) from the wheels in .whl/;
+# 1. installs what the machine lacks (lark, graphviz; mpi4py and mpich for the NCCL test) from
+#    the wheels in .whl/;
 # 2. runs the backend parity tests (every op's outputs and gradients on the GPU vs NumPy,
 #    inferred vs executed shapes, generated fused kernels) and the fusion tests;
 # 3. runs tools/bench.py on the device at batch 64 and 256 next to PyTorch on the same device,
@@ -76,8 +77,10 @@ cat "$OUT/env.log" | tee -a "$REPORT"
 say '```'
 
 # -- 2. parity tests ---------------------------------------------------------------------------
+# tests/train/test_nccl.py: GPU ranks' gradient sums through NCCL (needs mpi4py and the mpich
+# wheel in .whl/ too; without them it skips, and the report's SKIPPED lines say so)
 timeout $T_PARITY python3 -m pytest -q -rs -o addopts= -p no:cacheprovider tests/runtime/test_backend.py \
-  tests/passes/test_fusion.py > "$OUT/parity.log" 2>&1
+  tests/passes/test_fusion.py tests/train/test_nccl.py > "$OUT/parity.log" 2>&1
 rc=$?
 say ""
 say "## parity tests: $(status $rc) ($(elapsed))"

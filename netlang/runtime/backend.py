@@ -119,6 +119,20 @@ def import_cupy():
     return cupy
 
 
+def import_nccl():
+    """CuPy's NCCL binding (GPU ranks of a data-parallel run), or one clear DeviceError."""
+    import_cupy()
+    try:
+        from cupy.cuda import nccl
+    except ImportError:
+        nccl = None
+    if nccl is None or not getattr(nccl, "available", True):
+        raise DeviceError("GPU ranks need NCCL, and CuPy cannot load it here",
+                          hint="pip install nvidia-nccl-cu12 (or the NCCL of your CUDA) "
+                               "beside cupy-cuda12x")
+    return nccl
+
+
 def _device_count(cupy) -> int:
     try:
         return int(cupy.cuda.runtime.getDeviceCount())

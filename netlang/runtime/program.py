@@ -54,7 +54,7 @@ def plan(graph: Graph, fetches: list[int], fed: set[int] = frozenset(),
     fed = frozenset(fed)
     roots = list(fetches) + list(updates.values())
     needed = graph.ancestors(roots, stop=fed)
-    steps = [n for n in graph.nodes.values() if n.id in needed]
+    steps = early_first([n for n in graph.nodes.values() if n.id in needed])
     for node in steps:
         if node.op == ASSIGN_OP:
             updates[node.attrs["variable"]] = _assignment(graph, node, updates)
@@ -65,6 +65,53 @@ def plan(graph: Graph, fetches: list[int], fed: set[int] = frozenset(),
     program = Program(graph, steps, list(fetches), fed, updates, free)
     _compile_steps(program)
     return program
+
+
+# Ops to run as soon as their inputs exist, with the reshapes and concats that feed them
+# (a data-parallel step's gradient buckets: each reduction then overlaps the rest of the
+# backward pass instead of starting after it).
+EARLY_OPS = ("allreduce_start",)
+PACKING_OPS = ("reshape", "concat")
+
+
+def early_first(steps: list[Node]) -> list[Node]:
+    """``steps`` (a topological order) with the ``EARLY_OPS`` and their packing moved to just
+    after the last of their inputs; everything else keeps its order."""
+    by_id = {n.id: n for n in steps}
+    early: set[int] = set()
+    todo = [n.id for n in steps if n.op in EARLY_OPS]
+    while todo:
+        nid = todo.pop()
+        if nid in early:
+            continue
+        early.add(nid)
+        todo += [i for i in by_id[nid].inputs
+                 if i in by_id and by_id[i].op in PACKING_OPS]
+    if not early:
+        return steps
+    missing = {nid: {i for i in by_id[nid].inputs if i in by_id} for nid in early}
+    consumers: dict[int, list[int]] = {}
+    for nid, inputs in missing.items():
+        for i in inputs:
+            consumers.setdefault(i, []).append(nid)
+    out: list[Node] = []
+    emitted: set[int] = set()
+
+    def emit(node: Node) -> None:
+        out.append(node)
+        emitted.add(node.id)
+        for nid in sorted(consumers.get(node.id, ())):    # an early node whose last input
+            missing[nid].discard(node.id)                 # this was runs right away
+            if not missing[nid]:
+                emit(by_id[nid])
+
+    for node in steps:
+        if node.id in early:
+            if not missing[node.id] and node.id not in emitted:   # no computed input
+                emit(node)
+        else:
+            emit(node)
+    return out
 
 
 def _compile_steps(program: Program) -> None:

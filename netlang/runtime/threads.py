@@ -72,6 +72,7 @@ def libgomp_loaded() -> bool:
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK")
 LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
+LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK")
 
 
 def _from_environment(names, default: int = 1) -> int:
@@ -96,6 +97,11 @@ def launched_rank() -> int:
 def local_ranks() -> int:
     """How many of those ranks share this machine (and its cores)."""
     return _from_environment(LOCAL_SIZE_VARIABLES) if launched_ranks() > 1 else 1
+
+
+def local_rank() -> int:
+    """This process's place among the ranks on its machine (which GPU a GPU rank takes)."""
+    return _from_environment(LOCAL_RANK_VARIABLES, 0) if launched_ranks() > 1 else 0
 
 
 def configure_cpu_threads(threads: int | None = None,

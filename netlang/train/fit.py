@@ -95,7 +95,7 @@ def train_model(model: Model, *, name: str | None = None, epochs: int | None = N
                   init_from=init_from, spell=spell)
     config = train_config(model.graph.spec.train, model.graph.name).with_overrides(
         epochs=epochs, batch=batch, seed=seed)
-    world = join_world(model, config)
+    world = join_world(model, config, device)
     if world is None:
         return _train(model, None, config, name, lr, out, resume, force, init_from,
                       data_dir, device, kernels, limit, stop_after, say, progress)
@@ -138,27 +138,27 @@ def _train(model, world, config, name, lr, out, resume, force, init_from, data_d
                + (", gradients sent as f16" if config.compress else "")
                + (", sync_batchnorm" if config.sync_batchnorm else "")
                + f"; {world.describe_processes()})" if world is not None else ""))
-        started = time.perf_counter()
+        started, first_step = time.perf_counter(), trainer.step
         result = fit(trainer, run_folder, resume=resume, out=say, progress=progress,
                      stop_after=stop_after)
         if world is not None:
-            say(world.summary(time.perf_counter() - started))
+            say(world.summary(time.perf_counter() - started, trainer.step - first_step))
         if result.plot:
             say(f"run folder {run_folder.path}: log.jsonl, last.ckpt, curves.png")
     result.run_folder = str(run_folder.path)
     return result
 
 
-def join_world(model: Model, config):
+def join_world(model: Model, config, device: str = "cpu"):
     """The ranks' ``World`` when mpiexec started several (train/mpi.py, imported only
     then), after they agree on the network and its training settings; else None."""
     if launched_ranks() <= 1:
         return None
     from netlang.train import mpi
 
-    world = mpi.join()
+    world = mpi.join(device)
     settings = f"{checkpoints.network_hash(model.graph)} {config.batch} {config.seed} " \
-               f"{config.optimizer} {config.compress}"
+               f"{config.optimizer} {config.compress} {config.sync_batchnorm} {device}"
     world.agree("network or training settings", settings)
     return world
 

@@ -55,6 +55,7 @@ class World:
     stats: dict = field(default_factory=dict)
     pending: list = field(default_factory=list)   # sends of pings and answers (kept alive)
     processes: list = field(default_factory=list)  # (host, pid) of every rank, by rank
+    in_flight: dict = field(default_factory=dict)  # id(out) -> (request, buffers, out)
 
     def describe_processes(self) -> str:
         """``PIDs 6114, 6115`` (with ``@host`` when the ranks run on several machines): an
@@ -86,6 +87,40 @@ class World:
             self.bytes_sent += 2 * local.nbytes * (self.size - 1) // self.size
         self.seconds += time.perf_counter() - start
         self.calls += 1
+        return out
+
+    def start(self, x: np.ndarray, compress: str | None = None) -> np.ndarray:
+        """Begin ``reduce(x)`` (Iallreduce, or Iallgather of halves) and return the array the
+        sum will be in once ``finish`` has waited for it.  Earlier reductions still under way
+        get a chance to progress (MPI moves them along inside its calls)."""
+        MPI = _mpi()
+        began = time.perf_counter()
+        for request, *_ in self.in_flight.values():
+            request.Test()
+        local = np.ascontiguousarray(x * x.dtype.type(self.weight))
+        out = np.empty_like(local)
+        if compress == "f16":
+            half = local.astype(np.float16)
+            gathered = np.empty((self.size, *half.shape), np.float16)
+            request = self.comm.Iallgather(half, gathered)
+            self.bytes_sent += half.nbytes
+            self.in_flight[id(out)] = (request, (half, gathered), out)
+        else:
+            request = self.comm.Iallreduce(local, out, op=MPI.SUM)
+            self.bytes_sent += 2 * local.nbytes * (self.size - 1) // self.size
+            self.in_flight[id(out)] = (request, (local,), out)
+        self.calls += 1
+        self.seconds += time.perf_counter() - began
+        return out
+
+    def finish(self, out: np.ndarray) -> np.ndarray:
+        """Wait for the reduction ``start`` began into ``out`` (with the timeout)."""
+        began = time.perf_counter()
+        request, buffers, _ = self.in_flight.pop(id(out))
+        self.wait(request, "the gradients' sum")
+        if len(buffers) == 2:                     # f16: the halves of every rank, summed
+            out[...] = buffers[1].astype(np.float32).sum(axis=0)
+        self.seconds += time.perf_counter() - began
         return out
 
     def wait(self, request, what: str) -> None:
@@ -170,24 +205,36 @@ class World:
     def barrier(self, what: str) -> None:
         self.wait(self.comm.Ibarrier(), what)
 
-    def summary(self, seconds: float) -> str:
-        """One line on the reduction: calls, bytes this rank sent, time spent waiting."""
+    def summary(self, seconds: float, steps: int = 0) -> str:
+        """The reductions: calls, bytes this rank sent, time spent in them (starting them and
+        waiting for them; what overlapped the backward pass is not counted), and per step."""
         share = 100 * self.seconds / seconds if seconds > 0 else 0.0
-        return (f"MPI: {self.size} ranks, {self.calls} gradient reductions, "
+        line = (f"MPI: {self.size} ranks, {self.calls} reductions, "
                 f"{self.bytes_sent / 1e6:.2f} MB sent by rank {self.rank}, "
                 f"{self.seconds:.2f} s in them ({share:.0f}% of {seconds:.1f} s)")
+        if steps:
+            line += (f"; a step: {1e3 * self.seconds / steps:.2f} ms in reductions, "
+                     f"{1e3 * (seconds - self.seconds) / steps:.2f} ms the rest, "
+                     f"{self.bytes_sent / steps / 1e6:.3f} MB sent")
+        return line
 
     def total(self, values: np.ndarray) -> np.ndarray:
         """The elementwise sum of ``values`` (float64) over the ranks."""
         return self._sum(np.ascontiguousarray(values, np.float64), "the epoch's sums")
 
 
-def join() -> World:
+def join(device: str = "cpu") -> World:
     """Join the ranks mpiexec started (at most once per process) and install the gradient
-    reduction for the ``allreduce`` op."""
+    reduction for the ``allreduce`` ops: MPI's on the CPU, NCCL's for GPU ranks."""
     MPI = _mpi()
     comm = MPI.COMM_WORLD
     world = World(comm, comm.Get_rank(), comm.Get_size())
     world.processes = comm.allgather((socket.gethostname(), os.getpid()))
-    collective.install(world.reduce)
+    if device in ("gpu", "cuda", "cupy"):
+        from netlang.train.nccl import NcclReducer
+
+        nccl = NcclReducer(world)
+        collective.install(nccl.reduce, nccl.start, nccl.finish)
+    else:
+        collective.install(world.reduce, world.start, world.finish)
     return world

@@ -35,11 +35,14 @@ BUCKET_BYTES = 4 << 20     # gradients reduced together over the ranks: one call
 
 def reduce_gradients(b: Builder, grads: dict[str, int], compress: str | None) -> dict[str, int]:
     """Each gradient summed over the ranks (the run weights each rank's share), in buckets of
-    about ``BUCKET_BYTES``: one ``allreduce`` of a bucket's gradients flattened and joined,
-    then cut back into them.  Buckets follow the parameters' order."""
+    about ``BUCKET_BYTES``: one reduction of a bucket's gradients flattened and joined, then
+    cut back into them.  Buckets take the parameters last to first, the order the backward
+    pass finishes their gradients in, and each is an ``allreduce_start`` that the executor
+    runs as soon as the bucket's gradients exist and an ``allreduce_wait`` where the
+    optimizer needs the sum, so the reduction overlaps the rest of the backward pass."""
     buckets: list[list[str]] = [[]]
     size = 0
-    for name, g in grads.items():
+    for name, g in reversed(grads.items()):
         t = b.type_of(g)
         if buckets[-1] and size + t.numel() * t.dtype.itemsize > BUCKET_BYTES:
             buckets.append([])
@@ -50,7 +53,7 @@ def reduce_gradients(b: Builder, grads: dict[str, int], compress: str | None) ->
     for names in buckets:
         flat = [b.reshape(grads[n], shape=(-1,)) for n in names]
         joined = flat[0] if len(flat) == 1 else b.concat(*flat, axis=0)
-        total = b.allreduce(joined, compress=compress)
+        total = b.allreduce_wait(b.allreduce_start(joined, compress=compress))
         stops = [0]
         for n in names:
             stops.append(stops[-1] + int(b.type_of(grads[n]).numel()))
