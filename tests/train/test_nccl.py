@@ -66,3 +66,21 @@ def test_the_bucketed_step_over_one_rank_equals_the_plain_step(join, device):
     for name, value in results[0].items():
         np.testing.assert_allclose(results[1][name], value, rtol=1e-5, atol=1e-7,
                                    err_msg=name)
+
+
+def test_the_schedule_starts_each_bucket_as_soon_as_its_gradients_exist():
+    """mnist.net on 2 ranks: the dense layers' buckets start before the convolutions'
+    backward runs, and every wait comes after the last gradient (overlap, not a barrier)."""
+    from netlang.model import Model
+    from netlang.train.optimizers import make_optimizer
+    from netlang.train.step import build_train_graph
+    graph = build_train_graph(netlang.compile("specs/mnist.net"), make_optimizer("adam", {}),
+                              ranks=2)
+    loss = graph.outputs["xent"]
+    compiled = Model(graph).program((loss,), frozenset(graph.inputs.values()), True, True)
+    ops = [n.op for n in compiled.program.steps if not n.is_source()]
+    starts = [i for i, op in enumerate(ops) if op == "allreduce_start"]
+    backward = [i for i, op in enumerate(ops) if op.startswith("conv2d_backprop")]
+    waits = [i for i, op in enumerate(ops) if op == "allreduce_wait"]
+    assert len(starts) == len(waits) == 3
+    assert starts[0] < starts[1] < min(backward) < max(backward) < starts[2] < min(waits)
