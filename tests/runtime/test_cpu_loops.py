@@ -261,14 +261,19 @@ def test_factories_decline_what_they_do_not_loop_over(op, shapes, dtypes, attrs)
 
 def test_registered_loops_defer_to_onednn_where_it_was_faster():
     """float32 pooling over few channels goes to oneDNN's primitives when the library is
-    there (measured faster, see the module doc); float64, which oneDNN does not take, and
-    many channels to the loops; without oneDNN the loops take everything."""
+    there (measured faster, see the module doc), but for 2x2 windows tiling the image;
+    float64, which oneDNN does not take, and many channels to the loops; without oneDNN the
+    loops take everything."""
     table = cpu_loops.loop_factories(library=True)
-    (maxpool,), (avgpool,) = table["maxpool"], table["avgpool"]
-    few, many = [(2, 4, 4, 3)], [(2, 4, 4, 32)]
+    (maxpool,), (maxpool_grad,), (avgpool,) = (table["maxpool"], table["maxpool_grad"],
+                                               table["avgpool"])
+    few, many, tiled = [(2, 5, 5, 3)], [(2, 5, 5, 32)], [(2, 4, 4, 3)]
     assert maxpool(few, [np.dtype(np.float64)], POOL, None) is not None
     assert maxpool(few, [F32], POOL, None) is None
     assert maxpool(many, [F32], POOL, None) is not None
+    assert maxpool(tiled, [F32], POOL, None) is not None
+    assert maxpool_grad(tiled + [(2, 2, 2, 3)] * 2, [F32] * 3, POOL, None) is not None
+    assert maxpool_grad(few + [(2, 2, 2, 3)] * 2, [F32] * 3, POOL, None) is None
     assert avgpool(many, [F32], POOL, None) is None
     (alone,) = cpu_loops.loop_factories(library=False)["maxpool"]
     assert alone(few, [F32], POOL, None) is not None
