@@ -268,7 +268,7 @@ class MemoryDesc:
         self.shape = tuple(shape)
 
     def __del__(self):
-        if self.handle and LIBRARY.lib is not None:
+        if self.handle and getattr(LIBRARY, "lib", None) is not None:   # None at exit
             LIBRARY.lib.dnnl_memory_desc_destroy(self.handle)
 
 
@@ -311,7 +311,7 @@ class Memory:
         call("dnnl_memory_set_data_handle", self.handle, Handle(array.ctypes.data))
 
     def __del__(self):
-        if self.handle and LIBRARY.lib is not None:
+        if self.handle and getattr(LIBRARY, "lib", None) is not None:   # None at exit
             LIBRARY.lib.dnnl_memory_destroy(self.handle)
 
 
@@ -352,7 +352,7 @@ class PrimitiveDesc:
         return out.value.decode()
 
     def __del__(self):
-        if self.handle and LIBRARY.lib is not None:
+        if self.handle and getattr(LIBRARY, "lib", None) is not None:   # None at exit
             LIBRARY.lib.dnnl_primitive_desc_destroy(self.handle)
 
 
@@ -372,7 +372,7 @@ class Attr:
                 LIBRARY.lib.dnnl_post_ops_destroy(ops)
 
     def __del__(self):
-        if self.handle and LIBRARY.lib is not None:
+        if self.handle and getattr(LIBRARY, "lib", None) is not None:   # None at exit
             LIBRARY.lib.dnnl_primitive_attr_destroy(self.handle)
 
 
@@ -399,7 +399,7 @@ class Primitive:
         call("dnnl_stream_wait", LIBRARY.stream)
 
     def __del__(self):
-        if self.handle and LIBRARY.lib is not None:
+        if self.handle and getattr(LIBRARY, "lib", None) is not None:   # None at exit
             LIBRARY.lib.dnnl_primitive_destroy(self.handle)
 
 
