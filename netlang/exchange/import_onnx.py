@@ -656,6 +656,43 @@ def _gelu(imp: _Importer, node: OnnxNode, _index: int) -> None:
     imp.emit("gelu", [imp.get(x, perm), *attrs], node.outputs[0], perm)
 
 
+SOFTPLUS = "relu({x}) + log(1.0 + exp(-abs({x})))"      # log(1 + e^x) without overflow
+
+
+def _formula(template: str, **defaults):
+    """An elementwise activation ONNX has and netlang writes as an expression: ``template``
+    over ``{x}`` and the node's attributes (their ONNX defaults given here, as float32)."""
+    def handler(imp: _Importer, node: OnnxNode, _index: int) -> None:
+        x = node.inputs[0]
+        perm = imp.perm_of(x)
+        source = imp.get(x, perm)
+        if not source.isidentifier():          # a transpose: name it once, use it often
+            source = imp.emit(None, [], infix=source)
+        values = {k: _number(np.float32(node.attrs.get(k, v))) for k, v in defaults.items()}
+        imp.emit(None, [], node.outputs[0], perm, infix=template.format(x=source, **values))
+    return handler
+
+
+def _prelu(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    """max(x, 0) + slope * min(x, 0), the slope broadcast against x.  A slope of one value
+    per channel ([C] against [N, C, ...], as PRelu before opset 7 and PyTorch's old exports
+    wrote it) is read as [C, 1, ...]."""
+    names = list(node.inputs)
+    slope_name, x_name = names[1], names[0]
+    if slope_name in imp.consts and imp.rank(x_name) >= 3:
+        slope = imp.consts[slope_name]
+        channels = imp.shape(x_name)[1]
+        if slope.ndim == 1 and slope.size == channels != imp.shape(x_name)[-1]:
+            names[1] = f"{slope_name}/per_channel"
+            imp.consts[names[1]] = slope.reshape((channels,) + (1,) * (imp.rank(x_name) - 2))
+    perm = _common_layout(imp, names, node.outputs[0])
+    x, slope = (_operand(imp, n, perm) for n in names)
+    if not x.isidentifier():
+        x = imp.emit(None, [], infix=x)
+    imp.emit(None, [], node.outputs[0], perm,
+             infix=f"maximum({x}, 0.0) + {slope} * minimum({x}, 0.0)")
+
+
 def _same(imp: _Importer, node: OnnxNode, _index: int) -> None:
     imp.alias(node.outputs[0], node.inputs[0])        # Identity, inference-time Dropout
 
@@ -1067,6 +1104,17 @@ HANDLERS = {
     "Sign": _unary("sign"), "Floor": _unary("floor"), "Ceil": _unary("ceil"),
     "Round": _unary("round"), "Erf": _unary("erf"), "Gelu": _gelu, "LeakyRelu": _unary("leaky_relu", alpha=0.01),
     "Elu": _unary("elu", alpha=1.0), "Reciprocal": _reciprocal,
+    "Softplus": _formula(SOFTPLUS), "Softsign": _formula("{x} / (1.0 + abs({x}))"),
+    "Selu": _formula("{gamma} * elu({x}, alpha={alpha})", alpha=1.67326319217681884765625,
+                     gamma=1.05070102214813232421875),
+    "Celu": _formula("maximum({x}, 0.0) + minimum(0.0, {alpha} * (exp({x} / {alpha}) - 1.0))",
+                     alpha=1.0),
+    "HardSigmoid": _formula("maximum(0.0, minimum(1.0, {alpha} * {x} + {beta}))", alpha=0.2,
+                            beta=0.5),
+    "HardSwish": _formula("{x} * maximum(0.0, minimum(1.0, {alpha} * {x} + {beta}))",
+                          alpha=1 / 6, beta=0.5),
+    "ThresholdedRelu": _formula("select(greater({x}, {alpha}), {x}, 0.0)", alpha=1.0),
+    "Mish": _formula("{x} * tanh(" + SOFTPLUS + ")"), "PRelu": _prelu,
     "Identity": _same, "Dropout": _dropout,
     "Add": _binary("+"), "Sum": _sum, "Sub": _binary("-"), "Mul": _binary("*"), "Div": _div,
     "Max": _binary(call="maximum"), "Min": _binary(call="minimum"),
