@@ -38,7 +38,7 @@ from netlang.exchange.graph import (
 from netlang.ir.graph import Graph, Node
 from netlang.ir.types import DType, Sym, promote
 from netlang.model import Model
-from netlang.ops.conv import pair, window_geometry
+from netlang.ops.conv import pair, transpose_geometry, window_geometry
 from netlang.ops.image import interpolation_matrix, nearest_agrees, resize_modes
 from netlang.ops.pool import pool_geometry
 from netlang.ops.rules import axes_of, axis_of
@@ -50,6 +50,7 @@ EXPORT_PASSES = without(OPTIMIZE, "conv_bias", "batchnorm", "fusion")
 NHWC, NCHW = "nhwc", "nchw"
 TO_NCHW, TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
 FILTER_TO_OIHW = (3, 2, 0, 1)         # [kh,kw,cin,cout] -> [cout,cin,kh,kw]
+TRANSPOSED_FILTER_TO_IOHW = (3, 2, 0, 1)   # conv2d_transpose's [kh,kw,cout,cin] -> [cin,cout,kh,kw]
 CONSTANTS = ("param", "state", "const")
 
 
@@ -470,6 +471,33 @@ def _conv2d(w: _Writer, n: Node) -> None:
     w.result(last, "Conv", inputs, attrs, NCHW)
 
 
+def _conv2d_transpose(w: _Writer, n: Node) -> None:
+    """ConvTranspose: netlang's is the input gradient of the conv2d from its output back to
+    its input, so that conv's pads are ONNX's, and output_padding makes up the rest of the
+    output (a stride that steps past the last window)."""
+    x, f = n.inputs
+    x_type, f_type = w.g.type_of(x), w.g.type_of(f)
+    _, gh, gw = transpose_geometry("conv2d_transpose", x_type.shape, f_type.shape,
+                                   n.attrs["stride"], n.attrs["padding"], n.attrs["dilation"])
+    extra = [a.size - (a.stride * (size - 1) + a.span - a.before - a.after)
+             for a, size in zip((gh, gw), x_type.shape[1:3])]
+    if any(not 0 <= e < max(a.stride, a.dilation) for e, a in zip(extra, (gh, gw))):
+        raise ExportError(f"conv2d_transpose to {n.type} has no ONNX ConvTranspose "
+                          f"(output_padding {extra} out of range)", n.span)
+    attrs = {"kernel_shape": [gh.k, gw.k], "strides": [gh.stride, gw.stride],
+             "dilations": [gh.dilation, gw.dilation],
+             "pads": [gh.before, gw.before, gh.after, gw.after]}
+    if any(extra):
+        attrs["output_padding"] = extra
+    if w.is_constant(f):                # [kh,kw,cout,cin] -> ONNX's [cin,cout,kh,kw]
+        fname = w.g.nodes[f].name or w.base_name(w.g.nodes[f])
+        weights = w.constant(w.array(f).transpose(TRANSPOSED_FILTER_TO_IOHW), fname)
+    else:
+        weights = w.emit("Transpose", [w.value(f)], {"perm": TRANSPOSED_FILTER_TO_IOHW},
+                         scope=n.scope)
+    w.result(n, "ConvTranspose", [w.value(x, NCHW), weights], attrs, NCHW)
+
+
 def _fold_batchnorm(w: _Writer, bn: Node, weights: np.ndarray, bias: np.ndarray | None):
     """Conv weights [cout,cin,kh,kw] and bias with the batchnorm after them folded in:
     ``bn(conv(x) + b) = conv(x) * s + (b - mean) * s + beta`` with
@@ -685,7 +713,7 @@ HANDLERS = {
     "div": _binary("Div"), "maximum": _binary("Max"), "minimum": _binary("Min"),
     "greater": _binary("Greater", True), "less": _binary("Less", True),
     "equal": _binary("Equal", True), "select": _select,
-    "matmul": _matmul, "conv2d": _conv2d,
+    "matmul": _matmul, "conv2d": _conv2d, "conv2d_transpose": _conv2d_transpose,
     "maxpool": _pool("MaxPool"), "avgpool": _pool("AveragePool", count_include_pad=0),
     "batchnorm_apply": _batchnorm, "lrn": _lrn,
     "gather": _gather, "top_k": _top_k(0), "top_k_indices": _top_k(1), "tile": _tile,

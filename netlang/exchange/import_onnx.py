@@ -485,6 +485,51 @@ def _conv(imp: _Importer, node: OnnxNode, _index: int) -> None:
         imp.emit(None, [], node.outputs[0], CL, infix=f"{y} + {imp.get(bias)}")
 
 
+def _conv_transpose(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    """ConvTranspose over NCHW as netlang's conv2d_transpose layer (VALID: (in-1)*s + k),
+    then ONNX's output_padding (zeros past the last input's reach) and pads (cropped)."""
+    x, w = node.inputs[:2]
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    if imp.rank(x) != 4:
+        raise Unmapped(f"a {imp.rank(x) - 2}-D transposed convolution (netlang's is 2-D)")
+    if int(node.attrs.get("group", 1)) != 1:
+        raise Unmapped("a grouped transposed convolution")
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") \
+            or "output_shape" in node.attrs:
+        raise Unmapped("auto_pad or output_shape (give pads and output_padding)")
+    _, cout, kh, kw = imp.shape(w)
+    strides = [int(v) for v in node.attrs.get("strides", [1, 1])]
+    dilations = [int(v) for v in node.attrs.get("dilations", [1, 1])]
+    pads = [int(v) for v in node.attrs.get("pads", [0, 0, 0, 0])]
+    if node.attrs.get("auto_pad") == "VALID":
+        pads = [0, 0, 0, 0]
+    extra = [int(v) for v in node.attrs.get("output_padding", [0, 0])]
+    attrs = [f"stride={_pair(strides)}"] if strides != [1, 1] else []
+    attrs += [f"dilation={_pair(dilations)}"] if dilations != [1, 1] else []
+    layer = w in imp.consts and (bias is None or bias in imp.consts)
+    late_bias = bias is not None and (any(extra) or not layer)   # padded rows get it too
+    if layer:
+        scope = imp.layer_scope("deconv")
+        imp.arrays[f"{scope}/W"] = np.ascontiguousarray(imp.consts[w].transpose(2, 3, 1, 0))
+        if bias is not None and not late_bias:
+            imp.arrays[f"{scope}/b"] = np.asarray(imp.consts[bias]).reshape(cout)
+        else:
+            attrs.append("use_bias=false")
+        y = imp.emit("conv2d_transpose", [imp.get(x, CL), str(cout),
+                                          f"kernel={_pair((kh, kw))}", *attrs])
+    else:                                # weights computed in the graph: the op itself
+        y = imp.emit("conv2d_transpose", [imp.get(x, CL), imp.get(w, (2, 3, 1, 0)), *attrs])
+    if any(extra):
+        grow = f"paddings=((0, 0), (0, {extra[0]}), (0, {extra[1]}), (0, 0))"
+        y = imp.emit("pad", [y, grow, "value=0.0"])
+    if any(pads):
+        crop = f"paddings=((0, 0), ({pads[0]}, {pads[2]}), ({pads[1]}, {pads[3]}), (0, 0))"
+        y = imp.emit("unpad", [y, crop])
+    if late_bias:
+        y = imp.emit(None, [], infix=f"{y} + {imp.get(bias)}")
+    imp.held[node.outputs[0]] = Held(y, CL)
+
+
 def _conv1d(imp: _Importer, node: OnnxNode, x: str, w: str, bias: str | None) -> None:
     """A 1-D Conv over [N, C, L]: netlang's conv1d over [N, L, C] (weights constant)."""
     if w not in imp.consts or (bias is not None and bias not in imp.consts):
@@ -1096,7 +1141,7 @@ def _constant_of_shape(imp: _Importer, node: OnnxNode, _index: int) -> None:
 
 
 HANDLERS = {
-    "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batchnorm,
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batchnorm,
     "LRN": _lrn,
     "Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"),
     "Exp": _unary("exp"), "Log": _unary("log"), "Sqrt": _unary("sqrt"),

@@ -255,3 +255,22 @@ def test_resize_coordinate_modes_export_to_resize(coordinates):
     data = onnx_lib.checked_bytes(described)
     x = np.random.default_rng(2).standard_normal((2, 5, 6, 2)).astype(np.float32)
     assert_same_outputs(model, model.session(), data, {"x": x})
+
+
+@pytest.mark.parametrize("padding, stride", [("valid", 2), ("same", 2), ("same", 3),
+                                             ("valid", 1)])
+def test_transposed_convolutions_export_to_conv_transpose(padding, stride):
+    spec = ("network up {\n  input x: f32[N, 5, 4, 3]\n"
+            f"  output y = x |> conv2d_transpose(4, kernel=3, stride={stride}, "
+            f"padding={padding}) |> relu\n}}\n")
+    model = netlang.compile(spec)
+    session = trained_like(model)
+    described = export_model(model, session.state.to_numpy())
+    assert "ConvTranspose" in described.op_types()
+    data = onnx_lib.checked_bytes(described)
+    assert_same_outputs(model, session, data, feeds_for(described, np.random.default_rng(2)))
+    imported = import_model(onnx_lib.read(data))            # and back, as a layer
+    _, back = build_session(imported, "up.net")
+    x = np.random.default_rng(3).standard_normal((2, 5, 4, 3)).astype(np.float32)
+    want = dict(zip(imported.outputs, session.run(list(imported.outputs), {"x": x})))
+    assert largest_difference(back, imported, want, {"x": x}) < 1e-5

@@ -161,3 +161,30 @@ def test_weights_that_do_not_fit_are_an_importer_bug_not_a_traceback():
     imported.arrays["dense1/W"] = np.zeros((3, 3), np.float32)
     with pytest.raises(UsageError, match="do not fit the spec written for them .* dense1/W"):
         build_session(imported, "spiral.net")
+
+
+@pytest.mark.parametrize("attrs", [
+    {"strides": [2, 2]},
+    {"strides": [2, 2], "pads": [1, 0, 1, 1], "output_padding": [1, 1]},
+    {"strides": [3, 2], "dilations": [2, 1], "pads": [2, 1, 0, 0]},
+])
+def test_a_transposed_convolution_with_weights_becomes_a_layer(attrs):
+    """ConvTranspose with constant weights and bias: netlang's conv2d_transpose layer
+    (VALID), then output_padding and pads, equal to onnxruntime."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 4, 3, 2)).astype(np.float32)       # [cin, cout, kh, kw]
+    b = rng.standard_normal(4).astype(np.float32)
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], kernel_shape=[3, 2],
+                            **attrs)
+    graph = helper.make_graph(
+        [node], "deconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 5, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    og = onnx_lib.read(data.SerializeToString())
+    imported = import_model(og)
+    assert "conv2d_transpose(" in imported.spec and "deconv1/W" in imported.arrays
+    _, session = build_session(imported, "deconv.net")
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    ref = onnx_lib.run(data.SerializeToString(), {"x": x})
+    assert largest_difference(session, imported, ref, {"x": x}) < 1e-5
