@@ -1011,6 +1011,35 @@ def _concat(imp: _Importer, node: OnnxNode, _index: int) -> None:
              perm)
 
 
+def _split(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    """Each output an ``unpad`` of x along the axis: the cells before and after its part."""
+    x = node.inputs[0]
+    rank = imp.rank(x)
+    axis = int(node.attrs.get("axis", 0)) % rank
+    (size,) = imp.static(x, [axis])
+    count = len(node.outputs)
+    if len(node.inputs) > 1 and node.inputs[1]:
+        sizes = [int(v) for v in imp.const(node.inputs[1], "split")]
+    elif "split" in node.attrs:                       # before opset 13: an attribute
+        sizes = [int(v) for v in node.attrs["split"]]
+    else:                                             # equal parts, the last one smaller
+        part = -(-size // count)
+        sizes = [min(part, size - i * part) for i in range(count)]
+    if len(sizes) != count or sum(sizes) != size or min(sizes) < 0:
+        raise Unmapped(f"split sizes {sizes} for {count} outputs of {size} cells")
+    perm = imp.perm_of(x)
+    held_axis = perm.index(axis) if perm else axis
+    source = imp.get(x, perm)
+    if not source.isidentifier():
+        source = imp.emit(None, [], infix=source)
+    start = 0
+    for out, part in zip(node.outputs, sizes):
+        cut = ", ".join(f"({start}, {size - start - part})" if a == held_axis else "(0, 0)"
+                        for a in range(rank))
+        imp.emit("unpad", [source, f"paddings=({cut}{',' if rank == 1 else ''})"], out, perm)
+        start += part
+
+
 def _cast(imp: _Importer, node: OnnxNode, _index: int) -> None:
     x = node.inputs[0]
     dtype = imp.og.types.get(node.outputs[0])
@@ -1173,7 +1202,7 @@ HANDLERS = {
     "ArgMax": _arg("argmax"), "ArgMin": _arg("argmin"),
     "ReduceMean": _reduce("mean"), "ReduceSum": _reduce("sum"), "ReduceMax": _reduce("max"),
     "ReduceMin": _reduce("min"), "ReduceProd": _reduce("prod"),
-    "Concat": _concat, "Cast": _cast, "Pad": _pad, "Resize": _resize, "Constant": _constant,
+    "Concat": _concat, "Split": _split, "Cast": _cast, "Pad": _pad, "Resize": _resize, "Constant": _constant,
     "ConstantOfShape": _constant_of_shape, "Gather": _gather, "TopK": _top_k, "Tile": _tile,
     "Expand": _expand,
 }

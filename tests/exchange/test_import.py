@@ -188,3 +188,24 @@ def test_a_transposed_convolution_with_weights_becomes_a_layer(attrs):
     x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
     ref = onnx_lib.run(data.SerializeToString(), {"x": x})
     assert largest_difference(session, imported, ref, {"x": x}) < 1e-5
+
+
+def test_a_split_of_channels_held_channels_last_is_unpads_of_them():
+    """Split over the channels of a convolution's output (held NHWC inside the spec): each
+    part an unpad along the held channel axis, equal to onnxruntime."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("Split", ["c", "sizes"], ["a", "b"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "split", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2, 6, 5])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("a", "b")],
+        [numpy_helper.from_array(w, "w"),
+         numpy_helper.from_array(np.array([2, 4], np.int64), "sizes")])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    imported = import_model(onnx_lib.read(data.SerializeToString()))
+    assert imported.spec.count("unpad(") == 2
+    _, session = build_session(imported, "split.net")
+    x = rng.standard_normal((2, 2, 6, 5)).astype(np.float32)
+    ref = onnx_lib.run(data.SerializeToString(), {"x": x})
+    assert largest_difference(session, imported, ref, {"x": x}) < 1e-5
