@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import netlang
-from netlang.errors import SpecError
 from netlang.model import Model
 from netlang.train.optimizers import make_optimizer
 from netlang.train.step import LR_INPUT, build_train_graph
@@ -46,18 +45,46 @@ def test_one_train_step_serves_every_image_size():
     assert len(session.model._programs) == 1      # one compiled step for every size
 
 
-@pytest.mark.parametrize("call, where", [
-    ("conv2d(image, 2, kernel=3)", "padding=VALID and stride 1"),
-    ("maxpool(image, 2)", "padding=VALID and stride 2"),
-    ("conv2d(image, 2, kernel=3, stride=2, padding=same)", "padding=SAME and stride 2")])
-def test_a_window_that_changes_a_symbolic_size_names_it(call, where):
+@pytest.mark.parametrize("call, height, sizes", [
+    ("conv2d(image, 2, kernel=3)", "(H-2)", {9: 7, 28: 26}),
+    ("maxpool(image, 2)", "(H//2)", {9: 4, 28: 14}),
+    ("conv2d(image, 2, kernel=3, stride=2, padding=same)", "((H+1)//2)", {9: 5, 28: 14}),
+    ("conv2d(image, 2, kernel=1, stride=2)", "((H+1)//2)", {9: 5, 28: 14}),
+    ("conv2d(image, 2, kernel=3, stride=2)", "((H-1)//2)", {9: 4, 28: 13}),
+    ("conv2d(image, 2, kernel=3, padding=((2, 0), (1, 1)))", "H", {9: 9, 28: 28}),
+    ("avgpool(image, 3, stride=1, padding=((1, 0), (1, 1)))", "(H-1)", {9: 8, 28: 27})])
+def test_a_window_over_a_symbolic_size_derives_one_named_by_its_formula(call, height, sizes):
+    """VALID, strides and explicit padding over a symbolic height give a new dim named by its
+    formula (SAME with a stride and a 1x1 VALID window of the same stride give the same one);
+    one compiled program serves every height fed, each output the size TensorFlow's rules
+    give."""
     spec = f"network n {{\n  input image: f32[N, H, 28, 1]\n  output y = {call}\n}}"
-    with pytest.raises(SpecError) as info:
-        netlang.compile(spec, "n.net")
-    op = call.split("(")[0]
-    assert str(info.value).splitlines()[0] == (
-        f"n.net:3:14: shape error: {op} over the symbolic image height H needs a known size "
-        f"with {where}")
-    assert str(info.value).splitlines()[-1] == (
-        "hint: give H as a number (e.g. f32[N,28,28,1]); only padding=same with stride 1 keeps "
-        "a symbolic height and width")
+    model = netlang.compile(spec, "n.net")
+    assert str(model.types()["y"]).split(",")[1] == height
+    session = model.session()
+    for h, out in sizes.items():
+        image = np.random.default_rng(h).random((2, h, 28, 1), dtype=np.float32)
+        assert session.run("y", {"image": image}).shape[1] == out
+    assert len(session.model._programs) == 1
+
+
+def test_derived_sizes_of_the_same_formula_are_one_dim():
+    """A residual downsampling block: a 3x3 SAME stride-2 path and a 1x1 VALID stride-2 skip
+    add up, since both heights are ((H+1)//2)."""
+    spec = ("network n {\n  input image: f32[N, H, W, 3]\n"
+            "  a = image |> conv2d(8, kernel=3, stride=2, padding=same)\n"
+            "  b = image |> conv2d(8, kernel=1, stride=2)\n  output y = a + b\n}")
+    model = netlang.compile(spec)
+    assert str(model.types()["y"]) == "f32[N,((H+1)//2),((W+1)//2),8]"
+    y = model.session().run("y", {"image": np.ones((1, 7, 10, 3), np.float32)})
+    assert y.shape == (1, 4, 5, 8)
+
+
+def test_a_symbolic_size_too_small_for_its_window_stops_the_run_at_the_layer():
+    spec = "network n {\n  input image: f32[N, H, 28, 1]\n  output y = conv2d(image, 2, kernel=5)\n}"
+    session = netlang.compile(spec, "n.net").session()
+    with pytest.raises(netlang.NetlangError) as info:
+        session.run("y", {"image": np.ones((1, 3, 28, 1), np.float32)})
+    assert str(info.value).startswith(
+        "n.net:3:14: shape error: conv2d: the 5x5 window is larger than the 3x28 input with "
+        "padding=VALID")

@@ -438,6 +438,14 @@ def _matmul(w: _Writer, n: Node) -> None:
     w.result(n, "MatMul", [side(a, ta), side(b, tb)])
 
 
+def _padding(gh, gw) -> dict:
+    """ONNX's pads; over a symbolic size with a stride (SAME's padding depends on the size)
+    auto_pad=SAME_UPPER, which pads as TensorFlow's SAME does (the odd one at the end)."""
+    if None in (gh.before, gh.after, gw.before, gw.after):
+        return {"auto_pad": "SAME_UPPER"}
+    return {"pads": [gh.before, gw.before, gh.after, gw.after]}
+
+
 def _conv2d(w: _Writer, n: Node) -> None:
     x, f = n.inputs
     x_type, f_type = w.g.type_of(x), w.g.type_of(f)
@@ -447,7 +455,7 @@ def _conv2d(w: _Writer, n: Node) -> None:
     gh, gw = window_geometry("conv2d", x_type.shape[1:3], (kh, kw), stride, dilation,
                              n.attrs["padding"], "kernel")
     attrs = {"kernel_shape": [kh, kw], "strides": list(stride), "dilations": list(dilation),
-             "pads": [gh.before, gw.before, gh.after, gw.after]}
+             **_padding(gh, gw)}
     if n.attrs.get("groups") not in (None, 1):
         attrs["group"] = int(n.attrs["groups"])     # the filter [cout, cin/group, kh, kw]
     chain = w.fused.get(n.id, [])
@@ -517,8 +525,8 @@ def _pool(op_type: str, **extra):
                                                                   n.attrs["stride"])
         gh, gw = pool_geometry(n.op, w.g.type_of(x).shape[1:3], window, stride,
                                n.attrs["padding"], n.attrs.get("dilation"))
-        attrs = {"kernel_shape": list(window), "strides": list(stride),
-                 "pads": [gh.before, gw.before, gh.after, gw.after], **extra}
+        attrs = {"kernel_shape": list(window), "strides": list(stride), **_padding(gh, gw),
+                 **extra}
         if (gh.dilation, gw.dilation) != (1, 1):
             if op_type == "AveragePool" and w.opset < 19:
                 raise ExportError(f"a dilated avgpool needs ONNX opset 19 or newer (AveragePool "

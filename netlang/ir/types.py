@@ -2,13 +2,17 @@
 
 Symbolic dims are products of symbols with an integer coefficient.  That is exactly what
 shape rules need: flatten multiplies (``[N,7,7,8] -> [N,392]``), reshape with ``-1`` divides
-exactly, concatenating along the batch adds like terms (``N + N = 2*N``).
+exactly, concatenating along the batch adds like terms (``N + N = 2*N``).  A window over a
+symbolic image size derives a new symbol named by its formula (``(H-2)``, ``ceil(H/2)``,
+``DERIVED``), computed from the feeds' sizes when a program runs.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +95,20 @@ def sym(name: str) -> Sym:
     return Sym((name,), 1)
 
 
+# Dims a sliding window derives from a symbolic one: ``(H-2)`` (a VALID 3x3 convolution over
+# height H), ``ceil(H/2)`` (SAME with stride 2), ``((H-3)//2+1)`` (VALID 3x3, stride 2).  Each
+# is a symbol named by its formula, so two windows that derive the same size give the same
+# dim, and its value is computed from the dim it came from once the feeds bind the symbols:
+# formula text -> (the dim it is computed from, the function of that dim's value).
+DERIVED: dict[str, tuple[Any, Callable[[int], int]]] = {}
+
+
+def derived_dim(text: str, base, value: Callable[[int], int]) -> Sym:
+    """The dim named ``text`` whose size is ``value(size of base)``."""
+    DERIVED.setdefault(text, (base, value))
+    return Sym((text,), 1)
+
+
 def is_static(d) -> bool:
     return isinstance(d, int)
 
@@ -145,9 +163,20 @@ def dim_add(a, b):
 
 
 def resolve_dim(d, bindings: dict[str, int]) -> int:
+    """The size of ``d`` given the symbols' sizes (a KeyError names one no feed fixed)."""
     if isinstance(d, int):
         return d
-    return d.coef * math.prod(bindings[s] for s in d.symbols)
+    return d.coef * math.prod(_symbol_size(s, bindings) for s in d.symbols)
+
+
+def _symbol_size(symbol: str, bindings: dict[str, int]) -> int:
+    try:
+        return bindings[symbol]      # (a dict with __missing__ may size any symbol)
+    except KeyError:
+        if symbol not in DERIVED:
+            raise
+    base, value = DERIVED[symbol]
+    return value(resolve_dim(base, bindings))
 
 
 def bind_dims(pattern: tuple, actual: tuple, bindings: dict[str, int]) -> bool:
@@ -161,12 +190,17 @@ def bind_dims(pattern: tuple, actual: tuple, bindings: dict[str, int]) -> bool:
         if isinstance(p, int):
             if p != a:
                 return False
-        elif len(p.symbols) == 1 and p.symbols[0] not in bindings:
+        elif (len(p.symbols) == 1 and p.symbols[0] not in bindings
+              and p.symbols[0] not in DERIVED):
             if a % p.coef:
                 return False
             bindings[p.symbols[0]] = a // p.coef
-        elif all(s in bindings for s in p.symbols) and resolve_dim(p, bindings) != a:
-            return False
+        else:
+            try:
+                if resolve_dim(p, bindings) != a:
+                    return False
+            except KeyError:          # a symbol of it not bound yet: nothing to check
+                continue
     return True
 
 

@@ -26,7 +26,7 @@ import math
 from typing import NamedTuple
 
 from netlang.errors import ArgumentError, ShapeError
-from netlang.ir.types import MAX_INT32, TensorType, dim_prod
+from netlang.ir.types import MAX_INT32, TensorType, derived_dim, dim_prod
 from netlang.ops.elementwise import unbroadcast
 from netlang.ops.registry import defop
 from netlang.ops.rules import in_input_dtype
@@ -154,30 +154,40 @@ def window_geometry(op: str, hw: tuple, khw: tuple, stride, dilation, padding,
 
 
 def symbolic_geometry(op: str, hw: tuple, khw: tuple, stride: tuple, dilation: tuple,
-                      mode: str) -> tuple[Axis, Axis]:
+                      mode) -> tuple[Axis, Axis]:
     """Both axes when the image's height or width is a symbol (``f32[N,H,W,1]``, seed 003's
-    filters over images of any size): padding=SAME with stride 1 keeps every size, so the
-    output is ``[N,H,W,C]`` again; any other window changes it by an amount a symbolic dim
-    cannot hold here, and needs the size given as a number."""
+    filters over images of any size).  padding=SAME with stride 1 keeps the size; any other
+    window derives the output size as a new symbol named by its formula, one form for all:
+    ``(H-2)`` (VALID 3x3), ``((H+1)//2)`` (SAME with stride 2, and a 1x1 VALID window with
+    stride 2: the same size, so the same symbol), ``((H-1)//2)`` (VALID 3x3, stride 2).
+    Where the padding depends on the size (SAME with a stride), the axis's ``before`` and
+    ``after`` are None: the kernels compute them from the image they get."""
     axes = []
     modes = mode if isinstance(mode, tuple) else (mode, mode)
-    for name, n, k, s, d, m in zip(("height", "width"), hw, khw, stride, dilation, modes):
-        total = (k - 1) * d
-        keeps = s == 1 and (m == "SAME" or (isinstance(m, tuple) and sum(m) == total))
-        if isinstance(n, int) or keeps:              # stride 1, k-1 padded: out = in
-            before = total // 2 if m == "SAME" else (m[0] if isinstance(m, tuple) else 0)
-            axes.append(axis_geometry(n, k, s, d, m) if isinstance(n, int)
-                        else Axis(n, k, s, d, n, before, total - before))
+    for n, k, s, d, m in zip(hw, khw, stride, dilation, modes):
+        if isinstance(n, int):
+            axes.append(axis_geometry(n, k, s, d, m))
             continue
-        raise ShapeError(f"{op} over the symbolic image {name} {n} needs a known size with "
-                         f"{padding_text(mode)} and stride {s}",
-                         hint=f"give {n} as a number (e.g. f32[N,28,28,1]); only padding=same "
-                              "with stride 1 keeps a symbolic height and width")
-    if None in axes:
-        raise ShapeError(f"{op}: the {khw[0]}x{khw[1]} window is larger than the "
-                         f"{hw[0]}x{hw[1]} input with padding=VALID",
-                         hint="use padding=SAME, a smaller kernel, or a larger input")
+        span = (k - 1) * d + 1
+        if m == "SAME":              # out = ceil(n / s)
+            shift = s - 1
+            before, after = ((span - 1) // 2, span - 1 - (span - 1) // 2) if s == 1 else (
+                None, None)
+        else:                        # out = (n + before + after - span) // s + 1
+            before, after = m if isinstance(m, tuple) else (0, 0)
+            shift = before + after - span + s
+        axes.append(Axis(n, k, s, d, _derived_size(n, shift, s), before, after))
     return axes[0], axes[1]
+
+
+def _derived_size(n, shift: int, stride: int):
+    """``(n + shift) // stride`` as a dim: n itself, or a symbol named by that formula."""
+    if stride == 1:
+        if shift == 0:
+            return n
+        return derived_dim(f"({n}{shift:+d})", n, lambda v, c=shift: v + c)
+    text = f"(({n}{shift:+d})//{stride})" if shift else f"({n}//{stride})"
+    return derived_dim(text, n, lambda v, c=shift, s=stride: (v + c) // s)
 
 
 def check_known_kernel(op: str, khw: tuple) -> None:

@@ -142,7 +142,10 @@ class Executor:
                 shapes, types = shapes[:-1], types[:-1]
                 dtypes = [t.dtype.numpy for t in types]
                 for factory in factories:
-                    run = factory(shapes, dtypes, call.attrs, self.kernel_state)
+                    try:
+                        run = factory(shapes, dtypes, call.attrs, self.kernel_state)
+                    except NetlangError as err:   # sizes the shape rule could not check
+                        raise err.with_span(call.node.span) from None   # (symbolic ones)
                     if run is not None:
                         return run
         kernel = self.backend.kernel_for(call.opdef)

@@ -274,3 +274,28 @@ def test_transposed_convolutions_export_to_conv_transpose(padding, stride):
     x = np.random.default_rng(3).standard_normal((2, 5, 4, 3)).astype(np.float32)
     want = dict(zip(imported.outputs, session.run(list(imported.outputs), {"x": x})))
     assert largest_difference(back, imported, want, {"x": x}) < 1e-5
+
+
+def test_windows_over_symbolic_sizes_export_and_come_back():
+    """Strided SAME windows over a symbolic height and width export with auto_pad=SAME_UPPER
+    (their padding depends on the size) and VALID ones with zero pads; onnxruntime and the
+    re-imported spec agree with netlang at sizes the model never saw."""
+    spec = ("network n {\n  input image: f32[N, H, W, 3]\n"
+            "  output y = image |> conv2d(8, kernel=3, stride=2, padding=same) |> relu "
+            "|> maxpool(2)\n"
+            "  output z = image |> conv2d(8, kernel=3) |> avgpool(3, stride=2, padding=same)\n}\n")
+    model = netlang.compile(spec)
+    session = trained_like(model)
+    described = export_model(model, session.state.to_numpy())
+    assert {n.attrs.get("auto_pad") for n in described.nodes if n.op_type == "Conv"} == {
+        "SAME_UPPER", None}
+    data = onnx_lib.checked_bytes(described)
+    for h, w in [(13, 10), (16, 9)]:
+        assert_same_outputs(model, session, data, feeds_for(described, np.random.default_rng(h),
+                                                            {"H": h, "W": w}))
+    imported = import_model(onnx_lib.read(data))
+    assert "input image: f32[N, H, W, 3]" in imported.spec
+    _, back = build_session(imported, "n.net")
+    x = np.random.default_rng(1).standard_normal((2, 11, 12, 3)).astype(np.float32)
+    want = dict(zip(imported.outputs, session.run(list(imported.outputs), {"image": x})))
+    assert largest_difference(back, imported, want, {"image": x}) < 1e-5
