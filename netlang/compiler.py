@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from netlang.errors import UsageError
+from netlang.errors import NetlangError, UsageError
 from netlang.ir.graph import Graph
 from netlang.ops.builder import Builder
 from netlang.passes.autodiff import check_all_reached, gradients
@@ -214,7 +214,12 @@ def memory_report(graph: Graph, batch: int, backend: Backend | None = None) -> R
     if mp.peak_step is not None:
         items.append(f"{mp.values} activations; the peak is reached at "
                      f"{describe(graph, mp.peak_step)}")
-    bound = bind_for_batch(graph, batch, backend or get_backend("cpu"))
+    try:
+        bound = bind_for_batch(graph, batch, backend or get_backend("cpu"))
+    except NetlangError as err:        # a window too large for the sizes given to symbols
+        items.append(f"arena: not planned at every symbolic dim = {batch} ({err.message}); "
+                     f"a run plans it at the sizes fed")
+        return report(summary, items, changed=0, plan=mp, arena=None, bound=None)
     arena = bound.plan
     if arena is not None and mp.values:
         placed = sum(1 for key in arena.offsets if not isinstance(key, tuple))

@@ -88,3 +88,13 @@ def test_a_symbolic_size_too_small_for_its_window_stops_the_run_at_the_layer():
     assert str(info.value).startswith(
         "n.net:3:14: shape error: conv2d: the 5x5 window is larger than the 3x28 input with "
         "padding=VALID")
+
+
+def test_explain_of_a_window_too_large_at_its_batch_sized_symbols_still_explains():
+    """explain sizes every symbol as the batch; where that is too small for a VALID window
+    it says the arena is planned at run time instead of failing."""
+    spec = ("network n {\n  input image: f32[N, H, W, 1]\n"
+            "  output y = image |> conv2d(4, kernel=3) |> global_avgpool\n}\n")
+    text = netlang.compile(spec, "n.net").explain(batch=1)
+    assert ("arena: not planned at every symbolic dim = 1 (conv2d: the 3x3 window is larger "
+            "than the 1x1 input with padding=VALID); a run plans it at the sizes fed") in text
