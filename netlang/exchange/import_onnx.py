@@ -718,6 +718,26 @@ def _formula(template: str, **defaults):
     return handler
 
 
+def _clip(imp: _Importer, node: OnnxNode, _index: int) -> None:
+    """Clip (ReLU6 in PyTorch's exports of MobileNets) as maximum and minimum with its bounds:
+    scalar inputs (opset 11 on; constants become numbers) or attributes (before)."""
+    x = node.inputs[0]
+    perm = imp.perm_of(x)
+    value = imp.get(x, perm)
+    for position, attr, call in ((1, "min", "maximum"), (2, "max", "minimum")):
+        if len(node.inputs) > position and node.inputs[position]:
+            name = node.inputs[position]
+            if imp.rank(name) != 0:
+                raise Unmapped(f"a {attr} bound that is not one number")
+            bound = (_number(imp.consts[name]) if name in imp.consts else imp.get(name))
+        elif attr in node.attrs:
+            bound = _number(np.float32(node.attrs[attr]))
+        else:
+            continue
+        value = f"{call}({value}, {bound})"
+    imp.emit(None, [], node.outputs[0], perm, infix=value)
+
+
 def _prelu(imp: _Importer, node: OnnxNode, _index: int) -> None:
     """max(x, 0) + slope * min(x, 0), the slope broadcast against x.  A slope of one value
     per channel ([C] against [N, C, ...], as PRelu before opset 7 and PyTorch's old exports
@@ -1188,7 +1208,7 @@ HANDLERS = {
     "HardSwish": _formula("{x} * maximum(0.0, minimum(1.0, {alpha} * {x} + {beta}))",
                           alpha=1 / 6, beta=0.5),
     "ThresholdedRelu": _formula("select(greater({x}, {alpha}), {x}, 0.0)", alpha=1.0),
-    "Mish": _formula("{x} * tanh(" + SOFTPLUS + ")"), "PRelu": _prelu,
+    "Mish": _formula("{x} * tanh(" + SOFTPLUS + ")"), "PRelu": _prelu, "Clip": _clip,
     "Identity": _same, "Dropout": _dropout,
     "Add": _binary("+"), "Sum": _sum, "Sub": _binary("-"), "Mul": _binary("*"), "Div": _div,
     "Max": _binary(call="maximum"), "Min": _binary(call="minimum"),

@@ -34,7 +34,7 @@ def test_no_backend_test_fails_and_the_passes_stay():
             if outcome == "fail":
                 failures.append(f"{group} {name}: {why}")
     assert not failures, "\n".join(failures)
-    assert outcomes["pass"] >= 423, outcomes          # 429 on 2026-12-05
+    assert outcomes["pass"] >= 433, outcomes          # 439 on 2026-12-05
 
 
 def test_light_imagenet_models_import_and_match_onnxruntime():

@@ -209,3 +209,20 @@ def test_a_split_of_channels_held_channels_last_is_unpads_of_them():
     x = rng.standard_normal((2, 2, 6, 5)).astype(np.float32)
     ref = onnx_lib.run(data.SerializeToString(), {"x": x})
     assert largest_difference(session, imported, ref, {"x": x}) < 1e-5
+
+
+def test_relu6_clip_with_constant_bounds_becomes_numbers():
+    """PyTorch exports ReLU6 as Clip with constant min and max inputs."""
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "relu6", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+         numpy_helper.from_array(np.array(6.0, np.float32), "hi")])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    imported = import_model(onnx_lib.read(data.SerializeToString()))
+    assert "  output y = minimum(maximum(x, 0.0), 6.0)\n" in imported.spec
+    _, session = build_session(imported, "relu6.net")
+    x = np.linspace(-4, 10, 10, dtype=np.float32).reshape(2, 5)
+    ref = onnx_lib.run(data.SerializeToString(), {"x": x})
+    assert largest_difference(session, imported, ref, {"x": x}) == 0.0
