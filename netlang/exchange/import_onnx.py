@@ -997,7 +997,9 @@ def _arg(call: str):
     return handler
 
 
-def _reduce(call: str):
+def _reduce(call: str, inside: str | None = None, outside: str | None = None):
+    """A Reduce* node as netlang's ``call`` over the axes, of ``inside`` (a formula of
+    ``{x}``, e.g. ``abs({x})`` for ReduceL1) and then ``outside`` of the result ``{y}``."""
     def handler(imp: _Importer, node: OnnxNode, _index: int) -> None:
         x = node.inputs[0]
         rank = imp.rank(x)
@@ -1015,9 +1017,18 @@ def _reduce(call: str):
             kept = [perm.index(a) for a in range(rank) if a not in axes]
             perm = perm if kept == sorted(kept) else None
         held = sorted(perm.index(a) for a in axes) if perm else axes
-        imp.emit(call, [imp.get(x, perm), f"axis={_tuple(held)}",
-                        f"keepdims={'true' if keep else 'false'}"], node.outputs[0],
-                 perm if keep else None)
+        source = imp.get(x, perm)
+        if inside is not None:
+            if not source.isidentifier():
+                source = imp.emit(None, [], infix=source)
+            source = inside.format(x=source)
+        args = [source, f"axis={_tuple(held)}", f"keepdims={'true' if keep else 'false'}"]
+        out_perm = perm if keep else None
+        if outside is None:
+            imp.emit(call, args, node.outputs[0], out_perm)
+            return
+        reduced = imp.emit(call, args)
+        imp.emit(None, [], node.outputs[0], out_perm, infix=outside.format(y=reduced))
     return handler
 
 
@@ -1222,6 +1233,10 @@ HANDLERS = {
     "ArgMax": _arg("argmax"), "ArgMin": _arg("argmin"),
     "ReduceMean": _reduce("mean"), "ReduceSum": _reduce("sum"), "ReduceMax": _reduce("max"),
     "ReduceMin": _reduce("min"), "ReduceProd": _reduce("prod"),
+    "ReduceL1": _reduce("sum", inside="abs({x})"),
+    "ReduceL2": _reduce("sum", inside="{x} * {x}", outside="sqrt({y})"),
+    "ReduceSumSquare": _reduce("sum", inside="{x} * {x}"),
+    "ReduceLogSum": _reduce("sum", outside="log({y})"),
     "Concat": _concat, "Split": _split, "Cast": _cast, "Pad": _pad, "Resize": _resize, "Constant": _constant,
     "ConstantOfShape": _constant_of_shape, "Gather": _gather, "TopK": _top_k, "Tile": _tile,
     "Expand": _expand,

@@ -226,3 +226,20 @@ def test_relu6_clip_with_constant_bounds_becomes_numbers():
     x = np.linspace(-4, 10, 10, dtype=np.float32).reshape(2, 5)
     ref = onnx_lib.run(data.SerializeToString(), {"x": x})
     assert largest_difference(session, imported, ref, {"x": x}) == 0.0
+
+
+@pytest.mark.parametrize("op_type", ["ReduceL1", "ReduceL2", "ReduceSumSquare",
+                                     "ReduceLogSum"])
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_norm_like_reductions_with_constant_axes(op_type, keepdims):
+    node = helper.make_node(op_type, ["x", "axes"], ["y"], keepdims=keepdims)
+    graph = helper.make_graph(
+        [node], "r", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([1, -1], np.int64), "axes")])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    imported = import_model(onnx_lib.read(data.SerializeToString()))
+    _, session = build_session(imported, "r.net")
+    x = np.random.default_rng(0).uniform(0.5, 2.0, (2, 3, 4)).astype(np.float32)
+    ref = onnx_lib.run(data.SerializeToString(), {"x": x})
+    assert largest_difference(session, imported, ref, {"x": x}) < 1e-5
