@@ -211,6 +211,11 @@ class _Importer:
             self.const_names[key] = name
         return self.const_names[key]
 
+    def named(self, expression: str) -> str:
+        """``expression`` as a name (a statement of its own unless it is one), for a formula
+        that reads it several times."""
+        return expression if expression.isidentifier() else self.emit(None, [], infix=expression)
+
     def emit(self, call: str | None, args: list[str], out: str | None = None,
              perm: tuple | None = None, infix: str | None = None) -> str:
         """A statement computing ``call(args)`` (or ``infix``); with ``out``, it is that ONNX
@@ -710,9 +715,7 @@ def _formula(template: str, **defaults):
     def handler(imp: _Importer, node: OnnxNode, _index: int) -> None:
         x = node.inputs[0]
         perm = imp.perm_of(x)
-        source = imp.get(x, perm)
-        if not source.isidentifier():          # a transpose: name it once, use it often
-            source = imp.emit(None, [], infix=source)
+        source = imp.named(imp.get(x, perm))       # a transpose: name it once, use it often
         values = {k: _number(np.float32(node.attrs.get(k, v))) for k, v in defaults.items()}
         imp.emit(None, [], node.outputs[0], perm, infix=template.format(x=source, **values))
     return handler
@@ -752,8 +755,7 @@ def _prelu(imp: _Importer, node: OnnxNode, _index: int) -> None:
             imp.consts[names[1]] = slope.reshape((channels,) + (1,) * (imp.rank(x_name) - 2))
     perm = _common_layout(imp, names, node.outputs[0])
     x, slope = (_operand(imp, n, perm) for n in names)
-    if not x.isidentifier():
-        x = imp.emit(None, [], infix=x)
+    x = imp.named(x)
     imp.emit(None, [], node.outputs[0], perm,
              infix=f"maximum({x}, 0.0) + {slope} * minimum({x}, 0.0)")
 
@@ -1019,9 +1021,7 @@ def _reduce(call: str, inside: str | None = None, outside: str | None = None):
         held = sorted(perm.index(a) for a in axes) if perm else axes
         source = imp.get(x, perm)
         if inside is not None:
-            if not source.isidentifier():
-                source = imp.emit(None, [], infix=source)
-            source = inside.format(x=source)
+            source = inside.format(x=imp.named(source))
         args = [source, f"axis={_tuple(held)}", f"keepdims={'true' if keep else 'false'}"]
         out_perm = perm if keep else None
         if outside is None:
@@ -1060,9 +1060,7 @@ def _split(imp: _Importer, node: OnnxNode, _index: int) -> None:
         raise Unmapped(f"split sizes {sizes} for {count} outputs of {size} cells")
     perm = imp.perm_of(x)
     held_axis = perm.index(axis) if perm else axis
-    source = imp.get(x, perm)
-    if not source.isidentifier():
-        source = imp.emit(None, [], infix=source)
+    source = imp.named(imp.get(x, perm))
     start = 0
     for out, part in zip(node.outputs, sizes):
         cut = ", ".join(f"({start}, {size - start - part})" if a == held_axis else "(0, 0)"
