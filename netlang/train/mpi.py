@@ -71,23 +71,8 @@ class World:
     def reduce(self, x: np.ndarray, compress: str | None = None) -> np.ndarray:
         """The sum over ranks of ``x * weight``: the global batch's mean gradient when each
         rank's x is the mean over its slice.  ``compress="f16"`` sends float16 (an
-        Allgather of the halves, summed here in float32)."""
-        MPI = _mpi()
-        start = time.perf_counter()
-        local = np.ascontiguousarray(x * x.dtype.type(self.weight))
-        if compress == "f16":
-            half = local.astype(np.float16)
-            gathered = np.empty((self.size, *half.shape), np.float16)
-            self.comm.Allgather(half, gathered)
-            out = gathered.astype(np.float32).sum(axis=0).astype(x.dtype)
-            self.bytes_sent += half.nbytes
-        else:
-            out = np.empty_like(local)
-            self.wait(self.comm.Iallreduce(local, out, op=MPI.SUM), "the gradients' sum")
-            self.bytes_sent += 2 * local.nbytes * (self.size - 1) // self.size
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
-        return out
+        Allgather of the halves, summed here in float32).  ``start`` then ``finish``."""
+        return self.finish(self.start(x, compress))
 
     def start(self, x: np.ndarray, compress: str | None = None) -> np.ndarray:
         """Begin ``reduce(x)`` (Iallreduce, or Iallgather of halves) and return the array the
