@@ -19,7 +19,9 @@ parameter, a copy of the state kept to re-run a step) is never overwritten; the 
 goes to a spare array, recycled once nobody holds it (``Spares``).  A run that fails after
 an in-place update has changed that variable (updates are the last calls of a train step).
 Consecutive in-place updates of one shape made by generated kernels (a parameter and its
-optimizer slots) run as one loop that reads and writes each array once (``merge_updates``).
+optimizer slots) run as one loop that reads and writes each array once (``merge_updates``),
+and a generated kernel also takes the per-channel sums that read its output
+(``channel_sums.fuse_channel_sums``: a batchnorm's and a bias's gradients).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from netlang.errors import ExecutionError, FeedError, NetlangError
 from netlang.ir.types import bind_dims
 from netlang.runtime import memory
 from netlang.runtime.backend import Backend
+from netlang.runtime.channel_sums import fuse_channel_sums
 from netlang.runtime.cpu_kernels import KernelState
 from netlang.runtime.cpu_kernels import writes_out as marked_writing_out
 from netlang.runtime.profile import KernelProfile
@@ -112,6 +115,9 @@ class Executor:
                           {c.out: i for i, c in enumerate(program.calls)})
             if planned:
                 plan_buffers(program, bound, runs, dims)
+            else:       # the same kernels (and bits) as with the plan
+                fuse_channel_sums(program, bound, runs, {}, set(),
+                                  lambda nid: _concrete(program, nid, dims))
             per_size[key] = bound
         return bound
 
@@ -294,6 +300,8 @@ def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
         bound.calls[index] = _with_buffers(call, index, runs[index], views,
                                            targets.get(index))
     merge_updates(program, bound, runs, targets, overwritten, types)
+    fuse_channel_sums(program, bound, runs, views, set(targets),
+                      lambda nid: _concrete(program, nid, dims))
 
 
 def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,

@@ -277,13 +277,18 @@ def layout(out_shape: tuple, kinds: Sequence[str]) -> tuple[int, int]:
 
 
 def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
-                  parallel: bool) -> str:
+                  parallel: bool, sums: Sequence[tuple[int, int] | None] = ()) -> str:
     """The Python text of the group's kernel ``fused(x0, .., out)`` (see the module doc):
     its rows split over the threads (``prange``) when ``parallel``, else one loop.  An input
     of kind ``out`` is not passed: it is read from ``out`` (the update of a variable written
-    over it), so no two of the loop's arrays overlap and LLVM still vectorises it."""
+    over it), so no two of the loop's arrays overlap and LLVM still vectorises it.
+
+    ``sums`` (one thread only) adds a float64 accumulator ``acc{k}`` per entry, taken after
+    ``out``, summing each column of the output (None) or of the output times ``x - mean``
+    (``(x, mean)``: the indices of those inputs, a full one and a vector), in the output's
+    dtype as batchnorm's gamma gradient computes it (``with_channel_sums``)."""
     types = step_types(expr, [TensorType(d, ()) for d in in_dtypes])
-    hoisted, body = [], []
+    hoisted, body = [f"    acc{k}[:] = 0.0" for k in range(len(sums))], []
     element = {"full": "x{i}[r, j]", "vector": "v{i}[j]", "scalar": "x{i}", "out": "out[r, j]"}
     for i, kind in enumerate(kinds):
         if kind == "vector":        # tiled to the row's length, a whole number of channels
@@ -293,15 +298,21 @@ def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
         if kind != "unused":
             body.append(f"            e{i} = {element[kind].format(i=i)}")
     body += element_steps(expr, types, [f"e{i}" for i in range(len(kinds))], "t", 12)
+    value, scalar = f"t{len(expr) - 1}", SCALAR_TYPES[types[-1].dtype]
+    body.append(f"            out[r, j] = {value}")
+    for k, centered in enumerate(sums):
+        term = value if centered is None else (
+            f"{scalar}({value} * {scalar}(e{centered[0]} - e{centered[1]}))")
+        body.append(f"            acc{k}[j] += {term}")
     args = "".join(f"x{i}, " for i, kind in enumerate(kinds) if kind in PASSED)
+    accumulators = "".join(f", acc{k}" for k in range(len(sums)))
     return "\n".join([
         "import math", "", "import numpy as np", "",
         "from netlang.runtime.jit import kernel, prange", "", "",
-        f"@kernel(parallel={parallel})", f"def fused({args}out):",
+        f"@kernel(parallel={parallel})", f"def fused({args}out{accumulators}):",
         "    rows, cols = out.shape", *hoisted,
         f"    for r in {'prange' if parallel else 'range'}(rows):",
-        "        for j in range(cols):", *body,
-        f"            out[r, j] = t{len(expr) - 1}", ""])
+        "        for j in range(cols):", *body, ""])
 
 
 def element_steps(expr: tuple, types: Sequence[TensorType], operands: Sequence[str],
@@ -365,12 +376,13 @@ def generated_kernel(expr: tuple, shapes: Sequence[tuple], dtypes: Sequence,
 
 
 def compiled_kernel(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
-                    out_dtype: DType, parallel: bool):
+                    out_dtype: DType, parallel: bool, sums: Sequence = ()):
     """The kernel of ``kernel_source``, compiled (or loaded from the cache) now."""
-    source = kernel_source(expr, kinds, in_dtypes, parallel)
-    fn = jit.compile_source(source, "fused", group_label(expr))
+    source = kernel_source(expr, kinds, in_dtypes, parallel, sums)
+    label = group_label(expr) + (f" + {len(sums)} sum(s)" if sums else "")
+    fn = jit.compile_source(source, "fused", label)
     jit.compile_now(fn, [(d.numpy, PASSED[k]) for d, k in zip(in_dtypes, kinds) if k in PASSED]
-                    + [(out_dtype.numpy, 2)])
+                    + [(out_dtype.numpy, 2)] + [(np.dtype(np.float64), 1)] * len(sums))
     return fn
 
 
@@ -522,6 +534,56 @@ def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
             apart(*[view(x) for view, x in zip(flat, arrays)], *targets)
         return outs[0]
     return run, tuple(args)
+
+
+# -- sums over the leading axes, taken in the loop that writes the output ------------------
+
+def with_channel_sums(run: Callable, centered: Sequence[bool]) -> Callable | None:
+    """``run`` (a generated group over ``[..., C]``) as one loop that also sums its output over
+    every axis but the last, once per entry of ``centered``: the output itself (False), or
+    the output times ``x - mean`` (True: batchnorm's gamma gradient; ``x`` the output's shape,
+    ``mean`` ``[C]``).  Those sums read the output from registers instead of memory, where
+    a ``sum``, ``mean``, ``sum_to_like`` or ``batchnorm_grad_gamma`` after the group would
+    read it back (one pass over the image each; ``executor.fuse_channel_sums``).
+
+    Returns ``sums_run(*inputs, *extras, out=None)``, ``extras`` an ``(x, mean)`` pair per
+    centered sum in order, that writes the output as ``run`` does and leaves the float64
+    ``[C]`` sums in ``sums_run.totals``; or None for a group it does not take (outside the
+    one-thread sizes, not float).  Each column is summed in float64, row by row: the
+    reference sums in the output's dtype, so the two differ by its rounding."""
+    group: Group | None = getattr(run, "group", None)
+    if (group is None or not group.out_shape or group.out_dtype not in (DType.f32, DType.f64)
+            or not 0 < math.prod(group.out_shape) < SERIAL_BELOW):
+        return None
+    kinds, dtypes, sums = list(group.kinds), list(group.in_dtypes), []
+    for is_centered in centered:
+        if is_centered:
+            sums.append((len(kinds), len(kinds) + 1))
+            kinds += ["full", "vector"]
+            dtypes += [group.out_dtype, group.out_dtype]
+        else:
+            sums.append(None)
+    try:
+        fn = compiled_kernel(group.expr, kinds, dtypes, group.out_dtype, False, sums)
+    except Untranslatable:
+        return None
+    channels = group.out_shape[-1]
+    grid = layout(group.out_shape, ["vector"])        # rows of whole channel tiles
+    accumulators = [np.zeros(grid[1], np.float64) for _ in sums]
+    views = {"full": lambda x: np.ascontiguousarray(x).reshape(grid),
+             "vector": lambda x: np.ascontiguousarray(x).reshape(channels),
+             "scalar": lambda x: x.reshape(-1)[0]}
+    passed = [(i, views[k]) for i, k in enumerate(kinds) if k in PASSED]
+    shape, dtype = group.out_shape, group.out_dtype.numpy
+
+    def sums_run(*arrays, out=None):
+        if out is None:
+            out = np.empty(shape, dtype)
+        fn(*[view(arrays[i]) for i, view in passed], out.reshape(grid), *accumulators)
+        sums_run.totals = [acc.reshape(-1, channels).sum(axis=0) for acc in accumulators]
+        return out
+    sums_run.totals = []
+    return writes_out(sums_run)
 
 
 # -- the factories ----------------------------------------------------------------------------

@@ -1,0 +1,141 @@
+"""Per-channel sums taken in the generated loop that writes their input
+(runtime/channel_sums.py, ``generated.with_channel_sums``), against the reference kernels."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import netlang
+from netlang.model import Model
+from netlang.ops.fused import fused_kernel
+from netlang.ops.registry import get_op
+from netlang.runtime import channel_sums, executor, generated
+from netlang.train.optimizers import make_optimizer
+from netlang.train.step import LR_INPUT, build_train_graph
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+EXAMPLES = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+# A batchnorm's backward as the fusion pass leaves it: relu's gradient alone, and the
+# gradient of x as one group over [C] vectors.
+GROUPS = {
+    "relu_grad": ((("relu_grad", ("x0", "x1"), ()),), ["full", "full"]),
+    "grad_x": ((("mul", ("x0", "x1"), ()), ("sub", ("x2", "x3"), ()),
+                ("mul", ("t1", "x4"), ()), ("add", ("t0", "t2"), ()),
+                ("add", ("t3", "x5"), ())), ["full", "vector", "full", "vector", "vector",
+                                             "vector"]),
+    "add": ((("add", ("x0", "x1"), ()),), ["full", "full"]),
+}
+
+
+def arrays_for(kinds, shape, dtype, rng):
+    return [np.asarray(rng.standard_normal(shape if k == "full" else shape[-1:]), dtype)
+            for k in kinds]
+
+
+@EXAMPLES
+@given(group=st.sampled_from(sorted(GROUPS)),
+       shape=st.lists(st.integers(1, 9), min_size=2, max_size=4).map(tuple),
+       dtype=st.sampled_from([np.float32, np.float64]),
+       centered=st.lists(st.booleans(), min_size=1, max_size=3),
+       seed=st.integers(0, 2**16))
+def test_a_kernel_with_sums_writes_the_same_output_and_sums_it_per_channel(
+        group, shape, dtype, centered, seed):
+    expr, kinds = GROUPS[group]
+    rng = np.random.default_rng(seed)
+    arrays = arrays_for(kinds, shape, dtype, rng)
+    run = generated.generated_kernel(expr, [a.shape for a in arrays],
+                                     [a.dtype for a in arrays])
+    sums_run = generated.with_channel_sums(run, centered)
+    assert sums_run is not None
+    extras = []
+    for is_centered in centered:
+        if is_centered:
+            extras += arrays_for(["full", "vector"], shape, dtype, rng)
+    out = np.full(shape, 7, dtype)
+    assert sums_run(*arrays, *extras, out=out) is out
+    want = np.asarray(fused_kernel(np, *arrays, expr=expr))
+    np.testing.assert_array_equal(out, want)          # the same steps: the same bits
+    leading = tuple(range(len(shape) - 1))
+    pairs = iter(zip(extras[::2], extras[1::2]))
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12}
+    assert len(sums_run.totals) == len(centered)
+    for total, is_centered in zip(sums_run.totals, centered):
+        term = want
+        if is_centered:
+            x, mean = next(pairs)
+            term = want * (x - mean).astype(dtype)
+        assert total.shape == shape[-1:] and total.dtype == np.float64
+        np.testing.assert_allclose(total, term.astype(np.float64).sum(axis=leading),
+                                   **tolerance)
+
+
+def test_what_it_does_not_take():
+    expr, _ = GROUPS["add"]
+    big = (1 << 12, 1 << 12)          # from SERIAL_BELOW elements the loop is split over
+    run = generated.generated_kernel(expr, [big, big], [np.float32] * 2)   # threads
+    assert generated.with_channel_sums(run, [False]) is None
+    assert generated.with_channel_sums(lambda x: x, [False]) is None     # not generated
+
+
+def train_step(spec: str, fuse: bool, monkeypatch) -> tuple[list, dict, int]:
+    """(losses, state) after three SGD steps of ``spec`` on a fixed batch (each parameter
+    moves by its gradient: Adam would turn rounding in a near-zero gradient into a full
+    step), and how many reductions the kernels took."""
+    moved = []
+    real = channel_sums.fuse_channel_sums
+
+    def counted(*args):
+        moved.append(real(*args) if fuse else 0)
+        return moved[-1]
+    monkeypatch.setattr(executor, "fuse_channel_sums", counted)
+    model = netlang.compile(SPECS / spec)
+    train = build_train_graph(model, make_optimizer("sgd", {"lr": 0.1}))
+    session = Model(train).session("cpu", seed=0)
+    rng = np.random.default_rng(0)
+    feeds = {"image": rng.standard_normal((8, 28, 28, 1)).astype(np.float32),
+             "label": rng.integers(0, 10, 8).astype(np.int32), LR_INPUT: np.float32(0.1)}
+    losses = [float(session.run(model.graph.loss, feeds, training=True, updates=True))
+              for _ in range(3)]
+    return losses, {k: v.copy() for k, v in session.state.arrays.items()}, sum(moved)
+
+
+def test_a_residual_train_step_takes_every_batchnorm_and_bias_sum_and_stays_in_tolerance(
+        monkeypatch):
+    """residual.net: 7 batchnorms (beta's and gamma's gradients), 3 skip adds whose batch
+    mean reads them, the conv biases' gradients: the step trains as it did without."""
+    losses, state, moved = train_step("residual.net", True, monkeypatch)
+    plain_losses, plain_state, none = train_step("residual.net", False, monkeypatch)
+    assert none == 0 and moved >= 7 * 2 + 7
+    np.testing.assert_allclose(losses, plain_losses, rtol=1e-5)
+    for name in plain_state:
+        np.testing.assert_allclose(state[name], plain_state[name], rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+    again_losses, again, _ = train_step("residual.net", True, monkeypatch)
+    assert again_losses == losses                       # the same bits on every run
+    for name in state:
+        np.testing.assert_array_equal(again[name], state[name], err_msg=name)
+
+
+@pytest.mark.parametrize("op, attrs, like, expected", [
+    ("sum", {"axis": (0, 1, 2), "keepdims": False}, None, channel_sums.ChannelSum()),
+    ("mean", {"axis": (0, 1, 2), "keepdims": True}, None,
+     channel_sums.ChannelSum(divisor=2 * 3 * 4)),
+    ("sum", {"axis": (1, 2), "keepdims": False}, None, None),     # not every leading axis
+    ("sum_to_like", {}, (5,), channel_sums.ChannelSum()),
+    ("sum_to_like", {}, (1, 1, 1, 5), channel_sums.ChannelSum()),
+    ("sum_to_like", {}, (4, 5), None),
+])
+def test_which_reductions_are_per_channel_sums(op, attrs, like, expected):
+    source, shape = 10, ((2, 3, 4, 5), np.dtype(np.float32))
+    types = {10: shape, 11: (like, np.dtype(np.float32)), 12: ((5,), np.dtype(np.float32))}
+    args = (10, 11) if op == "sum_to_like" else (10,)
+
+    class Call:
+        opdef, out = get_op(op), 12
+    Call.args, Call.attrs = args, attrs
+    assert channel_sums.channel_sum(Call, source, shape, types.get) == expected
