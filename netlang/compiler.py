@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netlang.errors import NetlangError, UsageError
-from netlang.ir.graph import Graph
+from netlang.ir.graph import DEVICES, Graph
 from netlang.ops.builder import Builder
 from netlang.passes.autodiff import check_all_reached, gradients
 from netlang.passes.feeds import cut_feeds
 from netlang.passes.mode import bind_mode
 from netlang.passes.pipeline import OPTIMIZE, PREPARE, Pass, each_pass
+from netlang.passes.placement import place_on, placed
 from netlang.passes.report import Report, describe, report
 from netlang.passes.rewrite import Mapping, compose, identity_mapping
 from netlang.runtime.backend import Backend, get_backend
@@ -153,11 +154,13 @@ class Trace:
 
 def trace(graph: Graph, training: bool = False, fed: frozenset[int] = frozenset(),
           fetches: Sequence[int] | None = None, updates: bool = True,
-          passes: Passes = OPTIMIZE) -> Trace:
-    """cut_feeds -> bind_mode -> ``passes`` for one program of ``graph``.
+          passes: Passes = OPTIMIZE, device: str = "cpu") -> Trace:
+    """cut_feeds -> bind_mode -> ``passes`` -> placement for one program of ``graph``.
 
     ``fetches`` (ids of ``graph``) become the program's outputs (default: all outputs);
-    without ``updates`` the state updates are left out of the program.
+    without ``updates`` the state updates are left out of the program.  ``device`` is the
+    session's: where the nodes no ``on`` block placed run (passes/placement.py; the step
+    shows only for a graph with ``on`` blocks).
     """
     start = graph.copy()
     if not updates:
@@ -177,6 +180,10 @@ def trace(graph: Graph, training: bool = False, fed: frozenset[int] = frozenset(
     for name, after, rep in each_pass(current, list(passes)):
         steps.append(Step(name, after, rep))
         mapping = compose(mapping, getattr(rep, "mapping", None))
+    if placed(steps[-1].graph):
+        for name, after, rep in each_pass(steps[-1].graph, [("placement", place_on(device))]):
+            steps.append(Step(name, after, rep))
+            mapping = compose(mapping, rep.mapping)
     return Trace(steps, mapping)
 
 
@@ -189,9 +196,11 @@ class Compiled:
 
 
 def compile_program(graph: Graph, fetches: Sequence[int], fed: frozenset[int],
-                    training: bool, updates: bool, passes: Passes = OPTIMIZE) -> Compiled:
-    """The program that computes ``fetches`` (ids of ``graph``) given the ``fed`` values."""
-    result = trace(graph, training, fed, fetches, updates, passes)
+                    training: bool, updates: bool, passes: Passes = OPTIMIZE,
+                    device: str = "cpu") -> Compiled:
+    """The program that computes ``fetches`` (ids of ``graph``) given the ``fed`` values,
+    on a session whose device is ``device``."""
+    result = trace(graph, training, fed, fetches, updates, passes, device)
     opt = result.graph
     fetch_ids = [result.mapping.get(f) for f in fetches]
     if None in fetch_ids:
@@ -236,7 +245,8 @@ def bind_for_batch(graph: Graph, batch: int, backend: Backend):
     ``backend`` with every symbolic dim at ``batch``, as a session's executor binds it."""
     fed = {n.id for n in graph if n.is_source("input")}
     program = plan(graph, list(graph.outputs.values()), fed, graph.updates)
-    return Executor(backend).bind_sizes(program, AllSymbols(batch))
+    everywhere = {device: backend for device in DEVICES}   # placed nodes planned as if there
+    return Executor(backend, devices=everywhere).bind_sizes(program, AllSymbols(batch))
 
 
 def explain_text(title: str, steps: Sequence[Step], memory: Report | str) -> str:

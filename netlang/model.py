@@ -130,11 +130,11 @@ class Model:
 
     def trace(self, training: bool = False, graph: Graph | None = None,
               fed: frozenset[int] = frozenset(), fetches: tuple[int, ...] | None = None,
-              updates: bool = True) -> list[Step]:
+              updates: bool = True, device: str = "cpu") -> list[Step]:
         """Every optimization step for one program (``compiler.trace`` with this model's
-        passes), as ``(pass name, graph after, report)``."""
+        passes) on a session on ``device``, as ``(pass name, graph after, report)``."""
         return compiler.trace(graph or self.graph, training, fed, fetches, updates,
-                              self.passes).steps
+                              self.passes, device).steps
 
     def ir(self, after: str | None = None, training: bool = False,
            with_span: bool = True, step: Step | None = None) -> str:
@@ -172,7 +172,8 @@ class Model:
                          hint=did_you_mean(str(after), names) or "passes: " + ", ".join(names))
 
     def explain(self, training: bool = False, batch: int | None = None,
-                step: Step | tuple | None = None, fetches: list[str] | None = None) -> str:
+                step: Step | tuple | None = None, fetches: list[str] | None = None,
+                device: str = "cpu") -> str:
         """What each pass changed, in order, and the memory plan's peak at ``batch``.
 
         ``training`` explains the training graph (forward plus gradients); ``step`` adds one
@@ -189,22 +190,22 @@ class Model:
             steps.append(step if isinstance(step, Step) else Step(*step))
         base = steps[-1].graph
         ids = None if fetches is None else tuple(base.resolve(n) for n in fetches)
-        steps += self.trace(training, base, fetches=ids, updates=training)
+        steps += self.trace(training, base, fetches=ids, updates=training, device=device)
         memory = compiler.memory_report(steps[-1].graph, batch)
         what = "training" if training else "eval"
         return explain_text(f"explain {self.graph.name} ({what}, batch {batch})", steps, memory)
 
     # -- programs --------------------------------------------------------------------------
     def program(self, fetches: tuple[int, ...], fed: frozenset[int], training: bool,
-                updates: bool, graph: Graph | None = None) -> Compiled:
+                updates: bool, graph: Graph | None = None, device: str = "cpu") -> Compiled:
         """The cached program for these fetches and fed values (ids in ``graph``), with the
-        map from those ids to the program graph's."""
+        map from those ids to the program graph's, for a session on ``device``."""
         base = graph or self.graph
-        key = (id(base), fetches, fed, training, updates)
+        key = (id(base), fetches, fed, training, updates, device)
         cached = self._programs.get(key)
         if cached is None:
             cached = compiler.compile_program(base, fetches, fed, training, updates,
-                                              self.passes)
+                                              self.passes, device)
             self._programs[key] = cached
         return cached
 
@@ -225,9 +226,10 @@ class Session:
         self.model = model
         self.backend = get_backend(device, kernels)
         self.seed = seed
-        self.state = State.initialize(model.graph, self.backend, seed)
         self.rng = np.random.default_rng(seed)
-        self.executor = Executor(self.backend, self.rng)
+        self.executor = Executor(self.backend, self.rng, kernels=kernels)
+        self.state = State.initialize(model.graph, self.backend, seed,
+                                      self.executor.backend_of)
         self._ids: dict[tuple[int, Any], int] = {}
 
     def __repr__(self) -> str:
@@ -258,7 +260,8 @@ class Session:
         base = self._graph_for([*wanted, *feeds])
         ids = tuple(self._value_id(base, n) for n in wanted)
         fed = {self._value_id(base, k): v for k, v in feeds.items()}
-        compiled = self.model.program(ids, frozenset(fed), training, updates, base)
+        compiled = self.model.program(ids, frozenset(fed), training, updates, base,
+                                      self.backend.name)
         program, mapping = compiled.program, compiled.mapping
         dims: dict[str, tuple[int, str]] = {}
         values = {mapping[k]: self._feed_value(base, k, v, dims) for k, v in fed.items()

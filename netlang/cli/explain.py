@@ -1,4 +1,4 @@
-"""netlang explain FILE [--train] [--batch B]: what the optimizer did, pass by pass.
+"""netlang explain FILE [--train] [--batch B] [--device D]: what the optimizer did, pass by pass.
 
 Prints each pass in order with its node count and what it changed (folded, rewritten,
 merged, removed, fused: counts and the nodes by name and spec location), then the memory
@@ -6,7 +6,9 @@ plan's peak activation bytes with and without freeing after last use, and the ar
 executor binds for the kernels that write into planned buffers.  Without ``--train``
 it explains the eval program (all outputs, no updates).  With ``--train`` it explains one
 training step as ``netlang train`` runs it: forward, gradients and, when the spec has a
-train section, the optimizer's updates, fetching the loss and metrics.
+train section, the optimizer's updates, fetching the loss and metrics.  A spec with
+``on cpu { }`` / ``on gpu { }`` blocks gets a last ``placement`` step listing every copy
+between devices, for a session on ``--device`` (no GPU is needed to explain one).
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=None, metavar="B",
                         help="batch size for the memory plan (default: the spec's train "
                              "batch, else 1)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                        help="the session's device: where nodes outside 'on' blocks run")
 
 
 def run(args) -> int:
@@ -31,10 +35,11 @@ def run(args) -> int:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     model = netlang.compile(args.file)
     if not args.train:
-        print(model.explain(training=False, batch=args.batch), end="")
+        print(model.explain(training=False, batch=args.batch, device=args.device), end="")
         return 0
     step, fetches = train_step(model)
-    print(model.explain(training=True, batch=args.batch, step=step, fetches=fetches), end="")
+    print(model.explain(training=True, batch=args.batch, step=step, fetches=fetches,
+                        device=args.device), end="")
     return 0
 
 

@@ -145,7 +145,42 @@ class Return:
     span: Span
 
 
-Statement = InputDecl | ParamDecl | Assign | RoleDecl | Return
+@dataclass(frozen=True)
+class Placed:
+    """A statement inside ``on DEVICE { ... }``: the ops it builds run on that device
+    (TensorFlow's ``with tf.device(...)``).  The parser flattens each block into its
+    statements, so names defined inside are defined in the enclosing body; a nested block
+    wraps the statement again (the innermost device wins)."""
+
+    device: str
+    device_span: Span
+    stmt: Statement
+
+    @property
+    def name(self) -> str | None:
+        return getattr(self.stmt, "name", None)
+
+    @property
+    def name_span(self) -> Span | None:
+        return getattr(self.stmt, "name_span", None)
+
+    @property
+    def value(self):
+        return getattr(self.stmt, "value", True)
+
+    @property
+    def span(self) -> Span:
+        return self.stmt.span
+
+    def innermost(self) -> tuple[str, Span, Statement]:
+        """(device, its span, the statement) of the innermost ``on`` around a statement."""
+        device, span, stmt = self.device, self.device_span, self.stmt
+        while isinstance(stmt, Placed):
+            device, span, stmt = stmt.device, stmt.device_span, stmt.stmt
+        return device, span, stmt
+
+
+Statement = InputDecl | ParamDecl | Assign | RoleDecl | Return | Placed
 
 # -- top-level items -----------------------------------------------------------------------
 

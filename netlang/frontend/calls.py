@@ -367,6 +367,9 @@ class CallLowering:
 
     def _block_body(self, block: ast.Block) -> Tensor:
         body = list(block.body)
+        if body and isinstance(body[-1], ast.Placed) and isinstance(
+                body[-1].innermost()[2], ast.Return):
+            self.statement(body[-1])        # a return inside 'on': that error, at it
         if not body or not isinstance(body[-1], ast.Return):
             raise SpecError(f"block '{block.name}' must end with 'return EXPR'", block.span)
         for stmt in body[:-1]:

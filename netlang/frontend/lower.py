@@ -32,7 +32,7 @@ from netlang.frontend.initializers import init_spec
 from netlang.frontend.names import Env
 from netlang.frontend.scopes import LayerRecord, join
 from netlang.frontend.train_config import validate_train
-from netlang.ir.graph import Graph, SpecInfo
+from netlang.ir.graph import DEVICES, Graph, SpecInfo
 from netlang.ir.types import DType, TensorType, sym, too_large
 from netlang.ops.builder import Builder
 
@@ -151,11 +151,30 @@ class Lowering(CallLowering):
             return None
 
     def statement(self, stmt) -> None:
+        if isinstance(stmt, ast.Placed):
+            self._placed(stmt)
+            return
         handler = {ast.InputDecl: self._input, ast.ParamDecl: self._param_decl,
                    ast.Assign: self._assign, ast.RoleDecl: self._role}.get(type(stmt))
         if handler is None:
             raise SpecSyntaxError("'return' belongs in a block", stmt.span)
         handler(stmt)
+
+    def _placed(self, placed: ast.Placed) -> None:
+        """A statement of ``on DEVICE { ... }``: its nodes are built tagged with the device."""
+        device, span, stmt = placed.innermost()
+        if device not in DEVICES:
+            raise SpecError(f"unknown device '{device}'", span,
+                            hint="write on cpu { ... } or on gpu { ... }")
+        if isinstance(stmt, ast.InputDecl):
+            raise SpecError(f"input '{stmt.name}' is fed on the session's device, so it "
+                            f"cannot be declared inside 'on {device}'", stmt.span,
+                            hint="declare the input before the block; its ops can be inside")
+        if isinstance(stmt, ast.Return):
+            raise SpecError(f"'return' cannot be inside 'on {device}'", stmt.span,
+                            hint="return the value after the block's closing brace")
+        with self.b.placed(device):
+            self.statement(stmt)
 
     def _input(self, decl: ast.InputDecl) -> None:
         type_ = self.tensor_type(decl.type, empty=True)

@@ -112,6 +112,17 @@ def parse(text: str, path: str = "<string>") -> ast.Spec:
     return ast.Spec(source, list(items))
 
 
+def _flat(body) -> tuple:
+    """A body's statements, with the lists ``on`` blocks become spliced in."""
+    out = []
+    for item in body:
+        if isinstance(item, list):
+            out += item
+        elif item is not None:
+            out.append(item)
+    return tuple(out)
+
+
 def check_nesting(tree: Tree, source: SourceFile) -> None:
     """Refuse the first expression nested deeper than ``MAX_NESTING``, pointing at its start.
 
@@ -264,7 +275,7 @@ class ToAst(Transformer_NonRecursive):
 
     def network(self, meta, children):
         name, *body = children
-        return ast.Network(str(name), tuple(body), self._s(meta))
+        return ast.Network(str(name), _flat(body), self._s(meta))
 
     def block(self, meta, children):
         name, *rest = children
@@ -274,7 +285,14 @@ class ToAst(Transformer_NonRecursive):
                 params.append((str(child), self._t(child)))
             elif child is not None:
                 body.append(child)
-        return ast.Block(str(name), tuple(params), tuple(body), self._s(meta), meta.end_line)
+        return ast.Block(str(name), tuple(params), _flat(body), self._s(meta), meta.end_line)
+
+    def net_on(self, meta, children):
+        """``on gpu { ... }``: its statements, each ``Placed`` on the device."""
+        device, *body = children
+        return [ast.Placed(str(device), self._t(device), stmt) for stmt in _flat(body)]
+
+    block_on = net_on
 
     def train(self, meta, children):
         name, *entries = children

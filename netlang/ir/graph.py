@@ -22,6 +22,20 @@ from netlang.ir.types import TensorType
 SOURCE_OPS = frozenset({"input", "param", "state", "const"})
 VARIABLE_OPS = frozenset({"param", "state"})     # values a session's state holds
 
+# Where a node runs: ``on gpu { ... }`` in a spec tags the nodes it builds "on:gpu" (the
+# gradients and the nodes passes write in their place keep the tag); an untagged node runs on
+# the session's device.  passes/placement.py puts a ``transfer`` where a value crosses.
+DEVICES = ("cpu", "gpu")
+DEVICE_TAG = "on:"
+
+
+def device_of(node: Node, default: str | None = None) -> str | None:
+    """The device ``node`` is placed on by its tag, else ``default``."""
+    for tag in node.tags:
+        if tag.startswith(DEVICE_TAG):
+            return tag[len(DEVICE_TAG):]
+    return default
+
 
 @dataclass(frozen=True)
 class Node:

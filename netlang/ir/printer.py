@@ -2,13 +2,15 @@
 
     %7: f32[N,24,24,32] = conv2d(%image, %conv1/W) {padding=VALID, stride=(1,1)}  # mnist.net:6:7
 
+A node placed by ``on gpu { ... }`` says so among the notes (``# on gpu mnist.net:6:7``).
+
 Tests pin it in golden files; users read it with ``netlang ir``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from netlang.ir.graph import Graph, Node
+from netlang.ir.graph import Graph, Node, device_of
 
 
 def format_attr(value) -> str:
@@ -34,6 +36,9 @@ def format_node(graph: Graph, node: Node, with_span: bool = True) -> str:
     notes = []
     if node.name and node.label() != f"%{node.name}":
         notes.append(node.name)
+    device = device_of(node)
+    if with_span and device is not None:      # where it runs (not part of network_hash's text:
+        notes.append(f"on {device}")          # a checkpoint fits wherever the ops run)
     if with_span and node.span is not None:
         notes.append(node.span.short())
     if notes:

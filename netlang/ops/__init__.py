@@ -3,6 +3,7 @@ from netlang.ops import (  # noqa: F401
     activations,
     collective,
     conv,
+    device,
     elementwise,
     fused,
     image,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from netlang.errors import ShapeError, Span, SpecError
-from netlang.ir.graph import Graph
+from netlang.ir.graph import DEVICE_TAG, Graph
 from netlang.ir.types import DType, TensorType
 from netlang.ops.registry import fill_attrs, get_op
 
@@ -57,6 +57,18 @@ class Builder:
     @contextlib.contextmanager
     def tagged(self, *tags: str):
         old, self._tags = self._tags, self._tags | frozenset(tags)
+        try:
+            yield self
+        finally:
+            self._tags = old
+
+    @contextlib.contextmanager
+    def placed(self, device: str):
+        """Build on ``device`` (an ``on:`` tag replacing any outer one: the innermost
+        ``on DEVICE { ... }`` wins)."""
+        old = self._tags
+        self._tags = frozenset(t for t in old if not t.startswith(DEVICE_TAG)) | {
+            DEVICE_TAG + device}
         try:
             yield self
         finally:

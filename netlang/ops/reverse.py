@@ -8,7 +8,9 @@ zeros are materialized; integer and boolean values never carry one.  The autodif
 """
 from __future__ import annotations
 
-from netlang.ir.graph import Graph
+import contextlib
+
+from netlang.ir.graph import Graph, device_of
 from netlang.ops.builder import Builder
 from netlang.ops.registry import get_op
 
@@ -44,7 +46,9 @@ def backpropagate(b: Builder, y: int, xs: list[int], seed: int | None = None,
         opdef = get_op(node.op)
         if opdef.vjp is None:
             continue
-        with b.at(node.span), b.in_scope(node.scope), b.tagged("grad"):
+        device = device_of(node)      # a gradient runs where its op does ('on gpu { }')
+        with (b.at(node.span), b.in_scope(node.scope), b.tagged("grad"),
+              b.placed(device) if device else contextlib.nullcontext()):
             in_grads = opdef.vjp(b, node, cotangent[nid])
             for inp, g in zip(node.inputs, in_grads):
                 if g is None or inp not in relevant or not graph.nodes[inp].type.dtype.is_float:

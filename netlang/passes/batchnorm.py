@@ -20,7 +20,7 @@ group; elsewhere the op keeps its library kernel (oneDNN's batchnorm) or its own
 """
 from __future__ import annotations
 
-from netlang.ir.graph import Graph, Node
+from netlang.ir.graph import Graph, Node, device_of
 from netlang.passes.fusion import fusible, named_values
 from netlang.passes.report import Report, describe, plural, report
 from netlang.passes.rewrite import replace_groups
@@ -38,6 +38,7 @@ def _fused_by_every_user(graph: Graph, node: Node, users) -> bool:
     """Each user is an elementwise op of this node's shape: fusion takes the node with it."""
     return bool(users) and all(fusible(graph.nodes[u])
                                and graph.nodes[u].type.shape == node.type.shape
+                               and device_of(graph.nodes[u]) == device_of(node)
                                for u in users)
 
 

@@ -10,7 +10,7 @@ would otherwise take the add and relu.
 """
 from __future__ import annotations
 
-from netlang.ir.graph import Graph, Node
+from netlang.ir.graph import Graph, Node, device_of
 from netlang.passes.fusion import named_values
 from netlang.passes.report import Report, describe, plural, report
 from netlang.passes.rewrite import replace_groups
@@ -23,7 +23,7 @@ def _bias_add(graph: Graph, node: Node, users, keep) -> tuple[int, int] | None:
     for conv, bias in (node.inputs, node.inputs[::-1]):
         c = graph.nodes[conv]
         if (c.op == "conv2d" and c.attrs.get("groups") in (None, 1) and users[conv] == [node.id]
-                and conv not in keep
+                and conv not in keep and device_of(c) == device_of(node)
                 and graph.nodes[bias].type.shape == (c.type.shape[-1],)
                 and graph.nodes[bias].type.dtype == c.type.dtype and node.type == c.type):
             return conv, bias
@@ -41,7 +41,7 @@ def find_conv_bias(graph: Graph) -> dict[int, tuple[int, int, bool, list[int]]]:
         conv, bias = match
         after = users[node.id]
         relu = (len(after) == 1 and graph.nodes[after[0]].op == "relu"
-                and node.id not in keep)
+                and node.id not in keep and device_of(graph.nodes[after[0]]) == device_of(node))
         root = after[0] if relu else node.id
         found[root] = (conv, bias, relu, [conv, node.id] if relu else [conv])
     return found

@@ -1,6 +1,7 @@
 """Common-subexpression elimination: nodes with the same op, attributes and inputs are merged.
 
-Walking the graph in order, each node is keyed by ``(op, attrs, inputs after merging)``; a
+Walking the graph in order, each node is keyed by ``(op, attrs, inputs after merging)`` (and
+the device an ``on`` block placed it on: copies of one value on two devices stay two); a
 node whose key was seen before becomes the earlier node.  Because gradients are ordinary IR,
 this works across the forward and the backward graph (a VJP that recomputes ``softmax(logits)``
 reuses the forward one).  Never merged: ops declared ``pure=False`` (random masks, state reads)
@@ -10,7 +11,7 @@ arithmetic) have their operands sorted, so ``a+b`` meets ``b+a``.
 """
 from __future__ import annotations
 
-from netlang.ir.graph import Graph, Node, attr_key
+from netlang.ir.graph import Graph, Node, attr_key, device_of
 from netlang.ops.registry import get_op
 from netlang.passes.dce import rewrite_and_prune
 from netlang.passes.report import Report, collapse, describe, location, plural, report
@@ -28,7 +29,7 @@ def mergeable(node: Node) -> bool:
 def cse_key(node: Node, inputs: tuple[int, ...]) -> tuple:
     if get_op(node.op).commutative:
         inputs = tuple(sorted(inputs))
-    return node.op, attr_key(node.attrs), inputs, node.type
+    return node.op, attr_key(node.attrs), inputs, node.type, device_of(node)
 
 
 def eliminate_common_subexpressions(graph: Graph) -> tuple[Graph, Report]:

@@ -7,14 +7,14 @@ generated CUDA kernel on CuPy, ``out=`` buffers on NumPy; see ops/fused.py).
 
 A node joins the group of its users when it is elementwise and pure, all its users are in that
 one group (so its value never leaves it), it has the group's shape (one loop covers the whole
-group; smaller operands such as a bias stay outside and broadcast), and it is not a value
-anyone may fetch or update by name.  Fusion runs last, after autodiff and the algebraic
+group; smaller operands such as a bias stay outside and broadcast), it is on the group's
+device (``on gpu { }``), and it is not a value anyone may fetch or update by name.  Fusion runs last, after autodiff and the algebraic
 passes, so they see the primitive ops; ``fused`` still has a VJP (it re-emits the
 primitives), so a fused graph can be differentiated again.
 """
 from __future__ import annotations
 
-from netlang.ir.graph import Graph, Node
+from netlang.ir.graph import Graph, Node, device_of
 from netlang.ops.fused import format_expr, input_ref, step_ref
 from netlang.ops.registry import OPS
 from netlang.passes.report import Report, report
@@ -57,7 +57,8 @@ def find_groups(graph: Graph) -> list[list[int]]:
         targets = {group_of.get(u) for u in users[node.id]}
         root = targets.pop() if len(targets) == 1 else None
         if (root is not None and node.id not in keep
-                and node.type.shape == graph.nodes[root].type.shape):
+                and node.type.shape == graph.nodes[root].type.shape
+                and device_of(node) == device_of(graph.nodes[root])):
             group_of[node.id] = root
             groups[root].append(node.id)
         else:

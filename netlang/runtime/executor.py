@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from netlang.errors import ExecutionError, FeedError, NetlangError
+from netlang.errors import DeviceError, ExecutionError, FeedError, NetlangError
+from netlang.ir.graph import device_of
 from netlang.ir.types import bind_dims
 from netlang.runtime import memory
-from netlang.runtime.backend import Backend
+from netlang.runtime.backend import Backend, get_backend
 from netlang.runtime.channel_sums import fuse_channel_sums
 from netlang.runtime.cpu_kernels import KernelState
 from netlang.runtime.cpu_kernels import writes_out as marked_writing_out
@@ -71,8 +72,13 @@ class Bound:
 
 
 class Executor:
-    def __init__(self, backend: Backend, rng=None, buffer_plan: bool = True):
-        self.backend = backend
+    def __init__(self, backend: Backend, rng=None, buffer_plan: bool = True,
+                 devices: dict[str, Backend] | None = None, kernels: str = "default"):
+        self.backend = backend          # the session's device: where unplaced nodes run
+        # the backends of the devices 'on' blocks place nodes on, made on first use (a CPU
+        # one with the session's kernel set)
+        self.devices = dict(devices or {})
+        self.kernels = kernels
         self._rng = rng
         self.buffer_plan = buffer_plan  # planned buffers and in-place updates (off: each
         #                                 kernel allocates its output, as the reference does)
@@ -82,6 +88,23 @@ class Executor:
         self.kernel_state = KernelState()           # what kernels share between calls
         self.spares = Spares()
         self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def backend_of(self, node) -> Backend:
+        """The backend ``node`` runs on: its ``on`` block's device, else the session's.  A
+        device this machine lacks is one error at the node's spec line."""
+        name = device_of(node, self.backend.name)
+        if name == self.backend.name:
+            return self.backend
+        backend = self.devices.get(name)
+        if backend is None:
+            try:
+                backend = self.devices[name] = get_backend(name, self.kernels)
+            except DeviceError as err:
+                raise DeviceError(f"'on {name}' places this op on a device this machine "
+                                  f"cannot use: {err.message}", node.span,
+                                  hint=f"run it where the {name} works, or move the statement "
+                                       f"out of 'on {name} {{ ... }}'") from None
+        return backend
 
     @property
     def rng(self):
@@ -108,7 +131,8 @@ class Executor:
         key = (tuple(sorted(dims.items())), planned)
         bound = per_size.get(key)
         if bound is None:
-            consts = {n.id: self.backend.asarray(n.attrs["value"]) for n in program.consts}
+            consts = {n.id: self.backend_of(n).asarray(n.attrs["value"])
+                      for n in program.consts}
             runs = [self._kernel(program, c, dims) for c in program.calls]
             bound = Bound(consts, [(c.out, run, c.args, c.dead)
                                    for c, run in zip(program.calls, runs)],
@@ -131,11 +155,15 @@ class Executor:
 
     def _kernel(self, program: Program, call, dims: dict[str, int]) -> Callable:
         """The backend's kernel for this call at these sizes, else the reference."""
+        backend = self.backend_of(call.node)
+        if call.opdef.name == "transfer":       # a copy between two devices' backends
+            source = self.backend_of(program.graph.nodes[call.args[0]])
+            return functools.partial(_transfer, source, backend)
         attrs = {**call.attrs, "rng": self._rng} if call.random else call.attrs
-        factories = self.backend.factories.get(call.opdef.name, ())
+        factories = backend.factories.get(call.opdef.name, ())
         types = [program.graph.nodes[a].type for a in (*call.args, call.out)]
         if factories and any(t.dtype.is_half for t in types):
-            note_half_precision(self.backend)
+            note_half_precision(backend)
             factories = ()       # the library and generated kernels take f32 and f64
         if factories and not call.random:
             try:
@@ -154,11 +182,11 @@ class Executor:
                         raise err.with_span(call.node.span) from None   # (symbolic ones)
                     if run is not None:
                         return run
-        kernel = self.backend.kernel_for(call.opdef)
-        run = functools.partial(kernel, self.backend.xp, **attrs)
+        kernel = backend.kernel_for(call.opdef)
+        run = functools.partial(kernel, backend.xp, **attrs)
         # A reference kernel that can write into a given NumPy array (dropout's mask) gets
         # its planned buffer on the CPU too.
-        if getattr(kernel, "writes_out", False) and self.backend.xp is np:
+        if getattr(kernel, "writes_out", False) and backend.xp is np:
             return marked_writing_out(run)
         return run
 
@@ -256,6 +284,11 @@ class Executor:
         shapes = ", ".join(str(getattr(env.get(a), "shape", "?")) for a in node.inputs)
         return ExecutionError(f"{node.op} (node %{node.id}) failed on inputs of shapes "
                               f"{shapes}: {err}", node.span)
+
+
+def _transfer(source: Backend, target: Backend, value):
+    """``value`` on ``source``'s device copied to ``target``'s (host <-> GPU)."""
+    return target.asarray(source.to_numpy(value))
 
 
 # -- the static buffer plan, applied to a bound program ----------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -21,6 +22,7 @@ class State:
     def __init__(self, backend: Backend):
         self.backend = backend
         self.arrays: dict[str, object] = {}
+        self.placed: dict[str, Backend] = {}   # variables an 'on' block put on another device
 
     def __getitem__(self, name: str):
         return self.arrays[name]
@@ -34,26 +36,36 @@ class State:
     def items(self):
         return self.arrays.items()
 
+    def backend_for(self, name: str) -> Backend:
+        """The backend whose device holds variable ``name``."""
+        return self.placed.get(name, self.backend)
+
     def to_numpy(self) -> dict[str, np.ndarray]:
-        return {k: self.backend.to_numpy(v) for k, v in self.arrays.items()}
+        return {k: self.backend_for(k).to_numpy(v) for k, v in self.arrays.items()}
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         for name, value in arrays.items():
-            self.arrays[name] = self.backend.asarray(value)
+            self.arrays[name] = self.backend_for(name).asarray(value)
 
     @classmethod
-    def initialize(cls, graph: Graph, backend: Backend, seed: int = 0) -> State:
-        """Create every parameter and state variable of ``graph`` from its initializer."""
+    def initialize(cls, graph: Graph, backend: Backend, seed: int = 0,
+                   backend_of: Callable | None = None) -> State:
+        """Create every parameter and state variable of ``graph`` from its initializer, on
+        ``backend``, or where ``backend_of(node)`` says (a variable declared in an ``on``
+        block lives on that device)."""
         state = cls(backend)
         for table in (graph.params, graph.state):
             for name, nid in table.items():
                 node = graph.nodes[nid]
+                home = backend if backend_of is None else backend_of(node)
+                if home is not backend:
+                    state.placed[name] = home
                 if not node.type.is_static:
                     raise ValueError(f"variable {name} has a symbolic shape {node.type}")
                 try:
                     value = initialize(node.attrs["init"], node.type.shape,
                                        node.type.dtype.numpy, param_rng(seed, name))
-                    state[name] = backend.asarray(value)
+                    state[name] = home.asarray(value)
                 except MemoryError:
                     size = human_bytes(tensor_bytes(node.type, 1))
                     raise ExecutionError(

@@ -10,11 +10,12 @@ does forward, backward and update.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 
 from netlang.compiler import GRAD_PREFIX, training_graph
 from netlang.errors import UsageError
-from netlang.ir.graph import Graph
+from netlang.ir.graph import Graph, device_of
 from netlang.ir.types import DType, TensorType
 from netlang.model import Model
 from netlang.ops.builder import Builder
@@ -121,7 +122,9 @@ def build_train_graph(model: Model, optimizer: Optimizer, weight_decay: float = 
             dtype = b.type_of(param).dtype
             if dtype not in step_sizes:
                 step_sizes[dtype] = b.cast(step_size, dtype=str(dtype))
-            with b.at(train.nodes[param].span):
+            device = device_of(train.nodes[param])     # an 'on' block's parameter: its
+            colocated = b.placed(device) if device else contextlib.nullcontext()  # update
+            with b.at(train.nodes[param].span), colocated:          # and slots live there too
                 if weight_decay and decays(train, param):
                     decay = b.const(weight_decay, dtype)
                     grad = b.add(grad, b.mul(decay, param))

@@ -30,6 +30,7 @@ class Box:
     marks: list[str] = field(default_factory=list)   # optimizer notes ("merged 2 (CSE)")
     rank_with: str | None = None    # a box to share a rank with (a gradient beside its layer)
     small: bool = False             # constants and the mode flag: drawn small, per use
+    device: str | None = None       # the device an 'on' block placed it on (drawn in its colour)
 
 
 @dataclass

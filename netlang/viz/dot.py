@@ -1,7 +1,8 @@
 """A ``Diagram`` as DOT text, styled by role.  This module and ``output.py`` import graphviz.
 
 Flow is top to bottom.  Each box kind has one style (inputs blue, outputs green, loss red,
-metrics yellow, parameters purple cylinders, state teal cylinders, gradients orange); edge
+metrics yellow, parameters purple cylinders, state teal cylinders, gradients orange; a box
+an ``on`` block placed has a thick outline in its device's colour: cpu blue, gpu green); edge
 labels are Graphviz labels proper, which ``dot`` places without overlaps.  Every box and edge
 carries its kind as an SVG class, so tests and style sheets can find them.
 """
@@ -52,6 +53,10 @@ LEGEND_TEXT = {"input": "input", "output": "output", "loss": "loss", "metric": "
 
 MARK_COLOR = "#d9480f"
 
+# Boxes an 'on cpu { }' / 'on gpu { }' block placed: a thick outline in the device's colour,
+# and the device in the key above the graph.
+DEVICE_COLORS = {"cpu": "#1864ab", "gpu": "#2f9e44"}
+
 
 def html_label(box: Box) -> str:
     """Bold title, then the detail lines smaller, then optimizer marks in orange."""
@@ -66,6 +71,9 @@ def html_label(box: Box) -> str:
 def node_attrs(box: Box) -> dict[str, str]:
     attrs = dict(STYLES[box.kind])
     attrs["class"] = box.kind
+    if box.device is not None:
+        attrs.update(color=DEVICE_COLORS[box.device], penwidth="3")
+        attrs["class"] += f" on-{box.device}"
     if box.marks:
         attrs["color"] = MARK_COLOR
         attrs["penwidth"] = "2"
@@ -135,6 +143,9 @@ def graph_label(diagram: Diagram) -> str:
     cells = "".join(
         f'<td bgcolor="{STYLES[k]["fillcolor"]}" color="{STYLES[k]["color"]}">'
         f'<font point-size="9">{LEGEND_TEXT[k]}</font></td>' for k in kinds)
+    devices = {box.device for box in diagram.boxes.values()} - {None}
+    cells += "".join(f'<td color="{DEVICE_COLORS[d]}" border="3"><font point-size="9">on {d}'
+                     f'</font></td>' for d in sorted(devices))
     rows = [f'<tr><td><font point-size="14">{escape(diagram.title)}</font></td></tr>']
     if cells:
         rows.append('<tr><td><table border="0" cellborder="1" cellspacing="2" '

@@ -7,7 +7,7 @@ the forward pass.
 """
 from __future__ import annotations
 
-from netlang.ir.graph import Graph
+from netlang.ir.graph import Graph, device_of
 from netlang.viz.changes import Changes
 from netlang.viz.diagram import Box, Diagram, Edge
 from netlang.viz.labels import count_text, layer_text, param_count
@@ -45,6 +45,8 @@ def unit_box(graph: Graph, unit: Unit, changes: Changes | None) -> Box:
     else:
         box = Box(unit.key, "layer", unit.title, forward_lines(graph, unit))
     box.cluster = unit.cluster
+    devices = {device_of(n) for n in unit.nodes}
+    box.device = devices.pop() if len(devices) == 1 else None
     if changes is not None:
         box.marks = unit_marks(unit, changes)
     return box

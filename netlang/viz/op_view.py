@@ -8,7 +8,7 @@ reader; so are parameters where gradient nodes read them.  State updates, and th
 """
 from __future__ import annotations
 
-from netlang.ir.graph import Graph, Node
+from netlang.ir.graph import Graph, Node, device_of
 from netlang.ops.state import ASSIGN_OP
 from netlang.viz.changes import Changes
 from netlang.viz.diagram import Box, Diagram, Edge
@@ -95,6 +95,7 @@ def node_box(graph: Graph, node: Node, names, grads, changes) -> Box:
             lines.append("∇" + grads[node.id])
         box = Box(key_of(graph, node.id), kind, op_text(graph, node, False), lines)
     box.cluster = cluster_of(node)
+    box.device = device_of(node)
     if changes is not None:
         box.marks = changes.marks(node.id)
     return box

@@ -104,7 +104,7 @@ network n {
   input x: f32[N, 2]
   output y = relu(x)
 """, """\
-bad.net:3:21: syntax error: unexpected end of file, expected a statement or '}'
+bad.net:3:21: syntax error: unexpected end of file, expected a statement, 'on' or '}'
       output y = relu(x)
                         ^
 hint: a '{' is never closed: add '}'"""),
