@@ -80,7 +80,8 @@ say '```'
 # tests/train/test_nccl.py: GPU ranks' gradient sums through NCCL (needs mpi4py and the mpich
 # wheel in .whl/ too; without them it skips, and the report's SKIPPED lines say so)
 timeout $T_PARITY python3 -m pytest -q -rs -o addopts= -p no:cacheprovider tests/runtime/test_backend.py \
-  tests/passes/test_fusion.py tests/train/test_nccl.py > "$OUT/parity.log" 2>&1
+  tests/runtime/test_gpu_halves.py tests/passes/test_fusion.py tests/train/test_nccl.py \
+  > "$OUT/parity.log" 2>&1
 rc=$?
 say ""
 say "## parity tests: $(status $rc) ($(elapsed))"

@@ -61,8 +61,17 @@ class Backend:
         return self.kernels.get(opdef.name, opdef.kernel)
 
     def asarray(self, value, dtype=None):
-        """Host -> device (a no-op on the CPU); one copy per batch, not per op."""
+        """Host -> device (a no-op on the CPU); one copy per batch, not per op.  bf16 stays on
+        the CPU: CuPy has no bfloat16 (the GPU's half is f16)."""
+        self.holds(dtype or getattr(value, "dtype", None))
         return self.xp.asarray(value, dtype=dtype)
+
+    def holds(self, dtype) -> None:
+        """Nothing, or the DeviceError for a dtype this device cannot hold (bf16 on the GPU)."""
+        if self.name == "gpu" and getattr(dtype, "name", None) == "bfloat16":
+            raise DeviceError("bf16 runs on the CPU only: CuPy has no bfloat16",
+                              hint="on the GPU use f16: precision mixed(dtype=f16), "
+                                   "cast(x, dtype=f16)")
 
     def to_numpy(self, value) -> np.ndarray:
         """Device -> host.  On the GPU this waits for the work queued so far."""

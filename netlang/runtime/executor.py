@@ -131,9 +131,8 @@ class Executor:
         key = (tuple(sorted(dims.items())), planned)
         bound = per_size.get(key)
         if bound is None:
-            consts = {n.id: self.backend_of(n).asarray(n.attrs["value"])
-                      for n in program.consts}
             runs = [self._kernel(program, c, dims) for c in program.calls]
+            consts = {n.id: self._const(n) for n in program.consts}
             bound = Bound(consts, [(c.out, run, c.args, c.dead)
                                    for c, run in zip(program.calls, runs)],
                           {c.out: i for i, c in enumerate(program.calls)})
@@ -144,6 +143,13 @@ class Executor:
                                   lambda nid: _concrete(program, nid, dims))
             per_size[key] = bound
         return bound
+
+    def _const(self, node):
+        """A constant moved to its device once per program."""
+        try:
+            return self.backend_of(node).asarray(node.attrs["value"])
+        except DeviceError as err:          # a dtype the device cannot hold
+            raise err.with_span(node.span) from None
 
     def _dims(self, program: Program, feeds: dict[int, Any]) -> dict[str, int]:
         dims: dict[str, int] = {}
@@ -156,6 +162,11 @@ class Executor:
     def _kernel(self, program: Program, call, dims: dict[str, int]) -> Callable:
         """The backend's kernel for this call at these sizes, else the reference."""
         backend = self.backend_of(call.node)
+        try:
+            for a in (*call.args, call.out):
+                backend.holds(program.graph.nodes[a].type.dtype.numpy)
+        except DeviceError as err:
+            raise err.with_span(call.node.span) from None
         if call.opdef.name == "transfer":       # a copy between two devices' backends
             source = self.backend_of(program.graph.nodes[call.args[0]])
             return functools.partial(_transfer, source, backend)

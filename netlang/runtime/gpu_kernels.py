@@ -29,7 +29,12 @@ from netlang.ops.fused import (
 from netlang.ops.registry import all_ops, get_op
 
 CTYPE = {DType.f32: "float", DType.f64: "double", DType.i32: "int", DType.i64: "long long",
-         DType.bool: "bool"}
+         DType.bool: "bool", DType.f16: "float16"}
+# A half step computes in float and rounds its result to half (``(float)(float16)(...)``), as
+# NumPy's float16 ufuncs do per op; half inputs are read into float locals first, so no
+# expression mixes CuPy's float16 class with float (an ambiguous overload in C++).  CuPy has
+# no bfloat16: bf16 runs on the CPU only (backend.py says so at the value that needs it).
+HALF_COMPUTE = "float"
 
 @dataclass(frozen=True)
 class KernelSource:
@@ -90,13 +95,19 @@ def cuda_source(expr: tuple, in_dtypes: list[DType]) -> KernelSource:
     """
     types = step_types(expr, [TensorType(d, ()) for d in in_dtypes])
     steps, inputs = live_parts(expr)
-    lines = []
+    lines, names = [], {}
+    for i in inputs:
+        if in_dtypes[i] is DType.f16:
+            names[input_ref(i)] = f"{input_ref(i)}_f"
+            lines.append(f"{HALF_COMPUTE} {input_ref(i)}_f = ({HALF_COMPUTE}){input_ref(i)};")
     for j in steps:
         op, args, attrs = expr[j]
-        ctype = CTYPE[types[j].dtype]
+        half = types[j].dtype is DType.f16
+        ctype = HALF_COMPUTE if half else CTYPE[types[j].dtype]
         fields = {k: c_literal(v) for k, v in attrs if v is not None}
-        body = element_expr(op).format(*args, T=ctype, **fields)
-        lines.append(f"{ctype} {step_ref(j)} = ({ctype})({body});")
+        body = element_expr(op).format(*[names.get(a, a) for a in args], T=ctype, **fields)
+        value = f"({ctype})(float16)({body})" if half else f"({ctype})({body})"
+        lines.append(f"{ctype} {step_ref(j)} = {value};")
     lines.append(f"y = {output_ref(expr)};")
     in_params = ", ".join(f"{in_dtypes[i].numpy.name} {input_ref(i)}" for i in inputs)
     out_params = f"{types[-1].dtype.numpy.name} y"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from netlang.errors import ExecutionError
+from netlang.errors import DeviceError, ExecutionError
 from netlang.ir.graph import Graph
 from netlang.runtime.backend import Backend
 from netlang.runtime.initializers import initialize
@@ -66,6 +66,8 @@ class State:
                     value = initialize(node.attrs["init"], node.type.shape,
                                        node.type.dtype.numpy, param_rng(seed, name))
                     state[name] = home.asarray(value)
+                except DeviceError as err:       # a dtype the device cannot hold
+                    raise err.with_span(node.span) from None
                 except MemoryError:
                     size = human_bytes(tensor_bytes(node.type, 1))
                     raise ExecutionError(

@@ -49,11 +49,13 @@ class TrainConfig:
             args["lr"] = lr
         return make_optimizer(self.optimizer.name, args, self.optimizer.span)
 
-    def mixed_dtype(self) -> DType | None:
-        """The half dtype of ``precision mixed`` (bf16 unless told f16), or None."""
+    def mixed_dtype(self, device: str = "cpu") -> DType | None:
+        """The half dtype of ``precision mixed`` on ``device`` (unless told: bf16 on the CPU,
+        f16 on the GPU, which CuPy's kernels and cuBLAS take), or None."""
         if self.precision is None or self.precision.name != "mixed":
             return None
-        return DType(str(self.precision.args.get("dtype", "bf16")))
+        default = "f16" if device == "gpu" else "bf16"
+        return DType(str(self.precision.args.get("dtype", default)))
 
     def make_schedule(self) -> Schedule:
         if self.schedule is None:

@@ -132,7 +132,8 @@ def _train(model, world, config, name, lr, out, resume, force, init_from, data_d
             f"({val} for validation), {config.epochs} epochs of batch {config.batch}, "
             f"{trainer.optimizer.describe()}, schedule {trainer.schedule.describe()}, "
             f"seed {config.seed}, {trainer.session.backend.describe()}"
-            + (f", mixed precision ({config.mixed_dtype()})" if config.mixed_dtype() else "")
+            + (f", mixed precision ({config.mixed_dtype(device)})"
+               if config.mixed_dtype(device) else "")
             + (f", augment {trainer.augmenter.describe()}" if trainer.augmenter else "")
             + (f", {world.size} ranks (MPI"
                + (", gradients sent as f16" if config.compress else "")

@@ -88,7 +88,8 @@ class Trainer:
                              f"(at most {F32_MAX:.4g})", hint="lower the learning rate")
         self.schedule = config.make_schedule()
         self.graph = build_train_graph(model, self.optimizer, config.weight_decay,
-                                       config.mixed_dtype(), ranks=world.size if world else 1,
+                                       config.mixed_dtype(device),
+                                       ranks=world.size if world else 1,
                                        compress=config.compress,
                                        sync_batchnorm=config.sync_batchnorm)
         self.train_model = Model(self.graph)

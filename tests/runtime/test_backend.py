@@ -245,10 +245,15 @@ TWO_INPUTS = [("add", ()), ("sub", ()), ("mul", ()), ("div", ()), ("maximum", ()
               ("equal", ()), ("greater", ()), ("less", ())]
 
 
+# The host compiler's stand-in for CuPy's float16 class: an IEEE half (g++ 12 on x86-64).
+HOST_PRELUDE = ("#include <cmath>\n#include <math.h>\nusing namespace std;\n"
+                "typedef _Float16 float16;\n")
+
+
 def host_cases(rng) -> list[tuple]:
-    """(expr, input arrays): every op alone (in f32 and f64), then random chains."""
+    """(expr, input arrays): every op alone (in f16, f32 and f64), then random chains."""
     cases = []
-    for dtype in (np.float32, np.float64):
+    for dtype in (np.float16, np.float32, np.float64):
         for op, attrs in ONE_INPUT:
             lo = 0.1 if op in POSITIVE or (op == "pow" and attrs[0][1] == 0.5) else -3.0
             cases.append(((((op, ("x0",), attrs),)), [rng.uniform(lo, 3, (5, 4)).astype(dtype)]))
@@ -296,7 +301,7 @@ def compile_host_kernels(cases, folder: pathlib.Path):
     compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         pytest.skip("no C++ compiler (g++) to compile the generated kernel bodies on the host")
-    body = "#include <cmath>\n#include <math.h>\nusing namespace std;\n" + "".join(
+    body = HOST_PRELUDE + "".join(
         cpp_function(i, expr, [DType.of(a.dtype) for a in arrays])
         for i, (expr, arrays) in enumerate(cases))
     (folder / "kernels.cpp").write_text(body)
@@ -317,7 +322,7 @@ def test_generated_kernel_bodies_compute_what_numpy_computes(tmp_path):
         getattr(library, f"kernel{i}")(*[ctypes.c_void_p(a.ctypes.data) for a in flat],
                                        ctypes.c_void_p(got.ctypes.data),
                                        ctypes.c_long(want.size))
-        tol = 1e-6 if want.dtype == np.float32 else 1e-12
+        tol = {np.float16: 1e-3, np.float32: 1e-6}.get(want.dtype.type, 1e-12)
         np.testing.assert_allclose(got, want, rtol=tol * 4, atol=tol,
                                    err_msg=f"{expr} on {[a.dtype.name for a in arrays]}")
         assert got.dtype == want.dtype
@@ -349,7 +354,7 @@ class HostElementwiseKernel:
             params = [f"const {ctype[d]}* P{i}" for i, d in enumerate(self.dtypes)]
             loads = " ".join(f"{ctype[d]} {name} = P{i}[k_];"
                              for i, (d, name) in enumerate(zip(self.dtypes, names)))
-            source = (f'#include <cmath>\n#include <math.h>\nusing namespace std;\n'
+            source = (HOST_PRELUDE +
                       f'extern "C" void run({", ".join(params)}, {ctype[out]}* Y, long n) {{\n'
                       f"for (long k_ = 0; k_ < n; ++k_) {{ {loads} {ctype[out]} y;\n"
                       f"{operation}\nY[k_] = y; }}\n}}\n")
