@@ -21,7 +21,8 @@ LAYER = {"errors": 0, "ir": 1, "ops": 2, "frontend": 3, "passes": 3, "runtime": 
 OUTSIDE = {"networkx": {"runtime/memory.py"}, "lark": None, "graphviz": None, "cupy": {
     "runtime/backend.py"}, "cupyx": {"runtime/backend.py"}, "numba": {"runtime/jit.py"},
     "ml_dtypes": {"ir/types.py"}, "onnx": {"exchange/onnx_lib.py"},
-    "onnxruntime": {"exchange/onnx_lib.py"}, "mpi4py": {"train/mpi.py"}}
+    "onnxruntime": {"exchange/onnx_lib.py"}, "mpi4py": {"train/mpi.py"},
+    "cudnn": {"runtime/backend.py"}}
 
 
 # The Python API's conveniences reach up, each by one import inside the method that needs it
@@ -97,6 +98,7 @@ def test_one_module_knows_each_outside_library():
     assert where["onnx"] <= OUTSIDE["onnx"], where["onnx"]
     assert where["onnxruntime"] <= OUTSIDE["onnxruntime"], where["onnxruntime"]
     assert where["mpi4py"] <= OUTSIDE["mpi4py"], where["mpi4py"]
+    assert where["cudnn"] <= OUTSIDE["cudnn"], where["cudnn"]
 
 
 def test_one_module_loads_onednn():

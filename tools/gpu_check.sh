@@ -5,8 +5,9 @@
 #   bash tools/gpu_check.sh --device cpu --quick  # a dry run of every step on a CPU machine
 #   bash tools/gpu_check.sh --short               # tighter limits (210 s at most) for a small lease
 #
-# 1. installs what the machine lacks (lark, graphviz; mpi4py and mpich for the NCCL test) from
-#    the wheels in .whl/;
+# 1. installs what the machine lacks (lark, graphviz; nvidia-cudnn-frontend and
+#    nvidia-cudnn-cu12 for the convolutions; mpi4py and mpich for the NCCL test) from the
+#    wheels in .whl/;
 # 2. runs the backend parity tests (every op's outputs and gradients on the GPU vs NumPy,
 #    inferred vs executed shapes, generated fused kernels) and the fusion tests;
 # 3. runs tools/bench.py on the device at batch 64 and 256 next to PyTorch on the same device,
@@ -17,7 +18,11 @@
 # 5. writes $OUT/report.md with the results and one log per step (8 files in $OUT).
 #
 # Each step has its own time limit (590 s together at most; about four minutes expected).
-# Prepare here (once): .whl/ (pip download, see /work/.library/device/README.md) and
+# Prepare here (once): .whl/ (pip download, see /work/.library/device/README.md; the device
+# image has CuPy and cuDNN's libraries but not the frontend's Python module, an 11.6 MB wheel:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 -d .whl nvidia-cudnn-frontend==1.32.0)
+# and
 #   mkdir -p .gpu_data/mnist; for f in ~/.cache/netlang/mnist/*-ubyte; do
 #     gzip -9 -c "$f" > .gpu_data/mnist/$(basename "$f").gz; done
 set -u -o pipefail
@@ -47,7 +52,7 @@ elapsed() { echo $(( $(date +%s) - START ))s; }
 status() { if [ "$1" -eq 0 ]; then echo ok; elif [ "$1" -eq 124 ]; then echo "TIMED OUT"; else echo "FAILED (exit $1)"; fi; }
 
 # -- 1. environment ----------------------------------------------------------------------------
-if ! python3 -c "import lark, graphviz" 2>/dev/null; then
+if ! python3 -c "import lark, graphviz, cudnn" 2>/dev/null && ls .whl/*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/netlang_site .whl/*.whl || { echo "cannot install .whl/*.whl" >&2; exit 1; }
   export PYTHONPATH="/tmp/netlang_site${PYTHONPATH:+:$PYTHONPATH}"
@@ -60,14 +65,16 @@ export NETLANG_DATA="$PWD/.gpu_data"
   python3 - <<'EOF'
 import platform, numpy
 print("python", platform.python_version(), "numpy", numpy.__version__)
-for name in ("cupy", "torch", "lark", "networkx", "hypothesis"):
+for name in ("cupy", "cudnn", "torch", "lark", "networkx", "hypothesis"):
     try:
         module = __import__(name)
         print(name, getattr(module, "__version__", "?"))
     except Exception as err:
         print(name, "missing:", err)
-from netlang.runtime.backend import gpu_available
+from netlang.runtime.backend import get_backend, gpu_available
 print("netlang --device gpu:", gpu_available())
+if gpu_available()[0]:
+    print("netlang gpu backend:", get_backend("gpu").describe())
 EOF
 } > "$OUT/env.log" 2>&1
 say "# netlang GPU check ($DEVICE$([ $QUICK = 1 ] && echo ', quick'))"
@@ -80,7 +87,8 @@ say '```'
 # tests/train/test_nccl.py: GPU ranks' gradient sums through NCCL (needs mpi4py and the mpich
 # wheel in .whl/ too; without them it skips, and the report's SKIPPED lines say so)
 timeout $T_PARITY python3 -m pytest -q -rs -o addopts= -p no:cacheprovider tests/runtime/test_backend.py \
-  tests/runtime/test_gpu_halves.py tests/passes/test_fusion.py tests/train/test_nccl.py \
+  tests/runtime/test_gpu_halves.py tests/runtime/test_cudnn.py tests/passes/test_fusion.py \
+  tests/train/test_nccl.py \
   > "$OUT/parity.log" 2>&1
 rc=$?
 say ""

@@ -49,7 +49,8 @@ class Backend:
         """One line for logs and headers: the device and which kernels run (and, once, why a
         library is not used)."""
         if self.name != "cpu":
-            return self.name
+            used = self.library or "; ".join(self.notes)
+            return f"{self.name} ({used})" if used else self.name
         if not self.factories:
             return "cpu (the reference NumPy kernels)"
         if self.library:
@@ -142,6 +143,22 @@ def import_nccl():
     return nccl
 
 
+def import_cudnn():
+    """(NVIDIA's cuDNN frontend module ``cudnn``, "") or (None, why not): the GPU backend's
+    convolutions (runtime/cudnn_kernels.py) run through it where it loads.  TF32 stays off
+    for float32 unless the environment says otherwise (float32 means float32)."""
+    import os
+
+    os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
+    try:
+        import cudnn
+    except ImportError:
+        return None, "nvidia-cudnn-frontend is not installed"
+    except Exception as err:  # noqa: BLE001 - a broken install: say what it raised
+        return None, f"the cuDNN frontend does not load: {err}"
+    return cudnn, ""
+
+
 def _device_count(cupy) -> int:
     try:
         return int(cupy.cuda.runtime.getDeviceCount())
@@ -158,7 +175,15 @@ def _gpu_backend() -> Backend:
                           hint="use --device cpu")
     from netlang.runtime.gpu_kernels import gpu_kernels
 
-    return Backend("gpu", cupy, gpu_kernels())
+    cudnn, why = import_cudnn()
+    if cudnn is None:
+        return Backend("gpu", cupy, gpu_kernels(),
+                       notes=(f"cuDNN is not used: {why}; convolutions run CuPy's GEMMs "
+                              f"(pip install nvidia-cudnn-frontend nvidia-cudnn-cu12)",))
+    from netlang.runtime.cudnn_kernels import cudnn_factories
+
+    return Backend("gpu", cupy, gpu_kernels(), factories=cudnn_factories(cudnn, cupy),
+                   library=f"cuDNN {cudnn.backend_version()}")
 
 
 _GPU: list[Backend] = []

@@ -408,7 +408,8 @@ def numpy_as_gpu(fresh_gpu_slot, monkeypatch, tmp_path):
     cupy.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
         curand=types.SimpleNamespace(CURAND_RNG_PSEUDO_PHILOX4_32_10=7),
-        Stream=types.SimpleNamespace(null=types.SimpleNamespace(synchronize=lambda: None)))
+        Stream=types.SimpleNamespace(null=types.SimpleNamespace(synchronize=lambda: None)),
+        get_current_stream=lambda: types.SimpleNamespace(ptr=0))
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setattr(HostElementwiseKernel, "folder", tmp_path)
     monkeypatch.setattr(HostElementwiseKernel, "built", {})
