@@ -24,6 +24,7 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss", action="store_true",
                         help="also print each system's peak RSS (netlang in its own process)")
     args = parser.parse_args(argv)
+    if args.no_graph:
+        os.environ["NETLANG_GRAPHS"] = "0"      # read by the executor (runtime/capture.py)
     try:
         bench.check_arguments(args)
-        import os
-
         if args.device == "cpu":
             from netlang.runtime.backend import keep_freed_memory
             from netlang.runtime.threads import configure_cpu_threads

@@ -10,14 +10,15 @@
 #    wheels in .whl/;
 # 2. runs the backend parity tests (every op's outputs and gradients on the GPU vs NumPy,
 #    inferred vs executed shapes, generated fused kernels) and the fusion tests;
-# 3. runs tools/bench.py on the device at batch 64 and 256 next to PyTorch on the same device,
-#    then the CNNs at batch 256 without fusion (what fusion buys, in time and kernel launches),
+# 3. runs tools/bench.py on the device at batch 64 and 256 next to PyTorch on the same device
+#    (steps replayed as CUDA graphs), then the CNNs at batch 256 without fusion (what fusion
+#    buys, in time and kernel launches), every workload without CUDA graphs (--no-graph),
 #    then a per-kernel profile of the CNNs at batch 256 (where a step's time goes);
 # 4. trains one epoch of specs/mnist.net on the device and measures its test accuracy
 #    (MNIST from .gpu_data/mnist, gzipped idx files copied from the netlang cache);
-# 5. writes $OUT/report.md with the results and one log per step (8 files in $OUT).
+# 5. writes $OUT/report.md with the results and one log per step (9 files in $OUT).
 #
-# Each step has its own time limit (590 s together at most; about four minutes expected).
+# Each step has its own time limit (585 s together at most; about four minutes expected).
 # Prepare here (once): .whl/ (pip download, see /work/.library/device/README.md; the device
 # image has CuPy and cuDNN's libraries but not the frontend's Python module, an 11.6 MB wheel:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -31,12 +32,13 @@ cd "$(dirname "$0")/.."
 DEVICE=gpu
 QUICK=0
 SHORT=0   # --short: the same steps with tighter limits (210 s at most), for a small lease
-T_PARITY=150; T_BENCH=160; T_NOFUSION=50; T_PROFILE=45; T_TRAIN=140; T_EVAL=45
+T_PARITY=150; T_BENCH=140; T_NOFUSION=30; T_NOGRAPH=40; T_PROFILE=40; T_TRAIN=140; T_EVAL=45
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
-    --short) SHORT=1; T_PARITY=45; T_BENCH=75; T_NOFUSION=0; T_PROFILE=30; T_TRAIN=45; T_EVAL=15
+    --short) SHORT=1; T_PARITY=45; T_BENCH=75; T_NOFUSION=0; T_NOGRAPH=0; T_PROFILE=30
+             T_TRAIN=45; T_EVAL=15
              shift ;;
     *) echo "usage: tools/gpu_check.sh [--device gpu|cpu] [--quick] [--short]" >&2; exit 2 ;;
   esac
@@ -87,7 +89,8 @@ say '```'
 # tests/train/test_nccl.py: GPU ranks' gradient sums through NCCL (needs mpi4py and the mpich
 # wheel in .whl/ too; without them it skips, and the report's SKIPPED lines say so)
 timeout $T_PARITY python3 -m pytest -q -rs -o addopts= -p no:cacheprovider tests/runtime/test_backend.py \
-  tests/runtime/test_gpu_halves.py tests/runtime/test_cudnn.py tests/passes/test_fusion.py \
+  tests/runtime/test_gpu_halves.py tests/runtime/test_cudnn.py tests/runtime/test_capture.py \
+  tests/passes/test_fusion.py \
   tests/train/test_nccl.py \
   > "$OUT/parity.log" 2>&1
 rc=$?
@@ -123,6 +126,10 @@ if [ $T_NOFUSION -gt 0 ]; then
   bench_section $T_NOFUSION bench_nofusion.log "the same CNNs at batch $BIG without fusion" \
     "^training throughput" -- --batch $BIG --workloads mnist residual --no-torch --no-fusion \
     --compile-runs 0 "${STEPS[@]}"
+fi
+if [ $T_NOGRAPH -gt 0 ]; then      # what replaying steps as CUDA graphs buys (runtime/capture.py)
+  bench_section $T_NOGRAPH bench_nograph.log "every workload at batch 64 and $BIG without CUDA graphs" \
+    "^training throughput" -- --batch 64 $BIG --no-torch --no-graph --compile-runs 0 "${STEPS[@]}"
 fi
 if [ $T_PROFILE -gt 0 ]; then
   bench_section $T_PROFILE profile.log \

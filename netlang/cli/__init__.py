@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from netlang.errors import NetlangError
@@ -35,8 +36,12 @@ COMPUTING = {"run", "gradcheck", "train", "eval", "predict", "bench"}   # comman
 
 
 def add_device_arguments(parser) -> None:
-    """``--device`` and ``--kernels``, as every command that runs a graph takes them."""
+    """``--device``, ``--kernels`` and ``--no-graph``, as every command that runs a graph
+    takes them."""
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    parser.add_argument("--no-graph", action="store_true",
+                        help="on the GPU, launch every kernel of a step instead of replaying "
+                             "the step as CUDA graphs (for debugging)")
     parser.add_argument("--kernels", default="default", choices=list(KERNEL_CHOICES),
                         help="CPU kernels: default (oneDNN, then netlang's own), builtin "
                              "(netlang's own, no library), numpy (the reference kernels alone, "
@@ -82,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     # settings a step runs best with: glibc keeps freed memory for reuse, and OpenBLAS's and
     # OpenMP's (oneDNN's) thread pools are sized together before oneDNN loads.
     keep_freed_memory()
+    if getattr(args, "no_graph", False):
+        os.environ["NETLANG_GRAPHS"] = "0"      # read by the executor (runtime/capture.py)
     if args.command in COMPUTING:
         from netlang.runtime.threads import configure_cpu_threads, launched_rank
 

@@ -178,8 +178,8 @@ def _gpu_backend() -> Backend:
     cudnn, why = import_cudnn()
     if cudnn is None:
         return Backend("gpu", cupy, gpu_kernels(),
-                       notes=(f"cuDNN is not used: {why}; convolutions run CuPy's GEMMs "
-                              f"(pip install nvidia-cudnn-frontend nvidia-cudnn-cu12)",))
+                       notes=((f"cuDNN is not used: {why}; convolutions run CuPy's GEMMs "
+                               f"(pip install nvidia-cudnn-frontend nvidia-cudnn-cu12)"),))
     from netlang.runtime.cudnn_kernels import cudnn_factories
 
     return Backend("gpu", cupy, gpu_kernels(), factories=cudnn_factories(cudnn, cupy),

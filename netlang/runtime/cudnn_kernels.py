@@ -94,7 +94,11 @@ class ConvGraph:
         self.workspace = xp.empty(max(int(graph.get_workspace_size()), 1), dtype=np.uint8)
 
     def execute(self, pack: dict) -> None:
-        """Run the graph on ``pack`` (graph tensor -> C-contiguous CuPy array)."""
+        """Run the graph on ``pack`` (graph tensor -> C-contiguous CuPy array), on the current
+        stream (a step replayed as a CUDA graph captures its own)."""
+        if hasattr(self.cudnn, "set_stream"):
+            self.cudnn.set_stream(handle=self.handle,
+                                  stream=self.xp.cuda.get_current_stream().ptr)
         self.graph.execute({t: device_pointer(a) for t, a in pack.items()},
                            device_pointer(self.workspace), handle=self.handle)
 
@@ -129,8 +133,6 @@ def cudnn_factories(cudnn, xp) -> dict[str, tuple]:
     """op name -> the factory of its cuDNN run, for the GPU backend (``Backend.factories``):
     ``run(*arrays)`` for the executor, or None where cuDNN cannot take the call."""
     handle = cudnn.create_handle()
-    if hasattr(cudnn, "set_stream"):        # the stream a step (and a CUDA graph) runs on
-        cudnn.set_stream(handle=handle, stream=xp.cuda.get_current_stream().ptr)
 
     def build(*args, **kwargs) -> ConvGraph | None:
         try:

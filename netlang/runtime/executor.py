@@ -26,6 +26,7 @@ and a generated kernel also takes the per-channel sums that read its output
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import weakref
 from collections.abc import Callable
@@ -37,7 +38,7 @@ import numpy as np
 from netlang.errors import DeviceError, ExecutionError, FeedError, NetlangError
 from netlang.ir.graph import device_of
 from netlang.ir.types import bind_dims
-from netlang.runtime import memory
+from netlang.runtime import capture, memory
 from netlang.runtime.backend import Backend, get_backend
 from netlang.runtime.channel_sums import fuse_channel_sums
 from netlang.runtime.cpu_kernels import KernelState
@@ -79,6 +80,9 @@ class Executor:
         # one with the session's kernel set)
         self.devices = dict(devices or {})
         self.kernels = kernels
+        # GPU steps as CUDA graphs (runtime/capture.py); NETLANG_GRAPHS=0 (--no-graph) says no
+        self.graphs = os.environ.get("NETLANG_GRAPHS", "1") != "0"
+        self._graphed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._rng = rng
         self.buffer_plan = buffer_plan  # planned buffers and in-place updates (off: each
         #                                 kernel allocates its output, as the reference does)
@@ -205,6 +209,10 @@ class Executor:
         """Run ``program``: ``feeds`` maps fed ids to arrays, ``store`` holds the variables
         (read here, and written with the program's updates at the end)."""
         bound = self.bind(program, feeds)
+        graphed = self._graphed_program(program, bound, feeds, store)
+        if graphed is not None:
+            self.kernel_calls += len(bound.calls)
+            return graphed.run(feeds, store)
         # Planned buffers hold new values each run: a patch matrix is reused within a run only.
         self.kernel_state.patches.clear()
         env = self._sources(program, bound, feeds, store)
@@ -221,6 +229,27 @@ class Executor:
             raise self._failure(program, bound, out, env, err) from None
         self.kernel_calls += len(bound.calls)
         return self._finish(program, bound, env, store)
+
+    def _graphed_program(self, program: Program, bound: Bound, feeds, store):
+        """The program's step as CUDA graphs (runtime/capture.py), made on its first run at
+        these sizes; None where a run is not replayed: off, not the GPU, a traced run, or
+        nodes placed on another device.  A capture that fails says why once, then runs as
+        before."""
+        if (not self.graphs or self.backend.name != "gpu" or self.on_step is not None
+                or self.profile is not None or len(feeds) < len(program.fed)
+                or any(device_of(c.node, self.backend.name) != self.backend.name
+                       for c in program.calls)):
+            return None
+        per_program = self._graphed.setdefault(program, {})
+        key = id(bound)
+        if key not in per_program:
+            try:
+                per_program[key] = capture.GraphedProgram(self, program, bound, feeds, store)
+            except Exception as err:  # noqa: BLE001 - whatever capture refused: run uncaptured
+                capture.say_once(f"note: the step runs without CUDA graphs ({type(err).__name__}"
+                                 f": {err})")
+                per_program[key] = None
+        return per_program[key]
 
     def _sources(self, program: Program, bound: Bound, feeds, store) -> dict[int, Any]:
         if len(feeds) < len(program.fed) or not program.fed <= feeds.keys():
