@@ -345,8 +345,9 @@ def straight_line(bound: Bound) -> Callable:
     of calls (remade if the list changes).  Each value is a local variable (``v12 =
     k3(v9, v10)``) instead of a dict entry read and written per call, dead values are
     ``del``-ed where the loop freed them, sources are read from ``env`` once and the values
-    the run returns are written back to it.  On spiral's 42 small kernels that saves 8%: ``netlang bench --workloads spiral``, three interleaved runs
-    each, medians 371k -> 400k samples/s at batch 64 and 958k -> 1,035k at 256."""
+    the run returns are written back to it.  On spiral's 42 small kernels that saves 8%
+    (``netlang bench --workloads spiral``, three interleaved runs each, medians 371k -> 400k
+    samples/s at batch 64 and 958k -> 1,035k at 256)."""
     made = getattr(bound, "_straight", None)
     if made is not None and made[0] == bound.calls:
         return made[1]
