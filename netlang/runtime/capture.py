@@ -8,12 +8,14 @@ replays as one ``graph.launch()``.  Replay reuses the addresses the capture saw,
 * feeds are copied into input buffers made once (``fixed_feeds``);
 * every value computed while capturing stays referenced for the graph's lifetime (no value is
   freed, so no memory block the graph writes is ever handed to anything else);
-* a variable's new value is copied over the variable's own array at the end of the step
-  (inside the graph), so the next replay reads it where the capture read the old one;
+* a variable's new value is copied over the graph's copy of the variable at the end of the
+  step (inside the graph), so the next replay reads it where the capture read the old one;
+  the store gets a copy of it (one device copy of the state per step), so an array anybody
+  holds is never written under them;
 * what cannot be captured runs between the graphs, eagerly, and its result is copied into
   the buffer the capture saw: matmuls (CuPy 14.2 refuses cuBLAS calls during capture),
-  random draws (a captured draw would repeat its mask), collectives and device transfers
-  (``EAGER_OPS``).  So a step is a list of segments, each one graph or one eager call.
+  random draws (a captured draw would repeat its mask), collectives, device transfers and
+  what reads a value back to the host (``EAGER_OPS``).  So a step is a list of segments, each one graph or one eager call.
 
 Where the array module cannot capture (the NumPy stand-in the tests use for CuPy) every
 segment runs its calls the eager way: each call computes and copies its result into the
@@ -29,7 +31,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-EAGER_OPS = frozenset({"matmul", "allreduce", "allreduce_start", "allreduce_wait", "transfer"})
+EAGER_OPS = frozenset({"matmul", "allreduce", "allreduce_start", "allreduce_wait", "transfer",
+                       "all_finite"})   # all_finite reads its answer back to the host
 
 
 @dataclass
@@ -74,7 +77,11 @@ class GraphedProgram:
         self.fixed_feeds = {nid: xp.array(value, copy=True) for nid, value in feeds.items()}
         arrays = getattr(store, "arrays", store)
         names = [name for _, name in program.variables] + list(program.updates)
-        self.variables = {name: arrays[name] for name in names}
+        # The graphs read and write these copies; the store is given copies back after a
+        # step (``run``), so an array anybody holds (a train loop's record of the state
+        # before a step) never changes under them, as on the CPU.
+        self.variables = {name: xp.array(arrays[name], copy=True) for name in names}
+        self.given = {name: arrays[name] for name in names}    # what the store holds now
         self.segments = segments_of(program, bound)
         self.env: dict = {}
         self.capture = can_capture(xp)
@@ -132,14 +139,14 @@ class GraphedProgram:
 
     def run(self, feeds: dict, store) -> list:
         """One step: the feeds into their buffers, every segment in order, the fetches
-        copied out.  The variables change in place: the store keeps (or is given back) the
-        arrays the graphs read, with any value put there since (a restored checkpoint)."""
+        copied out, and the store given copies of the updated variables.  A value put into
+        the store since (a restored checkpoint) is copied in first."""
         xp, env = self.xp, self.env
         arrays = getattr(store, "arrays", store)
         for name, fixed in self.variables.items():
-            if arrays[name] is not fixed:
+            if arrays[name] is not self.given[name]:      # put there since (a checkpoint)
                 xp.copyto(fixed, arrays[name])
-                arrays[name] = fixed
+                self.given[name] = arrays[name]
         with self.on_stream():               # everything in order on one stream
             for nid, buffer in self.fixed_feeds.items():
                 xp.copyto(buffer, feeds[nid])
@@ -152,6 +159,8 @@ class GraphedProgram:
             if self.commit_eagerly:
                 self._commit(env)
             fetched = [xp.array(env[f], copy=True) for f in self.program.fetches]
+            for name in self.program.updates:
+                arrays[name] = self.given[name] = xp.array(self.variables[name], copy=True)
         if self.stream is not None:
             self.stream.synchronize()
         return fetched

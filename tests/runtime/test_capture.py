@@ -101,3 +101,17 @@ def test_a_capture_that_fails_says_so_once_and_runs_uncaptured(monkeypatch, caps
     err = capsys.readouterr().err
     assert err.count("note: the step runs without CUDA graphs (NotImplementedError: cuBLAS in "
                      "capture)") == 1
+
+
+def test_an_array_of_the_state_held_before_a_step_keeps_its_values():
+    """As the train loop keeps the state before each step (to re-run one that goes
+    non-finite): the graphs write their own copies, never an array the store handed out."""
+    session = steps("spiral.net", True, count=1)[2]
+    held = dict(session.state.arrays)
+    values = {k: np.array(v, copy=True) for k, v in held.items()}
+    feeds = {**synthetic_batch(netlang.compile("specs/spiral.net").graph, 6),
+             LR_INPUT: np.float32(0.01)}
+    session.run(session.model.graph.loss, feeds, training=True, updates=True)
+    for name, value in values.items():
+        np.testing.assert_array_equal(held[name], value, err_msg=name)
+    assert any(session.state.arrays[n] is not held[n] for n in held)
