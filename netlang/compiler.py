@@ -33,7 +33,7 @@ from netlang.passes.report import Report, describe, report
 from netlang.passes.rewrite import Mapping, compose, identity_mapping
 from netlang.runtime.backend import Backend, get_backend
 from netlang.runtime.executor import Executor
-from netlang.runtime.memory import AllSymbols, human_bytes, plan_memory_usage
+from netlang.runtime.memory import AllSymbols, human_bytes, plan_memory_usage, tensor_bytes
 from netlang.runtime.program import Program, plan
 
 GRAD_PREFIX = "grad/"   # the training graph names d(loss)/d(param) "grad/<param>"
@@ -238,6 +238,17 @@ def memory_report(graph: Graph, batch: int, backend: Backend | None = None) -> R
             f"at once); kernels allocate the other {mp.values - placed}; variables "
             f"updated in place: {len(bound.in_place)}")
     return report(summary, items, changed=0, plan=mp, arena=arena, bound=bound)
+
+
+def transfer_bytes(graph: Graph, batch: int) -> str | None:
+    """The bytes a run of ``graph`` copies between devices at ``batch`` (its ``transfer``
+    nodes, which the placement pass lists one by one), or None when it copies nothing."""
+    moved = [n for n in graph if n.op == "transfer"]
+    if not moved:
+        return None
+    total = sum(tensor_bytes(n.type, batch) for n in moved)
+    return (f"transfers between devices: {human_bytes(total)} per step at batch {batch} "
+            f"({len(moved)} copies)")
 
 
 def bind_for_batch(graph: Graph, batch: int, backend: Backend):

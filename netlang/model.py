@@ -192,6 +192,9 @@ class Model:
         ids = None if fetches is None else tuple(base.resolve(n) for n in fetches)
         steps += self.trace(training, base, fetches=ids, updates=training, device=device)
         memory = compiler.memory_report(steps[-1].graph, batch)
+        moved = compiler.transfer_bytes(steps[-1].graph, batch)
+        if moved is not None:
+            memory = f"{memory}\n{moved}"
         what = "training" if training else "eval"
         return explain_text(f"explain {self.graph.name} ({what}, batch {batch})", steps, memory)
 

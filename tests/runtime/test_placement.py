@@ -151,6 +151,10 @@ def test_explain_lists_every_transfer_with_its_size(tmp_path, capsys):
         in out
     assert "= relu @" in out and "cpu -> gpu, 32 B per example" in out
     assert "gpu -> cpu, 12 B per example" in out
+    assert "transfers between devices: 44 B per step at batch 1 (2 copies)" in out
+    assert main(["explain", str(path), "--batch", "64"]) == 0
+    assert "transfers between devices: 2,816 B (2.75 KiB) per step at batch 64" in (
+        capsys.readouterr().out)
     assert main(["explain", str(path), "--device", "gpu"]) == 0
     assert "2 transfers between devices (unplaced nodes on the gpu)" in capsys.readouterr().out
 
