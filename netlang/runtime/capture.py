@@ -13,7 +13,8 @@ replays as one ``graph.launch()``.  Replay reuses the addresses the capture saw,
   the store gets a copy of it (one device copy of the state per step), so an array anybody
   holds is never written under them;
 * what cannot be captured runs between the graphs, eagerly, and its result is copied into
-  the buffer the capture saw: matmuls (CuPy 14.2 refuses cuBLAS calls during capture),
+  the buffer the capture saw: matmuls through cuBLAS (CuPy 14.2 refuses cuBLAS calls during
+  capture; cuDNN's matmul, used where the frontend is installed, is captured),
   random draws (a captured draw would repeat its mask), collectives, device transfers and
   what reads a value back to the host (``EAGER_OPS``).  So a step is a list of segments, each one graph or one eager call.
 
@@ -44,16 +45,19 @@ class Segment:
     graph: Any = None
 
 
-def capturable(program, index: int) -> bool:
+def capturable(program, index: int, kernel) -> bool:
+    """Whether a call can be captured: not a draw, and not one of ``EAGER_OPS`` unless its
+    kernel says it can be (cuDNN's matmul, runtime/cudnn_kernels.py)."""
     call = program.calls[index]
-    return not call.random and call.opdef.name not in EAGER_OPS
+    return not call.random and (call.opdef.name not in EAGER_OPS
+                                or getattr(kernel, "capturable", False))
 
 
 def segments_of(program, bound) -> list[Segment]:
     """The bound calls cut into segments at every call that cannot be captured."""
     out: list[Segment] = []
     for index, (value, kernel, args, _dead) in enumerate(bound.calls):
-        if capturable(program, index):
+        if capturable(program, index, kernel):
             if not out or not out[-1].capturable:
                 out.append(Segment())
             out[-1].calls.append((value, kernel, args))

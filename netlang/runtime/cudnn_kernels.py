@@ -8,7 +8,9 @@ workspace allocated once:
 
 * ``conv2d`` / ``conv2d_bias`` (the conv_bias pass's op, relu flag included): ``conv_fprop``,
   then ``bias`` and ``relu`` nodes in the same graph, which cuDNN fuses into one kernel;
-* ``conv2d_backprop_input``: ``conv_dgrad``; ``conv2d_backprop_filter``: ``conv_wgrad``.
+* ``conv2d_backprop_input``: ``conv_dgrad``; ``conv2d_backprop_filter``: ``conv_wgrad``;
+* ``matmul`` of 2-D arrays (transposes by strides): cuDNN's matmul, which a CUDA graph can
+  capture where CuPy's cuBLAS calls cannot (``run.capturable``).
 
 cuDNN names every tensor's dims in NCHW order and gives its memory by strides, so netlang's
 NHWC images are dims ``[N, C, H, W]`` with strides ``[H*W*C, 1, W*C, C]``, no copy.  Its
@@ -110,6 +112,39 @@ def device_pointer(array) -> int:
     return int(interface["data"][0])
 
 
+class MatmulGraph:
+    """``a @ b`` of 2-D arrays (either transposed by its strides, no copy) as a cuDNN graph:
+    unlike cuBLAS through CuPy, it can be captured into a step's CUDA graph."""
+
+    def __init__(self, cudnn, handle, xp, a_shape: tuple, b_shape: tuple, transpose_a: bool,
+                 transpose_b: bool, dtype: np.dtype):
+        self.cudnn, self.handle, self.xp = cudnn, handle, xp
+        m, k = a_shape[::-1] if transpose_a else a_shape
+        n = b_shape[0] if transpose_b else b_shape[1]
+        self.out_shape = (m, n)
+        io = getattr(cudnn.data_type, DATA_TYPES[np.dtype(dtype).name])
+        graph = cudnn.pygraph(io_data_type=io, intermediate_data_type=cudnn.data_type.FLOAT,
+                              compute_data_type=cudnn.data_type.FLOAT, handle=handle)
+
+        def operand(name: str, rows: int, cols: int, transposed: bool):
+            strides = [rows * cols, 1, rows] if transposed else [rows * cols, cols, 1]
+            return graph.tensor(name=name, dim=[1, rows, cols], stride=strides, data_type=io)
+
+        self.a, self.b = operand("a", m, k, transpose_a), operand("b", k, n, transpose_b)
+        out = graph.matmul(name="matmul", A=self.a, B=self.b)
+        self.out = out.set_output(True).set_data_type(io).set_dim([1, m, n]).set_stride(
+            [m * n, n, 1])
+        graph.validate()
+        graph.build_operation_graph()
+        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+        graph.check_support()
+        graph.build_plans()
+        self.graph = graph
+        self.workspace = xp.empty(max(int(graph.get_workspace_size()), 1), dtype=np.uint8)
+
+    execute = ConvGraph.execute
+
+
 def to_krsc(xp, w):
     return xp.ascontiguousarray(xp.transpose(w, (3, 0, 1, 2)))
 
@@ -188,6 +223,29 @@ def cudnn_factories(cudnn, xp) -> dict[str, tuple]:
             return xp.ascontiguousarray(xp.transpose(dw, (1, 2, 3, 0)))
         return run
 
+    def matmul(shapes, dtypes, attrs, _state) -> Callable | None:
+        if (len(shapes) != 2 or any(len(s) != 2 or 0 in s for s in shapes)
+                or any(np.dtype(d).name not in DATA_TYPES for d in dtypes)
+                or np.dtype(dtypes[0]) != np.dtype(dtypes[1])):
+            return None
+        ta, tb = bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b"))
+        inner = (shapes[0][0] if ta else shapes[0][1], shapes[1][1] if tb else shapes[1][0])
+        if inner[0] != inner[1]:
+            return None
+        try:
+            plan = MatmulGraph(cudnn, handle, xp, tuple(shapes[0]), tuple(shapes[1]), ta, tb,
+                               dtypes[0])
+        except Exception:  # noqa: BLE001 - cuDNN's "not supported" has several types
+            return None
+
+        def run(a, b):
+            c = xp.empty(plan.out_shape, dtype=a.dtype)
+            plan.execute({plan.a: xp.ascontiguousarray(a), plan.b: xp.ascontiguousarray(b),
+                          plan.out: c})
+            return c
+        run.capturable = True         # a CUDA graph may take it (runtime/capture.py)
+        return run
+
     return {"conv2d": (forward,), "conv2d_bias": (conv2d_bias,),
             "conv2d_backprop_input": (backprop_input,),
-            "conv2d_backprop_filter": (backprop_filter,)}
+            "conv2d_backprop_filter": (backprop_filter,), "matmul": (matmul,)}

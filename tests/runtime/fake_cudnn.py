@@ -113,6 +113,9 @@ class Graph:
     def conv_wgrad(self, image, loss, **attrs):
         return self._node("wgrad", (image, loss), **attrs)
 
+    def matmul(self, name, A, B):
+        return self._node("matmul", (A, B), name=name)
+
     def bias(self, name, input, bias):
         return self._node("bias", (input, bias), name=name)
 
@@ -141,6 +144,8 @@ class Graph:
                     np.float64)
             elif t.op == "bias":
                 values[t] = value(t.inputs[0]) + value(t.inputs[1])
+            elif t.op == "matmul":
+                values[t] = np.matmul(value(t.inputs[0]), value(t.inputs[1]))
             elif t.op == "relu":
                 values[t] = np.maximum(value(t.inputs[0]), 0)
             else:

@@ -146,3 +146,42 @@ def test_without_the_frontend_the_gpu_says_why(request, monkeypatch):
     assert backend.describe() == (
         "gpu (cuDNN is not used: nvidia-cudnn-frontend is not installed; convolutions run "
         "CuPy's GEMMs (pip install nvidia-cudnn-frontend nvidia-cudnn-cu12))")
+
+
+@EXAMPLES
+@given(m=st.integers(1, 9), k=st.integers(1, 9), n=st.integers(1, 9),
+       ta=st.booleans(), tb=st.booleans(), seed=st.integers(0, 2**16))
+def test_matmul_graphs_transpose_by_strides(m, k, n, ta, tb, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    run = factories()["matmul"][0]([a.shape, b.shape], [np.float32] * 2,
+                                   {"transpose_a": ta, "transpose_b": tb}, None)
+    assert run.capturable
+    want = (a.T if ta else a) @ (b.T if tb else b)
+    np.testing.assert_allclose(run(a, b), want, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_declines_batches_and_mismatched_sizes():
+    made = factories()["matmul"][0]
+    assert made([(2, 3, 4), (4, 5)], [np.float32] * 2, {}, None) is None
+    assert made([(3, 4), (5, 6)], [np.float32] * 2, {}, None) is None
+    assert made([(3, 4), (4, 6)], [np.float64] * 2, {}, None) is None
+
+
+@pytest.mark.usefixtures("fresh_gpu_slot")
+def test_with_cudnns_matmul_a_whole_mlp_step_is_one_graph(request, monkeypatch):
+    """spiral's step: every call capturable, so one segment (no cuBLAS call between graphs)."""
+    monkeypatch.setitem(sys.modules, "cudnn", FakeCudnn())
+    request.getfixturevalue("numpy_as_gpu")
+    from netlang.cli.bench import build_train_model, synthetic_batch, train_config_of
+    from netlang.runtime import capture
+    from netlang.train.step import LR_INPUT
+
+    model = netlang.compile("specs/spiral.net")
+    train, optimizer = build_train_model(model, train_config_of(model))
+    session = train.session("gpu", seed=3)
+    feeds = {**synthetic_batch(model.graph, 8), LR_INPUT: np.float32(optimizer.lr)}
+    session.run(model.graph.loss, feeds, training=True, updates=True)
+    (graphed,) = [g for per in session.executor._graphed.values() for g in per.values()]
+    assert isinstance(graphed, capture.GraphedProgram) and len(graphed.segments) == 1
