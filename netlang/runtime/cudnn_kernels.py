@@ -49,6 +49,16 @@ def krsc(w_shape: tuple) -> tuple[list[int], list[int]]:
     return [cout, cin, kh, kw], [kh * kw * cin, 1, kw * cin, cin]
 
 
+def built(cudnn, xp, graph) -> tuple:
+    """``graph`` with its plans built (heuristics A, then FALLBACK), and its workspace."""
+    graph.validate()
+    graph.build_operation_graph()
+    graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+    graph.check_support()
+    graph.build_plans()
+    return graph, xp.empty(max(int(graph.get_workspace_size()), 1), dtype=np.uint8)
+
+
 class ConvGraph:
     """One convolution's cuDNN graph (``kind``: fprop, dgrad or wgrad), built now."""
 
@@ -87,13 +97,7 @@ class ConvGraph:
             layout = krsc(w_shape)
         self.out = out.set_output(True).set_data_type(io).set_dim(layout[0]).set_stride(
             layout[1])
-        graph.validate()
-        graph.build_operation_graph()
-        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
-        graph.check_support()
-        graph.build_plans()
-        self.graph = graph
-        self.workspace = xp.empty(max(int(graph.get_workspace_size()), 1), dtype=np.uint8)
+        self.graph, self.workspace = built(cudnn, xp, graph)
 
     def execute(self, pack: dict) -> None:
         """Run the graph on ``pack`` (graph tensor -> C-contiguous CuPy array), on the current
@@ -134,13 +138,7 @@ class MatmulGraph:
         out = graph.matmul(name="matmul", A=self.a, B=self.b)
         self.out = out.set_output(True).set_data_type(io).set_dim([1, m, n]).set_stride(
             [m * n, n, 1])
-        graph.validate()
-        graph.build_operation_graph()
-        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
-        graph.check_support()
-        graph.build_plans()
-        self.graph = graph
-        self.workspace = xp.empty(max(int(graph.get_workspace_size()), 1), dtype=np.uint8)
+        self.graph, self.workspace = built(cudnn, xp, graph)
 
     execute = ConvGraph.execute
 
