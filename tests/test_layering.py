@@ -113,3 +113,18 @@ def test_passes_frontend_and_runtime_do_not_import_each_other():
              if name.split(".")[:2][-1] in peers - {part_of(path)}
              and name.startswith("netlang.")]
     assert not wrong, "\n".join(wrong)
+
+
+def test_commands_that_run_nothing_do_not_import_numba():
+    """Importing Numba takes ~0.3 s: ``netlang check``, ``ir``, ``render`` never bind a
+    program, so importing netlang and its CLI and compiling a spec must not load it
+    (runtime/jit.py does, when a program is first bound to the CPU's kernels)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, netlang, netlang.cli\n"
+            "print(netlang.compile('specs/residual.net').ir(training=True)[:0])\n"
+            "print('numba' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT.parent).stdout.split()
+    assert out == ["False"]

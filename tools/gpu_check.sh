@@ -54,10 +54,14 @@ elapsed() { echo $(( $(date +%s) - START ))s; }
 status() { if [ "$1" -eq 0 ]; then echo ok; elif [ "$1" -eq 124 ]; then echo "TIMED OUT"; else echo "FAILED (exit $1)"; fi; }
 
 # -- 1. environment ----------------------------------------------------------------------------
-if ! python3 -c "import lark, graphviz, cudnn" 2>/dev/null && ls .whl/*.whl > /dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/netlang_site .whl/*.whl || { echo "cannot install .whl/*.whl" >&2; exit 1; }
-  export PYTHONPATH="/tmp/netlang_site${PYTHONPATH:+:$PYTHONPATH}"
+if ! python3 -c "import lark, graphviz, cudnn" 2>/dev/null; then
+  if ls .whl/*.whl > /dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/netlang_site .whl/*.whl || { echo "cannot install .whl/*.whl" >&2; exit 1; }
+    export PYTHONPATH="/tmp/netlang_site${PYTHONPATH:+:$PYTHONPATH}"
+  else    # a CPU dry run: put the venv's python first on PATH (lark, numba; cudnn may lack)
+    echo "note: lark, graphviz or cudnn missing and no .whl/ to install them from" >&2
+  fi
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export NETLANG_DATA="$PWD/.gpu_data"
