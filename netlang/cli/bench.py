@@ -407,10 +407,11 @@ def bench_one(name: str, spec: Path, batch: int, args, rivals: Sequence[Rival]) 
     return [ours, *(r for r in theirs if r is not None)]
 
 
-def print_table(results: list[Result], device: str, systems: Sequence[str] = ()) -> None:
+def print_table(results: list[Result], device: str, systems: Sequence[str] = (),
+                what: str = "training") -> None:
     """One line per workload and batch: netlang, each other system, netlang / the fastest."""
     widths = [max(11, len(s) + 2) for s in systems]
-    print(f"\ntraining throughput on {device} (median of timed steps"
+    print(f"\n{what} throughput on {device} (median of timed steps"
           + ("; ratio: netlang / the fastest other system)" if systems else ")"))
     print(f"  {'workload':<12} {'batch':>5} {'netlang/s':>11} "
           + "".join(f"{s + '/s':>{w}} " for s, w in zip(systems, widths))
@@ -452,7 +453,8 @@ def run(args, rivals: Sequence[Rival] = (), rivals_note: str = NO_RIVALS) -> int
                 print(f"  {name} batch {batch}: " + ", ".join(
                     f"{x.system} {x.samples_per_s:,.0f}/s ({x.step_ms:.1f} ms)" for x in rows),
                     flush=True)
-    print_table(results, args.device, [r.system for r in rivals])
+    print_table(results, args.device, [r.system for r in rivals],
+                "inference" if getattr(args, "inference", False) else "training")
     report["results"] = [asdict(r) for r in results]
     if args.compile_runs > 0:
         times = compile_times(spec_path(args.specs, "mnist"), args.compile_runs)

@@ -69,7 +69,7 @@ def fuse_channel_sums(program, bound, runs: list, views: dict, skip: set,
     """Rewrite ``bound``'s calls so that each generated kernel whose output such reductions
     read computes their sums too (the module doc); ``views`` are the planned buffers, the
     calls in ``skip`` (in-place updates) keep theirs.  Returns how many reductions moved."""
-    from netlang.runtime import generated      # Numba, imported when a program is bound
+    from netlang.runtime import generated  # Numba, imported when a program is bound
 
     position = {c.out: i for i, c in enumerate(program.calls)}
     readers = defaultdict(list)

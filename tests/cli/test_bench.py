@@ -37,6 +37,13 @@ def test_bench_prints_throughput_and_writes_json(tmp_path, capsys):
                                         "optimize+plan", "total"}
 
 
+def test_inference_says_so_above_its_table(capsys):
+    code = main(["bench", "--workloads", "spiral", "--batch", "8", "--steps", "2",
+                 "--warmup", "1", "--no-torch", "--compile-runs", "0", "--inference"])
+    assert code == 0
+    assert "inference throughput on cpu (median of timed steps)" in capsys.readouterr().out
+
+
 def test_fusion_cuts_the_kernels_of_a_training_step(tmp_path):
     calls = {}
     for flag in ([], ["--no-fusion"]):
