@@ -159,4 +159,4 @@ say '```'
 grep -vE "^\s*$" "$OUT/train.log" | tail -8 | tee -a "$REPORT"
 say '```'
 say ""
-say "total $(elapsed); logs: env.log parity.log bench.log bench.json bench_nofusion.log profile.log train.log"
+say "total $(elapsed); logs: env.log parity.log bench.log bench.json bench_nofusion.log bench_nograph.log profile.log train.log"
