@@ -8,9 +8,9 @@ generated CUDA kernel on CuPy, ``out=`` buffers on NumPy; see ops/fused.py).
 A node joins the group of its users when it is elementwise and pure, all its users are in that
 one group (so its value never leaves it), it has the group's shape (one loop covers the whole
 group; smaller operands such as a bias stay outside and broadcast), it is on the group's
-device (``on gpu { }``), and it is not a value anyone may fetch or update by name.  Fusion runs last, after autodiff and the algebraic
-passes, so they see the primitive ops; ``fused`` still has a VJP (it re-emits the
-primitives), so a fused graph can be differentiated again.
+device (``on gpu { }``), and it is not a value anyone may fetch or update by name.  Fusion
+runs last, after autodiff and the algebraic passes, so they see the primitive ops; ``fused``
+still has a VJP (it re-emits the primitives), so a fused graph can be differentiated again.
 """
 from __future__ import annotations
 

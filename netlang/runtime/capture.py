@@ -14,9 +14,10 @@ replays as one ``graph.launch()``.  Replay reuses the addresses the capture saw,
   holds is never written under them;
 * what cannot be captured runs between the graphs, eagerly, and its result is copied into
   the buffer the capture saw: matmuls through cuBLAS (CuPy 14.2 refuses cuBLAS calls during
-  capture; cuDNN's matmul, used where the frontend is installed, is captured),
-  random draws (a captured draw would repeat its mask), collectives, device transfers and
-  what reads a value back to the host (``EAGER_OPS``).  So a step is a list of segments, each one graph or one eager call.
+  capture; cuDNN's matmul, used where the frontend is installed, is captured), random
+  draws (a captured draw would repeat its mask), collectives, device transfers and what
+  reads a value back to the host (``EAGER_OPS``).  So a step is a list of segments, each
+  one graph or one eager call.
 
 Where the array module cannot capture (the NumPy stand-in the tests use for CuPy) every
 segment runs its calls the eager way: each call computes and copies its result into the
