@@ -86,7 +86,7 @@ def _count(x, axis: int) -> int:
     return math.prod(x.shape[a] for a in _other_axes(axis, x.ndim))
 
 
-def _inverse_std(xp, var, epsilon):
+def inverse_std(xp, var, epsilon):
     """rsqrt(var + epsilon) with the same steps as the ``add`` and ``rsqrt`` kernels."""
     out = xp.asarray(xp.sqrt(var + var.dtype.type(epsilon)))
     return xp.divide(1, out, out=out)
@@ -179,7 +179,7 @@ defop("batch_variance_grad", arity=3, shape=_norm_rule("batch_variance_grad", (1
 
 
 def _batchnorm_apply_kernel(xp, x, mean, var, gamma, beta, axis, epsilon):
-    scale = _inverse_std(xp, var, epsilon) * gamma
+    scale = inverse_std(xp, var, epsilon) * gamma
     shift = -(mean * scale) + beta
     out = x * _along(scale, axis, x.ndim)
     return xp.add(out, _along(shift, axis, x.ndim), out=out)
@@ -208,7 +208,7 @@ defop("batchnorm_apply", arity=5, shape=_norm_rule("batchnorm_apply", (0,), Fals
 
 
 def _batchnorm_grad_x_kernel(xp, g, var, gamma, axis, epsilon):
-    scale = _inverse_std(xp, var, epsilon) * gamma
+    scale = inverse_std(xp, var, epsilon) * gamma
     return g * _along(scale, axis, g.ndim)
 
 
@@ -221,7 +221,7 @@ defop("batchnorm_grad_x", arity=3, shape=_norm_rule("batchnorm_grad_x", (0,), Fa
 def _batchnorm_grad_gamma_kernel(xp, g, x, mean, var, axis, epsilon):
     centered = x - _along(mean, axis, x.ndim)
     xp.multiply(centered, g, out=centered)
-    return _sum_over_others(xp, centered, axis) * _inverse_std(xp, var, epsilon)
+    return _sum_over_others(xp, centered, axis) * inverse_std(xp, var, epsilon)
 
 
 defop("batchnorm_grad_gamma", arity=4, shape=_norm_rule("batchnorm_grad_gamma", (0, 1), True),

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netlang.ops.norm import inverse_std
 from netlang.ops.rules import leading_axes
 
 
@@ -107,14 +108,13 @@ def _finish(fused: Callable, k: int, how: ChannelSum, view, out_type: tuple) -> 
     """The reduction's call once ``fused`` has summed for it: its result from sum ``k``,
     written into its planned buffer ``view`` where it has one."""
     shape, dtype = out_type
-    epsilon, one = dtype.type(how.epsilon), dtype.type(1)
 
     def run(*arrays):
         result = np.empty(shape, dtype) if view is None else view
         total = fused.totals[k]
         if how.centered:          # * rsqrt(var + eps), in the dtype, as the reference
             var = arrays[3]
-            np.multiply(total.astype(dtype), one / np.sqrt(var + epsilon),
+            np.multiply(total.astype(dtype), inverse_std(np, var, how.epsilon),
                         out=result.reshape(-1))
         else:
             np.copyto(result.reshape(-1), total / how.divisor if how.divisor != 1 else total,

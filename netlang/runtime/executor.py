@@ -70,6 +70,7 @@ class Bound:
     arena: Any = None           # the bytes of every planned buffer (None: no plan)
     plan: memory.ArenaPlan | None = None
     in_place: list[InPlace] = field(default_factory=list)
+    step: Callable | None = None  # the calls as one function (``straight_line``), made once
 
 
 class Executor:
@@ -341,16 +342,15 @@ class StepFailure(Exception):
 
 
 def straight_line(bound: Bound) -> Callable:
-    """``step(env)``: ``bound``'s calls as one generated Python function, made once per list
-    of calls (remade if the list changes).  Each value is a local variable (``v12 =
+    """``step(env)``: ``bound``'s calls as one generated Python function, made on the first
+    run (binding has settled the calls by then).  Each value is a local variable (``v12 =
     k3(v9, v10)``) instead of a dict entry read and written per call, dead values are
     ``del``-ed where the loop freed them, sources are read from ``env`` once and the values
     the run returns are written back to it.  On spiral's 42 small kernels that saves 8%
     (``netlang bench --workloads spiral``, three interleaved runs each, medians 371k -> 400k
     samples/s at batch 64 and 958k -> 1,035k at 256)."""
-    made = getattr(bound, "_straight", None)
-    if made is not None and made[0] == bound.calls:
-        return made[1]
+    if bound.step is not None:
+        return bound.step
     produced = {out for out, _, _, _ in bound.calls}
     freed = {d for _, _, _, dead in bound.calls for d in dead}
     names: dict = {}            # env key (a node id, or an in-place target) -> local name
@@ -380,8 +380,8 @@ def straight_line(bound: Bound) -> Callable:
     scope["keys"] = {name: key for key, name in names.items()}
     scope["StepFailure"] = StepFailure
     exec(compile("\n".join(lines), "<netlang step>", "exec"), scope)  # noqa: S102
-    bound._straight = (list(bound.calls), scope["step"])
-    return scope["step"]
+    bound.step = scope["step"]
+    return bound.step
 
 
 # -- the static buffer plan, applied to a bound program ----------------------------------------
