@@ -7,6 +7,11 @@
 * random ops: their shared kernels draw from a generator; on the GPU they get ``KeyedDraws``,
   cuRAND draws keyed by the session's host generator, so masks are made on the device and
   a resumed run draws what the uninterrupted one would have.
+* hand-written loops (``RawSource``): CUDA C over flat arrays, written with the two macros of
+  ``RAW_PRELUDE`` (``NETLANG_KERNEL`` heads a kernel, ``NETLANG_LOOP(i, n)`` visits ``0..n-1``
+  across the whole grid, 64-bit indices), compiled once per source as a ``cupy.RawKernel``
+  and launched by ``launch``.  The tests define the two macros for the host instead and
+  compile the same text with g++, so every loop's arithmetic is checked without a GPU.
 
 This module never imports CuPy: kernels receive it as ``xp`` (backend.py is the only importer).
 """
@@ -114,6 +119,48 @@ def cuda_source(expr: tuple, in_dtypes: list[DType]) -> KernelSource:
     key = repr((expr, [str(d) for d in in_dtypes])).encode()
     name = "netlang_fused_" + hashlib.sha1(key).hexdigest()[:12]
     return KernelSource(in_params, out_params, "\n".join(lines), name)
+
+
+RAW_PRELUDE = """\
+#define NETLANG_KERNEL extern "C" __global__ void
+#define NETLANG_LOOP(i, n) \\
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(n); \\
+         i += (long long)blockDim.x * gridDim.x)
+"""
+# A grid-stride loop's shape: 256 threads a block, at most 256 blocks (65,536 threads, enough
+# to fill an H100's 132 SMs several times over), fewer when there is less work.
+BLOCK, MAX_BLOCKS = 256, 256
+
+
+@dataclass(frozen=True)
+class RawSource:
+    """One CUDA kernel written against ``RAW_PRELUDE``: its entry ``name`` and its ``code``
+    (which starts ``NETLANG_KERNEL name(...)``)."""
+
+    name: str
+    code: str
+
+    def text(self) -> str:
+        return RAW_PRELUDE + self.code
+
+
+_RAW: dict[tuple, object] = {}
+
+
+def raw_kernel(xp, source: RawSource):
+    """The ``cupy.RawKernel`` of this source, compiled once per array module."""
+    key = (id(xp), source)
+    kernel = _RAW.get(key)
+    if kernel is None:
+        kernel = _RAW[key] = xp.RawKernel(source.text(), source.name)
+    return kernel
+
+
+def launch(kernel, n: int, args: tuple) -> None:
+    """Run ``kernel`` over a loop of ``n`` indices (``NETLANG_LOOP``), on the current stream.
+    Scalars in ``args`` must be NumPy scalars of the C types the kernel declares."""
+    blocks = max(1, min(MAX_BLOCKS, -(-int(n) // BLOCK)))
+    kernel((blocks,), (BLOCK,), args)
 
 
 class PerExpression:

@@ -35,6 +35,7 @@ from netlang.runtime.executor import Executor
 from netlang.runtime.program import plan
 from netlang.runtime.state import State
 from tests.ops.harness import CASES, build, call_kernel
+from tests.runtime.host_cuda import HostRawKernel
 
 for _path in sorted((pathlib.Path(__file__).parents[1] / "ops").glob("cases_*.py")):
     importlib.import_module(f"tests.ops.{_path.stem}")
@@ -404,6 +405,7 @@ def numpy_as_gpu(fresh_gpu_slot, monkeypatch, tmp_path):
     cupy = NumpyCupy("cupy")
     cupy.asnumpy = np.asarray
     cupy.ElementwiseKernel = HostElementwiseKernel
+    cupy.RawKernel = HostRawKernel
     cupy.random = types.SimpleNamespace(RandomState=HostRandomState)
     cupy.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
@@ -413,10 +415,30 @@ def numpy_as_gpu(fresh_gpu_slot, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setattr(HostElementwiseKernel, "folder", tmp_path)
     monkeypatch.setattr(HostElementwiseKernel, "built", {})
+    monkeypatch.setattr(HostRawKernel, "folder", tmp_path)
+    monkeypatch.setattr(HostRawKernel, "launches", [])
+    monkeypatch.setattr(gpu_kernels, "_RAW", {})
     monkeypatch.setattr(gpu_kernels, "_COMPILED", {})
     monkeypatch.setattr(gpu_kernels, "_PHILOX", {})
     monkeypatch.setattr(gpu_kernels, "_LAUNCHES", gpu_kernels.PerExpression())
     return get_backend("gpu")
+
+
+@pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 70_000])
+def test_a_raw_kernel_visits_every_index_of_its_loop_once(numpy_as_gpu, n):
+    """NETLANG_LOOP spreads 0..n-1 over the launch's grid (at most 256 blocks of 256 threads,
+    so past 65,536 indices each thread takes several), each index exactly once."""
+    source = gpu_kernels.RawSource("count_visits", """
+NETLANG_KERNEL count_visits(int* __restrict__ seen, long long n) {
+    NETLANG_LOOP(i, n) { seen[i] += 1; }
+}""")
+    seen = np.zeros(max(n, 1), np.int32)
+    kernel = gpu_kernels.raw_kernel(numpy_as_gpu.xp, source)
+    assert gpu_kernels.raw_kernel(numpy_as_gpu.xp, source) is kernel    # compiled once
+    gpu_kernels.launch(kernel, n, (seen, np.int64(n)))
+    assert seen[:n].tolist() == [1] * n
+    blocks = HostRawKernel.launches[-1][1][0]
+    assert blocks == max(1, min(256, -(-n // 256)))
 
 
 @pytest.mark.parametrize("spec, rtol, atol", [("spiral.net", 1e-5, 1e-6),
