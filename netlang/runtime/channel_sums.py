@@ -11,6 +11,16 @@ over the last axis, reading the output of a generated kernel (runtime/generated.
 computed by that kernel (``generated.with_channel_sums``): the reduction's own call then
 only finishes the ``[C]`` result (the mean's division; gamma's ``rsqrt(var + eps)``).
 
+A batchnorm's forward reads its input twice the same way: ``mean(x)``, then
+``batch_variance(x, mean)``.  Where the generated kernel writing ``x`` takes the mean's sum,
+it also takes the sum of squares, and the variance is finished from the two moments
+(``moments``); where ``x`` comes from a library kernel (a oneDNN convolution), the mean's
+call sums x and x squared in one pass (``fuse_moments``, ``cpu_loops.channel_moments``) and
+the variance's only finishes.  The variance about the given mean m (the batch mean, in the
+dtype) is ``E[x^2] - 2 m E[x] + m^2`` in float64, never below 0: float64 sums of float32
+values keep the cancellation far below float32's rounding unless a channel's mean is
+thousands of times its spread.
+
 The IR is unchanged (``explain`` and ``ir`` show the reductions as before): this is a
 choice of kernels, made with the static buffer plan, like the merged optimizer updates.
 A ``centered`` sum needs ``x`` and ``mean`` when the producer runs, so it is taken only
@@ -33,13 +43,19 @@ from netlang.ops.rules import leading_axes
 
 @dataclass(frozen=True)
 class ChannelSum:
-    """How a reduction reads its input: a plain sum (divided by ``divisor`` for a mean) or,
-    ``centered``, batchnorm's sum of g * (x - mean) over ``extras`` = (x, mean)."""
+    """How a reduction reads its input: a plain sum (``"sum"``, divided by ``divisor`` for a
+    mean), batchnorm's sum of g * (x - mean) over ``extras`` = (x, mean) (``"centered"``),
+    or a batch variance's two moments, the sums of x and of x squared (``"moments"``)."""
 
-    centered: bool = False
+    kind: str = "sum"
     divisor: int = 1
     extras: tuple[int, ...] = ()
     epsilon: float = 0.0
+
+    @property
+    def sums(self) -> tuple[str, ...]:
+        """The sums the producer's loop takes for it (``generated.with_channel_sums``)."""
+        return ("sum", "squares") if self.kind == "moments" else (self.kind,)
 
 
 def channel_sum(call, source: int, source_type: tuple, types: Callable) -> ChannelSum | None:
@@ -61,7 +77,10 @@ def channel_sum(call, source: int, source_type: tuple, types: Callable) -> Chann
     if op == "batchnorm_grad_gamma" and call.attrs["axis"] % rank == rank - 1:
         x, mean, _var = call.args[1:]
         if types(x) == source_type and types(mean) == ((channels,), dtype):
-            return ChannelSum(centered=True, extras=(x, mean), epsilon=call.attrs["epsilon"])
+            return ChannelSum("centered", extras=(x, mean), epsilon=call.attrs["epsilon"])
+    if (op == "batch_variance" and call.attrs["axis"] % rank == rank - 1
+            and types(call.args[1]) == ((channels,), dtype)):
+        return ChannelSum("moments", divisor=math.prod(shape[:-1]))
     return None
 
 
@@ -77,7 +96,7 @@ def fuse_channel_sums(program, bound, runs: list, views: dict, skip: set,
     for j, call in enumerate(program.calls):
         for arg in dict.fromkeys(call.args):
             readers[arg].append(j)
-    moved = 0
+    moved, done = 0, set()
     for i, call in enumerate(program.calls):
         source_type = types(call.out)
         if i in skip or source_type is None or getattr(runs[i], "group", None) is None:
@@ -88,7 +107,8 @@ def fuse_channel_sums(program, bound, runs: list, views: dict, skip: set,
                                                      types)
             if how is not None and all(position.get(a, -1) < i for a in how.extras):
                 taken.append((j, how))
-        fused = taken and generated.with_channel_sums(runs[i], [h.centered for _, h in taken])
+        fused = taken and generated.with_channel_sums(
+            runs[i], [kind for _, how in taken for kind in how.sums])
         if not fused:
             continue
         out, _, args, dead = bound.calls[i]
@@ -96,12 +116,62 @@ def fuse_channel_sums(program, bound, runs: list, views: dict, skip: set,
             if out in views else fused
         extras = tuple(a for _, how in taken for a in how.extras)
         bound.calls[i] = (out, run, (*args, *extras), dead)
-        for k, (j, how) in enumerate(taken):
+        k = 0
+        for j, how in taken:
             out_j, _, args_j, dead_j = bound.calls[j]
             finish = _finish(fused, k, how, views.get(out_j), types(out_j))
             bound.calls[j] = (out_j, finish, args_j, dead_j)
+            k += len(how.sums)
         moved += len(taken)
+        done.update(j for j, _ in taken)
+    return moved + fuse_moments(program, bound, views, skip | done, types)
+
+
+def fuse_moments(program, bound, views: dict, skip: set, types: Callable) -> int:
+    """Each ``batch_variance(x, m)`` over all but the last axis whose ``x`` a ``mean(x)`` call
+    before it also reads (a batchnorm's forward over a library kernel's output): the mean's
+    call takes both moments of ``x`` in one pass and the variance's call finishes from them
+    (the module doc).  Calls in ``skip`` keep their kernels.  Returns how many moved."""
+    from netlang.runtime.cpu_loops import channel_moments
+
+    moved = 0
+    for j, call in enumerate(program.calls):
+        x = call.args[0] if call.args else None
+        x_type = types(x) if x is not None else None
+        how = None if j in skip or x_type is None else channel_sum(call, x, x_type, types)
+        if how is None or how.kind != "moments":
+            continue
+        mean_call = next((i for i in range(j) if i not in skip
+                          and program.calls[i].opdef.name == "mean"
+                          and program.calls[i].args == (x,)
+                          and channel_sum(program.calls[i], x, x_type, types) is not None),
+                         None)
+        moments = channel_moments(*x_type) if mean_call is not None else None
+        if moments is None:
+            continue
+        out_i, _, args_i, dead_i = bound.calls[mean_call]
+        taking = _taking(moments, views.get(out_i), types(out_i), how.divisor)
+        bound.calls[mean_call] = (out_i, taking, args_i, dead_i)
+        out_j, _, args_j, dead_j = bound.calls[j]
+        bound.calls[j] = (out_j, _finish(taking, 0, how, views.get(out_j), types(out_j)),
+                          args_j, dead_j)
+        skip = skip | {mean_call, j}
+        moved += 1
     return moved
+
+
+def _taking(moments: Callable, view, out_type: tuple, divisor: int) -> Callable:
+    """The mean's call as one pass over x taking both moments (``run.totals``), its own
+    result the first divided by ``divisor``, written into its planned buffer ``view``."""
+    shape, dtype = out_type
+
+    def run(x):
+        run.totals = list(moments(x))
+        result = np.empty(shape, dtype) if view is None else view
+        np.copyto(result.reshape(-1), run.totals[0] / divisor, casting="unsafe")
+        return result
+    run.totals = []
+    return run
 
 
 def _finish(fused: Callable, k: int, how: ChannelSum, view, out_type: tuple) -> Callable:
@@ -112,10 +182,15 @@ def _finish(fused: Callable, k: int, how: ChannelSum, view, out_type: tuple) -> 
     def run(*arrays):
         result = np.empty(shape, dtype) if view is None else view
         total = fused.totals[k]
-        if how.centered:          # * rsqrt(var + eps), in the dtype, as the reference
+        if how.kind == "centered":          # * rsqrt(var + eps), in the dtype, as the reference
             var = arrays[3]
             np.multiply(total.astype(dtype), inverse_std(np, var, how.epsilon),
                         out=result.reshape(-1))
+        elif how.kind == "moments":         # E[x^2] - 2 m E[x] + m^2 about the given mean
+            m = arrays[1].reshape(-1).astype(np.float64)
+            first, second = total / how.divisor, fused.totals[k + 1] / how.divisor
+            np.copyto(result.reshape(-1), np.maximum(second - 2 * m * first + m * m, 0.0),
+                      casting="unsafe")
         else:
             np.copyto(result.reshape(-1), total / how.divisor if how.divisor != 1 else total,
                       casting="unsafe")

@@ -189,6 +189,47 @@ def _block_sums(x, y, shift, mode, group, rows, chunks, divisor, partial, out, p
             out[a, c] = out[a, c] / divisor
 
 
+@kernel
+def _moment_chunks(x, rows, chunks, sums, squares, parallel):
+    """sums[k], squares[k] = the float64 sums per column of rows [k*rows, (k+1)*rows) of
+    x [R, C] and of their squares (each element widened before it is squared)."""
+    r_ = x.shape[0]
+    if parallel:
+        for k in prange(chunks):
+            _moments_of_rows(x, k * rows, min(r_, (k + 1) * rows), sums[k], squares[k])
+    else:
+        for k in range(chunks):
+            _moments_of_rows(x, k * rows, min(r_, (k + 1) * rows), sums[k], squares[k])
+
+
+@kernel(parallel=False)
+def _moments_of_rows(x, r0, r1, total, square):
+    for r in range(r0, r1):
+        for c in range(x.shape[1]):
+            v = np.float64(x[r, c])
+            total[c] += v
+            square[c] += v * v
+
+
+def channel_moments(shape: tuple, dtype):
+    """run(x) -> (sums, squares): x [..., C]'s float64 sums over every axis but the last, of
+    x and of x squared, in one pass; None for shapes it does not take.  A batchnorm's mean
+    and variance read its input once instead of twice (``channel_sums.fuse_moments``).
+    Chunks of rows are summed apart (over the threads from ``PARALLEL_MIN`` elements) and
+    then in chunk order: the same bits on every run, whatever the thread count."""
+    if len(shape) < 2 or np.dtype(dtype) not in FLOATS or not _nonempty(shape):
+        return None
+    r_, c_ = math.prod(shape[:-1]), shape[-1]
+    _, rows, chunks = _chunking(r_, c_)
+    parallel = _parallel(r_ * c_)
+
+    def run(x):
+        sums, squares = np.zeros((chunks, c_)), np.zeros((chunks, c_))
+        _moment_chunks(_c(x).reshape(r_, c_), rows, chunks, sums, squares, parallel)
+        return sums.sum(axis=0), squares.sum(axis=0)
+    return run
+
+
 def _sum_blocks(x3, y3, shift, mode: int, chunking, divisor, out2, parallel: bool) -> None:
     """Run ``_block_sums`` on [A, R, C] views (the float64 partials made here)."""
     group, rows, chunks = chunking

@@ -55,6 +55,8 @@ from netlang.runtime.gpu_kernels import live_parts
 # prange is for larger tensors (from 16M elements) and is tested at every size.
 SERIAL_BELOW = 1 << 24
 
+SQUARES = "squares"     # a kernel's sum of its output's squares (``kernel_source``)
+
 # The output is looped over as [rows, cols] with rows of at least MIN_COLS elements where the
 # sizes allow (an inner loop of 4 channels is not vectorised: a [256,28,28,4] add took 442 us
 # against NumPy's 104) and at least MIN_ROWS rows for the threads to share.
@@ -277,14 +279,15 @@ def layout(out_shape: tuple, kinds: Sequence[str]) -> tuple[int, int]:
 
 
 def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
-                  parallel: bool, sums: Sequence[tuple[int, int] | None] = ()) -> str:
+                  parallel: bool, sums: Sequence[tuple[int, int] | str | None] = ()) -> str:
     """The Python text of the group's kernel ``fused(x0, .., out)`` (see the module doc):
     its rows split over the threads (``prange``) when ``parallel``, else one loop.  An input
     of kind ``out`` is not passed: it is read from ``out`` (the update of a variable written
     over it), so no two of the loop's arrays overlap and LLVM still vectorises it.
 
     ``sums`` (one thread only) adds a float64 accumulator ``acc{k}`` per entry, taken after
-    ``out``, summing each column of the output (None) or of the output times ``x - mean``
+    ``out``, summing each column of the output (None), of its square (``SQUARES``: a batch
+    variance's second moment, squared in float64) or of the output times ``x - mean``
     (``(x, mean)``: the indices of those inputs, a full one and a vector), in the output's
     dtype as batchnorm's gamma gradient computes it (``with_channel_sums``)."""
     types = step_types(expr, [TensorType(d, ()) for d in in_dtypes])
@@ -301,8 +304,12 @@ def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
     value, scalar = f"t{len(expr) - 1}", SCALAR_TYPES[types[-1].dtype]
     body.append(f"            out[r, j] = {value}")
     for k, centered in enumerate(sums):
-        term = value if centered is None else (
-            f"{scalar}({value} * {scalar}(e{centered[0]} - e{centered[1]}))")
+        if centered is None:
+            term = value
+        elif centered == SQUARES:
+            term = f"np.float64({value}) * np.float64({value})"
+        else:
+            term = f"{scalar}({value} * {scalar}(e{centered[0]} - e{centered[1]}))"
         body.append(f"            acc{k}[j] += {term}")
     args = "".join(f"x{i}, " for i, kind in enumerate(kinds) if kind in PASSED)
     accumulators = "".join(f", acc{k}" for k in range(len(sums)))
@@ -538,13 +545,15 @@ def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
 
 # -- sums over the leading axes, taken in the loop that writes the output ------------------
 
-def with_channel_sums(run: Callable, centered: Sequence[bool]) -> Callable | None:
-    """``run`` (a generated group over ``[..., C]``) as one loop that also sums its output over
-    every axis but the last, once per entry of ``centered``: the output itself (False), or
-    the output times ``x - mean`` (True: batchnorm's gamma gradient; ``x`` the output's shape,
+def with_channel_sums(run: Callable, sums: Sequence[str]) -> Callable | None:
+    """``run`` (a generated group over ``[..., C]``) as one loop that also sums over every axis
+    but the last, once per entry of ``sums``: the output itself (``"sum"``), its square
+    (``"squares"``: with the sum, a batch variance's moments) or the output times
+    ``x - mean`` (``"centered"``: batchnorm's gamma gradient; ``x`` the output's shape,
     ``mean`` ``[C]``).  Those sums read the output from registers instead of memory, where
-    a ``sum``, ``mean``, ``sum_to_like`` or ``batchnorm_grad_gamma`` after the group would
-    read it back (one pass over the image each; ``executor.fuse_channel_sums``).
+    a ``sum``, ``mean``, ``sum_to_like``, ``batch_variance`` or ``batchnorm_grad_gamma``
+    after the group would read it back (one pass over the image each;
+    ``channel_sums.fuse_channel_sums``).
 
     Returns ``sums_run(*inputs, *extras, out=None)``, ``extras`` an ``(x, mean)`` pair per
     centered sum in order, that writes the output as ``run`` does and leaves the float64
@@ -555,14 +564,15 @@ def with_channel_sums(run: Callable, centered: Sequence[bool]) -> Callable | Non
     if (group is None or not group.out_shape or group.out_dtype not in (DType.f32, DType.f64)
             or not 0 < math.prod(group.out_shape) < SERIAL_BELOW):
         return None
-    kinds, dtypes, sums = list(group.kinds), list(group.in_dtypes), []
-    for is_centered in centered:
-        if is_centered:
-            sums.append((len(kinds), len(kinds) + 1))
+    kinds, dtypes, entries = list(group.kinds), list(group.in_dtypes), []
+    for how in sums:
+        if how == "centered":
+            entries.append((len(kinds), len(kinds) + 1))
             kinds += ["full", "vector"]
             dtypes += [group.out_dtype, group.out_dtype]
         else:
-            sums.append(None)
+            entries.append(SQUARES if how == "squares" else None)
+    sums = entries
     try:
         fn = compiled_kernel(group.expr, kinds, dtypes, group.out_dtype, False, sums)
     except Untranslatable:

@@ -41,20 +41,20 @@ def arrays_for(kinds, shape, dtype, rng):
 @given(group=st.sampled_from(sorted(GROUPS)),
        shape=st.lists(st.integers(1, 9), min_size=2, max_size=4).map(tuple),
        dtype=st.sampled_from([np.float32, np.float64]),
-       centered=st.lists(st.booleans(), min_size=1, max_size=3),
+       sums=st.lists(st.sampled_from(["sum", "centered", "squares"]), min_size=1, max_size=3),
        seed=st.integers(0, 2**16))
 def test_a_kernel_with_sums_writes_the_same_output_and_sums_it_per_channel(
-        group, shape, dtype, centered, seed):
+        group, shape, dtype, sums, seed):
     expr, kinds = GROUPS[group]
     rng = np.random.default_rng(seed)
     arrays = arrays_for(kinds, shape, dtype, rng)
     run = generated.generated_kernel(expr, [a.shape for a in arrays],
                                      [a.dtype for a in arrays])
-    sums_run = generated.with_channel_sums(run, centered)
+    sums_run = generated.with_channel_sums(run, sums)
     assert sums_run is not None
     extras = []
-    for is_centered in centered:
-        if is_centered:
+    for how in sums:
+        if how == "centered":
             extras += arrays_for(["full", "vector"], shape, dtype, rng)
     out = np.full(shape, 7, dtype)
     assert sums_run(*arrays, *extras, out=out) is out
@@ -63,23 +63,52 @@ def test_a_kernel_with_sums_writes_the_same_output_and_sums_it_per_channel(
     leading = tuple(range(len(shape) - 1))
     pairs = iter(zip(extras[::2], extras[1::2]))
     tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12}
-    assert len(sums_run.totals) == len(centered)
-    for total, is_centered in zip(sums_run.totals, centered):
-        term = want
-        if is_centered:
+    assert len(sums_run.totals) == len(sums)
+    for total, how in zip(sums_run.totals, sums):
+        term = want.astype(np.float64)
+        if how == "centered":
             x, mean = next(pairs)
-            term = want * (x - mean).astype(dtype)
+            term = (want * (x - mean).astype(dtype)).astype(np.float64)
+        elif how == "squares":
+            term = term * term
         assert total.shape == shape[-1:] and total.dtype == np.float64
-        np.testing.assert_allclose(total, term.astype(np.float64).sum(axis=leading),
-                                   **tolerance)
+        np.testing.assert_allclose(total, term.sum(axis=leading), **tolerance)
+
+
+@EXAMPLES
+@given(shape=st.lists(st.integers(1, 40), min_size=2, max_size=4).map(tuple),
+       dtype=st.sampled_from([np.float32, np.float64]),
+       offset=st.floats(-100, 100), seed=st.integers(0, 2**16))
+def test_moments_are_the_sums_and_squares_per_channel_and_finish_a_batch_variance(
+        shape, dtype, offset, seed):
+    """One pass over x gives its float64 sums and sums of squares per channel; the variance
+    finished from them about x's mean matches the reference's batch_variance."""
+    from netlang.runtime.cpu_loops import channel_moments
+
+    x = (np.random.default_rng(seed).standard_normal(shape) + offset).astype(dtype)
+    run = channel_moments(shape, dtype)
+    wide = x.astype(np.float64).reshape(-1, shape[-1])
+    sums, squares = run(x)
+    np.testing.assert_allclose(sums, wide.sum(axis=0), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(squares, (wide * wide).sum(axis=0), rtol=1e-12)
+    again = run(x)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (sums, squares)))
+    n = wide.shape[0]
+    mean = (sums / n).astype(dtype)
+    variance = np.maximum(squares / n - 2 * mean * (sums / n) + mean.astype(np.float64) ** 2,
+                          0)
+    want = get_op("batch_variance").kernel(np, x, mean, axis=-1)
+    tolerance = 1e-4 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(variance, want, rtol=tolerance,
+                               atol=tolerance * (1 + offset * offset))
 
 
 def test_what_it_does_not_take():
     expr, _ = GROUPS["add"]
     big = (1 << 12, 1 << 12)          # from SERIAL_BELOW elements the loop is split over
     run = generated.generated_kernel(expr, [big, big], [np.float32] * 2)   # threads
-    assert generated.with_channel_sums(run, [False]) is None
-    assert generated.with_channel_sums(lambda x: x, [False]) is None     # not generated
+    assert generated.with_channel_sums(run, ["sum"]) is None
+    assert generated.with_channel_sums(lambda x: x, ["sum"]) is None     # not generated
 
 
 def train_step(spec: str, fuse: bool, monkeypatch) -> tuple[list, dict, int]:
@@ -106,11 +135,12 @@ def train_step(spec: str, fuse: bool, monkeypatch) -> tuple[list, dict, int]:
 
 def test_a_residual_train_step_takes_every_batchnorm_and_bias_sum_and_stays_in_tolerance(
         monkeypatch):
-    """residual.net: 7 batchnorms (beta's and gamma's gradients), 3 skip adds whose batch
-    mean reads them, the conv biases' gradients: the step trains as it did without."""
+    """residual.net: 7 batchnorms (beta's and gamma's gradients, and the batch variances:
+    each taken with its mean in one pass), 3 skip adds whose batch mean reads them, the conv
+    biases' gradients: the step trains as it did without."""
     losses, state, moved = train_step("residual.net", True, monkeypatch)
     plain_losses, plain_state, none = train_step("residual.net", False, monkeypatch)
-    assert none == 0 and moved >= 7 * 2 + 7
+    assert none == 0 and moved >= 7 * 3 + 7
     np.testing.assert_allclose(losses, plain_losses, rtol=1e-5)
     for name in plain_state:
         np.testing.assert_allclose(state[name], plain_state[name], rtol=1e-4, atol=1e-6,
@@ -125,6 +155,8 @@ def test_a_residual_train_step_takes_every_batchnorm_and_bias_sum_and_stays_in_t
     ("sum", {"axis": (0, 1, 2), "keepdims": False}, None, channel_sums.ChannelSum()),
     ("mean", {"axis": (0, 1, 2), "keepdims": True}, None,
      channel_sums.ChannelSum(divisor=2 * 3 * 4)),
+    ("batch_variance", {"axis": -1}, (5,), channel_sums.ChannelSum("moments", 2 * 3 * 4)),
+    ("batch_variance", {"axis": 1}, (3,), None),                 # not the last axis
     ("sum", {"axis": (1, 2), "keepdims": False}, None, None),     # not every leading axis
     ("sum_to_like", {}, (5,), channel_sums.ChannelSum()),
     ("sum_to_like", {}, (1, 1, 1, 5), channel_sums.ChannelSum()),
@@ -133,7 +165,7 @@ def test_a_residual_train_step_takes_every_batchnorm_and_bias_sum_and_stays_in_t
 def test_which_reductions_are_per_channel_sums(op, attrs, like, expected):
     source, shape = 10, ((2, 3, 4, 5), np.dtype(np.float32))
     types = {10: shape, 11: (like, np.dtype(np.float32)), 12: ((5,), np.dtype(np.float32))}
-    args = (10, 11) if op == "sum_to_like" else (10,)
+    args = (10, 11) if op in ("sum_to_like", "batch_variance") else (10,)
 
     class Call:
         opdef, out = get_op(op), 12
