@@ -267,7 +267,7 @@ def on_device_rng(kernel: Callable) -> Callable:
 
 def gpu_kernels() -> dict[str, Callable]:
     """The CuPy backend's overrides: op name -> kernel ``(xp, *arrays, **attrs)``."""
-    from netlang.runtime.gpu_draws import keyed_draw_kernels   # it builds on RawSource
+    from netlang.runtime.gpu_draws import keyed_draw_kernels  # it builds on RawSource
 
     table: dict[str, Callable] = {"fused": fused_gpu}
     for name, opdef in all_ops().items():
