@@ -218,6 +218,11 @@ class GraphedProgram:
         return self.stream if self.stream is not None else contextlib.nullcontext()
 
 
+def graphed_programs(executor) -> list[GraphedProgram]:
+    """The steps ``executor`` replays as graphs (none where it runs them uncaptured)."""
+    return [g for per in executor._graphed.values() for g in per.values() if g is not None]
+
+
 _SAID: list[str] = []
 
 

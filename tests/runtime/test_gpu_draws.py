@@ -271,3 +271,15 @@ def test_dropout_no_longer_cuts_the_step(monkeypatch, matmul):
     assert len(before.program.calls) == len(now.program.calls) == 60
     counts = [(len(g.segments), g.launches_per_step(), g.launches()) for g in (before, now)]
     assert counts == SEGMENTS[matmul]
+
+
+def test_the_gpu_bench_says_what_a_step_launches(capsys):
+    from netlang.cli import main
+
+    assert main(["bench", "--device", "gpu", "--workloads", "mnist", "--batch", "4", "--steps",
+                 "1", "--warmup", "0", "--no-torch", "--compile-runs", "0"]) == 0
+    out = capsys.readouterr().out
+    assert ("  mnist batch 4: a step launches 12 instead of its 60 kernel calls (5 CUDA graphs, "
+            "6 eager calls, 1 key fill)\n") in out
+    header, row = out.split("training throughput on gpu")[1].splitlines()[1:3]
+    assert header.split()[-2:] == ["launches", "note"] and row.split()[-2:] == ["60", "12"]
