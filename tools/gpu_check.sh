@@ -94,6 +94,7 @@ say '```'
 # wheel in .whl/ too; without them it skips, and the report's SKIPPED lines say so)
 timeout $T_PARITY python3 -m pytest -q -rs -o addopts= -p no:cacheprovider tests/runtime/test_backend.py \
   tests/runtime/test_gpu_halves.py tests/runtime/test_cudnn.py tests/runtime/test_capture.py \
+  tests/runtime/test_gpu_draws.py \
   tests/passes/test_fusion.py \
   tests/train/test_nccl.py \
   > "$OUT/parity.log" 2>&1

@@ -92,6 +92,8 @@ class Result:
     kernel_calls: int | None = None   # netlang: kernels run per step (one launch per fused group)
     profile: list | None = None       # netlang with --profile: [label, calls, ms, share] rows
     params: int | None = None         # trainable numbers in the network
+    launches: int | None = None       # netlang on the GPU: graph launches, eager calls and key
+    #                                   fills per step where the step is replayed (capture.py)
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,9 @@ def bench_netlang(name: str, spec: Path, batch: int, args) -> Result:
     calls = session.executor.kernel_calls
     step()
     calls = session.executor.kernel_calls - calls
+    launches = replayed_launches(session)
+    if launches is not None:
+        print(f"  {name} batch {batch}: {launches_line(launches, calls)}", flush=True)
     med = statistics.median(time_steps(step, args.warmup, args.steps))
     profile = profile_steps(session, step, args.steps) if args.profile else None
     rows = None if profile is None else [
@@ -281,7 +286,28 @@ def bench_netlang(name: str, spec: Path, batch: int, args) -> Result:
                   f"NumPy copy of the bytes a single-pass update moves {floor:.3f} ms "
                   f"(update / floor {update / floor:.2f}x)" if floor else "")
     return Result(name, batch, "netlang", batch / med, med * 1e3,
-                  "no fusion" if args.no_fusion else "", calls, rows, params)
+                  "no fusion" if args.no_fusion else "", calls, rows, params,
+                  None if launches is None else sum(launches.values()))
+
+
+def replayed_launches(session) -> dict[str, int] | None:
+    """What one step of the session's largest replayed program launches (``GraphedProgram
+    .launches``), or None where no step is replayed (the CPU, ``--no-graph``)."""
+    from netlang.runtime.capture import graphed_programs
+
+    graphed = graphed_programs(session.executor)
+    if not graphed:
+        return None
+    return max(graphed, key=lambda g: len(g.program.calls)).launches()
+
+
+def launches_line(launches: dict[str, int], calls: int) -> str:
+    """``a step launches 12 instead of its 60 kernel calls (5 CUDA graphs, 6 eager calls,
+    1 key fill)``."""
+    names = {"graphs": "CUDA graph", "eager calls": "eager call", "key fills": "key fill"}
+    parts = [f"{n} {names[k]}{'' if n == 1 else 's'}" for k, n in launches.items()]
+    return (f"a step launches {sum(launches.values())} instead of its {calls} kernel calls "
+            f"({', '.join(parts)})")
 
 
 # -- compile time and allocations ---------------------------------------------------------------
@@ -411,11 +437,13 @@ def print_table(results: list[Result], device: str, systems: Sequence[str] = (),
                 what: str = "training") -> None:
     """One line per workload and batch: netlang, each other system, netlang / the fastest."""
     widths = [max(11, len(s) + 2) for s in systems]
+    replayed = any(r.launches is not None for r in results)   # steps as CUDA graphs
     print(f"\n{what} throughput on {device} (median of timed steps"
           + ("; ratio: netlang / the fastest other system)" if systems else ")"))
     print(f"  {'workload':<12} {'batch':>5} {'netlang/s':>11} "
           + "".join(f"{s + '/s':>{w}} " for s, w in zip(systems, widths))
-          + (f"{'ratio':>6}  " if systems else "") + f"{'kernels':>7}  note")
+          + (f"{'ratio':>6}  " if systems else "") + f"{'kernels':>7}  "
+          + (f"{'launches':>8}  " if replayed else "") + "note")
     rows: dict[tuple, dict[str, Result]] = {}
     for r in results:
         rows.setdefault((r.workload, r.batch), {})[r.system] = r
@@ -425,10 +453,12 @@ def print_table(results: list[Result], device: str, systems: Sequence[str] = (),
         best = max((r.samples_per_s for r in others if r), default=0.0)
         ratio = f"{ours.samples_per_s / best:>6.2f}  " if best else f"{'-':>6}  "
         note = "; ".join(r.note for r in by_system.values() if r.note)
-        print(f"  {name:<12} {batch:>5} {ours.samples_per_s:>11,.0f} "
-              + "".join(f"{(f'{r.samples_per_s:,.0f}' if r else '-'):>{w}} "
-                        for r, w in zip(others, widths))
-              + (ratio if systems else "") + f"{ours.kernel_calls:>7}  {note}".rstrip())
+        launches = "-" if ours.launches is None else ours.launches
+        print((f"  {name:<12} {batch:>5} {ours.samples_per_s:>11,.0f} "
+               + "".join(f"{(f'{r.samples_per_s:,.0f}' if r else '-'):>{w}} "
+                         for r, w in zip(others, widths))
+               + (ratio if systems else "") + f"{ours.kernel_calls:>7}  "
+               + (f"{launches:>8}  " if replayed else "") + note).rstrip())
 
 
 def run(args, rivals: Sequence[Rival] = (), rivals_note: str = NO_RIVALS) -> int:

@@ -15,9 +15,12 @@ replays as one ``graph.launch()``.  Replay reuses the addresses the capture saw,
 * what cannot be captured runs between the graphs, eagerly, and its result is copied into
   the buffer the capture saw: matmuls through cuBLAS (CuPy 14.2 refuses cuBLAS calls during
   capture; cuDNN's matmul, used where the frontend is installed, is captured), random
-  draws (a captured draw would repeat its mask), collectives, device transfers and what
-  reads a value back to the host (``EAGER_OPS``).  So a step is a list of segments, each
-  one graph or one eager call.
+  draws that keep no key on the device (a captured draw would repeat its mask),
+  collectives, device transfers and what reads a value back to the host (``EAGER_OPS``).
+  So a step is a list of segments, each one graph or one eager call;
+* a draw that reads its key from a device array (``dropout_mask``'s Philox kernel,
+  runtime/gpu_draws.py) is captured with a key array of its own, which is filled from the
+  host generator before each replay of its graph, in the order an uncaptured step draws.
 
 Where the array module cannot capture (the NumPy stand-in the tests use for CuPy) every
 segment runs its calls the eager way: each call computes and copies its result into the
@@ -29,9 +32,14 @@ uncaptured (``NETLANG_GRAPHS=0`` or ``--no-graph`` turns capture off).
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+
+from netlang.runtime.gpu_draws import draw_key, keyed
 
 EAGER_OPS = frozenset({"matmul", "allreduce", "allreduce_start", "allreduce_wait", "transfer",
                        "all_finite"})   # all_finite reads its answer back to the host
@@ -44,14 +52,17 @@ class Segment:
     calls: list[tuple] = field(default_factory=list)   # (out, kernel, args)
     capturable: bool = True
     graph: Any = None
+    keys: list = field(default_factory=list)    # the key arrays its draws read, in order
 
 
 def capturable(program, index: int, kernel) -> bool:
-    """Whether a call can be captured: not a draw, and not one of ``EAGER_OPS`` unless its
-    kernel says it can be (cuDNN's matmul, runtime/cudnn_kernels.py)."""
+    """Whether a call can be captured: not a draw unless it reads its key from a device
+    array (``gpu_draws.keyed``), and not one of ``EAGER_OPS`` unless its kernel says it can
+    be (cuDNN's matmul, runtime/cudnn_kernels.py)."""
     call = program.calls[index]
-    return not call.random and (call.opdef.name not in EAGER_OPS
-                                or getattr(kernel, "capturable", False))
+    if call.random:
+        return keyed(kernel)
+    return call.opdef.name not in EAGER_OPS or getattr(kernel, "capturable", False)
 
 
 def segments_of(program, bound) -> list[Segment]:
@@ -65,6 +76,19 @@ def segments_of(program, bound) -> list[Segment]:
         else:
             out.append(Segment([(value, kernel, args)], capturable=False))
     return out
+
+
+def give_keys(segments: list[Segment], xp) -> None:
+    """Each keyed draw in a captured segment given a key array of its own (zeros until a
+    step fills it), so the graph reads its key at a fixed address."""
+    for segment in segments:
+        if not segment.capturable:
+            continue
+        for i, (value, kernel, args) in enumerate(segment.calls):
+            if keyed(kernel):
+                key = xp.zeros(1, dtype=np.uint64)
+                segment.calls[i] = (value, functools.partial(kernel, key=key), args)
+                segment.keys.append(key)
 
 
 def can_capture(xp) -> bool:
@@ -88,6 +112,8 @@ class GraphedProgram:
         self.variables = {name: xp.array(arrays[name], copy=True) for name in names}
         self.given = {name: arrays[name] for name in names}    # what the store holds now
         self.segments = segments_of(program, bound)
+        give_keys(self.segments, xp)
+        self.executor = executor            # whose host generator keys the draws
         self.env: dict = {}
         self.capture = can_capture(xp)
         self.stream = xp.cuda.Stream(non_blocking=True) if self.capture else None
@@ -156,6 +182,8 @@ class GraphedProgram:
             for nid, buffer in self.fixed_feeds.items():
                 xp.copyto(buffer, feeds[nid])
             for segment in self.segments:
+                for key in segment.keys:        # before the graph reads them
+                    key.fill(draw_key(self.executor.rng))
                 if segment.graph is not None:
                     segment.graph.launch(self.stream)
                     continue
@@ -170,9 +198,29 @@ class GraphedProgram:
             self.stream.synchronize()
         return fetched
 
+    def launches(self) -> dict[str, int]:
+        """What one replayed step launches on the device: a graph per captured segment
+        (counted so where the module cannot capture, as on the NumPy stand-in), each eager
+        call, and a ``fill`` of each key a draw in a graph reads (copies of feeds, fetches
+        and state are not counted)."""
+        graphs = sum(1 for s in self.segments if s.capturable)
+        eager = sum(len(s.calls) for s in self.segments if not s.capturable)
+        return {"graphs": graphs, "eager calls": eager,
+                "key fills": sum(len(s.keys) for s in self.segments)}
+
+    def launches_per_step(self) -> int:
+        """Graph launches, eager calls and key fills of one step (``launches``), against the
+        kernel calls (``len(program.calls)``) an uncaptured step makes."""
+        return sum(self.launches().values())
+
     def on_stream(self):
         """The capture stream as the current one (nothing where there is none)."""
         return self.stream if self.stream is not None else contextlib.nullcontext()
+
+
+def graphed_programs(executor) -> list[GraphedProgram]:
+    """The steps ``executor`` replays as graphs (none where it runs them uncaptured)."""
+    return [g for per in executor._graphed.values() for g in per.values() if g is not None]
 
 
 _SAID: list[str] = []

@@ -4,9 +4,10 @@
   generated here from the group's sub-expression, compiled once and cached by expression and
   input dtypes.  The generator is plain string code, so its output is unit-tested without a
   GPU.  A group with an op the generator does not know runs the shared ``out=`` path instead.
-* random ops: their shared kernels draw from a generator; on the GPU they get ``KeyedDraws``,
-  cuRAND draws keyed by the session's host generator, so masks are made on the device and
-  a resumed run draws what the uninterrupted one would have.
+* random ops: ``dropout_mask`` runs its own Philox kernel (runtime/gpu_draws.py, capturable);
+  the others' shared kernels draw from a generator and get ``KeyedDraws``, cuRAND draws keyed
+  by the session's host generator.  Either way masks are made on the device and a resumed
+  run draws what the uninterrupted one would have.
 * hand-written loops (``RawSource``): CUDA C over flat arrays, written with the two macros of
   ``RAW_PRELUDE`` (``NETLANG_KERNEL`` heads a kernel, ``NETLANG_LOOP(i, n)`` visits ``0..n-1``
   across the whole grid, 64-bit indices), compiled once per source as a ``cupy.RawKernel``
@@ -266,8 +267,11 @@ def on_device_rng(kernel: Callable) -> Callable:
 
 def gpu_kernels() -> dict[str, Callable]:
     """The CuPy backend's overrides: op name -> kernel ``(xp, *arrays, **attrs)``."""
+    from netlang.runtime.gpu_draws import keyed_draw_kernels  # it builds on RawSource
+
     table: dict[str, Callable] = {"fused": fused_gpu}
     for name, opdef in all_ops().items():
         if opdef.random and opdef.kernel is not None:
             table[name] = on_device_rng(opdef.kernel)
+    table.update(keyed_draw_kernels())     # dropout_mask: Philox in its own kernel
     return table

@@ -501,7 +501,9 @@ def test_random_ops_draw_on_the_device_keyed_by_the_host_generator(device, reque
     resumed = Executor(backend, np.random.default_rng(5))   # a fresh session, same seed
     executor = resumed
     np.testing.assert_array_equal(draw(), first)
-    assert len(gpu_kernels._PHILOX) == 1      # one device generator, whatever the sessions
+    if device == "standin":     # made by dropout_mask's Philox kernel (gpu_draws), not cuRAND
+        assert {name for name, _, _ in HostRawKernel.launches} == {"netlang_dropout_philox_f32"}
+        assert not gpu_kernels._PHILOX
 
 
 class FakeKernel:
