@@ -5,8 +5,7 @@ instead of the reference kernel's chain of CuPy calls (a maxpool gradient made ~
 Every loop is a ``RawSource`` over flat float32 arrays (runtime/gpu_kernels.py: compiled
 once, launched over a grid-stride ``NETLANG_LOOP``), and every override has the reference's
 signature ``(xp, *arrays, **attrs)``.  It declines, and the reference kernel runs, for what
-it has no loop for: dtypes other than float32 (f16, f64, integer sums), non-contiguous or
-empty arrays, softmax over an axis that is not the last, reductions over axes that are not
+it has no loop for: dtypes other than float32 (f16, f64, integer sums), empty arrays, softmax over an axis that is not the last, reductions over axes that are not
 the leading ones, a batchnorm channel axis that is not the last.
 
 Numbers, against the reference kernels in ``ops/``:
@@ -54,21 +53,31 @@ LABEL_CTYPES = {np.dtype(np.int32): "int", np.dtype(np.int64): "long long"}
 
 
 def takes(*arrays) -> bool:
-    """The loops' case: non-empty, C-contiguous float32 arrays."""
-    return all(a.dtype == F32 and a.flags.c_contiguous and a.size for a in arrays)
+    """The loops' case: non-empty float32 arrays."""
+    return all(a.dtype == F32 and a.size for a in arrays)
 
 
-def with_reference(op: str, loop: Callable) -> Callable:
+def with_reference(op: str, loop: Callable, scalars: tuple[int, ...] = ()) -> Callable:
     """``loop`` as the backend's kernel for ``op``: where it returns None (a case it has no
-    loop for), the op's reference kernel runs."""
+    loop for), the op's reference kernel runs.  A strided input is copied first (the loops
+    read flat arrays), so which kernel runs never depends on a value's layout: a captured
+    step, whose values all live in fresh buffers, computes what an eager one does.  The
+    inputs at positions ``scalars`` may stay broadcast scalars (the loop reads them so)."""
     reference = get_op(op).kernel
 
     def run(xp, *arrays, **attrs):
+        arrays = tuple(a if a.flags.c_contiguous or (i in scalars and is_broadcast_scalar(a))
+                       else xp.ascontiguousarray(a) for i, a in enumerate(arrays))
         out = loop(xp, *arrays, **attrs)
         return reference(xp, *arrays, **attrs) if out is None else out
     run.__name__ = run.__qualname__ = f"{op}_cuda"
     run.__doc__ = f"GPU: {loop.__doc__}"
     return run
+
+
+def is_broadcast_scalar(a) -> bool:
+    """A scalar broadcast to a shape (``mean_grad``'s gradient is one): every stride 0."""
+    return a.ndim > 0 and not any(a.strides)
 
 
 def i64(*values) -> tuple:
@@ -364,7 +373,7 @@ def xent_grad_source(label_ctype: str | None) -> RawSource:
         step = "(j == k ? __fadd_rn(p, -1.0f) : p)"
     return RawSource(name, f"""
 NETLANG_KERNEL {name}(const float* __restrict__ g, const float* __restrict__ logits, {params},
-                      float* __restrict__ dx, long long rows, long long C) {{
+                      float* __restrict__ dx, long long rows, long long C, long long g_step) {{
     NETLANG_LOOP(r, rows) {{
         const float* row = logits + r * C;
         float* out = dx + r * C;
@@ -378,7 +387,7 @@ NETLANG_KERNEL {name}(const float* __restrict__ g, const float* __restrict__ log
 {scale}
         for (long long j = 0; j < C; ++j) {{
             const float p = out[j] / sum;
-            out[j] = __fmul_rn({step}, g[r]);
+            out[j] = __fmul_rn({step}, g[r * g_step]);
         }}
     }}
 }}""")
@@ -407,7 +416,7 @@ def label_ctype(logits, labels) -> str | None | bool:
     """The labels' C type for class ids, None for probability rows, False for neither."""
     if labels.dtype == F32 and labels.shape == logits.shape:
         return None if takes(labels) else False
-    if labels.shape == logits.shape[:-1] and labels.flags.c_contiguous:
+    if labels.shape == logits.shape[:-1]:
         return LABEL_CTYPES.get(labels.dtype, False)
     return False
 
@@ -424,14 +433,17 @@ def xent_loop(xp, logits, labels):
 
 
 def xent_grad_loop(xp, g, logits, labels):
-    """softmax_cross_entropy_grad: one thread per example."""
+    """softmax_cross_entropy_grad: one thread per example (g may be a broadcast scalar, as
+    the gradient of a mean of the losses is: read in place, not copied)."""
     kind = label_ctype(logits, labels)
     if not takes(g, logits) or logits.ndim < 1 or kind is False:
         return None
     rows, classes = logits.size // logits.shape[-1], logits.shape[-1]
+    g_step = 0 if is_broadcast_scalar(g) else 1
+    g = g[(0,) * g.ndim][None] if g_step == 0 else g     # its one element, as a flat view
     dx = xp.empty(logits.shape, dtype=F32)
     launch(raw_kernel(xp, xent_grad_source(kind)), rows,
-           (g, logits, labels, dx, *i64(rows, classes)))
+           (g, logits, labels, dx, *i64(rows, classes, g_step)))
     return dx
 
 
@@ -586,6 +598,11 @@ LOOPS: dict[str, Callable] = {
 }
 
 
+# Inputs a loop reads in place when they are a scalar broadcast to their shape.
+BROADCAST_SCALARS = {"softmax_cross_entropy_grad": (0,)}
+
+
 def cuda_loop_kernels() -> dict[str, Callable]:
     """op name -> the GPU backend's kernel: the loop, else the op's reference kernel."""
-    return {op: with_reference(op, loop) for op, loop in LOOPS.items()}
+    return {op: with_reference(op, loop, BROADCAST_SCALARS.get(op, ()))
+            for op, loop in LOOPS.items()}
