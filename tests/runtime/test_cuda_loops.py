@@ -2,7 +2,8 @@
 kernels: pooling bit for bit, softmax and cross-entropy and the per-channel sums within
 float32 rounding, outputs and gradients, on random shapes.  The loops' CUDA text runs on
 the host (tests/runtime/host_cuda.py: every block and thread of each launch, one after
-another) through the GPU backend's own kernel table, over the NumPy stand-in for CuPy."""
+another) through the GPU backend's own kernel table, over the NumPy stand-in for CuPy; where
+a GPU is present the parity tests run there too (``device``: nvcc's code, CUDA's libm)."""
 from __future__ import annotations
 
 import pathlib
@@ -19,7 +20,13 @@ from tests.ops.cases_pool import pool_setup
 from tests.ops.harness import array, distinct
 from tests.runtime.fake_cudnn import FakeCudnn
 from tests.runtime.host_cuda import HostRawKernel
-from tests.runtime.test_backend import fresh_gpu_slot, numpy_as_gpu  # noqa: F401 (fixtures)
+from tests.runtime.test_backend import (  # noqa: F401 (fixtures)
+    GPU_OK,
+    GPU_WHY,
+    NumpyCupy,
+    fresh_gpu_slot,
+    numpy_as_gpu,
+)
 
 EXAMPLES = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow,
@@ -28,15 +35,35 @@ EXAMPLES = settings(max_examples=25, deadline=None, derandomize=True,
 
 @pytest.fixture
 def gpu(request):
-    """The GPU backend over the NumPy stand-in for CuPy (test_backend.py's gpu)."""
+    """The GPU backend over the NumPy stand-in for CuPy (test_backend.py's numpy_as_gpu)."""
+    return request.getfixturevalue("numpy_as_gpu")
+
+
+@pytest.fixture(params=["standin", pytest.param("gpu", marks=pytest.mark.skipif(
+    not GPU_OK, reason=f"no GPU on this machine: {GPU_WHY}"))])
+def device(request):
+    """The GPU backend on the stand-in, and on the GPU where there is one."""
+    if request.param == "gpu":
+        from netlang.runtime.backend import get_backend
+
+        return get_backend("gpu")
     return request.getfixturevalue("numpy_as_gpu")
 
 
 def run_gpu(backend, op: str, *arrays, **attrs):
-    """(the GPU backend's result for ``op``, the names of the raw kernels it launched)."""
+    """(the GPU backend's result for ``op`` on the host, the names of the raw kernels it
+    launched; None on a real GPU, where launches are not recorded)."""
     before = len(HostRawKernel.launches)
-    out = backend.kernel_for(get_op(op))(backend.xp, *arrays, **attrs)
+    out = backend.kernel_for(get_op(op))(backend.xp, *[backend.asarray(a) for a in arrays],
+                                         **attrs)
+    if not isinstance(backend.xp, NumpyCupy):
+        return backend.to_numpy(out), None
     return np.asarray(out), [name for name, _, _ in HostRawKernel.launches[before:]]
+
+
+def launched_as(launched, *names: str) -> bool:
+    """The launches were these kernels (anything, on a real GPU)."""
+    return launched is None or launched == list(names)
 
 
 def reference(op: str, *arrays, **attrs):
@@ -75,37 +102,38 @@ def pool_input(draw, shape):
 
 @EXAMPLES
 @given(data=st.data())
-def test_maxpool_and_its_gradients_are_the_reference_bit_for_bit(gpu, data):
+def test_maxpool_and_its_gradients_are_the_reference_bit_for_bit(device, data):
     """Each is one launch; ties go to the window's first maximum, a NaN window's gradient to
     its last tap, as in the reference."""
     shape, attrs = pool_setup(data.draw)
     x = pool_input(data.draw, shape)
-    y, launched = run_gpu(gpu, "maxpool", x, **attrs)
+    y, launched = run_gpu(device, "maxpool", x, **attrs)
     assert_same_bits(y, reference("maxpool", x, **attrs), f"maxpool {attrs}")
     g = array(data.draw, y.shape, dtype=np.float32)
-    dx, launched_grad = run_gpu(gpu, "maxpool_grad", x, y, g, **attrs)
+    dx, launched_grad = run_gpu(device, "maxpool_grad", x, y, g, **attrs)
     assert_same_bits(dx, reference("maxpool_grad", x, y, g, **attrs), f"maxpool_grad {attrs}")
     h = array(data.draw, shape, dtype=np.float32)
-    hy, launched_gg = run_gpu(gpu, "maxpool_grad_grad", x, y, h, **attrs)
+    hy, launched_gg = run_gpu(device, "maxpool_grad_grad", x, y, h, **attrs)
     assert_same_bits(hy, reference("maxpool_grad_grad", x, y, h, **attrs),
                      f"maxpool_grad_grad {attrs}")
-    assert (launched, launched_grad, launched_gg) == (
-        ["netlang_maxpool_f32"], ["netlang_maxpool_grad_f32"],
-        ["netlang_maxpool_grad_grad_f32"])
+    assert launched_as(launched, "netlang_maxpool_f32")
+    assert launched_as(launched_grad, "netlang_maxpool_grad_f32")
+    assert launched_as(launched_gg, "netlang_maxpool_grad_grad_f32")
 
 
 @EXAMPLES
 @given(data=st.data())
-def test_avgpool_and_its_gradient_are_the_reference_bit_for_bit(gpu, data):
+def test_avgpool_and_its_gradient_are_the_reference_bit_for_bit(device, data):
     """The window's sum in tap order times float32(1 / cells inside), SAME's rule included."""
     shape, attrs = pool_setup(data.draw)
     x = array(data.draw, shape, dtype=np.float32)
-    y, launched = run_gpu(gpu, "avgpool", x, **attrs)
+    y, launched = run_gpu(device, "avgpool", x, **attrs)
     assert_same_bits(y, reference("avgpool", x, **attrs), f"avgpool {attrs}")
     g = array(data.draw, y.shape, dtype=np.float32)
-    dx, launched_grad = run_gpu(gpu, "avgpool_grad", g, x, **attrs)
+    dx, launched_grad = run_gpu(device, "avgpool_grad", g, x, **attrs)
     assert_same_bits(dx, reference("avgpool_grad", g, x, **attrs), f"avgpool_grad {attrs}")
-    assert (launched, launched_grad) == (["netlang_avgpool_f32"], ["netlang_avgpool_grad_f32"])
+    assert launched_as(launched, "netlang_avgpool_f32")
+    assert launched_as(launched_grad, "netlang_avgpool_grad_f32")
 
 
 # -- softmax and cross-entropy -----------------------------------------------------------------
@@ -118,33 +146,35 @@ def logits_of(draw):
 
 @EXAMPLES
 @given(data=st.data())
-def test_softmax_and_log_softmax_rows_match_the_reference(gpu, data):
+def test_softmax_and_log_softmax_rows_match_the_reference(device, data):
     x = logits_of(data.draw)
     for op in ("softmax", "log_softmax"):
-        got, launched = run_gpu(gpu, op, x, axis=-1)
+        got, launched = run_gpu(device, op, x, axis=-1)
         np.testing.assert_allclose(got, reference(op, x, axis=-1), rtol=1e-5, atol=1e-6,
                                    err_msg=op)
-        assert got.dtype == np.float32 and launched == ["netlang_softmax_f32"]
+        assert got.dtype == np.float32 and launched_as(launched, "netlang_softmax_f32")
 
 
 @EXAMPLES
 @given(data=st.data(), labels=st.sampled_from(["i32", "i64", "probabilities"]))
-def test_cross_entropy_and_its_gradient_match_the_reference(gpu, data, labels):
+def test_cross_entropy_and_its_gradient_match_the_reference(device, data, labels):
     z = logits_of(data.draw)
     if labels == "probabilities":      # rows that need not sum to 1 (soft targets)
         y = array(data.draw, z.shape, 0.0, 1.0, dtype=np.float32)
     else:
         y = np.random.default_rng(data.draw(st.integers(0, 99))).integers(
             0, z.shape[-1], z.shape[:-1]).astype(np.int32 if labels == "i32" else np.int64)
-    loss, launched = run_gpu(gpu, "softmax_cross_entropy", z, y)
+    loss, launched = run_gpu(device, "softmax_cross_entropy", z, y)
     np.testing.assert_allclose(loss, reference("softmax_cross_entropy", z, y), rtol=1e-5,
                                atol=2e-5)
     g = array(data.draw, z.shape[:-1], dtype=np.float32)
-    dz, launched_grad = run_gpu(gpu, "softmax_cross_entropy_grad", g, z, y)
+    dz, launched_grad = run_gpu(device, "softmax_cross_entropy_grad", g, z, y)
     np.testing.assert_allclose(dz, reference("softmax_cross_entropy_grad", g, z, y),
                                rtol=1e-5, atol=1e-6)
     assert loss.shape == z.shape[:-1] and dz.shape == z.shape
-    assert len(launched) == len(launched_grad) == 1
+    suffix = {"i32": "int", "i64": "long_long", "probabilities": "probs"}[labels]
+    assert launched_as(launched, f"netlang_xent_{suffix}_f32")
+    assert launched_as(launched_grad, f"netlang_xent_grad_{suffix}_f32")
 
 
 def test_class_ids_out_of_range_pick_nothing_as_the_references_cupy_path(gpu):
@@ -172,6 +202,9 @@ def leading_case(draw):
     return array(draw, shape, dtype=np.float32) + np.float32(offset), count
 
 
+TWO_STAGES = ("netlang_channel_partials_f32", "netlang_channel_finish_f32")
+
+
 def wide_sum(x, count: int):
     """The float64 sum over the first ``count`` axes, rounded once to float32."""
     return x.astype(np.float64).sum(axis=tuple(range(count))).astype(np.float32)
@@ -179,7 +212,7 @@ def wide_sum(x, count: int):
 
 @EXAMPLES
 @given(data=st.data(), keepdims=st.booleans())
-def test_sum_mean_and_sum_to_like_over_leading_axes_match_the_reference(gpu, data,
+def test_sum_mean_and_sum_to_like_over_leading_axes_match_the_reference(device, data,
                                                                         keepdims):
     """Two launches each; the float64 partial sums give the float64 total rounded once."""
     x, count = leading_case(data.draw)
@@ -187,38 +220,38 @@ def test_sum_mean_and_sum_to_like_over_leading_axes_match_the_reference(gpu, dat
         None] * (count == x.ndim)
     axis = data.draw(st.sampled_from(spellings))
     for op in ("sum", "mean"):
-        got, launched = run_gpu(gpu, op, x, axis=axis, keepdims=keepdims)
+        got, launched = run_gpu(device, op, x, axis=axis, keepdims=keepdims)
         want = reference(op, x, axis=axis, keepdims=keepdims)
         assert got.shape == want.shape and got.dtype == np.float32, op
         scale = np.abs(x).sum(axis=tuple(range(count))).max() / (
             x.size // max(want.size, 1) if op == "mean" else 1)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * scale, err_msg=op)
-        assert launched == ["netlang_channel_partials_f32", "netlang_channel_finish_f32"]
+        assert launched_as(launched, *TWO_STAGES)
     exact = wide_sum(x, count)
-    np.testing.assert_allclose(run_gpu(gpu, "sum", x, axis=axis, keepdims=False)[0],
+    np.testing.assert_allclose(run_gpu(device, "sum", x, axis=axis, keepdims=False)[0],
                                exact, rtol=2e-7, atol=1e-30)
     like = np.zeros((1,) * count * keepdims + x.shape[count:], np.float32)
-    got, _ = run_gpu(gpu, "sum_to_like", x, like)
+    got, _ = run_gpu(device, "sum_to_like", x, like)
     assert got.shape == like.shape
     np.testing.assert_allclose(got.reshape(exact.shape), exact, rtol=2e-7, atol=1e-30)
 
 
 @EXAMPLES
 @given(data=st.data())
-def test_batch_variance_and_gamma_gradient_match_the_reference(gpu, data):
+def test_batch_variance_and_gamma_gradient_match_the_reference(device, data):
     shape = tuple(data.draw(st.lists(st.integers(1, 12), min_size=2, max_size=4)))
     x = array(data.draw, shape, dtype=np.float32) + np.float32(3)
     mean = x.mean(axis=tuple(range(x.ndim - 1)), dtype=np.float64).astype(np.float32)
-    var, launched = run_gpu(gpu, "batch_variance", x, mean, axis=-1)
+    var, launched = run_gpu(device, "batch_variance", x, mean, axis=-1)
     np.testing.assert_allclose(var, reference("batch_variance", x, mean, axis=-1),
                                rtol=1e-5, atol=1e-7)
     g = array(data.draw, shape, dtype=np.float32)
-    dgamma, launched_gamma = run_gpu(gpu, "batchnorm_grad_gamma", g, x, mean, var,
+    dgamma, launched_gamma = run_gpu(device, "batchnorm_grad_gamma", g, x, mean, var,
                                      axis=x.ndim - 1, epsilon=1e-3)
     want = reference("batchnorm_grad_gamma", g, x, mean, var, axis=x.ndim - 1, epsilon=1e-3)
     scale = np.abs(g * (x - mean)).sum(axis=tuple(range(x.ndim - 1))) / np.sqrt(var + 1e-3)
     np.testing.assert_allclose(dgamma, want, rtol=1e-5, atol=1e-6 * scale.max())
-    assert len(launched) == len(launched_gamma) == 2
+    assert launched_as(launched, *TWO_STAGES) and launched_as(launched_gamma, *TWO_STAGES)
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
@@ -231,11 +264,11 @@ def test_the_chunks_cover_every_row_once_and_depend_on_the_shape_alone(rows, col
     assert chunks * cols <= 65536 or chunks == 1
 
 
-def test_a_sum_over_many_chunks_repeats_bit_for_bit(gpu):
+def test_a_sum_over_many_chunks_repeats_bit_for_bit(device):
     x = np.random.default_rng(0).standard_normal((3000, 5)).astype(np.float32)
     assert cuda_loops.chunking(3000, 5)[1] > 1
-    first, _ = run_gpu(gpu, "sum", x, axis=0, keepdims=False)
-    again, _ = run_gpu(gpu, "sum", x, axis=0, keepdims=False)
+    first, _ = run_gpu(device, "sum", x, axis=0, keepdims=False)
+    again, _ = run_gpu(device, "sum", x, axis=0, keepdims=False)
     assert_same_bits(first, again, "sum")
     np.testing.assert_allclose(first, wide_sum(x, 1), rtol=2e-7)
 
