@@ -5,8 +5,10 @@ instead of the reference kernel's chain of CuPy calls (a maxpool gradient made ~
 Every loop is a ``RawSource`` over flat float32 arrays (runtime/gpu_kernels.py: compiled
 once, launched over a grid-stride ``NETLANG_LOOP``), and every override has the reference's
 signature ``(xp, *arrays, **attrs)``.  It declines, and the reference kernel runs, for what
-it has no loop for: dtypes other than float32 (f16, f64, integer sums), empty arrays, softmax over an axis that is not the last, reductions over axes that are not
-the leading ones, a batchnorm channel axis that is not the last.
+it has no loop for: dtypes other than float32 (f16, f64, integer sums; class ids other than
+int32 and int64), empty arrays, softmax over an axis that is not the last, reductions over
+axes that are not the leading ones, a batchnorm channel axis that is not the last.  Strided
+inputs are copied first, so the choice of kernel never depends on a value's layout.
 
 Numbers, against the reference kernels in ``ops/``:
 
