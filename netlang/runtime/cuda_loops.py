@@ -94,12 +94,14 @@ POOL_PARAMS = ("long long n, long long H, long long W, long long C, long long OH
 
 # Window (oh, ow)'s tap t reads padded cell (oh*SH + (t/KW)*DH, ow*SW + (t%KW)*DW), i.e.
 # image cell (.. - PH, .. - PW); a cell outside the image is padding.
-POOL_HELPERS = """\
+DECODE = """\
 #define NETLANG_NEG_INF (-1.0f / 0.0f)
 #define NETLANG_DECODE(i, b, r, s, R, S) \\
     long long c = (i) % C, b, r, s; \\
     { long long q_ = (i) / C; s = q_ % (S); q_ /= (S); r = q_ % (R); b = q_ / (R); }
+"""
 
+FIRST_MAX = """\
 // The tap whose cell takes window o's gradient (maxpool_grad's first_max_masks): the first
 // tap, in row-major order, equal to the window's max y, else the last tap; -1 when the
 // window has one tap and it differs from y (NaN).
@@ -115,7 +117,9 @@ static __device__ __forceinline__ long long netlang_first_max(
     }
     return taps > 1 ? taps - 1 : -1;
 }
+"""
 
+INVERSE_COUNT = """\
 // 1 / (taps of window (oh, ow) inside the image), in float32 from float64 (TF's SAME rule).
 static __device__ __forceinline__ float netlang_inverse_count(
         long long oh, long long ow, long long H, long long W, long long KH, long long KW,
@@ -139,7 +143,7 @@ WINDOWS_OF_CELL = """\
                 const long long ow = rw / SW, o = ((b * OH + oh) * OW + ow) * C + c;
 """
 
-MAXPOOL = RawSource("netlang_maxpool_f32", POOL_HELPERS + f"""
+MAXPOOL = RawSource("netlang_maxpool_f32", DECODE + f"""
 NETLANG_KERNEL netlang_maxpool_f32(const float* __restrict__ x, float* __restrict__ y,
                                    {POOL_PARAMS}) {{
     NETLANG_LOOP(i, n) {{
@@ -155,7 +159,7 @@ NETLANG_KERNEL netlang_maxpool_f32(const float* __restrict__ x, float* __restric
     }}
 }}""")
 
-MAXPOOL_GRAD = RawSource("netlang_maxpool_grad_f32", POOL_HELPERS + f"""
+MAXPOOL_GRAD = RawSource("netlang_maxpool_grad_f32", DECODE + FIRST_MAX + f"""
 NETLANG_KERNEL netlang_maxpool_grad_f32(const float* __restrict__ x, const float* __restrict__ y,
                                         const float* __restrict__ g, float* __restrict__ dx,
                                         {POOL_PARAMS}, int apart) {{
@@ -173,7 +177,7 @@ NETLANG_KERNEL netlang_maxpool_grad_f32(const float* __restrict__ x, const float
     }}
 }}""")
 
-MAXPOOL_GRAD_GRAD = RawSource("netlang_maxpool_grad_grad_f32", POOL_HELPERS + f"""
+MAXPOOL_GRAD_GRAD = RawSource("netlang_maxpool_grad_grad_f32", DECODE + FIRST_MAX + f"""
 NETLANG_KERNEL netlang_maxpool_grad_grad_f32(const float* __restrict__ x,
                                              const float* __restrict__ y,
                                              const float* __restrict__ hh,
@@ -193,7 +197,7 @@ NETLANG_KERNEL netlang_maxpool_grad_grad_f32(const float* __restrict__ x,
     }}
 }}""")
 
-AVGPOOL = RawSource("netlang_avgpool_f32", POOL_HELPERS + f"""
+AVGPOOL = RawSource("netlang_avgpool_f32", DECODE + INVERSE_COUNT + f"""
 NETLANG_KERNEL netlang_avgpool_f32(const float* __restrict__ x, float* __restrict__ y,
                                    {POOL_PARAMS}) {{
     NETLANG_LOOP(i, n) {{
@@ -210,7 +214,7 @@ NETLANG_KERNEL netlang_avgpool_f32(const float* __restrict__ x, float* __restric
     }}
 }}""")
 
-AVGPOOL_GRAD = RawSource("netlang_avgpool_grad_f32", POOL_HELPERS + f"""
+AVGPOOL_GRAD = RawSource("netlang_avgpool_grad_f32", DECODE + INVERSE_COUNT + f"""
 NETLANG_KERNEL netlang_avgpool_grad_f32(const float* __restrict__ g, float* __restrict__ dx,
                                         {POOL_PARAMS}, int full) {{
     NETLANG_LOOP(i, n) {{

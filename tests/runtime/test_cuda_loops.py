@@ -7,6 +7,8 @@ a GPU is present the parity tests run there too (``device``: nvcc's code, CUDA's
 from __future__ import annotations
 
 import pathlib
+import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 
 from netlang.ops.registry import get_op
 from netlang.runtime import cuda_loops
+from netlang.runtime.gpu_kernels import RawSource
 from tests.ops.cases_pool import pool_setup
 from tests.ops.harness import array, distinct
 from tests.runtime.fake_cudnn import FakeCudnn
@@ -315,6 +318,37 @@ def test_a_strided_input_is_copied_and_a_broadcast_gradient_read_in_place(gpu):
     assert launched == ["netlang_xent_grad_int_f32"]
     np.testing.assert_allclose(dz, reference("softmax_cross_entropy_grad", g, z, ids),
                                rtol=1e-6, atol=1e-8)
+
+
+# -- the CUDA compiler's view -------------------------------------------------------------------
+
+def every_source() -> list:
+    fixed = [v for v in vars(cuda_loops).values() if isinstance(v, RawSource)]
+    labels = [None, *cuda_loops.LABEL_CTYPES.values()]
+    return fixed + [make(k) for k in labels
+                    for make in (cuda_loops.xent_source, cuda_loops.xent_grad_source)]
+
+
+def test_nvcc_compiles_every_loop_and_the_exact_ones_round_every_step(tmp_path):
+    """Where the CUDA toolkit is installed (no GPU needed): every source compiles to PTX with
+    no warning, and the loops that match the reference bit for bit (pooling) or sum in a
+    fixed order (the two stages) hold no fused multiply-add."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("no nvcc (CUDA toolkit) on this machine")
+    exact = ("netlang_maxpool", "netlang_avgpool", "netlang_channel")
+    sources = every_source()
+    assert len(sources) == 14
+    for source in sources:
+        cu = tmp_path / f"{source.name}.cu"
+        cu.write_text(source.text())
+        done = subprocess.run([nvcc, "-ptx", str(cu), "-o", str(cu.with_suffix(".ptx"))],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+        ptx = cu.with_suffix(".ptx").read_text()
+        assert f".entry {source.name}(" in ptx
+        if source.name.startswith(exact):
+            assert "fma." not in ptx, source.name
 
 
 # -- a whole training step ---------------------------------------------------------------------
