@@ -9,7 +9,8 @@
 #    nvidia-cudnn-cu12 for the convolutions; mpi4py and mpich for the NCCL test) from the
 #    wheels in .whl/;
 # 2. runs the backend parity tests (every op's outputs and gradients on the GPU vs NumPy,
-#    inferred vs executed shapes, generated fused kernels) and the fusion tests;
+#    inferred vs executed shapes, generated fused kernels, the hand-written CUDA loops of
+#    runtime/cuda_loops.py bit for bit where they should be) and the fusion tests;
 # 3. runs tools/bench.py on the device at batch 64 and 256 next to PyTorch on the same device
 #    (steps replayed as CUDA graphs), then the CNNs at batch 256 without fusion (what fusion
 #    buys, in time and kernel launches), every workload without CUDA graphs (--no-graph),
@@ -94,7 +95,7 @@ say '```'
 # wheel in .whl/ too; without them it skips, and the report's SKIPPED lines say so)
 timeout $T_PARITY python3 -m pytest -q -rs -o addopts= -p no:cacheprovider tests/runtime/test_backend.py \
   tests/runtime/test_gpu_halves.py tests/runtime/test_cudnn.py tests/runtime/test_capture.py \
-  tests/runtime/test_gpu_draws.py \
+  tests/runtime/test_gpu_draws.py tests/runtime/test_cuda_loops.py \
   tests/passes/test_fusion.py \
   tests/train/test_nccl.py \
   > "$OUT/parity.log" 2>&1

@@ -266,10 +266,14 @@ def on_device_rng(kernel: Callable) -> Callable:
 
 
 def gpu_kernels() -> dict[str, Callable]:
-    """The CuPy backend's overrides: op name -> kernel ``(xp, *arrays, **attrs)``."""
-    from netlang.runtime.gpu_draws import keyed_draw_kernels  # it builds on RawSource
+    """The CuPy backend's overrides: op name -> kernel ``(xp, *arrays, **attrs)``: generated
+    fused groups, device random numbers (dropout_mask's own Philox kernel, runtime/gpu_draws.py),
+    and the hand-written loops of runtime/cuda_loops.py (pooling, softmax and cross-entropy,
+    per-channel sums)."""
+    from netlang.runtime.cuda_loops import cuda_loop_kernels
+    from netlang.runtime.gpu_draws import keyed_draw_kernels  # they build on RawSource
 
-    table: dict[str, Callable] = {"fused": fused_gpu}
+    table: dict[str, Callable] = {"fused": fused_gpu, **cuda_loop_kernels()}
     for name, opdef in all_ops().items():
         if opdef.random and opdef.kernel is not None:
             table[name] = on_device_rng(opdef.kernel)
