@@ -429,10 +429,10 @@ def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
     for index, call in enumerate(bound.calls):
         bound.calls[index] = _with_buffers(call, index, runs[index], views,
                                            targets.get(index))
-    merge_updates(program, bound, runs, targets, overwritten, types,
-                  memory.may_alias(steps), multi_tensor)
     fuse_channel_sums(program, bound, runs, views, set(targets),
                       lambda nid: _concrete(program, nid, dims))
+    merge_updates(program, bound, runs, targets, overwritten, types,
+                  memory.may_alias(steps), multi_tensor)
 
 
 def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,
@@ -465,8 +465,8 @@ def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,
             units.append(Unit(window, loop, tuple(targets[i] for i in window)))
         index = max(end, index + 1)
     if multi_tensor:
-        reads, writes = _effects(program, overwritten, owners)
-        groups = group_units(units, set(targets), reads, writes)
+        reads, writes = _effects(program, bound, overwritten, owners)
+        groups = group_units(units, reads, writes)
     else:
         groups = [[unit] for unit in units]
     for group in groups:
@@ -487,12 +487,15 @@ def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,
             bound.calls[i] = (out, _last, (targets[i],), dead)
 
 
-def _effects(program: Program, overwritten: dict, owners: dict) -> tuple[list, list]:
-    """Per call, the values it may read (its arguments and whatever they may be views of)
-    and those it writes (its output, and the variable an in-place update writes over)."""
+def _effects(program: Program, bound: Bound, overwritten: dict, owners: dict
+             ) -> tuple[list, list]:
+    """Per call, the values it may read (its arguments, the bound call's too, and whatever
+    they may be views of) and those it writes (its output, and the variable an in-place
+    update writes over)."""
     reads, writes = [], []
     for i, call in enumerate(program.calls):
-        reads.append(frozenset().union(*(owners.get(a, {a}) for a in call.args)))
+        args = {*call.args, *(a for a in bound.calls[i][2] if isinstance(a, int))}
+        reads.append(frozenset().union(*(owners.get(a, {a}) for a in args)))
         over = overwritten.get(i)
         writes.append(frozenset((call.out,) if over is None else (call.out, call.args[over])))
     return reads, writes

@@ -10,12 +10,13 @@ differ) become ONE compiled function over a tuple of flat arrays per role (Numba
 of the per-variable loop, so every element is computed by the same operations in the same
 order and the results are bit for bit the same.
 
-Which updates may run together (``group_units``): a unit joins a group only within a window
-of consecutive in-place updates (the optimizer's updates at the end of a train step; a
-batchnorm's moving averages updated between forward layers stay alone), and only if moving
-it up to the group's first unit reorders no dependency: nothing it reads is written by the
-updates it moves past (their variables, their outputs, anything that may share their
-memory), and nothing it writes is read or written by them.
+Which updates may run together (``group_units``): a unit joins a group at the group's first
+unit only if everything it reads is computed before that place (its gradient is complete
+there: where the updates interleave with the gradients, each waits for its own) and moving
+it up reorders no dependency: nothing it reads is written by the calls it moves past (their
+outputs, the variables they update in place, anything that may share their memory), and
+nothing it writes is read or written by them.  A batchnorm's moving averages, updated
+between the forward layers, stay where they are.
 
 The loop (``kernel_source``): from ``generated.SERIAL_BELOW`` elements in all, a ``prange``
 over chunks of ``CHUNK`` elements of every tensor (one parallel region, evenly split);
@@ -47,34 +48,43 @@ class Unit:
     targets: tuple
 
 
-def group_units(units: Sequence[Unit], in_place: set, reads: Sequence[frozenset],
+def group_units(units: Sequence[Unit], reads: Sequence[frozenset],
                 writes: Sequence[frozenset]) -> list[list[Unit]]:
     """The units in groups that may run as one call at their first unit's place (see the
     module doc), in program order; a unit no other joins is a group of one.
 
-    ``in_place``: the indices of the in-place update calls; ``reads[i]``, ``writes[i]``:
-    the values call ``i`` may read (its arguments and whatever they may be views of) and
-    write (its output, and the variable it writes over)."""
+    ``reads[i]``, ``writes[i]``: the values call ``i`` of the step may read (its arguments
+    and whatever they may be views of) and write (its output, and the variable it writes
+    over in place)."""
+    made = {}
+    for i, written in enumerate(writes):
+        for value in written:
+            made.setdefault(value, i)
     groups: list[list[Unit]] = []
     open_groups: dict[tuple, list[Unit]] = {}
     for unit in units:
         key = unit.loop.key()
         group = open_groups.get(key)
-        if group is None or not _may_join(group, unit, in_place, reads, writes):
+        if group is None or not _may_join(group, unit, made, reads, writes):
             group = open_groups[key] = []
             groups.append(group)
         group.append(unit)
     return groups
 
 
-def _may_join(group: list[Unit], unit: Unit, in_place: set, reads, writes) -> bool:
-    """Whether ``unit`` may run at ``group``'s first unit's place."""
+def _may_join(group: list[Unit], unit: Unit, made: dict, reads, writes) -> bool:
+    """Whether ``unit`` may run at ``group``'s first unit's place ``head``: all it reads is
+    made before ``head`` (its gradient is complete there; it stays alive until the unit,
+    so no planned buffer is reused for another value in between), and it swaps no read and
+    write with the calls it moves past."""
+    head = group[0].indices[0]
     members = {i for u in group for i in u.indices}
-    passed = [i for i in range(group[0].indices[0], unit.indices[0]) if i not in members]
-    if any(i not in in_place for i in passed):
-        return False                # not one window of updates: a gradient runs between
     mine_read = frozenset().union(*(reads[i] for i in unit.indices))
     mine_written = frozenset().union(*(writes[i] for i in unit.indices))
+    inside = set(unit.indices)
+    if any(made.get(value, -1) >= head and made[value] not in inside for value in mine_read):
+        return False
+    passed = [i for i in range(head, unit.indices[0]) if i not in members]
     return not any(mine_read & writes[i] or mine_written & (reads[i] | writes[i])
                    for i in passed)
 
