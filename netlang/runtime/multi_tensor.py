@@ -51,7 +51,8 @@ class Unit:
 def group_units(units: Sequence[Unit], reads: Sequence[frozenset],
                 writes: Sequence[frozenset]) -> list[list[Unit]]:
     """The units in groups that may run as one call at their first unit's place (see the
-    module doc), in program order; a unit no other joins is a group of one.
+    module doc), in program order; a unit joins the oldest group of its kind that it may,
+    and one that joins none starts a group (of one, if no other joins it).
 
     ``reads[i]``, ``writes[i]``: the values call ``i`` of the step may read (its arguments
     and whatever they may be views of) and write (its output, and the variable it writes
@@ -61,12 +62,13 @@ def group_units(units: Sequence[Unit], reads: Sequence[frozenset],
         for value in written:
             made.setdefault(value, i)
     groups: list[list[Unit]] = []
-    open_groups: dict[tuple, list[Unit]] = {}
+    alike: dict[tuple, list[list[Unit]]] = {}      # the groups of each key, oldest first
     for unit in units:
-        key = unit.loop.key()
-        group = open_groups.get(key)
-        if group is None or not _may_join(group, unit, made, reads, writes):
-            group = open_groups[key] = []
+        candidates = alike.setdefault(unit.loop.key(), [])
+        group = next((g for g in candidates if _may_join(g, unit, made, reads, writes)), None)
+        if group is None:
+            group = []
+            candidates.append(group)
             groups.append(group)
         group.append(unit)
     return groups
