@@ -36,6 +36,9 @@ from netlang.runtime.generated import SERIAL_BELOW, UpdateLoop
 # Elements per chunk of a parallel loop: enough for a vectorised inner loop to amortise the
 # chunk's setup, small enough for two threads to split a 1M-element tensor evenly.
 CHUNK = 1 << 16
+# From this many elements in all the chunks go to the threads (``prange``), as every
+# generated loop does from ``generated.SERIAL_BELOW`` (measured there).
+PARALLEL_FROM = SERIAL_BELOW
 
 
 @dataclass(frozen=True)
@@ -132,11 +135,11 @@ def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None
     member of every unit writes over the variable it updates, the loop reads each from its
     target; else (one update written into a spare) from the variable's own array, as
     ``merged_updates`` does.  ``run.tensors`` says how many tensors it updates per role.
-    ``parallel`` None: a ``prange`` over chunks from ``SERIAL_BELOW`` elements in all."""
+    ``parallel`` None: a ``prange`` over chunks from ``PARALLEL_FROM`` elements in all."""
     loop = units[0].loop
     sizes = [u.loop.size for u in units]
     if parallel is None:
-        parallel = sum(sizes) >= SERIAL_BELOW
+        parallel = sum(sizes) >= PARALLEL_FROM
     chunks = chunk_table(sizes, CHUNK if parallel else None)
     # an argument that every unit reads from the same value (Adam's step size) is passed once
     shared = {i for i in range(len(loop.args)) if loop.kinds[i] == "scalar"
