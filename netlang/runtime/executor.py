@@ -448,8 +448,23 @@ def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,
     optimizer, every parameter) run as one call (``runtime/multi_tensor.py``), where the
     order of the step allows (``multi_tensor.group_units``; ``owners``: ``memory.may_alias``
     of the step's values)."""
+    from netlang.runtime.multi_tensor import group_units
+
+    units = _update_units(program, bound, runs, targets, overwritten, types)
+    if multi_tensor:
+        groups = group_units(units, *_effects(program, bound, overwritten, owners))
+    else:
+        groups = [[unit] for unit in units]
+    for group in groups:
+        _merge_group(program, bound, runs, targets, overwritten, group)
+
+
+def _update_units(program: Program, bound: Bound, runs: list, targets: dict,
+                  overwritten: dict, types: dict) -> list:
+    """Each run of consecutive in-place updates of one shape by generated kernels (one
+    update alone, too) as a ``multi_tensor.Unit``: what one loop can compute."""
     from netlang.runtime import generated
-    from netlang.runtime.multi_tensor import Unit, group_units, multi_tensor_updates
+    from netlang.runtime.multi_tensor import Unit
 
     units, index = [], 0
     while index < len(bound.calls):
@@ -464,27 +479,32 @@ def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,
             loop = generated.update_loop(members, [program.calls[i].out for i in window])
             units.append(Unit(window, loop, tuple(targets[i] for i in window)))
         index = max(end, index + 1)
-    if multi_tensor:
-        reads, writes = _effects(program, bound, overwritten, owners)
-        groups = group_units(units, reads, writes)
+    return units
+
+
+def _merge_group(program: Program, bound: Bound, runs: list, targets: dict,
+                 overwritten: dict, group: list) -> None:
+    """``group``'s units as one call at its first call's place: a multi-tensor call for
+    several units, one variable's loop for one unit of several updates (one update alone
+    keeps its call); every other call of the group hands on its array."""
+    from netlang.runtime import generated
+    from netlang.runtime.multi_tensor import multi_tensor_updates
+
+    if len(group) > 1:
+        run, args = multi_tensor_updates(group)
+    elif len(group[0].indices) > 1:
+        window = group[0].indices
+        members = [(runs[i], program.calls[i].args, overwritten[i]) for i in window]
+        run, args = generated.merged_updates(members, [program.calls[i].out for i in window])
+        args = (*args, *group[0].targets)
     else:
-        groups = [[unit] for unit in units]
-    for group in groups:
-        if len(group) > 1:
-            run, args = multi_tensor_updates(group)
-        elif len(group[0].indices) > 1:
-            window = group[0].indices
-            members = [(runs[i], program.calls[i].args, overwritten[i]) for i in window]
-            run, args = generated.merged_updates(members, [program.calls[i].out for i in window])
-            args = (*args, *group[0].targets)
-        else:
-            continue
-        head = group[0].indices[0]
-        out, _, _, dead = bound.calls[head]
-        bound.calls[head] = (out, run, args, dead)
-        for i in (i for unit in group for i in unit.indices if i != head):
-            out, _, _, dead = bound.calls[i]
-            bound.calls[i] = (out, _last, (targets[i],), dead)
+        return
+    head = group[0].indices[0]
+    out, _, _, dead = bound.calls[head]
+    bound.calls[head] = (out, run, args, dead)
+    for i in (i for unit in group for i in unit.indices if i != head):
+        out, _, _, dead = bound.calls[i]
+        bound.calls[i] = (out, _last, (targets[i],), dead)
 
 
 def _effects(program: Program, bound: Bound, overwritten: dict, owners: dict
