@@ -462,10 +462,17 @@ def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,
 def _update_units(program: Program, bound: Bound, runs: list, targets: dict,
                   overwritten: dict, types: dict) -> list:
     """Each run of consecutive in-place updates of one shape by generated kernels (one
-    update alone, too) as a ``multi_tensor.Unit``: what one loop can compute."""
+    update alone, too) as a ``multi_tensor.Unit``: what one loop can compute.  The call
+    right before such a run joins it when only the run reads its result (a weight's decayed
+    gradient ``g + wd * W``): the loop computes it in registers and stores it nowhere."""
     from netlang.runtime import generated
     from netlang.runtime.multi_tensor import Unit
 
+    readers: dict = {}
+    for i, call in enumerate(program.calls):
+        for a in {*call.args, *(a for a in bound.calls[i][2] if isinstance(a, int))}:
+            readers.setdefault(a, set()).add(i)
+    escaping = {*program.fetches, *program.updates.values()}
     units, index = [], 0
     while index < len(bound.calls):
         shape = types.get(bound.calls[index][0])
@@ -474,10 +481,21 @@ def _update_units(program: Program, bound: Bound, runs: list, targets: dict,
                and generated.mergeable(runs[end], *shape)):
             end += 1
         if end > index:
-            window = range(index, end)
-            members = [(runs[i], program.calls[i].args, overwritten[i]) for i in window]
-            loop = generated.update_loop(members, [program.calls[i].out for i in window])
-            units.append(Unit(window, loop, tuple(targets[i] for i in window)))
+            before = index - 1
+            call = program.calls[before] if before >= 0 else None
+            run = bound.calls[before][1] if call is not None else None
+            absorbed = (call is not None and before not in targets
+                        and types.get(call.out) == shape
+                        and generated.mergeable(runs[before], *shape)
+                        and getattr(run, "func", run) is runs[before]   # no sums taken
+                        and call.out not in escaping
+                        and readers.get(call.out, set()) <= set(range(index, end)))
+            window = range(before if absorbed else index, end)
+            members = [(runs[i], program.calls[i].args, overwritten.get(i)) for i in window]
+            written = [m for m, i in enumerate(window) if i in targets]
+            loop = generated.update_loop(members, [program.calls[i].out for i in window],
+                                         written)
+            units.append(Unit(window, loop, tuple(targets[i] for i in window if i in targets)))
         index = max(end, index + 1)
     return units
 
@@ -486,17 +504,19 @@ def _merge_group(program: Program, bound: Bound, runs: list, targets: dict,
                  overwritten: dict, group: list) -> None:
     """``group``'s units as one call at its first call's place: a multi-tensor call for
     several units, one variable's loop for one unit of several updates (one update alone
-    keeps its call); every other call of the group hands on its array."""
+    keeps its call); every other call of the group hands on its array (or, for a value the
+    loop kept in registers, nothing)."""
     from netlang.runtime import generated
     from netlang.runtime.multi_tensor import multi_tensor_updates
 
     if len(group) > 1:
         run, args = multi_tensor_updates(group)
     elif len(group[0].indices) > 1:
-        window = group[0].indices
-        members = [(runs[i], program.calls[i].args, overwritten[i]) for i in window]
-        run, args = generated.merged_updates(members, [program.calls[i].out for i in window])
-        args = (*args, *group[0].targets)
+        unit = group[0]
+        members = [(runs[i], program.calls[i].args, overwritten.get(i)) for i in unit.indices]
+        run, args = generated.merged_updates(
+            members, [program.calls[i].out for i in unit.indices], unit.loop.written)
+        args = (*args, *unit.targets)
     else:
         return
     head = group[0].indices[0]
@@ -504,7 +524,8 @@ def _merge_group(program: Program, bound: Bound, runs: list, targets: dict,
     bound.calls[head] = (out, run, args, dead)
     for i in (i for unit in group for i in unit.indices if i != head):
         out, _, _, dead = bound.calls[i]
-        bound.calls[i] = (out, _last, (targets[i],), dead)
+        bound.calls[i] = ((out, _last, (targets[i],), dead) if i in targets
+                          else (out, _kept_in_registers, (), dead))
 
 
 def _effects(program: Program, bound: Bound, overwritten: dict, owners: dict
@@ -524,6 +545,10 @@ def _effects(program: Program, bound: Bound, overwritten: dict, owners: dict
 def _last(array):
     """A merged update's later member: its array was written by the first one's loop."""
     return array
+
+
+def _kept_in_registers() -> None:
+    """A value a merged update's loop computed and read itself (stored nowhere)."""
 
 
 def _with_buffers(call: tuple, index: int, run: Callable, views: dict, target) -> tuple:

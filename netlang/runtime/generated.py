@@ -464,7 +464,9 @@ class UpdateLoop:
 
     ``args``: the argument ids it reads, each once (``kinds``: full or scalar, ``dtypes``);
     ``overwritten``: member -> the index in ``args`` of the variable it writes over;
-    ``operands``: per member, per input, an index into ``args`` or a local's name."""
+    ``operands``: per member, per input, an index into ``args`` or a local's name;
+    ``written``: the members whose results are stored (``out{m}``), in order; the others
+    (a weight's decayed gradient, read by its slots' updates alone) stay in registers."""
 
     args: tuple
     kinds: tuple[str, ...]
@@ -472,6 +474,7 @@ class UpdateLoop:
     overwritten: dict
     groups: tuple[Group, ...]
     operands: tuple
+    written: tuple[int, ...]
 
     @property
     def out_dtype(self) -> np.dtype:
@@ -497,15 +500,15 @@ class UpdateLoop:
         passed = [i for i in range(len(self.args)) if i not in read]
         reads = [f"        e{i} = x{i}[k]" for i in passed if self.kinds[i] == "full"]
         scalars = [f"    e{i} = x{i}" for i in passed if self.kinds[i] == "scalar"]
-        writes = [f"        out{m}[k] = t{m}_{len(g.expr) - 1}"
-                  for m, g in enumerate(self.groups)]
+        writes = [f"        out{m}[k] = t{m}_{len(self.groups[m].expr) - 1}"
+                  for m in self.written]
         return passed, scalars, [*reads, *body, *writes]
 
     def key(self) -> tuple:
         """Equal for two loops that compute the same thing element by element (the same
         text over arguments of the same kinds and dtypes): their sizes may differ."""
         passed, scalars, lines = self.element(True)
-        return ("\n".join(scalars + lines), len(self.groups), str(self.out_dtype),
+        return ("\n".join(scalars + lines), self.written, str(self.out_dtype),
                 tuple((self.kinds[i], self.dtypes[i]) for i in passed))
 
     def label(self) -> str:
@@ -514,8 +517,9 @@ class UpdateLoop:
 
 
 def update_loop(members: Sequence[tuple[Callable, tuple, int | None]],
-                outs: Sequence[int]) -> UpdateLoop:
-    """The ``UpdateLoop`` of ``members`` (see ``merged_updates``)."""
+                outs: Sequence[int], written: Sequence[int] | None = None) -> UpdateLoop:
+    """The ``UpdateLoop`` of ``members`` (see ``merged_updates``); ``written``: the members
+    whose results are stored (None: all)."""
     groups = [run.group for run, _, _ in members]
     produced = {out: m for m, out in enumerate(outs)}
     args: list[int] = []
@@ -538,45 +542,51 @@ def update_loop(members: Sequence[tuple[Callable, tuple, int | None]],
         operands.append(tuple(mine))
     overwritten = {m: args.index(member_args[over])
                    for m, (_, member_args, over) in enumerate(members) if over is not None}
+    written = tuple(range(len(members)) if written is None else written)
     return UpdateLoop(tuple(args), tuple(kinds), tuple(dtypes), overwritten, tuple(groups),
-                      tuple(operands))
+                      tuple(operands), written)
 
 
 def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
-                   outs: Sequence[int]) -> tuple[Callable, tuple]:
+                   outs: Sequence[int], written: Sequence[int] | None = None
+                   ) -> tuple[Callable, tuple]:
     """One loop for a run of in-place updates of the same shape (Adam's m, v and parameter:
     7 memory passes per element instead of 10), each member written into its own array.
 
     ``members``: (its generated run, its argument ids, the position of the argument its
     output overwrites, or None); ``outs``: each member's output id, which a later member may
-    read.  Returns ``(run, args)``: ``run(*arrays)`` takes the values of ``args`` (the
-    members' arguments, each once, but for the outputs of earlier members) and then the
-    arrays the members write, in order, and returns the first member's.  Element by element
+    read; ``written``: the members whose results are stored (None: all).  Returns ``(run,
+    args)``: ``run(*arrays)`` takes the values of ``args`` (the members' arguments, each
+    once, but for the outputs of earlier members) and then the arrays the ``written``
+    members write, in order, and returns the first of them (``run.in_registers``: how many
+    members' results are not stored).  Element by element
     each member computes what it did alone, in the same order: the results are bit for bit
     the same.  When every member writes over the variable it updates, the loop reads each
     from its output array (two overlapping arrays would keep LLVM from vectorising it, as
     ``bind_arrays`` says); else (an update written into a spare) from the variable's own."""
-    loop = update_loop(members, outs)
-    kinds, dtypes, out_dtype, count = loop.kinds, loop.dtypes, loop.out_dtype, len(loop.groups)
+    loop = update_loop(members, outs, written)
+    kinds, dtypes, out_dtype, written = loop.kinds, loop.dtypes, loop.out_dtype, loop.written
 
     def compiled(from_out: bool) -> Callable:
         passed, scalars, lines = loop.element(from_out)
         parallel = loop.size >= SERIAL_BELOW
-        names = [f"x{i}" for i in passed] + [f"out{m}" for m in range(count)]
+        names = [f"x{i}" for i in passed] + [f"out{m}" for m in written]
         source = "\n".join([
             "import math", "", "import numpy as np", "",
             "from netlang.runtime.jit import kernel, prange", "", "",
             f"@kernel(parallel={parallel})", f"def updates({', '.join(names)}):", *scalars,
-            f"    for k in {'prange' if parallel else 'range'}(out0.shape[0]):", *lines, ""])
+            f"    for k in {'prange' if parallel else 'range'}(out{written[0]}.shape[0]):",
+            *lines, ""])
         fn = jit.compile_source(source, "updates", loop.label()[:60])
         jit.compile_now(fn, [(dtypes[i].numpy, int(kinds[i] == "full")) for i in passed]
-                        + [(out_dtype, 1)] * count)
+                        + [(out_dtype, 1)] * len(written))
         return fn, passed
 
     (in_place, kept), (apart, _) = compiled(True), compiled(False)
     flat = [(lambda x: np.ascontiguousarray(x).reshape(-1)) if k == "full"
             else (lambda x: x.reshape(-1)[0]) for k in kinds]
-    n_in, pairs = len(loop.args), list(loop.overwritten.items())
+    n_in = len(loop.args)
+    pairs = [(written.index(m), i) for m, i in loop.overwritten.items()]
 
     def run(*arrays):
         outs = arrays[n_in:]
@@ -586,6 +596,7 @@ def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
         else:
             apart(*[view(x) for view, x in zip(flat, arrays)], *targets)
         return outs[0]
+    run.in_registers = len(loop.groups) - len(written)
     return run, loop.args
 
 

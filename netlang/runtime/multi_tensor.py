@@ -44,7 +44,7 @@ PARALLEL_FROM = SERIAL_BELOW
 @dataclass(frozen=True)
 class Unit:
     """One variable's update (and its slots') as one loop: ``loop`` over the bound program's
-    calls ``indices``, member ``m`` writing into ``env[targets[m]]``."""
+    calls ``indices``, its ``written`` members writing into ``env[targets[...]]`` in order."""
 
     indices: range
     loop: UpdateLoop
@@ -97,14 +97,14 @@ def _may_join(group: list[Unit], unit: Unit, made: dict, reads, writes) -> bool:
 def kernel_source(loop: UpdateLoop, from_out: bool, shared: set[int], parallel: bool) -> str:
     """The Python text of ``updates(...)`` over many tensors: ``xs{i}`` a tuple of flat arrays
     (or of numbers) for each argument of ``loop.element`` that differs per tensor, ``x{i}``
-    a number all share, ``outs{m}`` a tuple of the flat arrays member ``m`` writes, and
+    a number all share, ``outs{m}`` a tuple of the flat arrays member ``m`` writes (each
+    of ``loop.written``), and
     ``chunks`` an int64 ``[n, 3]`` table of (tensor, start, stop)."""
     passed, _, lines = loop.element(from_out)
     full = [i for i in passed if loop.kinds[i] == "full"]
     each = [i for i in passed if loop.kinds[i] == "scalar" and i not in shared]
-    count = len(loop.groups)
     names = [f"x{i}" if i in shared else f"xs{i}" for i in passed]
-    names += [f"outs{m}" for m in range(count)] + ["chunks"]
+    names += [f"outs{m}" for m in loop.written] + ["chunks"]
     once = [f"    e{i} = x{i}" for i in passed if i in shared]
     return "\n".join([
         "import math", "", "import numpy as np", "",
@@ -114,8 +114,8 @@ def kernel_source(loop: UpdateLoop, from_out: bool, shared: set[int], parallel: 
         "        t = chunks[c, 0]", "        start = chunks[c, 1]", "        stop = chunks[c, 2]",
         *[f"        x{i} = xs{i}[t][start:stop]" for i in full],
         *[f"        e{i} = xs{i}[t]" for i in each],
-        *[f"        out{m} = outs{m}[t][start:stop]" for m in range(count)],
-        "        for k in range(out0.shape[0]):",
+        *[f"        out{m} = outs{m}[t][start:stop]" for m in loop.written],
+        f"        for k in range(out{loop.written[0]}.shape[0]):",
         *["    " + line for line in lines], ""])
 
 
@@ -134,7 +134,8 @@ def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None
     targets, unit after unit) and returns the first unit's first target.  Where every
     member of every unit writes over the variable it updates, the loop reads each from its
     target; else (one update written into a spare) from the variable's own array, as
-    ``merged_updates`` does.  ``run.tensors`` says how many tensors it updates per role.
+    ``merged_updates`` does.  ``run.tensors`` says how many tensors it updates per role,
+    ``run.in_registers`` how many members' results it stores nowhere.
     ``parallel`` None: a ``prange`` over chunks from ``PARALLEL_FROM`` elements in all."""
     loop = units[0].loop
     sizes = [u.loop.size for u in units]
@@ -144,7 +145,7 @@ def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None
     # an argument that every unit reads from the same value (Adam's step size) is passed once
     shared = {i for i in range(len(loop.args)) if loop.kinds[i] == "scalar"
               and len({u.loop.args[i] for u in units}) == 1}
-    count, n = len(loop.groups), len(units)
+    count, n = len(loop.written), len(units)
     kernels = {}
     for from_out in (True, False):
         passed = loop.element(from_out)[0]
@@ -156,6 +157,7 @@ def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None
         kernels[from_out] = fn, passed
     run = _bind_call(units, kernels, shared, chunks)
     run.tensors = n
+    run.in_registers = sum(len(u.loop.groups) - len(u.loop.written) for u in units)
     args = tuple(a for u in units for a in (*u.loop.args, *u.targets))
     return run, args
 
@@ -168,13 +170,14 @@ def _bind_call(units: Sequence[Unit], kernels: dict, shared: set, chunks) -> Cal
         where.append(at)
         at += len(unit.loop.args) + len(unit.targets)
     names = [f"a{k}" for k in range(at)]
-    loop, count = units[0].loop, len(units[0].loop.groups)
+    loop = units[0].loop
 
     def arg(u: int, i: int) -> str:
         return names[where[u] + i]
 
     def target(u: int, m: int) -> str:
-        return names[where[u] + len(units[u].loop.args) + m]
+        """The array member ``m`` of unit ``u`` writes."""
+        return names[where[u] + len(units[u].loop.args) + loop.written.index(m)]
 
     def call(kernel: str, passed: list[int]) -> str:
         parts = []
@@ -188,14 +191,15 @@ def _bind_call(units: Sequence[Unit], kernels: dict, shared: set, chunks) -> Cal
                 parts.append("(" + "".join(f"{arg(u, i)}.reshape(-1)[0], "
                                            for u in range(len(units))) + ")")
         parts += ["(" + "".join(f"{target(u, m)}.reshape(-1), " for u in range(len(units)))
-                  + ")" for m in range(count)]
+                  + ")" for m in loop.written]
         return f"{kernel}({', '.join(parts)}, chunks)"
 
     in_place = " and ".join(f"{target(u, m)} is {arg(u, i)}" for u, unit in enumerate(units)
                             for m, i in unit.loop.overwritten.items()) or "False"
     lines = [f"def run({', '.join(names)}):", f"    if {in_place}:",
              f"        {call('in_place', kernels[True][1])}", "    else:",
-             f"        {call('apart', kernels[False][1])}", f"    return {target(0, 0)}", ""]
+             f"        {call('apart', kernels[False][1])}",
+             f"    return {target(0, loop.written[0])}", ""]
     scope = {"in_place": kernels[True][0], "apart": kernels[False][0], "chunks": chunks,
              "flat": lambda x: np.ascontiguousarray(x).reshape(-1)}
     exec(compile("\n".join(lines), "<multi-tensor update call>", "exec"), scope)  # noqa: S102

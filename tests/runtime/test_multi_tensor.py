@@ -28,8 +28,9 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
                hold: str | None = None, steps: int = 3):
     """``steps`` train steps of mnist_small (6 parameters) with optimizer ``name``: losses,
-    state, and the tensors each multi-tensor call takes.  ``hold``: a parameter the caller
-    holds from the first step on (its update then goes into a spare array)."""
+    state, the tensors each multi-tensor call takes, the held array, and how many values
+    the update loops keep in registers.  ``hold``: a parameter the caller holds from the
+    first step on (its update then goes into a spare array)."""
     model = netlang.compile(str(SPECS / "mnist_small.net"))
     graph = build_train_graph(model, make_optimizer(name, {"lr": 0.01}), weight_decay)
     session = Model(graph, passes=model.passes).session("cpu", 0)
@@ -42,10 +43,11 @@ def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
         if hold is not None and k == 1:
             held = session.run(hold)        # the state's own array, now held here
         losses.append(session.run(model.graph.loss, feeds, training=True, updates=True))
-    tensors = [run.tensors for per_size in session.executor._bound.values()
-               for bound in per_size.values() for _, run, _, _ in bound.calls
-               if hasattr(run, "tensors")]
-    return losses, session.state.to_numpy(), tensors, held
+    runs = [run for per_size in session.executor._bound.values()
+            for bound in per_size.values() for _, run, _, _ in bound.calls]
+    tensors = [run.tensors for run in runs if hasattr(run, "tensors")]
+    kept = sum(getattr(run, "in_registers", 0) for run in runs)
+    return losses, session.state.to_numpy(), tensors, held, kept
 
 
 def assert_same_run(one, other) -> None:
@@ -59,11 +61,11 @@ def assert_same_run(one, other) -> None:
 # own update cannot run in place where its gradient may be a view of it (``sum_to_like``'s
 # shape argument, for ``memory.may_alias``): SGD then groups the 3 weights only, RMSProp and
 # AdaGrad the weights (slot and parameter) and the biases' slots.  With weight decay a
-# weight's decayed gradient is computed right before its update, so only the first weight's
-# update runs with the biases' (Adam), or the decayed weights stay one loop each.
+# weight's loop computes its decayed gradient too (``g + wd * W``, in registers), so the
+# weights' loops differ from the biases'.
 TENSORS = {("sgd", 0): [3], ("sgd", 1): [3], ("momentum", 0): [6], ("momentum", 1): [3, 3],
-           ("adam", 0): [6], ("adam", 1): [4], ("rmsprop", 0): [3, 3], ("rmsprop", 1): [3],
-           ("adagrad", 0): [3, 3], ("adagrad", 1): [3]}
+           ("adam", 0): [6], ("adam", 1): [3, 3], ("rmsprop", 0): [3, 3],
+           ("rmsprop", 1): [3, 3], ("adagrad", 0): [3, 3], ("adagrad", 1): [3, 3]}
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
@@ -77,14 +79,19 @@ def test_every_optimizer_gives_the_same_bits_with_one_call_for_all_parameters(na
     assert_same_run(multi, reference)
     assert multi[2] == TENSORS[name, int(weight_decay > 0)]
     assert per_parameter[2] == reference[2] == []
+    # each weight's decayed gradient computed in its update's loop, where the fusion pass
+    # left it a group of its own (read by two slots' updates, or by a slot's and the weight's)
+    kept = 3 if weight_decay and name in ("adam", "rmsprop", "adagrad") else 0
+    assert multi[4] == per_parameter[4] == kept and reference[4] == 0
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
 @pytest.mark.parametrize("name", ["adam", "sgd"])
-def test_a_held_parameter_is_updated_into_a_spare_with_the_same_bits(name):
+def test_a_held_parameter_is_updated_into_a_spare_with_the_same_bits(name, weight_decay):
     """A fetched parameter is not overwritten: the call's loop reading each variable from its
     own array (``apart``) runs instead, with the same results."""
-    multi = trajectory(name, 0.0, True, True, hold="conv2/W")
-    per_parameter = trajectory(name, 0.0, True, False, hold="conv2/W")
+    multi = trajectory(name, weight_decay, True, True, hold="conv2/W")
+    per_parameter = trajectory(name, weight_decay, True, False, hold="conv2/W")
     assert_same_run(multi, per_parameter)
     np.testing.assert_array_equal(multi[3], per_parameter[3])
     assert not np.array_equal(multi[3], multi[1]["conv2/W"])   # the held array kept its value
