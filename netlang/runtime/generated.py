@@ -21,7 +21,8 @@ reference the tests compare with.
 
 A variable's update and its optimizer slots' (Adam's m, v and parameter), each a group of its
 own in the IR, are merged by the executor into one loop with several outputs
-(``merged_updates``), so each array is read and written once per step.
+(``merged_updates``), so each array is read and written once per step; the loops of all the
+parameters an optimizer updates alike run as one call (``runtime/multi_tensor.py``).
 """
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ element (the same optimizer arithmetic and dtypes: equal ``UpdateLoop.key``; the
 differ) become ONE compiled function over a tuple of flat arrays per role (Numba's
 ``UniTuple``): one loop over chunks of the tensors, each chunk running the very element code
 of the per-variable loop, so every element is computed by the same operations in the same
-order and the results are bit for bit the same.
+order and the results are bit for bit the same.  (A weight's decayed gradient ``g + wd*W``,
+where fusion left it a call of its own, is computed in its unit's loop and stored nowhere:
+``executor._update_units``.)
 
 Which updates may run together (``group_units``): a unit joins a group at the group's first
 unit only if everything it reads is computed before that place (its gradient is complete
@@ -18,10 +20,17 @@ outputs, the variables they update in place, anything that may share their memor
 nothing it writes is read or written by them.  A batchnorm's moving averages, updated
 between the forward layers, stay where they are.
 
-The loop (``kernel_source``): from ``generated.SERIAL_BELOW`` elements in all, a ``prange``
-over chunks of ``CHUNK`` elements of every tensor (one parallel region, evenly split);
-below, one thread runs one chunk per tensor.  Measured on mnist.net's Adam update (8
-tensors, 1.1M parameters; ``tools/bench_multi_tensor.py``), see ``CHUNK``.
+The loop (``kernel_source``): from ``PARALLEL_FROM`` elements in all, a ``prange`` over
+chunks of ``CHUNK`` elements of every tensor (one parallel region, evenly split); below, one
+thread runs one chunk per tensor.  ``tools/bench_multi_tensor.py`` (2-vCPU VM shared with
+other jobs, load average ~2, 2026-12-06): mnist.net's Adam update alone (8 tensors, 1.1M
+parameters, 21 x 20 calls) takes 0.71 ms as one call per tensor, 0.65 ms as one call on one
+thread, 0.40 ms as a ``prange`` over chunks and 0.95 ms as an outer loop over the tensors
+with a ``prange`` inside (a parallel region per tensor); a NumPy copy of the same bytes
+1.21 ms.  Inside the train step (interleaved A/B, 40 rounds) the update takes 1.33 ms per
+parameter, 1.26 ms as one call on one thread, and 7.9 ms with the chunks on two threads:
+when the other core is busy the static split waits for it.  So the threads take the chunks
+only from the size every generated loop does (``generated.SERIAL_BELOW``).
 """
 from __future__ import annotations
 
@@ -37,7 +46,7 @@ from netlang.runtime.generated import SERIAL_BELOW, UpdateLoop
 # chunk's setup, small enough for two threads to split a 1M-element tensor evenly.
 CHUNK = 1 << 16
 # From this many elements in all the chunks go to the threads (``prange``), as every
-# generated loop does from ``generated.SERIAL_BELOW`` (measured there).
+# generated loop does from ``generated.SERIAL_BELOW`` (see the module doc).
 PARALLEL_FROM = SERIAL_BELOW
 
 
