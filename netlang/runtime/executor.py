@@ -20,6 +20,7 @@ goes to a spare array, recycled once nobody holds it (``Spares``).  A run that f
 an in-place update has changed that variable (updates are the last calls of a train step).
 Consecutive in-place updates of one shape made by generated kernels (a parameter and its
 optimizer slots) run as one loop that reads and writes each array once (``merge_updates``),
+and the loops of all parameters updated alike as one call (``runtime/multi_tensor.py``),
 and a generated kernel also takes the per-channel sums that read its output
 (``channel_sums.fuse_channel_sums``: a batchnorm's and a bias's gradients).
 """
@@ -87,6 +88,9 @@ class Executor:
         self._rng = rng
         self.buffer_plan = buffer_plan  # planned buffers and in-place updates (off: each
         #                                 kernel allocates its output, as the reference does)
+        # with the plan, the optimizer's updates of all parameters as one generated call
+        # (runtime/multi_tensor.py); off: one per parameter (read when a program is bound)
+        self.multi_tensor = True
         self.kernel_calls = 0           # counted so tests can prove what did not run
         self.on_step: Callable | None = None   # hook(node, value), e.g. non-finite checks
         self.profile: KernelProfile | None = None   # time per kind of kernel (runtime/profile)
@@ -142,7 +146,7 @@ class Executor:
                                    for c, run in zip(program.calls, runs)],
                           {c.out: i for i, c in enumerate(program.calls)})
             if planned:
-                plan_buffers(program, bound, runs, dims)
+                plan_buffers(program, bound, runs, dims, self.multi_tensor)
             else:       # the same kernels (and bits) as with the plan
                 fuse_channel_sums(program, bound, runs, {}, set(),
                                   lambda nid: _concrete(program, nid, dims))
@@ -399,7 +403,7 @@ def note_half_precision(backend: Backend) -> None:
 
 
 def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
-                 dims: dict[str, int]) -> None:
+                 dims: dict[str, int], multi_tensor: bool = True) -> None:
     """Give ``bound``'s calls their planned buffers (see the module doc): updates in place
     where ``memory.overwritable`` allows, then one arena for the outputs and scratch buffers
     of ``writes_out`` kernels that nothing escaping the run may alias."""
@@ -425,42 +429,126 @@ def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
     for index, call in enumerate(bound.calls):
         bound.calls[index] = _with_buffers(call, index, runs[index], views,
                                            targets.get(index))
-    merge_updates(program, bound, runs, targets, overwritten, types)
     fuse_channel_sums(program, bound, runs, views, set(targets),
                       lambda nid: _concrete(program, nid, dims))
+    merge_updates(program, bound, runs, targets, overwritten, types,
+                  memory.may_alias(steps), multi_tensor)
 
 
 def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,
-                  overwritten: dict, types: dict) -> None:
+                  overwritten: dict, types: dict, owners: dict,
+                  multi_tensor: bool = True) -> None:
     """Runs of consecutive in-place updates of one shape (a parameter and its optimizer
     slots, which the train step builds one after another) become one generated loop
     (``generated.merged_updates``) at the first one's place; the others then only hand on
     the array their update was written into.  Nothing else runs between them, so every
-    input the loop reads is still alive and no planned buffer is reused in between."""
-    from netlang.runtime import generated
+    input the loop reads is still alive and no planned buffer is reused in between.
 
-    index = 0
+    ``multi_tensor``: the loops of many variables that compute the same thing (the same
+    optimizer, every parameter) run as one call (``runtime/multi_tensor.py``), where the
+    order of the step allows (``multi_tensor.group_units``; ``owners``: ``memory.may_alias``
+    of the step's values)."""
+    from netlang.runtime.multi_tensor import group_units
+
+    units = _update_units(program, bound, runs, targets, overwritten, types)
+    if multi_tensor:
+        groups = group_units(units, *_effects(program, bound, overwritten, owners))
+    else:
+        groups = [[unit] for unit in units]
+    for group in groups:
+        _merge_group(program, bound, runs, targets, overwritten, group)
+
+
+def _update_units(program: Program, bound: Bound, runs: list, targets: dict,
+                  overwritten: dict, types: dict) -> list:
+    """Each run of consecutive in-place updates of one shape by generated kernels (one
+    update alone, too) as a ``multi_tensor.Unit``: what one loop can compute.  The call
+    right before such a run joins it when only the run reads its result (a weight's decayed
+    gradient ``g + wd * W``): the loop computes it in registers and stores it nowhere."""
+    from netlang.runtime import generated
+    from netlang.runtime.multi_tensor import Unit
+
+    readers: dict = {}
+    for i, call in enumerate(program.calls):
+        for a in {*call.args, *(a for a in bound.calls[i][2] if isinstance(a, int))}:
+            readers.setdefault(a, set()).add(i)
+    escaping = {*program.fetches, *program.updates.values()}
+    units, index = [], 0
     while index < len(bound.calls):
         shape = types.get(bound.calls[index][0])
         end = index
         while (end in targets and shape is not None and types.get(bound.calls[end][0]) == shape
                and generated.mergeable(runs[end], *shape)):
             end += 1
-        if end - index >= 2:
-            window = range(index, end)
-            members = [(runs[i], program.calls[i].args, overwritten[i]) for i in window]
-            run, args = generated.merged_updates(members, [program.calls[i].out for i in window])
-            out, _, _, dead = bound.calls[index]
-            bound.calls[index] = (out, run, (*args, *(targets[i] for i in window)), dead)
-            for i in window[1:]:
-                out, _, _, dead = bound.calls[i]
-                bound.calls[i] = (out, _last, (targets[i],), dead)
+        if end > index:
+            before = index - 1
+            call = program.calls[before] if before >= 0 else None
+            run = bound.calls[before][1] if call is not None else None
+            absorbed = (call is not None and before not in targets
+                        and types.get(call.out) == shape
+                        and generated.mergeable(runs[before], *shape)
+                        and getattr(run, "func", run) is runs[before]   # no sums taken
+                        and call.out not in escaping
+                        and readers.get(call.out, set()) <= set(range(index, end)))
+            window = range(before if absorbed else index, end)
+            members = [(runs[i], program.calls[i].args, overwritten.get(i)) for i in window]
+            written = [m for m, i in enumerate(window) if i in targets]
+            loop = generated.update_loop(members, [program.calls[i].out for i in window],
+                                         written)
+            units.append(Unit(window, loop, tuple(targets[i] for i in window if i in targets)))
         index = max(end, index + 1)
+    return units
+
+
+def _merge_group(program: Program, bound: Bound, runs: list, targets: dict,
+                 overwritten: dict, group: list) -> None:
+    """``group``'s units as one call at its first call's place: a multi-tensor call for
+    several units, one variable's loop for one unit of several updates (one update alone
+    keeps its call); every other call of the group hands on its array (or, for a value the
+    loop kept in registers, nothing)."""
+    from netlang.runtime import generated
+    from netlang.runtime.multi_tensor import multi_tensor_updates
+
+    if len(group) > 1:
+        run, args = multi_tensor_updates(group)
+    elif len(group[0].indices) > 1:
+        unit = group[0]
+        members = [(runs[i], program.calls[i].args, overwritten.get(i)) for i in unit.indices]
+        run, args = generated.merged_updates(
+            members, [program.calls[i].out for i in unit.indices], unit.loop.written)
+        args = (*args, *unit.targets)
+    else:
+        return
+    head = group[0].indices[0]
+    out, _, _, dead = bound.calls[head]
+    bound.calls[head] = (out, run, args, dead)
+    for i in (i for unit in group for i in unit.indices if i != head):
+        out, _, _, dead = bound.calls[i]
+        bound.calls[i] = ((out, _last, (targets[i],), dead) if i in targets
+                          else (out, _kept_in_registers, (), dead))
+
+
+def _effects(program: Program, bound: Bound, overwritten: dict, owners: dict
+             ) -> tuple[list, list]:
+    """Per call, the values it may read (its arguments, the bound call's too, and whatever
+    they may be views of) and those it writes (its output, and the variable an in-place
+    update writes over)."""
+    reads, writes = [], []
+    for i, call in enumerate(program.calls):
+        args = {*call.args, *(a for a in bound.calls[i][2] if isinstance(a, int))}
+        reads.append(frozenset().union(*(owners.get(a, {a}) for a in args)))
+        over = overwritten.get(i)
+        writes.append(frozenset((call.out,) if over is None else (call.out, call.args[over])))
+    return reads, writes
 
 
 def _last(array):
     """A merged update's later member: its array was written by the first one's loop."""
     return array
+
+
+def _kept_in_registers() -> None:
+    """A value a merged update's loop computed and read itself (stored nowhere)."""
 
 
 def _with_buffers(call: tuple, index: int, run: Callable, views: dict, target) -> tuple:

@@ -21,7 +21,8 @@ reference the tests compare with.
 
 A variable's update and its optimizer slots' (Adam's m, v and parameter), each a group of its
 own in the IR, are merged by the executor into one loop with several outputs
-(``merged_updates``), so each array is read and written once per step.
+(``merged_updates``), so each array is read and written once per step; the loops of all the
+parameters an optimizer updates alike run as one call (``runtime/multi_tensor.py``).
 """
 from __future__ import annotations
 
@@ -463,26 +464,76 @@ def mergeable(run: Callable, shape: tuple, dtype) -> bool:
             and set(group.kinds) <= {"full", "scalar", "unused"})
 
 
-def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
-                   outs: Sequence[int]) -> tuple[Callable, tuple]:
-    """One loop for a run of in-place updates of the same shape (Adam's m, v and parameter:
-    7 memory passes per element instead of 10), each member written into its own array.
+@dataclass(frozen=True)
+class UpdateLoop:
+    """A run of in-place updates of one shape as one loop's element code, not yet compiled
+    (``update_loop``): ``merged_updates`` compiles it for one variable and its slots,
+    ``runtime/multi_tensor.py`` for the updates of many variables at once.
 
-    ``members``: (its generated run, its argument ids, the position of the argument its
-    output overwrites, or None); ``outs``: each member's output id, which a later member may
-    read.  Returns ``(run, args)``: ``run(*arrays)`` takes the values of ``args`` (the
-    members' arguments, each once, but for the outputs of earlier members) and then the
-    arrays the members write, in order, and returns the first member's.  Element by element
-    each member computes what it did alone, in the same order: the results are bit for bit
-    the same.  When every member writes over the variable it updates, the loop reads each
-    from its output array (two overlapping arrays would keep LLVM from vectorising it, as
-    ``bind_arrays`` says); else (an update written into a spare) from the variable's own."""
+    ``args``: the argument ids it reads, each once (``kinds``: full or scalar, ``dtypes``);
+    ``overwritten``: member -> the index in ``args`` of the variable it writes over;
+    ``operands``: per member, per input, an index into ``args`` or a local's name;
+    ``written``: the members whose results are stored (``out{m}``), in order; the others
+    (a weight's decayed gradient, read by its slots' updates alone) stay in registers."""
+
+    args: tuple
+    kinds: tuple[str, ...]
+    dtypes: tuple[DType, ...]
+    overwritten: dict
+    groups: tuple[Group, ...]
+    operands: tuple
+    written: tuple[int, ...]
+
+    @property
+    def out_dtype(self) -> np.dtype:
+        return self.groups[0].out_dtype.numpy
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.groups[0].out_shape)
+
+    def element(self, from_out: bool) -> tuple[list[int], list[str], list[str]]:
+        """(the indices of the ``args`` passed to the kernel as ``x{i}``, the lines run once
+        at indent 4, the lines computing element ``k`` at indent 8), the arrays written
+        being ``out{m}``.  ``from_out``: every overwritten variable is read from its output
+        array (not passed), as when every member writes over the variable it updates."""
+        read = {i: f"o{m}" for m, i in self.overwritten.items()} if from_out else {}
+        # every old value is read before anything is written (a member may read another's)
+        body = [f"        o{m} = out{m}[k]" for m in self.overwritten if from_out]
+        for m, group in enumerate(self.groups):
+            names = [read.get(x, f"e{x}") if isinstance(x, int) else x
+                     for x in self.operands[m]]
+            types = step_types(group.expr, [TensorType(d, ()) for d in group.in_dtypes])
+            body += element_steps(group.expr, types, names, f"t{m}_", 8)
+        passed = [i for i in range(len(self.args)) if i not in read]
+        reads = [f"        e{i} = x{i}[k]" for i in passed if self.kinds[i] == "full"]
+        scalars = [f"    e{i} = x{i}" for i in passed if self.kinds[i] == "scalar"]
+        writes = [f"        out{m}[k] = t{m}_{len(self.groups[m].expr) - 1}"
+                  for m in self.written]
+        return passed, scalars, [*reads, *body, *writes]
+
+    def key(self) -> tuple:
+        """Equal for two loops that compute the same thing element by element (the same
+        text over arguments of the same kinds and dtypes): their sizes may differ."""
+        passed, scalars, lines = self.element(True)
+        return ("\n".join(scalars + lines), self.written, str(self.out_dtype),
+                tuple((self.kinds[i], self.dtypes[i]) for i in passed))
+
+    def label(self) -> str:
+        return "updates: " + "; ".join(group_label(g.expr).split(": ")[-1]
+                                       for g in self.groups)
+
+
+def update_loop(members: Sequence[tuple[Callable, tuple, int | None]],
+                outs: Sequence[int], written: Sequence[int] | None = None) -> UpdateLoop:
+    """The ``UpdateLoop`` of ``members`` (see ``merged_updates``); ``written``: the members
+    whose results are stored (None: all)."""
     groups = [run.group for run, _, _ in members]
     produced = {out: m for m, out in enumerate(outs)}
     args: list[int] = []
     kinds: list[str] = []
     dtypes: list[DType] = []
-    operands: list[list] = []      # per member, per input: an index into args or a local
+    operands: list[tuple] = []
     for m, ((_, member_args, over), group) in enumerate(zip(members, groups)):
         mine = []
         for i, (arg, kind) in enumerate(zip(member_args, group.kinds)):
@@ -496,41 +547,54 @@ def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
                     kinds.append(kind)
                     dtypes.append(group.in_dtypes[i])
                 mine.append(args.index(arg))
-        operands.append(mine)
+        operands.append(tuple(mine))
     overwritten = {m: args.index(member_args[over])
                    for m, (_, member_args, over) in enumerate(members) if over is not None}
-    out_dtype = groups[0].out_dtype.numpy
+    written = tuple(range(len(members)) if written is None else written)
+    return UpdateLoop(tuple(args), tuple(kinds), tuple(dtypes), overwritten, tuple(groups),
+                      tuple(operands), written)
+
+
+def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
+                   outs: Sequence[int], written: Sequence[int] | None = None
+                   ) -> tuple[Callable, tuple]:
+    """One loop for a run of in-place updates of the same shape (Adam's m, v and parameter:
+    7 memory passes per element instead of 10), each member written into its own array.
+
+    ``members``: (its generated run, its argument ids, the position of the argument its
+    output overwrites, or None); ``outs``: each member's output id, which a later member may
+    read; ``written``: the members whose results are stored (None: all).  Returns ``(run,
+    args)``: ``run(*arrays)`` takes the values of ``args`` (the members' arguments, each
+    once, but for the outputs of earlier members) and then the arrays the ``written``
+    members write, in order, and returns the first of them (``run.in_registers``: how many
+    members' results are not stored).  Element by element
+    each member computes what it did alone, in the same order: the results are bit for bit
+    the same.  When every member writes over the variable it updates, the loop reads each
+    from its output array (two overlapping arrays would keep LLVM from vectorising it, as
+    ``bind_arrays`` says); else (an update written into a spare) from the variable's own."""
+    loop = update_loop(members, outs, written)
+    kinds, dtypes, out_dtype, written = loop.kinds, loop.dtypes, loop.out_dtype, loop.written
 
     def compiled(from_out: bool) -> Callable:
-        read = {i: f"o{m}" for m, i in overwritten.items()} if from_out else {}
-        # every old value is read before anything is written (a member may read another's)
-        body = [f"        o{m} = out{m}[k]" for m in overwritten if from_out]
-        for m, group in enumerate(groups):
-            names = [read.get(x, f"e{x}") if isinstance(x, int) else x for x in operands[m]]
-            types = step_types(group.expr, [TensorType(d, ()) for d in group.in_dtypes])
-            body += element_steps(group.expr, types, names, f"t{m}_", 8)
-        passed = [i for i in range(len(args)) if i not in read]
-        reads = [f"        e{i} = x{i}[k]" for i in passed if kinds[i] == "full"]
-        scalars = [f"    e{i} = x{i}" for i in passed if kinds[i] == "scalar"]
-        writes = [f"        out{m}[k] = t{m}_{len(g.expr) - 1}" for m, g in enumerate(groups)]
-        parallel = math.prod(groups[0].out_shape) >= SERIAL_BELOW
-        names = [f"x{i}" for i in passed] + [f"out{m}" for m in range(len(groups))]
+        passed, scalars, lines = loop.element(from_out)
+        parallel = loop.size >= SERIAL_BELOW
+        names = [f"x{i}" for i in passed] + [f"out{m}" for m in written]
         source = "\n".join([
             "import math", "", "import numpy as np", "",
             "from netlang.runtime.jit import kernel, prange", "", "",
             f"@kernel(parallel={parallel})", f"def updates({', '.join(names)}):", *scalars,
-            f"    for k in {'prange' if parallel else 'range'}(out0.shape[0]):",
-            *reads, *body, *writes, ""])
-        label = "updates: " + "; ".join(group_label(g.expr).split(": ")[-1] for g in groups)
-        fn = jit.compile_source(source, "updates", label[:60])
+            f"    for k in {'prange' if parallel else 'range'}(out{written[0]}.shape[0]):",
+            *lines, ""])
+        fn = jit.compile_source(source, "updates", loop.label()[:60])
         jit.compile_now(fn, [(dtypes[i].numpy, int(kinds[i] == "full")) for i in passed]
-                        + [(out_dtype, 1)] * len(groups))
+                        + [(out_dtype, 1)] * len(written))
         return fn, passed
 
     (in_place, kept), (apart, _) = compiled(True), compiled(False)
     flat = [(lambda x: np.ascontiguousarray(x).reshape(-1)) if k == "full"
             else (lambda x: x.reshape(-1)[0]) for k in kinds]
-    n_in, pairs = len(args), [(m, i) for m, i in overwritten.items()]
+    n_in = len(loop.args)
+    pairs = [(written.index(m), i) for m, i in loop.overwritten.items()]
 
     def run(*arrays):
         outs = arrays[n_in:]
@@ -540,7 +604,8 @@ def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
         else:
             apart(*[view(x) for view, x in zip(flat, arrays)], *targets)
         return outs[0]
-    return run, tuple(args)
+    run.in_registers = len(loop.groups) - len(written)
+    return run, loop.args
 
 
 # -- sums over the leading axes, taken in the loop that writes the output ------------------

@@ -134,17 +134,21 @@ def compile_source(source: str, name: str, label: str = "kernel") -> Callable:
     return getattr(module, name)
 
 
-def compile_now(fn, args: Sequence[tuple[np.dtype, int]]) -> None:
+def compile_now(fn, args: Sequence[tuple]) -> None:
     """Compile kernel ``fn`` for C-contiguous arrays of these (dtype, ndim), ndim 0 meaning
     a NumPy scalar, now rather than on its first call, or load that machine code from
-    Numba's disk cache; counted in STATS.
+    Numba's disk cache; counted in STATS.  An argument ``(dtype, ndim, count)`` is a tuple
+    of ``count`` such arrays or scalars (a Python tuple; Numba's ``UniTuple``), as a kernel
+    over many tensors takes them (``runtime/multi_tensor.py``): the count is part of the
+    signature, so each count is compiled (and cached on disk) once.
 
     The executor binds a program before its first step, so a kernel compiled here never
     stalls a step, and the time shows up where ``netlang bench`` can report it."""
-    def numba_type(dtype, ndim: int):
+    def numba_type(dtype, ndim: int, count: int | None = None):
         scalar = numba.from_dtype(np.dtype(dtype))
-        return numba.types.Array(scalar, ndim, "C") if ndim else scalar
-    signature = tuple(numba_type(d, ndim) for d, ndim in args)
+        one = numba.types.Array(scalar, ndim, "C") if ndim else scalar
+        return one if count is None else numba.types.UniTuple(one, count)
+    signature = tuple(numba_type(*arg) for arg in args)
     if signature in fn.overloads:
         return
     started = time.perf_counter()

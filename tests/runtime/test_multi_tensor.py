@@ -1,0 +1,246 @@
+"""The optimizer's updates of many parameters as one multi-tensor call (runtime/multi_tensor.py):
+the same bits as one loop per parameter and as the run without the buffer plan, for every
+optimizer; how many tensors each call takes; which updates may join a call; the kernel over
+chunks equals NumPy on random sizes; a second process loads it from the disk cache."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import netlang
+from netlang.model import Model
+from netlang.runtime import generated, jit, multi_tensor
+from netlang.runtime.multi_tensor import Unit, group_units, multi_tensor_updates
+from netlang.train.optimizers import OPTIMIZERS, make_optimizer
+from netlang.train.step import LR_INPUT, build_train_graph
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+
+
+def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
+               hold: str | None = None, steps: int = 3):
+    """``steps`` train steps of mnist_small (6 parameters) with optimizer ``name``: losses,
+    state, the tensors each multi-tensor call takes, the held array, and how many values
+    the update loops keep in registers.  ``hold``: a parameter the caller holds from the
+    first step on (its update then goes into a spare array)."""
+    model = netlang.compile(str(SPECS / "mnist_small.net"))
+    graph = build_train_graph(model, make_optimizer(name, {"lr": 0.01}), weight_decay)
+    session = Model(graph, passes=model.passes).session("cpu", 0)
+    session.executor.buffer_plan, session.executor.multi_tensor = planned, multi
+    rng = np.random.default_rng(3)
+    feeds = {LR_INPUT: np.float32(0.01), "image": rng.standard_normal((8, 28, 28, 1), np.float32),
+             "label": rng.integers(0, 10, 8).astype(np.int32)}
+    losses, held = [], None
+    for k in range(steps):
+        if hold is not None and k == 1:
+            held = session.run(hold)        # the state's own array, now held here
+        losses.append(session.run(model.graph.loss, feeds, training=True, updates=True))
+    runs = [run for per_size in session.executor._bound.values()
+            for bound in per_size.values() for _, run, _, _ in bound.calls]
+    tensors = [run.tensors for run in runs if hasattr(run, "tensors")]
+    kept = sum(getattr(run, "in_registers", 0) for run in runs)
+    return losses, session.state.to_numpy(), tensors, held, kept
+
+
+def assert_same_run(one, other) -> None:
+    assert one[0] == other[0]
+    assert one[1].keys() == other[1].keys()
+    for key in other[1]:
+        np.testing.assert_array_equal(one[1][key], other[1][key], err_msg=key)
+
+
+# The tensors per multi-tensor call on mnist_small (weights W, biases b of 3 layers).  A bias's
+# own update cannot run in place where its gradient may be a view of it (``sum_to_like``'s
+# shape argument, for ``memory.may_alias``): SGD then groups the 3 weights only, RMSProp and
+# AdaGrad the weights (slot and parameter) and the biases' slots.  With weight decay a
+# weight's loop computes its decayed gradient too (``g + wd * W``, in registers), so the
+# weights' loops differ from the biases'.
+TENSORS = {("sgd", 0): [3], ("sgd", 1): [3], ("momentum", 0): [6], ("momentum", 1): [3, 3],
+           ("adam", 0): [6], ("adam", 1): [3, 3], ("rmsprop", 0): [3, 3],
+           ("rmsprop", 1): [3, 3], ("adagrad", 0): [3, 3], ("adagrad", 1): [3, 3]}
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_gives_the_same_bits_with_one_call_for_all_parameters(name,
+                                                                              weight_decay):
+    multi = trajectory(name, weight_decay, True, True)
+    per_parameter = trajectory(name, weight_decay, True, False)
+    reference = trajectory(name, weight_decay, False, False)
+    assert_same_run(multi, per_parameter)
+    assert_same_run(multi, reference)
+    assert multi[2] == TENSORS[name, int(weight_decay > 0)]
+    assert per_parameter[2] == reference[2] == []
+    # each weight's decayed gradient computed in its update's loop, where the fusion pass
+    # left it a group of its own (read by two slots' updates, or by a slot's and the weight's)
+    kept = 3 if weight_decay and name in ("adam", "rmsprop", "adagrad") else 0
+    assert multi[4] == per_parameter[4] == kept and reference[4] == 0
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_a_held_parameter_is_updated_into_a_spare_with_the_same_bits(name, weight_decay):
+    """A fetched parameter is not overwritten: the call's loop reading each variable from its
+    own array (``apart``) runs instead, with the same results."""
+    multi = trajectory(name, weight_decay, True, True, hold="conv2/W")
+    per_parameter = trajectory(name, weight_decay, True, False, hold="conv2/W")
+    assert_same_run(multi, per_parameter)
+    np.testing.assert_array_equal(multi[3], per_parameter[3])
+    assert not np.array_equal(multi[3], multi[1]["conv2/W"])   # the held array kept its value
+
+
+# -- which updates may join one call ----------------------------------------------------------
+
+MOMENTUM = ((("mul", ("x0", "x1"), ()), ("add", ("t0", "x2"), ())),    # a = mu*a + g
+            (("mul", ("x0", "x1"), ()), ("sub", ("x2", "t0"), ())))    # p = p - lr*a
+
+
+def momentum_unit(at: int, size: int, ids: dict) -> Unit:
+    """A variable's momentum update (slot, then parameter) as the executor's unit at calls
+    ``at, at+1``; ``ids`` names the values it reads and writes (mu, a, g, lr, p, a2, p2)."""
+    first = generated.generated_kernel(MOMENTUM[0], [(), (size,), (size,)], [np.float32] * 3)
+    second = generated.generated_kernel(MOMENTUM[1], [(), (size,), (size,)], [np.float32] * 3)
+    members = [(first, (ids["mu"], ids["a"], ids["g"]), 1),
+               (second, (ids["lr"], ids["a2"], ids["p"]), 2)]
+    loop = generated.update_loop(members, [ids["a2"], ids["p2"]])
+    return Unit(range(at, at + 2), loop, (("update", ids["a"]), ("update", ids["p"])))
+
+
+def ids_of(k: int, shared: bool = True) -> dict:
+    names = ["mu", "a", "g", "lr", "p", "a2", "p2"]
+    ids = {name: 100 * (k + 1) + i for i, name in enumerate(names)}
+    if shared:
+        ids["mu"], ids["lr"] = 1, 2
+    return ids
+
+
+def test_updates_join_where_their_inputs_are_ready_and_no_dependency_moves():
+    """Calls: 0-1 update u0; 2 a gradient g'; 3-4 u1 reading g' (made after u0's place: it
+    starts a call of its own); 5-6 u2, ready before 0, moves up past 2-4 to join u0; 7 a call
+    reading u3's parameter; 8-9 u3, which would write that parameter before call 7 reads it
+    if it joined u0 or u1: it stays alone."""
+    ids = [ids_of(k) for k in range(4)]
+    ids[1]["g"] = 50
+    units = [momentum_unit(at, 8, i) for at, i in zip((0, 3, 5, 8), ids)]
+    reads, writes = [], []
+
+    def call(read: set, written: set) -> None:
+        reads.append(frozenset(read))
+        writes.append(frozenset(written))
+    for k, unit in enumerate(units):
+        i = ids[k]
+        if k == 1:
+            call({7}, {50})                                         # 2: g'
+        if k == 3:
+            call({i["p"]}, {60})                                    # 7: reads u3's parameter
+        call({i["mu"], i["a"], i["g"]}, {i["a2"], i["a"]})
+        call({i["lr"], i["a2"], i["p"]}, {i["p2"], i["p"]})
+    groups = group_units(units, reads, writes)
+    assert [[u.indices[0] for u in g] for g in groups] == [[0, 5], [3], [8]]
+
+
+def test_updates_that_differ_in_arithmetic_or_dtype_do_not_join():
+    units = [momentum_unit(0, 8, ids_of(0)), momentum_unit(2, 5, ids_of(1))]
+    sgd = generated.generated_kernel(MOMENTUM[1], [(), (4,), (4,)], [np.float32] * 3)
+    units.append(Unit(range(4, 5), generated.update_loop([(sgd, (2, 10, 11), 2)], [12]),
+                      (("update", 11),)))
+    double = generated.generated_kernel(MOMENTUM[1], [(), (4,), (4,)], [np.float64] * 3)
+    units.append(Unit(range(5, 6), generated.update_loop([(double, (2, 20, 21), 2)], [22]),
+                      (("update", 21),)))
+    reads = [frozenset({i}) for i in range(6)]
+    writes = [frozenset({100 + i}) for i in range(6)]
+    assert [[u.indices[0] for u in g] for g in group_units(units, reads, writes)] == [
+        [0, 2], [4], [5]]
+
+
+# -- the kernel -------------------------------------------------------------------------------
+
+def momentum_reference(mu, a, g, lr, p):
+    a2 = mu * a + g
+    return a2, p - lr * a2
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=2, max_size=4), parallel=st.booleans(),
+       shared=st.booleans(), in_place=st.booleans(), seed=st.integers(0, 2**16))
+def test_the_kernel_over_chunks_equals_numpy(sizes, parallel, shared, in_place, seed):
+    """Every tensor's elements, in chunks of 7 (ragged ends, several per tensor) over the
+    threads or one chunk per tensor on one; step sizes shared or per tensor; written over
+    the variables or into other arrays: bit for bit NumPy's float32 results."""
+    rng = np.random.default_rng(seed)
+    units = [momentum_unit(2 * k, n, ids_of(k, shared)) for k, n in enumerate(sizes)]
+    old_chunk = multi_tensor.CHUNK
+    multi_tensor.CHUNK = 7
+    try:
+        run, args = multi_tensor_updates(units, parallel=parallel)
+    finally:
+        multi_tensor.CHUNK = old_chunk
+    assert run.tensors == len(sizes)
+    arrays, expected, targets = [], [], []
+    for k, n in enumerate(sizes):
+        mu, lr = np.float32(0.9), np.float32(0.01 * (1 if shared else k + 1))
+        a, g, p = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
+        expected.append(momentum_reference(mu, a, g, lr, p))
+        out = (a, p) if in_place else (np.empty_like(a), np.empty_like(p))
+        arrays += [mu, a, g, lr, p, *out]
+        targets.append(out)
+    assert len(args) == len(arrays)
+    assert run(*arrays) is targets[0][0]
+    for (a2, p2), (want_a, want_p) in zip(targets, expected):
+        np.testing.assert_array_equal(a2, want_a)
+        np.testing.assert_array_equal(p2, want_p)
+
+
+def test_the_chunk_table_covers_every_element_once():
+    table = multi_tensor.chunk_table([5, 16, 1], 8)
+    assert table.tolist() == [[0, 0, 5], [1, 0, 8], [1, 8, 16], [2, 0, 1]]
+    assert multi_tensor.chunk_table([5, 16], None).tolist() == [[0, 0, 5], [1, 0, 16]]
+
+
+SECOND_PROCESS = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_multi_tensor import ids_of, momentum_unit
+from netlang.runtime import jit
+from netlang.runtime.multi_tensor import multi_tensor_updates
+units = [momentum_unit(2 * k, n, ids_of(k)) for k, n in enumerate((3, 9, 4))]
+run, args = multi_tensor_updates(units)
+s = jit.STATS
+print(json.dumps({{"written": s.written, "compiled": s.compiled, "cached": s.cached}}))
+"""
+
+
+def test_a_second_process_compiles_nothing(tmp_path):
+    """The kernels over tuples of arrays are cached on disk like every generated kernel."""
+    env = {**os.environ, "NETLANG_CACHE_DIR": str(tmp_path)}
+    script = SECOND_PROCESS.format(tests=str(Path(__file__).parent))
+
+    def run() -> dict:
+        done = subprocess.run([sys.executable, "-c", script], env=env, text=True,
+                              capture_output=True, check=True)
+        return json.loads(done.stdout)
+    # the two members' loops (one per expression, whatever the size), the call's two loops
+    assert run() == {"written": 4, "compiled": 4, "cached": 0}
+    assert run() == {"written": 0, "compiled": 0, "cached": 4}
+
+
+def test_compile_now_takes_tuples_of_arrays_and_of_numbers():
+    source = ("from netlang.runtime.jit import kernel\n\n\n"
+              "@kernel(parallel=False)\n"
+              "def total(xs, ws, out):\n"
+              "    for t in range(len(xs)):\n"
+              "        out[t] = xs[t].sum() * ws[t]\n")
+    fn = jit.compile_source(source, "total", "test tuples")
+    jit.compile_now(fn, [(np.float32, 1, 2), (np.float32, 0, 2), (np.float32, 1)])
+    out = np.empty(2, np.float32)
+    fn((np.ones(3, np.float32), np.ones(5, np.float32)), (np.float32(2), np.float32(3)), out)
+    assert out.tolist() == [6, 15] and jit.compiled_signatures(fn) == 1
