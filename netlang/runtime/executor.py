@@ -38,7 +38,7 @@ import numpy as np
 from netlang.errors import DeviceError, ExecutionError, FeedError, NetlangError
 from netlang.ir.graph import device_of
 from netlang.ir.types import bind_dims
-from netlang.runtime import capture, memory
+from netlang.runtime import capture, cuda_updates, memory
 from netlang.runtime.backend import Backend, get_backend
 from netlang.runtime.channel_sums import fuse_channel_sums
 from netlang.runtime.cpu_kernels import KernelState
@@ -66,7 +66,7 @@ class Bound:
 
     consts: dict[int, Any]
     calls: list[tuple]          # (out, run(*arrays), args, dead)
-    index: dict[int, int]       # out id -> position in calls
+    index: dict[int, int]       # out id -> position in program.calls
     arena: Any = None           # the bytes of every planned buffer (None: no plan)
     plan: memory.ArenaPlan | None = None
     in_place: list[InPlace] = field(default_factory=list)
@@ -83,6 +83,9 @@ class Executor:
         self.kernels = kernels
         # GPU steps as CUDA graphs (runtime/capture.py); NETLANG_GRAPHS=0 (--no-graph) says no
         self.graphs = os.environ.get("NETLANG_GRAPHS", "1") != "0"
+        # GPU updates of all parameters as one launch (runtime/cuda_updates.py), with the
+        # buffer plan; NETLANG_MULTI_TENSOR_UPDATES=0 keeps one launch per fused group
+        self.multi_tensor_updates = os.environ.get("NETLANG_MULTI_TENSOR_UPDATES", "1") != "0"
         self._graphed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._rng = rng
         self.buffer_plan = buffer_plan  # planned buffers and in-place updates (off: each
@@ -143,6 +146,8 @@ class Executor:
                           {c.out: i for i, c in enumerate(program.calls)})
             if planned:
                 plan_buffers(program, bound, runs, dims)
+                if self.multi_tensor_updates and self.backend.name == "gpu":
+                    cuda_updates.merge_gpu_updates(program, bound, self.backend, dims)
             else:       # the same kernels (and bits) as with the plan
                 fuse_channel_sums(program, bound, runs, {}, set(),
                                   lambda nid: _concrete(program, nid, dims))
