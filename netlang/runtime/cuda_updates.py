@@ -343,7 +343,7 @@ class MultiTensorUpdate:
         self.launches = 0
 
     def run(self, *arrays):
-        xp = self.xp
+        xp, self.values = self.xp, {}       # (the last run's: handed on already)
         arrays = [a if self.kinds[arg] == "scalar" or a.flags.c_contiguous
                   else xp.ascontiguousarray(a) for arg, a in zip(self.args, arrays)]
         outs = self.spare_outputs()

@@ -1,6 +1,7 @@
 """The updates of all parameters as one launch (runtime/cuda_updates.py), on the GPU backend's
 code with the NumPy stand-in for CuPy (test_backend.py): the merged kernel's CUDA text is
-compiled for the host and run over every (block, thread) of its launch (host_cuda.py)."""
+compiled for the host and run over every (block, thread) of its launch (host_cuda.py), and
+compared with the per-group ElementwiseKernels it replaces (``multi_tensor_updates`` off)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -23,6 +24,19 @@ pytestmark = pytest.mark.usefixtures("numpy_as_gpu")
 
 OPTIMIZERS = [("sgd", {}), ("momentum", {}), ("momentum", {"nesterov": True}),
               ("rmsprop", {}), ("rmsprop", {"momentum": 0.9}), ("adam", {}), ("adagrad", {})]
+
+
+@pytest.fixture
+def elementwise_launches(monkeypatch) -> list:
+    """Every ElementwiseKernel launch (the per-group kernels), counted as it runs."""
+    launches = []
+    run = HostElementwiseKernel.__call__
+
+    def counted(self, *arrays):
+        launches.append(self)
+        return run(self, *arrays)
+    monkeypatch.setattr(HostElementwiseKernel, "__call__", counted)
+    return launches
 
 
 def train_steps(spec: str, optimizer: str, args: dict, weight_decay: float, merged: bool,
@@ -48,14 +62,118 @@ def train_steps(spec: str, optimizer: str, args: dict, weight_decay: float, merg
     return losses, session.state.to_numpy(), session
 
 
-@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-@pytest.mark.parametrize("optimizer, args", OPTIMIZERS)
-def test_merged_updates_equal_the_per_group_kernels_bit_for_bit(optimizer, args, weight_decay):
-    merged, state, session = train_steps("spiral.net", optimizer, args, weight_decay, True)
-    plain, reference, _ = train_steps("spiral.net", optimizer, args, weight_decay, False)
-    assert merged == plain
+def launches(prefix: str) -> int:
+    return sum(name.startswith(prefix) for name, _, _ in HostRawKernel.launches)
+
+
+def merged_launches(session) -> list[cuda_updates.MultiTensorUpdate]:
+    return [run.merged for per in session.executor._bound.values() for bound in per.values()
+            for _, run, _, _ in bound.calls if hasattr(run, "merged")]
+
+
+def assert_same_state(state: dict, reference: dict) -> None:
     assert state.keys() == reference.keys()
     for name, value in reference.items():
         np.testing.assert_array_equal(state[name], value, err_msg=name)
-    launches = [n for n, _, _ in HostRawKernel.launches if n.startswith("netlang_updates_")]
-    assert len(launches) == 3
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+@pytest.mark.parametrize("optimizer, args", OPTIMIZERS,
+                         ids=["sgd", "momentum", "nesterov", "rmsprop", "rmsprop-momentum",
+                              "adam", "adagrad"])
+def test_one_launch_updates_every_parameter_and_slot_bit_for_bit(
+        optimizer, args, weight_decay, elementwise_launches):
+    """spiral's six parameters (kernels decayed, biases not: two variants of the switch) and
+    every optimizer slot: the same bits as one ElementwiseKernel per fused group, from one
+    update launch per step instead of one per group."""
+    steps = 3
+    merged, state, session = train_steps("spiral.net", optimizer, args, weight_decay, True,
+                                         count=steps)
+    with_merge = len(elementwise_launches)
+    assert launches("netlang_updates_") == steps
+    assert launches("netlang_fill_table") <= steps     # only for addresses not seen before
+    (update,) = merged_launches(session)
+    assert len(update.rows) == 6 + 2 * (optimizer == "adam")   # + Adam's beta powers
+    assert len({variant for variant, _ in update.rows}) == (
+        1 + (weight_decay > 0) + (optimizer == "adam"))
+    calls = session.executor.kernel_calls
+
+    elementwise_launches.clear()
+    plain, reference, session = train_steps("spiral.net", optimizer, args, weight_decay,
+                                            False, count=steps)
+    assert merged == plain
+    assert_same_state(state, reference)
+    assert launches("netlang_updates_") == steps           # none more
+    assert not merged_launches(session)
+    groups = len(elementwise_launches) - with_merge
+    assert groups >= 6 * steps and groups % steps == 0     # >= one per parameter, per step
+    assert session.executor.kernel_calls == calls          # the same calls, handing on
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_residual_with_batchnorm_and_convolutions_updates_bit_for_bit(optimizer):
+    merged, state, session = train_steps("residual.net", optimizer, {}, 0.01, True, count=2,
+                                         batch=4)
+    plain, reference, _ = train_steps("residual.net", optimizer, {}, 0.01, False, count=2,
+                                      batch=4)
+    assert merged == plain
+    assert_same_state(state, reference)
+    (update,) = merged_launches(session)
+    program = next(iter(session.executor._bound))
+    params = [n for n in program.updates if n in program.graph.params]
+    moving = [n for n in program.updates if n not in params and not n.startswith(optimizer)]
+    assert moving                  # batchnorm's moving averages are updated in it too
+    assert len(update.rows) == len(params) + len(moving) + 2 * (optimizer == "adam")
+    assert launches("netlang_updates_") == 2
+
+
+def test_replayed_steps_with_the_merged_update_equal_the_launched_per_group_ones():
+    """capture.py's replay (here: every call again, into the buffers the recording made)
+    runs the merged launch over the recorded arrays, step after step."""
+    replayed, state, session = train_steps("spiral.net", "adam", {}, 0.01, True, graphs=True,
+                                           count=4)
+    assert session.executor._graphed and merged_launches(session)
+    launched, reference, _ = train_steps("spiral.net", "adam", {}, 0.01, False, count=4)
+    assert replayed == launched
+    assert_same_state(state, reference)
+
+
+def test_a_run_over_addresses_seen_before_finds_its_table():
+    """A run whose arrays sit where an earlier run's did launches once and fills nothing;
+    its outputs go into an earlier run's arrays that nobody holds any more."""
+    _, _, session = train_steps("spiral.net", "momentum", {}, 0.0, True, count=1)
+    (update,) = merged_launches(session)
+    xp = session.backend.xp
+    rng = np.random.default_rng(0)
+    arrays = []
+    program = next(iter(session.executor._bound))
+    for arg in update.args:
+        node = program.graph.nodes[arg]
+        shape = tuple(d if isinstance(d, int) else 6 for d in node.type.shape)
+        arrays.append(xp.asarray(rng.standard_normal(shape).astype(node.type.dtype.numpy)))
+    HostRawKernel.launches.clear()
+    first = {out: np.array(a) for out, a in update.run(*arrays).items()}
+    kept = update.kept[0]
+    second = update.run(*arrays)
+    assert update.kept[0] is kept and all(a is b for a, b in zip(second.values(), kept))
+    assert {out: np.array(a) for out, a in second.items()}.keys() == first.keys()
+    for out, value in first.items():
+        np.testing.assert_array_equal(second[out], value)
+    assert launches("netlang_updates_") == 2 and launches("netlang_fill_table") == 1
+    held = dict(second)
+    third = update.run(*arrays)            # the second's arrays are held: new ones, filled
+    assert all(third[out] is not held[out] for out in held)
+    assert launches("netlang_fill_table") == 2
+
+
+def test_netlang_multi_tensor_updates_0_launches_one_kernel_per_group(monkeypatch,
+                                                                     elementwise_launches):
+    monkeypatch.setenv("NETLANG_MULTI_TENSOR_UPDATES", "0")
+    model = netlang.compile("specs/spiral.net")
+    train, optimizer = build_train_model(model, train_config_of(model))
+    session = train.session("gpu", seed=5)
+    feeds = {**synthetic_batch(model.graph, 6), LR_INPUT: np.float32(optimizer.lr)}
+    session.run(model.graph.loss, feeds, training=True, updates=True)
+    assert not session.executor.multi_tensor_updates and not merged_launches(session)
+    assert launches("netlang_updates_") == 0
+    assert len(elementwise_launches) >= 3 * len(model.graph.params)   # Adam's m, v, param
