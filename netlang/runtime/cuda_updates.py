@@ -21,17 +21,24 @@ executor at the end of binding, GPU backend only) folds them into one multi-tens
   program) gives each tensor its range of the flat index, and each thread finds its tensor
   by binary search over it.
 
+No optimizer needs a second pass: a member reads other members' values only at its own
+element (Adam's parameter reads the new m and v), which its thread has just computed; what
+mixes elements or tensors (Adam's bias-corrected step size, a 0-d group every parameter
+reads) is not an update and runs before, as its own kernel.
+
 The launch runs where the last member ran; the other members become calls that hand on the
 array it wrote (so the number of calls, and ``Executor.kernel_calls``, stay the same).  The
 members between were moved after the launch, and only members whose values nothing else
-reads before it are taken, so the step computes what it did.  Each run allocates its
-outputs, as the per-group kernels do.  The table's addresses are checked on the host per
-run and the table is refilled (``netlang_fill_table``, a small kernel taking the addresses as
-arguments: no host-to-device copy, so it can be captured) only for addresses not seen
-before; tables are kept per address set (the memory pool hands out the same few), so a
-steady run makes the one launch.  While a stream is being captured into a CUDA graph
-(capture.py) the fill is always recorded too, into a table kept for the graph's lifetime:
-replays then refill it with the capture's addresses, which capture.py keeps fixed.
+reads before it are taken, so the step computes what it did.  The outputs go into arrays of
+an earlier run that nobody holds any more (the state has moved on), else new ones.  The
+table's addresses are checked on the host per run and the table is refilled
+(``netlang_fill_table``, a small kernel taking the addresses as arguments: no host-to-device
+copy, so it can be captured) only for an address set not seen before; tables are kept per
+address set (outputs alternate between two sets and the memory pool hands the gradients the
+same few blocks), so a steady run makes the one launch.  While a stream is being captured
+into a CUDA graph (capture.py) the fill is always recorded too, into a table kept for the
+graph's lifetime: replays refill it with the capture's addresses, which capture.py keeps
+fixed, then launch the update.
 
 This module never imports CuPy: it gets it as ``xp``.
 """

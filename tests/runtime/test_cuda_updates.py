@@ -177,3 +177,35 @@ def test_netlang_multi_tensor_updates_0_launches_one_kernel_per_group(monkeypatc
     assert not session.executor.multi_tensor_updates and not merged_launches(session)
     assert launches("netlang_updates_") == 0
     assert len(elementwise_launches) >= 3 * len(model.graph.params)   # Adam's m, v, param
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_mixed_precision_updates_skipped_on_overflow_merge_bit_for_bit(optimizer):
+    """f16 matmuls with f32 master weights: each update is ``select(finite, new, old)``
+    (a step whose gradients overflowed changes nothing), the loss scale's too."""
+    from netlang.ir.types import DType
+    from netlang.model import Model
+    from netlang.train.optimizers import make_optimizer
+    from netlang.train.step import build_train_graph
+
+    model = netlang.compile("specs/spiral.net")
+    train = Model(build_train_graph(model, make_optimizer(optimizer, {"lr": 0.01}), 0.01,
+                                    DType.f16))
+    rng = np.random.default_rng(0)
+    feeds = {**synthetic_batch(model.graph, 8), LR_INPUT: np.float32(0.01)}
+    feeds = {k: (v + rng.standard_normal(v.shape).astype(v.dtype)
+                 if v.dtype.kind == "f" and v.ndim else v) for k, v in feeds.items()}
+    runs = {}
+    for merged in (True, False):
+        session = train.session("gpu", seed=1)
+        session.executor.multi_tensor_updates = merged
+        session.executor.graphs = False
+        losses = [float(session.run(model.graph.loss, feeds, training=True, updates=True))
+                  for _ in range(3)]
+        runs[merged] = (losses, session.state.to_numpy(), merged_launches(session))
+    assert runs[True][0] == runs[False][0]
+    assert_same_state(runs[True][1], runs[False][1])
+    (update,) = runs[True][2]
+    # every parameter, the loss scale and its count of clean steps (and Adam's powers)
+    assert len(update.rows) == len(model.graph.params) + 2 + 2 * (optimizer == "adam")
+    assert launches("netlang_updates_") == 3
