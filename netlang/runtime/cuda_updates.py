@@ -233,7 +233,7 @@ def tensors_of(members: list[Member], leaving: set[int]) -> list[Tensor]:
             for a, s, d in zip(m.args, m.in_shapes, m.in_dtypes):
                 if a not in by_out and a not in tensor.reads:
                     tensor.reads.append(a)
-                    tensor.kinds.append("full" if s == m.shape else "scalar")
+                    tensor.kinds.append("scalar" if int(np.prod(s)) == 1 else "full")
                     tensor.read_dtypes.append(d)
             if m.out in leaving:
                 tensor.writes.append(m)

@@ -12,6 +12,7 @@ import pytest
 import netlang
 from netlang.cli.bench import build_train_model, synthetic_batch, train_config_of
 from netlang.runtime import cuda_updates
+from netlang.runtime.backend import get_backend
 from netlang.train.step import LR_INPUT
 from tests.runtime.host_cuda import HostRawKernel
 from tests.runtime.test_backend import (  # noqa: F401 (fixtures)
@@ -209,3 +210,68 @@ def test_mixed_precision_updates_skipped_on_overflow_merge_bit_for_bit(optimizer
     # every parameter, the loss scale and its count of clean steps (and Adam's powers)
     assert len(update.rows) == len(model.graph.params) + 2 + 2 * (optimizer == "adam")
     assert launches("netlang_updates_") == 3
+
+
+def test_an_update_read_before_the_launch_keeps_its_own_kernel():
+    """The launch runs at the last member's place: an update that another call reads before
+    that (here a sum computed between the updates) is computed by its own kernel first."""
+    from netlang.ir.graph import Graph
+    from netlang.ir.types import DType, TensorType
+    from netlang.ops.builder import Builder
+    from netlang.runtime.executor import Executor
+    from netlang.runtime.program import plan
+
+    gpu = get_backend("gpu")          # the stand-in
+    b = Builder(Graph(name="order"))
+    t = TensorType(DType.f32, (5,))
+    g = b.input("g", t)
+    s = [b.state(f"s{i}", t, init=("constant", float(i))) for i in range(3)]
+    new0 = b.op("sub", s[0], g)
+    total = b.op("sum", new0)
+    for i, new in enumerate([new0, b.op("mul", s[1], g), b.op("add", s[2], g)]):
+        b.update(s[i], new)
+    program = plan(b.graph, [total], {g}, b.graph.updates)
+    feeds = {g: gpu.asarray(np.arange(5, dtype=np.float32))}
+    results = {}
+    for merged in (True, False):
+        executor = Executor(gpu)
+        executor.multi_tensor_updates = merged
+        store = {f"s{i}": gpu.asarray(np.full(5, i, np.float32)) for i in range(3)}
+        (fetched,) = executor.run(program, feeds, store)
+        results[merged] = (float(fetched), {k: np.array(v) for k, v in store.items()})
+        (bound,) = executor._bound[program].values()
+        taken = [run.merged for _, run, _, _ in bound.calls if hasattr(run, "merged")]
+        assert [len(u.rows) for u in taken] == ([2] if merged else [])
+    assert results[True][0] == results[False][0] == -10.0
+    assert_same_state(results[True][1], results[False][1])
+    np.testing.assert_array_equal(results[True][1]["s2"], np.arange(5) + 2)
+
+
+def test_every_element_of_tensors_of_any_size_finds_its_tensor():
+    """The binary search over the offsets, past the grid (256 x 256 threads, so a thread
+    takes several indices), over tensors of one element up: ``p - lr * g`` in each."""
+    from netlang.ir.types import DType
+
+    xp = get_backend("gpu").xp        # the stand-in
+    sgd = (("mul", ("x0", "x1"), ()), ("sub", ("x2", "t0"), ()))
+    sizes = [(1,), (70_000,), (3,), (1000, 7), (), (2, 2, 2)]
+    rng = np.random.default_rng(1)
+    members, values = [], {0: np.float32(0.125) * np.ones((), np.float32)}
+    for t, shape in enumerate(sizes):
+        grad, param = 10 + 2 * t, 11 + 2 * t
+        values[grad] = rng.standard_normal(shape).astype(np.float32)
+        values[param] = rng.standard_normal(shape).astype(np.float32)
+        members.append(cuda_updates.Member(t, 100 + t, sgd, (0, grad, param),
+                                           ((), shape, shape), (DType.f32,) * 3, shape,
+                                           DType.f32))
+    update = cuda_updates.MultiTensorUpdate(xp, cuda_updates.tensors_of(
+        members, {m.out for m in members}))
+    # one variant, and one for the tensors of one element (every input a single number)
+    assert [variant for variant, _ in update.rows] == [0, 1, 1, 1, 0, 1]
+    out = update.run(*[values[a] for a in update.args])
+    for t in range(len(sizes)):
+        want = values[11 + 2 * t] - values[0] * values[10 + 2 * t]
+        np.testing.assert_array_equal(out[100 + t], want)
+    ((_, grid, block),) = [launch for launch in HostRawKernel.launches
+                           if launch[0].startswith("netlang_updates_")]
+    assert grid[0] * block[0] < update.total == sum(int(np.prod(s)) for s in sizes)
