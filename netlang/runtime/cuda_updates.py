@@ -432,22 +432,23 @@ def merge_gpu_updates(program, bound, backend, dims: dict) -> MultiTensorUpdate 
                       for m in members[1:]]
         else:
             calls.append(call)
-    bound.calls[:] = with_frees(calls, {d for *_, dead in bound.calls for d in dead})
+    bound.calls[:] = with_frees(calls, {d: out for out, _, _, dead in bound.calls for d in dead})
     bound.step = None
     return merged
 
 
-def with_frees(calls: list[tuple], freed: set) -> list[tuple]:
-    """``calls`` with each value of ``freed`` dropped after its last reader (or where it is
-    made, if nothing reads it)."""
-    last = {}
+def with_frees(calls: list[tuple], freed_by: dict) -> list[tuple]:
+    """``calls`` (reordered) with each value of ``freed_by`` (value -> the output of the call
+    that freed it) dropped where that call now is, or after its last reader if that is now
+    later (a member's argument, read by the launch)."""
+    at = {}
     for position, (out, _, args, _) in enumerate(calls):
+        at[out] = position
         for a in args:
-            last[a] = position
-        last[out] = position
+            at[a] = max(at.get(a, position), position)
     dead: dict[int, list] = {}
-    for value in freed:
-        if value in last:
-            dead.setdefault(last[value], []).append(value)
-    return [(out, run, args, tuple(sorted(dead.get(p, ()))))
+    for value, by in freed_by.items():
+        position = max(at[by], at.get(value, -1))
+        dead.setdefault(position, []).append(value)
+    return [(out, run, args, tuple(dead.get(p, ())))
             for p, (out, run, args, _) in enumerate(calls)]
