@@ -170,45 +170,47 @@ def member_of(program, bound, position: int, backend, dims: dict) -> Member | No
 
 def choose_members(program, bound, backend, dims: dict) -> list[Member]:
     """The members, in call order: every update computed by a call ``member_of`` takes, and
-    each such call that only members read (weight decay's ``g + decay * p``); less, until
-    none is left to drop, any whose value a call outside reads before the launch (which
-    runs at the last member's place), any intermediate read outside, and any that reads a
-    member of another shape (another thread computes it)."""
+    each such call that only members of its shape read (weight decay's ``g + decay * p``),
+    less those ``trim`` drops."""
     found = {}
     for position in range(len(program.calls)):
         member = member_of(program, bound, position, backend, dims)
         if member is not None:
             found[member.out] = member
-    updates, fetched = set(program.updates.values()), set(program.fetches)
     readers: dict[int, list[int]] = {}
     for position, call in enumerate(program.calls):
         for a in call.args:
             readers.setdefault(a, []).append(position)
-    chosen = {out for out in found if out in updates}
-    grown = True
-    while grown:                # intermediates: read by members of their shape alone
+    updates, fetched = set(program.updates.values()), set(program.fetches)
+    chosen, more = set(), {out for out in found if out in updates}
+    while more:
+        chosen |= more
         more = {out for out, m in found.items()
                 if out not in chosen and out not in fetched and readers.get(out)
                 and all(program.calls[p].out in chosen
                         and found[program.calls[p].out].shape == m.shape
                         for p in readers[out])}
-        chosen |= more
-        grown = bool(more)
+    chosen = trim(program, found, chosen, readers, updates)
+    return sorted((found[o] for o in chosen), key=lambda m: m.position)
+
+
+def trim(program, found: dict, chosen: set, readers: dict, updates: set) -> set:
+    """``chosen`` less, until none is left to drop, any member whose value a call outside
+    reads before the launch (which runs at the last member's place), any intermediate read
+    outside, and any that reads a member of another shape (another thread computes it)."""
     while True:
         last = max((found[o].position for o in chosen), default=-1)
         drop = set()
         for out in chosen:
-            member = found[out]
             outside = [p for p in readers.get(out, []) if program.calls[p].out not in chosen]
             if (out not in updates and (outside or not readers.get(out))
                     or any(p <= last for p in outside)
-                    or any(a in chosen and found[a].shape != member.shape
-                           for a in member.args)):
+                    or any(a in chosen and found[a].shape != found[out].shape
+                           for a in found[out].args)):
                 drop.add(out)
         if not drop:
-            break
-        chosen -= drop
-    return sorted((found[o] for o in chosen), key=lambda m: m.position)
+            return chosen
+        chosen = chosen - drop
 
 
 def tensors_of(members: list[Member], leaving: set[int]) -> list[Tensor]:
