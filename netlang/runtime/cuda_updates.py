@@ -323,10 +323,11 @@ def capturing(xp) -> bool:
 
 
 class MultiTensorUpdate:
-    """The launch, made once per bound program: ``run(*arrays)`` (the values of ``args``)
-    allocates the outputs, finds or fills the table for these addresses, launches once and
-    returns the first member's value (None if it is an intermediate); ``value(out)`` hands
-    on another member's (what the calls after it return)."""
+    """The launch, made once per bound program (its kernel, ``starts`` and the row layout):
+    ``run(*arrays)`` (the values of ``args``) takes arrays for the outputs
+    (``spare_outputs``), finds or fills the table for these addresses, launches once and
+    returns every written member's value; ``value(out)`` hands on one (None for an
+    intermediate, which stays in the thread)."""
 
     def __init__(self, xp, tensors: list[Tensor]):
         self.xp = xp

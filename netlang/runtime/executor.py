@@ -84,7 +84,8 @@ class Executor:
         # GPU steps as CUDA graphs (runtime/capture.py); NETLANG_GRAPHS=0 (--no-graph) says no
         self.graphs = os.environ.get("NETLANG_GRAPHS", "1") != "0"
         # GPU updates of all parameters as one launch (runtime/cuda_updates.py), with the
-        # buffer plan; NETLANG_MULTI_TENSOR_UPDATES=0 keeps one launch per fused group
+        # buffer plan, read when a program is bound; NETLANG_MULTI_TENSOR_UPDATES=0 keeps one
+        # launch per fused group
         self.multi_tensor_updates = os.environ.get("NETLANG_MULTI_TENSOR_UPDATES", "1") != "0"
         self._graphed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._rng = rng
