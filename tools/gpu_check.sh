@@ -96,7 +96,7 @@ say '```'
 timeout $T_PARITY python3 -m pytest -q -rs -o addopts= -p no:cacheprovider tests/runtime/test_backend.py \
   tests/runtime/test_gpu_halves.py tests/runtime/test_cudnn.py tests/runtime/test_capture.py \
   tests/runtime/test_gpu_draws.py tests/runtime/test_cuda_loops.py \
-  tests/passes/test_fusion.py \
+  tests/runtime/test_cuda_updates.py tests/passes/test_fusion.py \
   tests/train/test_nccl.py \
   > "$OUT/parity.log" 2>&1
 rc=$?

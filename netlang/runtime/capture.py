@@ -68,8 +68,8 @@ def capturable(program, index: int, kernel) -> bool:
 def segments_of(program, bound) -> list[Segment]:
     """The bound calls cut into segments at every call that cannot be captured."""
     out: list[Segment] = []
-    for index, (value, kernel, args, _dead) in enumerate(bound.calls):
-        if capturable(program, index, kernel):
+    for value, kernel, args, _dead in bound.calls:   # (reordered by cuda_updates: the call
+        if capturable(program, bound.index[value], kernel):    # is found by its value)
             if not out or not out[-1].capturable:
                 out.append(Segment())
             out[-1].calls.append((value, kernel, args))

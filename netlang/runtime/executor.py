@@ -39,7 +39,7 @@ import numpy as np
 from netlang.errors import DeviceError, ExecutionError, FeedError, NetlangError
 from netlang.ir.graph import device_of
 from netlang.ir.types import bind_dims
-from netlang.runtime import capture, memory
+from netlang.runtime import capture, cuda_updates, memory
 from netlang.runtime.backend import Backend, get_backend
 from netlang.runtime.channel_sums import fuse_channel_sums
 from netlang.runtime.cpu_kernels import KernelState
@@ -67,7 +67,7 @@ class Bound:
 
     consts: dict[int, Any]
     calls: list[tuple]          # (out, run(*arrays), args, dead)
-    index: dict[int, int]       # out id -> position in calls
+    index: dict[int, int]       # out id -> position in program.calls
     arena: Any = None           # the bytes of every planned buffer (None: no plan)
     plan: memory.ArenaPlan | None = None
     in_place: list[InPlace] = field(default_factory=list)
@@ -88,9 +88,11 @@ class Executor:
         self._rng = rng
         self.buffer_plan = buffer_plan  # planned buffers and in-place updates (off: each
         #                                 kernel allocates its output, as the reference does)
-        # with the plan, the optimizer's updates of all parameters as one generated call
-        # (runtime/multi_tensor.py); off: one per parameter (read when a program is bound)
-        self.multi_tensor = True
+        # with the plan, the optimizer's updates of all parameters as one generated call on
+        # the CPU (runtime/multi_tensor.py) and one launch on the GPU (runtime/cuda_updates.py);
+        # off (NETLANG_MULTI_TENSOR_UPDATES=0): one per parameter or fused group; read when a
+        # program is bound
+        self.multi_tensor = os.environ.get("NETLANG_MULTI_TENSOR_UPDATES", "1") != "0"
         self.kernel_calls = 0           # counted so tests can prove what did not run
         self.on_step: Callable | None = None   # hook(node, value), e.g. non-finite checks
         self.profile: KernelProfile | None = None   # time per kind of kernel (runtime/profile)
@@ -147,6 +149,8 @@ class Executor:
                           {c.out: i for i, c in enumerate(program.calls)})
             if planned:
                 plan_buffers(program, bound, runs, dims, self.multi_tensor)
+                if self.multi_tensor and self.backend.name == "gpu":
+                    cuda_updates.merge_gpu_updates(program, bound, self.backend, dims)
             else:       # the same kernels (and bits) as with the plan
                 fuse_channel_sums(program, bound, runs, {}, set(),
                                   lambda nid: _concrete(program, nid, dims))

@@ -463,7 +463,10 @@ def test_train_steps_through_the_gpu_code_paths_match_the_cpu(numpy_as_gpu, spec
                   for _ in range(3)]
         runs[device] = (losses, session.state.to_numpy(), session.executor.kernel_calls)
     assert session.backend is numpy_as_gpu
-    assert len(HostElementwiseKernel.built) >= 5   # the fused groups ran as generated code
+    # the fused groups ran as generated code: the updates' in the one multi-tensor launch
+    # (runtime/cuda_updates.py), the others as ElementwiseKernels
+    assert len(HostElementwiseKernel.built) >= 2
+    assert any(n.startswith("netlang_updates_") for n, _, _ in HostRawKernel.launches)
     np.testing.assert_allclose(runs["gpu"][0], runs["cpu"][0], rtol=rtol)
     for name, value in runs["cpu"][1].items():
         np.testing.assert_allclose(runs["gpu"][1][name], value, rtol=10 * rtol, atol=atol,
