@@ -33,6 +33,6 @@ def test_every_op_is_on_the_table_with_its_facets():
     assert "kernels: xp cpu:generated  pure fold comm expr `{0} + {1}`" in text
     assert ("maxpool/1(window=(2, 2), stride=None, padding='VALID', dilation=None)  shape: "
             "maxpool_shape\n"
-            "    vjp: maxpool_grad\n    kernels: xp cpu:loops+onednn  pure fold") in text
+            "    vjp: maxpool_grad\n    kernels: xp cpu:loops+onednn gpu  pure fold") in text
     assert "grad/2()  shape: <lambda>\n    -- expanded by the autodiff pass" in text
     assert "conv2d/2(stride=(1, 1), padding='VALID', dilation=(1, 1), groups=None)" in text
