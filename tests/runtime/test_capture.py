@@ -27,15 +27,19 @@ def steps(spec: str, graphs: bool, count: int = 4, batch: int = 6):
     session.executor.graphs = graphs
     losses = []
     for step in range(count):
-        rng = np.random.default_rng(step)
-        feeds = {**synthetic_batch(model.graph, batch),
-                 LR_INPUT: np.float32(optimizer.lr)}
-        feeds = {k: (v + rng.standard_normal(v.shape).astype(v.dtype)
-                     if getattr(v, "dtype", None) is not None and v.dtype.kind == "f"
-                     and v.ndim else v) for k, v in feeds.items()}
+        feeds = step_feeds(model, batch, optimizer.lr, step)
         losses.append(float(session.run(model.graph.loss, feeds, training=True,
                                         updates=True)))
     return losses, session.state.to_numpy(), session
+
+
+def step_feeds(model, batch: int, lr: float, step: int) -> dict:
+    """A synthetic batch of its own for step ``step``: the float inputs moved by noise."""
+    rng = np.random.default_rng(step)
+    feeds = {**synthetic_batch(model.graph, batch), LR_INPUT: np.float32(lr)}
+    return {k: (v + rng.standard_normal(v.shape).astype(v.dtype)
+                if getattr(v, "dtype", None) is not None and v.dtype.kind == "f"
+                and v.ndim else v) for k, v in feeds.items()}
 
 
 @pytest.mark.parametrize("spec", ["mnist.net", "residual.net", "spiral.net"])

@@ -26,6 +26,7 @@ from tests.runtime.test_backend import (  # noqa: F401 (fixtures)
     fresh_gpu_slot,
     numpy_as_gpu,
 )
+from tests.runtime.test_capture import step_feeds
 
 STANDIN = pytest.mark.usefixtures("numpy_as_gpu")
 
@@ -68,11 +69,7 @@ def train_steps(spec: str, optimizer: str, args: dict, weight_decay: float, merg
     session.executor.multi_tensor = merged
     losses = []
     for step in range(count):
-        rng = np.random.default_rng(step)
-        feeds = {**synthetic_batch(model.graph, batch), LR_INPUT: np.float32(opt.lr)}
-        feeds = {k: (v + rng.standard_normal(v.shape).astype(v.dtype)
-                     if getattr(v, "dtype", None) is not None and v.dtype.kind == "f"
-                     and v.ndim else v) for k, v in feeds.items()}
+        feeds = step_feeds(model, batch, opt.lr, step)
         losses.append(float(session.run(model.graph.loss, feeds, training=True,
                                         updates=True)))
     return losses, session.state.to_numpy(), session
