@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_freed_memory()
             configure_cpu_threads()
         os.environ.pop("OMP_WAIT_POLICY", None)   # the rivals' processes run as users run them
+        os.environ.pop("GOMP_SPINCOUNT", None)
         os.environ.pop("OMP_NUM_THREADS", None)
         rss: dict = {}
         rivals, note = installed_rivals(args.no_torch, rss)

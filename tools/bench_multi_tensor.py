@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from netlang.cli.bench import netlang_step, session_program
 from netlang.runtime import executor, multi_tensor
+from netlang.runtime.threads import configure_cpu_threads
 
 SPECS = ROOT / "specs"
 
@@ -215,6 +216,7 @@ def main() -> int:
     parser.add_argument("--loops", action="store_true",
                         help="time loop shapes for mnist.net's Adam update instead")
     args = parser.parse_args()
+    print(configure_cpu_threads().describe())       # the pools as `netlang train` sizes them
     print(f"load average before: {load()} ({os.cpu_count()} cpus)")
     if args.loops:
         loop_shapes(args.rounds)

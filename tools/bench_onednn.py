@@ -226,7 +226,8 @@ def bench_specs(specs, batch, repeats) -> None:
 STEP = """
 import time, statistics, numpy as np
 from netlang.runtime.threads import BLAS_THREADS, configure_cpu_threads
-print(configure_cpu_threads(wait_policy={policy!r}, blas_threads={blas}).describe())
+print(configure_cpu_threads(wait_policy={policy!r}, spin_count=None,
+                            blas_threads={blas}).describe())
 from netlang.runtime.onednn_kernels import matmul, onednn_kernels
 K, rng = onednn_kernels(), np.random.default_rng(0)
 x = rng.standard_normal((64, 12, 12, 32), np.float32)
@@ -252,7 +253,7 @@ def bench_wait_policy(repeats: int, blas: int | None) -> None:
     for _ in range(3):
         for policy in (None, "passive", "active"):
             env = {k: v for k, v in os.environ.items()
-                   if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+                   if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
             env["PYTHONPATH"] = str(ROOT)
             out = subprocess.run([sys.executable, "-c", STEP.format(policy=policy, blas=blas,
                                                                     repeats=repeats)],

@@ -7,7 +7,7 @@ runtime/cpu_kernels.py); the CPU backend tries them before oneDNN's.  Every run 
 or the reference runs) other dtypes, zero-sized arrays, attributes it does not read, and
 layouts it has no loop for (a batchnorm axis that is not the last; reduced axes that are
 not one block of middle axes).  A loop's outer ``prange`` runs on both cores only above
-``PARALLEL_MIN`` of work: waking the second thread costs ~55 us.
+``PARALLEL_MIN`` of work, as the generated loops do (runtime/generated.py).
 
 Numbers: the same bits on every run.  Pooling and batchnorm's elementwise ops
 (``batchnorm_apply``, ``batchnorm_grad_x``, ``batch_variance_grad``) do the reference's float
@@ -79,12 +79,12 @@ from netlang.runtime.jit import kernel, prange
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 CHUNK = 1 << 17         # elements a reduction sums per chunk: fixed, whatever the thread count
-# Waking the second thread and joining it costs ~55 us (libgomp, OMP_WAIT_POLICY=passive, 2
-# cores), and streaming loops gain little from it (memory-bound): a loop runs on the calling
-# thread alone below this much work, counted as elements read and written, weighted more per
-# element for pooling over few channels (short channel loops: more work per element).
-# Chosen from the serial/threaded medians of the seed shapes (module doc).
-PARALLEL_MIN = 1 << 20
+# Waking the second thread and joining it costs ~55 us when it sleeps (OMP_WAIT_POLICY=passive,
+# 2 cores) and little while it spins between regions (runtime/threads.py): a loop runs on the
+# calling thread alone below this much work, counted as elements read and written, weighted
+# more per element for pooling over few channels (short channel loops: more work per
+# element).  The same threshold as the generated loops' (``generated.SERIAL_BELOW``).
+PARALLEL_MIN = 1 << 16
 
 
 def _floats(dtypes, count: int) -> bool:

@@ -42,21 +42,21 @@ from netlang.runtime.cpu_kernels import writes_out
 from netlang.runtime.gpu_kernels import live_parts
 
 # Below this many output elements a kernel runs on one thread.  A parallel loop costs waking
-# the pool, and under the backend's OMP_WAIT_POLICY=passive (runtime/threads.py) the idle
-# workers sleep; on the 2-vCPU VM we measure on, waking one costs ~10-100 us, and a loop
-# whose rows are split statically waits for its slower half.  Median of 7 x 2000 calls,
-# serial vs prange (relu_grad; Adam's [sqrt,add,div,mul,sub]):
+# the pool's worker, which libgomp keeps spinning between regions for ``threads.SPIN_COUNT``
+# rounds: a step's kernels come back to back, so the worker is usually awake.  Median of
+# 7 x 2000 calls, serial vs prange (relu_grad; Adam's [sqrt,add,div,mul,sub]):
 #   quiet, passive:    64K 10.9/21.1 us, 22.9/33.8 us;  1M 175/188 us, 302/316 us;
 #                      4M 1566/1502 us, 2148/2475 us
-#   load ~2, passive:  1M 162/167 us, 331/352 us;  4M 1779/2292 us, 2951/3945 us;
-#                      16M 11.6/11.7 ms, 13.9/14.6 ms
 #   quiet, spinning workers (OMP_WAIT_POLICY unset): the prange wins from 64K, 1.9x at 1M.
-# In a whole step (bench --profile) residual's [256,28,28,16] adds and relus were slower on
-# two threads than on one.  So one thread runs every kernel of the seed workloads; the
-# prange is for larger tensors (from 16M elements) and is tested at every size.
-SERIAL_BELOW = 1 << 24
+# Whole steps (tools/bench_threads.py, spinning 10,000 rounds, ms at batch 64 / 256):
+# one thread below 16M elements: residual 38.3 / 154, mnist 12.8 / 46.2; below 64K: 34.7 /
+# 141, 11.7 / 44.5; below 32K and 256K within noise of 64K.
+SERIAL_BELOW = 1 << 16
 
 SQUARES = "squares"     # a kernel's sum of its output's squares (``kernel_source``)
+# A kernel that also sums its output's columns does so in blocks of rows of about this many
+# elements, each block into its own accumulator row, so two threads can share the blocks.
+SUM_PART, MAX_SUM_PARTS = 1 << 15, 64
 
 # The output is looped over as [rows, cols] with rows of at least MIN_COLS elements where the
 # sizes allow (an inner loop of 4 channels is not vectorised: a [256,28,28,4] add took 442 us
@@ -286,11 +286,13 @@ def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
     of kind ``out`` is not passed: it is read from ``out`` (the update of a variable written
     over it), so no two of the loop's arrays overlap and LLVM still vectorises it.
 
-    ``sums`` (one thread only) adds a float64 accumulator ``acc{k}`` per entry, taken after
+    ``sums`` adds a float64 accumulator ``acc{k}`` ``[parts, cols]`` per entry, taken after
     ``out``, summing each column of the output (None), of its square (``SQUARES``: a batch
     variance's second moment, squared in float64) or of the output times ``x - mean``
     (``(x, mean)``: the indices of those inputs, a full one and a vector), in the output's
-    dtype as batchnorm's gamma gradient computes it (``with_channel_sums``)."""
+    dtype as batchnorm's gamma gradient computes it (``with_channel_sums``).  The rows are
+    then cut into ``parts`` blocks, each summed into its own row of the accumulators (the
+    threads take whole blocks), so the sums do not depend on the thread count."""
     types = step_types(expr, [TensorType(d, ()) for d in in_dtypes])
     hoisted, body = [f"    acc{k}[:] = 0.0" for k in range(len(sums))], []
     element = {"full": "x{i}[r, j]", "vector": "v{i}[j]", "scalar": "x{i}", "out": "out[r, j]"}
@@ -311,16 +313,21 @@ def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
             term = f"np.float64({value}) * np.float64({value})"
         else:
             term = f"{scalar}({value} * {scalar}(e{centered[0]} - e{centered[1]}))"
-        body.append(f"            acc{k}[j] += {term}")
+        body.append(f"            acc{k}[p, j] += {term}")
     args = "".join(f"x{i}, " for i, kind in enumerate(kinds) if kind in PASSED)
     accumulators = "".join(f", acc{k}" for k in range(len(sums)))
+    loop = 'prange' if parallel else 'range'
+    rows = [f"    for r in {loop}(rows):"] if not sums else [   # a block of rows per part
+        "    parts = acc0.shape[0]", "    block = (rows + parts - 1) // parts",
+        f"    for p in {loop}(parts):",
+        "        for r in range(p * block, min(rows, (p + 1) * block)):"]
+    indent = "" if not sums else "    "
     return "\n".join([
         "import math", "", "import numpy as np", "",
         "from netlang.runtime.jit import kernel, prange", "", "",
         f"@kernel(parallel={parallel})", f"def fused({args}out{accumulators}):",
-        "    rows, cols = out.shape", *hoisted,
-        f"    for r in {'prange' if parallel else 'range'}(rows):",
-        "        for j in range(cols):", *body, ""])
+        "    rows, cols = out.shape", *hoisted, *rows,
+        *(indent + line for line in ["        for j in range(cols):", *body]), ""])
 
 
 def element_steps(expr: tuple, types: Sequence[TensorType], operands: Sequence[str],
@@ -390,7 +397,7 @@ def compiled_kernel(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType
     label = group_label(expr) + (f" + {len(sums)} sum(s)" if sums else "")
     fn = jit.compile_source(source, "fused", label)
     jit.compile_now(fn, [(d.numpy, PASSED[k]) for d, k in zip(in_dtypes, kinds) if k in PASSED]
-                    + [(out_dtype.numpy, 2)] + [(np.dtype(np.float64), 1)] * len(sums))
+                    + [(out_dtype.numpy, 2)] + [(np.dtype(np.float64), 2)] * len(sums))
     return fn
 
 
@@ -610,6 +617,12 @@ def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
 
 # -- sums over the leading axes, taken in the loop that writes the output ------------------
 
+def sum_parts(rows: int, cols: int) -> int:
+    """How many blocks of rows a kernel with sums cuts its ``[rows, cols]`` output into: one
+    per ``SUM_PART`` elements (at most ``MAX_SUM_PARTS``), fixed by the shape."""
+    return max(1, min(rows, MAX_SUM_PARTS, rows * cols // SUM_PART))
+
+
 def with_channel_sums(run: Callable, sums: Sequence[str]) -> Callable | None:
     """``run`` (a generated group over ``[..., C]``) as one loop that also sums over every axis
     but the last, once per entry of ``sums``: the output itself (``"sum"``), its square
@@ -623,12 +636,15 @@ def with_channel_sums(run: Callable, sums: Sequence[str]) -> Callable | None:
     Returns ``sums_run(*inputs, *extras, out=None)``, ``extras`` an ``(x, mean)`` pair per
     centered sum in order, that writes the output as ``run`` does and leaves the float64
     ``[C]`` sums in ``sums_run.totals``; or None for a group it does not take (outside the
-    one-thread sizes, not float).  Each column is summed in float64, row by row: the
-    reference sums in the output's dtype, so the two differ by its rounding."""
+    float).  Each column is summed in float64, in blocks of rows whose bounds come from the
+    shape alone (``sum_parts``), the blocks' sums then added in order: the same bits on one
+    thread or two.  The reference sums in the output's dtype, so the two differ by its
+    rounding."""
     group: Group | None = getattr(run, "group", None)
     if (group is None or not group.out_shape or group.out_dtype not in (DType.f32, DType.f64)
-            or not 0 < math.prod(group.out_shape) < SERIAL_BELOW):
+            or not math.prod(group.out_shape)):
         return None
+    size = math.prod(group.out_shape)
     kinds, dtypes, entries = list(group.kinds), list(group.in_dtypes), []
     for how in sums:
         if how == "centered":
@@ -639,12 +655,13 @@ def with_channel_sums(run: Callable, sums: Sequence[str]) -> Callable | None:
             entries.append(SQUARES if how == "squares" else None)
     sums = entries
     try:
-        fn = compiled_kernel(group.expr, kinds, dtypes, group.out_dtype, False, sums)
+        fn = compiled_kernel(group.expr, kinds, dtypes, group.out_dtype,
+                             size >= SERIAL_BELOW, sums)
     except Untranslatable:
         return None
     channels = group.out_shape[-1]
     grid = layout(group.out_shape, ["vector"])        # rows of whole channel tiles
-    accumulators = [np.zeros(grid[1], np.float64) for _ in sums]
+    accumulators = [np.zeros((sum_parts(*grid), grid[1]), np.float64) for _ in sums]
     views = {"full": lambda x: np.ascontiguousarray(x).reshape(grid),
              "vector": lambda x: np.ascontiguousarray(x).reshape(channels),
              "scalar": lambda x: x.reshape(-1)[0]}
@@ -655,7 +672,8 @@ def with_channel_sums(run: Callable, sums: Sequence[str]) -> Callable | None:
         if out is None:
             out = np.empty(shape, dtype)
         fn(*[view(arrays[i]) for i, view in passed], out.reshape(grid), *accumulators)
-        sums_run.totals = [acc.reshape(-1, channels).sum(axis=0) for acc in accumulators]
+        sums_run.totals = [acc.sum(axis=0).reshape(-1, channels).sum(axis=0)
+                           for acc in accumulators]
         return out
     sums_run.totals = []
     return writes_out(sums_run)

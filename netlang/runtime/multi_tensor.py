@@ -29,8 +29,10 @@ thread, 0.40 ms as a ``prange`` over chunks and 0.95 ms as an outer loop over th
 with a ``prange`` inside (a parallel region per tensor); a NumPy copy of the same bytes
 1.21 ms.  Inside the train step (interleaved A/B, 40 rounds) the update takes 1.33 ms per
 parameter, 1.26 ms as one call on one thread, and 7.9 ms with the chunks on two threads:
-when the other core is busy the static split waits for it.  So the threads take the chunks
-only from the size every generated loop does (``generated.SERIAL_BELOW``).
+when the other core is busy the static split waits for it (libgomp's workers then slept
+between regions).  With the workers spinning a while between regions (runtime/threads.py),
+quiet machine, 15 rounds: 1.29 ms per parameter, 1.17 ms as one call on two threads.  So the
+threads take the chunks from the size every generated loop does (``generated.SERIAL_BELOW``).
 """
 from __future__ import annotations
 

@@ -2,14 +2,15 @@
 (libgomp, which runs oneDNN's primitives) and Numba's (generated kernels, runtime/jit.py;
 its ``omp`` threading layer runs on the same libgomp).
 
-A training step alternates the two: a oneDNN convolution, then a NumPy GEMM for a dense
-layer, then oneDNN again.  OpenMP gets the usable cores (the machine we measure on has 2)
-and BLAS one thread (``BLAS_THREADS``), and neither may keep spinning on the cores while the
-other works: libgomp's default lets its idle workers spin (``GOMP_SPINCOUNT``) after every
-parallel region; with ``OMP_WAIT_POLICY=passive`` they sleep at once.
-``tools/bench_onednn.py --threads [--blas-threads N]`` measures the interleaved step under
-each policy in fresh processes; passive is never slower and much faster when both pools
-have 2 threads or the machine is busy (numbers at ``WAIT_POLICY``), so it is the default.
+A training step alternates them: a oneDNN convolution, then a NumPy GEMM for a dense layer,
+then generated kernels, then oneDNN again.  OpenMP gets the usable cores (the machine we
+measure on has 2) and BLAS one thread (``BLAS_THREADS``).  Between two parallel regions
+libgomp's idle workers spin for ``GOMP_SPINCOUNT`` rounds, then sleep.  Its default (300,000
+rounds, milliseconds) steals the cores from whoever needs them next, and its passive policy
+(sleep at once) costs a wake-up (~10-100 us) per region, which a step of many small kernels
+pays hundreds of times: ``SPIN_COUNT`` sits between the two (numbers there).  A user's own
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` wins (``OMP_WAIT_POLICY=passive`` on a busy shared
+machine).  ``tools/bench_threads.py`` times whole steps under each choice.
 
 Nothing here runs at import.  The CPU backend calls ``configure_cpu_threads()`` once,
 explicitly, BEFORE the first oneDNN kernel is built: libgomp reads ``OMP_WAIT_POLICY`` and
@@ -25,15 +26,23 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from netlang.runtime import jit, onednn
 
-# Measured with tools/bench_onednn.py --threads on 2 cores (libgomp 2 threads; one step =
-# mnist's conv2 forward, backward-data and backward-weights, each followed by a
-# [64,1024]x[1024,1024] NumPy GEMM; median of 31 steps, median of 3 fresh processes):
-#   quiet machine, 2 BLAS threads:  default 31.8 ms, passive 19.0 ms, active 35.6 ms
-#   quiet machine, 1 BLAS thread:   default 13.9 ms, passive 14.0 ms, active 18.2 ms
-#   load ~4.5, 2 BLAS threads:      default 328 ms,  passive 228 ms,  active 323 ms
-# With two pools on two cores, libgomp's spinning workers steal the GEMM's cores; passive
-# removes that and costs nothing measurable once BLAS has one thread (BLAS_THREADS below).
-WAIT_POLICY = "passive"
+# How long libgomp's idle workers spin before they sleep (rounds of a pause instruction).
+# Whole training steps at batch 64, ms per step, each setting in a fresh process, two rounds
+# (``python3 tools/bench_threads.py --load``, 2 cores, 2026-12-06; loops on both threads
+# from 64K elements, and from 16M for the passive column's old default):
+#                      spin 0 (passive)  passive, 16M   spin 10,000   spin 300,000 (default)
+#   quiet  residual    38.0 / 39.9       45.6 / 47.6    32.1 / 33.7   31.5 / 31.1
+#          mnist       13.6 / 14.1       15.4 / 15.2    12.6 / 12.0   11.7 / 12.2
+#          mnist_small 2.75 / 2.80       3.03 / 3.04    1.90 / 2.03   1.68 / 1.69
+#   busy   residual    84.3 / 83.7       87.9 / 83.7     105 / 84.1   74.0 / 77.9 (196 at 16M)
+#          mnist       23.9 / 23.8       24.0 / 24.0    32.1 / 32.3   29.5 / 63.8
+#          mnist_small 10.9 / 5.6        8.0 / 8.0      11.7 / 5.5    2.0 / 6.1
+# ("busy": one other process spinning on a core.)  Spinning 10,000 rounds keeps the workers
+# awake across the gaps between a step's kernels, 1.2-1.5x faster than sleeping at once on a
+# quiet machine; with a busy neighbour it costs up to ~1.3x, where libgomp's default spin
+# swings from one run to the next (up to 2.7x; an earlier matrix saw 30,000 rounds at 1.7x).
+# A machine known to be busy is better off passive: set OMP_WAIT_POLICY=passive.
+SPIN_COUNT = 10_000
 
 # OpenBLAS's own pthread pool busy-waits at every GEMM's barrier.  With a second busy process
 # on one of the two cores that collapses: mnist.net's step at batch 64 took 1,064 ms with 2
@@ -104,11 +113,13 @@ def local_rank() -> int:
     return _from_environment(LOCAL_RANK_VARIABLES, 0) if launched_ranks() > 1 else 0
 
 
-def configure_cpu_threads(threads: int | None = None,
-                          wait_policy: str | None = WAIT_POLICY,
+def configure_cpu_threads(threads: int | None = None, wait_policy: str | None = None,
+                          spin_count: int | None = SPIN_COUNT,
                           blas_threads: int | None = BLAS_THREADS) -> ThreadSetting:
-    """Size OpenMP to ``threads`` (default: the usable cores) with ``wait_policy`` (None:
-    leave libgomp's default) and BLAS to ``blas_threads`` (None: as many), then load oneDNN.
+    """Size OpenMP to ``threads`` (default: the usable cores), its idle workers spinning
+    ``spin_count`` rounds (None: libgomp's default) or under ``wait_policy`` (``passive``,
+    ``active``; it overrides the count), and BLAS to ``blas_threads`` (None: as many), then
+    load oneDNN.  The user's own ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` are kept.
     Process-wide, by design and by name: call it once, before the first oneDNN kernel."""
     threads = threads or max(1, usable_cores() // local_ranks())   # ranks share the cores
     notes = []
@@ -117,8 +128,11 @@ def configure_cpu_threads(threads: int | None = None,
                      "left as they were")
     else:
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        if wait_policy is not None:
-            os.environ["OMP_WAIT_POLICY"] = wait_policy
+        if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
+            if wait_policy is not None:
+                os.environ["OMP_WAIT_POLICY"] = wait_policy
+            elif spin_count is not None:
+                os.environ["GOMP_SPINCOUNT"] = str(spin_count)
     if not onednn.available():
         notes.append(onednn.unavailable_reason())
     threadpool_limits(limits=min(blas_threads or threads, threads), user_api="blas")
@@ -128,6 +142,14 @@ def configure_cpu_threads(threads: int | None = None,
     return ThreadSetting(threads, pools_line("blas"), pools_line("openmp"), notes)
 
 
+def wait_line() -> str:
+    """How libgomp's idle workers wait: ``OMP_WAIT_POLICY=passive``, ``GOMP_SPINCOUNT=10000``."""
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        if name in os.environ:
+            return f"{name}={os.environ[name]}"
+    return "OMP_WAIT_POLICY=default"
+
+
 def pools_line(user_api: str) -> str:
     pools = [p for p in threadpool_info() if p["user_api"] == user_api]
     if not pools:
@@ -135,5 +157,5 @@ def pools_line(user_api: str) -> str:
     name = "prefix" if user_api == "openmp" else "internal_api"   # libgomp, openblas
     text = ", ".join(f"{p[name]}: {p['num_threads']} threads" for p in pools)
     if user_api == "openmp":
-        text += f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}"
+        text += f", {wait_line()}"
     return text

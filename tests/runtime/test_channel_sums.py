@@ -104,11 +104,30 @@ def test_moments_are_the_sums_and_squares_per_channel_and_finish_a_batch_varianc
 
 
 def test_what_it_does_not_take():
-    expr, _ = GROUPS["add"]
-    big = (1 << 12, 1 << 12)          # from SERIAL_BELOW elements the loop is split over
-    run = generated.generated_kernel(expr, [big, big], [np.float32] * 2)   # threads
-    assert generated.with_channel_sums(run, ["sum"]) is None
     assert generated.with_channel_sums(lambda x: x, ["sum"]) is None     # not generated
+    expr, _ = GROUPS["add"]
+    empty = (0, 16)
+    run = generated.generated_kernel(expr, [empty, empty], [np.float32] * 2)
+    assert generated.with_channel_sums(run, ["sum"]) is None
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (64, 28, 28, 16), (1000, 7)])
+def test_the_sums_are_the_same_bits_on_one_thread_or_two(shape, monkeypatch):
+    expr, _ = GROUPS["add"]
+    rng = np.random.default_rng(7)
+    a, b = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    results = []
+    for serial_below in (1 << 62, 1):       # one thread, then the threads from 1 element
+        monkeypatch.setattr(generated, "SERIAL_BELOW", serial_below)
+        run = generated.with_channel_sums(
+            generated.generated_kernel(expr, [shape, shape], [np.float32] * 2), ["sum"])
+        out = run(a, b)
+        results.append((out, run.totals[0]))
+    np.testing.assert_array_equal(results[0][0], a + b)
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_allclose(results[0][1], (a.astype(np.float64) + b).reshape(-1, shape[-1])
+                               .sum(axis=0), rtol=1e-6, atol=1e-4)
 
 
 def train_step(spec: str, fuse: bool, monkeypatch) -> tuple[list, dict, int]:

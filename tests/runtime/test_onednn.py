@@ -1,6 +1,7 @@
 """oneDNN kernels against the NumPy reference kernels, on random geometries (hypothesis)."""
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -299,6 +300,27 @@ def test_configure_cpu_threads_says_what_it_set(monkeypatch):
     if onednn.available():      # loading oneDNN brings libgomp, whose pool is then sized
         assert "libgomp: 2 threads, OMP_WAIT_POLICY=" in setting.openmp
     assert setting.describe().startswith(setting.blas)
+
+
+@pytest.mark.parametrize("user, kept", [({}, "GOMP_SPINCOUNT=10000"),
+                                         ({"OMP_WAIT_POLICY": "passive"}, "OMP_WAIT_POLICY=passive"),
+                                         ({"GOMP_SPINCOUNT": "0"}, "GOMP_SPINCOUNT=0")])
+def test_idle_workers_spin_a_while_unless_the_user_said_otherwise(user, kept, monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    from netlang.runtime import threads
+
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)             # restored after the test
+    for name, value in user.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(threads, "libgomp_loaded", lambda: False)   # as in a fresh process
+    with threadpool_limits(limits=None):
+        setting = threads.configure_cpu_threads(threads=2)
+    assert threads.wait_line() == kept
+    assert len({"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ)) == 1
+    if onednn.available():
+        assert setting.openmp.endswith(kept)
 
 
 @needs_onednn
