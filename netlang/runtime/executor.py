@@ -42,7 +42,7 @@ from netlang.ir.types import bind_dims
 from netlang.runtime import capture, cuda_updates, memory
 from netlang.runtime.backend import Backend, get_backend
 from netlang.runtime.channel_sums import fuse_channel_sums
-from netlang.runtime.cpu_kernels import KernelState
+from netlang.runtime.cpu_kernels import KernelState, compiles_after_binding
 from netlang.runtime.cpu_kernels import writes_out as marked_writing_out
 from netlang.runtime.profile import KernelProfile
 from netlang.runtime.program import Program
@@ -142,19 +142,24 @@ class Executor:
         key = (tuple(sorted(dims.items())), planned)
         bound = per_size.get(key)
         if bound is None:
-            runs = [self._kernel(program, c, dims) for c in program.calls]
-            consts = {n.id: self._const(n) for n in program.consts}
-            bound = Bound(consts, [(c.out, run, c.args, c.dead)
-                                   for c, run in zip(program.calls, runs)],
-                          {c.out: i for i, c in enumerate(program.calls)})
-            if planned:
-                plan_buffers(program, bound, runs, dims, self.multi_tensor)
-                if self.multi_tensor and self.backend.name == "gpu":
-                    cuda_updates.merge_gpu_updates(program, bound, self.backend, dims)
-            else:       # the same kernels (and bits) as with the plan
-                fuse_channel_sums(program, bound, runs, {}, set(),
-                                  lambda nid: _concrete(program, nid, dims))
-            per_size[key] = bound
+            with compiles_after_binding():  # the kernels the bound program still calls
+                bound = per_size[key] = self._new_bound(program, dims, planned)
+        return bound
+
+    def _new_bound(self, program: Program, dims: dict[str, int], planned: bool) -> Bound:
+        """The program's calls with their kernels (and, ``planned``, buffers)."""
+        runs = [self._kernel(program, c, dims) for c in program.calls]
+        consts = {n.id: self._const(n) for n in program.consts}
+        bound = Bound(consts, [(c.out, run, c.args, c.dead)
+                               for c, run in zip(program.calls, runs)],
+                      {c.out: i for i, c in enumerate(program.calls)})
+        if planned:
+            plan_buffers(program, bound, runs, dims, self.multi_tensor)
+            if self.multi_tensor and self.backend.name == "gpu":
+                cuda_updates.merge_gpu_updates(program, bound, self.backend, dims)
+        else:       # the same kernels (and bits) as with the plan
+            fuse_channel_sums(program, bound, runs, {}, set(),
+                              lambda nid: _concrete(program, nid, dims))
         return bound
 
     def _const(self, node):

@@ -38,7 +38,7 @@ from netlang.ir.types import DType, TensorType
 from netlang.ops.fused import input_ref, step_ref, step_types
 from netlang.ops.registry import all_ops, get_op
 from netlang.runtime import jit
-from netlang.runtime.cpu_kernels import writes_out
+from netlang.runtime.cpu_kernels import CompileOwner, writes_out
 from netlang.runtime.gpu_kernels import live_parts
 
 # Below this many output elements a kernel runs on one thread.  A parallel loop costs waking
@@ -376,28 +376,31 @@ def generated_kernel(expr: tuple, shapes: Sequence[tuple], dtypes: Sequence,
         return None
     if parallel is None:
         parallel = math.prod(out_shape) >= SERIAL_BELOW
+    owner = CompileOwner()      # compiled once the program is bound, if still called
     try:
-        fn = compiled_kernel(expr, kinds, in_dtypes, out_dtype, parallel)
+        fn = compiled_kernel(expr, kinds, in_dtypes, out_dtype, parallel, owner=owner)
     except Untranslatable:
         return None
 
-    def in_place(i: int):
+    def in_place(i: int, owner: CompileOwner):
         """The kernel that reads input ``i`` from ``out``."""
         return compiled_kernel(expr, [*kinds[:i], "out", *kinds[i + 1:]], in_dtypes,
-                               out_dtype, parallel)
-    return bind_arrays(fn, in_place, kinds, [d.numpy for d in in_dtypes],
+                               out_dtype, parallel, owner=owner)
+    return bind_arrays(fn, in_place, owner, kinds, [d.numpy for d in in_dtypes],
                        layout(out_shape, kinds), out_shape, out_dtype.numpy,
                        Group(expr, tuple(kinds), tuple(in_dtypes), out_shape, out_dtype))
 
 
 def compiled_kernel(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
-                    out_dtype: DType, parallel: bool, sums: Sequence = ()):
-    """The kernel of ``kernel_source``, compiled (or loaded from the cache) now."""
+                    out_dtype: DType, parallel: bool, sums: Sequence = (), owner=None):
+    """The kernel of ``kernel_source``, compiled (or loaded from the cache) now, or, given the
+    ``owner`` its run keeps, once the program is bound (``jit.compile_now``)."""
     source = kernel_source(expr, kinds, in_dtypes, parallel, sums)
     label = group_label(expr) + (f" + {len(sums)} sum(s)" if sums else "")
     fn = jit.compile_source(source, "fused", label)
     jit.compile_now(fn, [(d.numpy, PASSED[k]) for d, k in zip(in_dtypes, kinds) if k in PASSED]
-                    + [(out_dtype.numpy, 2)] + [(np.dtype(np.float64), 2)] * len(sums))
+                    + [(out_dtype.numpy, 2)] + [(np.dtype(np.float64), 2)] * len(sums),
+                    owner)
     return fn
 
 
@@ -413,7 +416,7 @@ class Group:
     out_dtype: DType
 
 
-def bind_arrays(fn, in_place: Callable, kinds, dtypes, grid: tuple[int, int],
+def bind_arrays(fn, in_place: Callable, owner, kinds, dtypes, grid: tuple[int, int],
                 out_shape: tuple, out_dtype, group: Group) -> Callable:
     """The call the executor makes: the output allocated, or the caller's C-contiguous
     ``out``, written through its ``[rows, cols]`` view.  It is generated too (one line per
@@ -425,7 +428,11 @@ def bind_arrays(fn, in_place: Callable, kinds, dtypes, grid: tuple[int, int],
     call that, given input ``i`` itself as ``out``, runs ``in_place(i)``: the kernel reading
     that input from ``out`` (each element is read before it is written).  Through two
     overlapping arrays the loop is not vectorised: Adam's [sqrt,add,div,mul,sub] over
-    [1024,1024] f32 takes 2.5 ms written over its parameter that way, 0.29 ms this way."""
+    [1024,1024] f32 takes 2.5 ms written over its parameter that way, 0.29 ms this way.
+
+    Each run keeps the ``CompileOwner`` its kernel was compiled for (``run.compile_owner``;
+    ``owner`` for this one): while a program is bound, a kernel compiles only if a run that
+    survived the binding still keeps it (``cpu_kernels.compiles_after_binding``)."""
     scope = {"fn": fn, "empty": np.empty, "contiguous": np.ascontiguousarray, "grid": grid,
              "channels": out_shape[-1:], "out_shape": out_shape, "out_dtype": out_dtype,
              "NOT_C_CONTIGUOUS": "a generated kernel writes only into a C-contiguous out="}
@@ -443,21 +450,28 @@ def bind_arrays(fn, in_place: Callable, kinds, dtypes, grid: tuple[int, int],
                  "    if out is None:", "        out = empty(out_shape, out_dtype)",
                  "    elif not out.flags.c_contiguous:",
                  "        raise ValueError(NOT_C_CONTIGUOUS)"]
+        token = None
         if over is not None:
-            scope["over"] = in_place(over)
+            token = CompileOwner()
+            scope["over"] = in_place(over, token)
             lines += [f"    elif out is x{over}:", f"        {call('over', over)}",
                       "        return out"]
         lines += [f"    {call('fn')}", "    return out", ""]
         exec(compile("\n".join(lines), "<generated kernel call>", "exec"), scope)  # noqa: S102
-        made = writes_out(scope["run"])
-        made.overwriting, made.group = overwriting, group
+        made = writes_out(scope.pop("run"))
+        # A variant offers no further variant: the cache holding it is then no reference
+        # cycle, and a variant no pass uses is freed (its kernel never compiled).
+        made.overwriting = overwriting if over is None else None
+        made.group, made.compile_owner = group, token
         return made
 
     @functools.cache
     def overwriting(i: int) -> Callable | None:
         same = 0 <= i < len(kinds) and kinds[i] == "full" and dtypes[i] == out_dtype
         return make(i) if same else None
-    return make(None)
+    made = make(None)
+    made.compile_owner = owner      # set here: no closure of ``make`` may keep it alive
+    return made
 
 
 # -- in-place updates merged: one loop for a variable and its optimizer slots -----------------

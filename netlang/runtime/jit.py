@@ -39,6 +39,8 @@ import numba
 import numpy as np
 from numba import prange  # noqa: F401  (re-exported: generated and hand-written loops use it)
 
+from netlang.runtime.cpu_kernels import defer_compile
+
 VERSION = numba.__version__
 
 
@@ -134,7 +136,7 @@ def compile_source(source: str, name: str, label: str = "kernel") -> Callable:
     return getattr(module, name)
 
 
-def compile_now(fn, args: Sequence[tuple]) -> None:
+def compile_now(fn, args: Sequence[tuple], owner=None) -> None:
     """Compile kernel ``fn`` for C-contiguous arrays of these (dtype, ndim), ndim 0 meaning
     a NumPy scalar, now rather than on its first call, or load that machine code from
     Numba's disk cache; counted in STATS.  An argument ``(dtype, ndim, count)`` is a tuple
@@ -143,12 +145,21 @@ def compile_now(fn, args: Sequence[tuple]) -> None:
     signature, so each count is compiled (and cached on disk) once.
 
     The executor binds a program before its first step, so a kernel compiled here never
-    stalls a step, and the time shows up where ``netlang bench`` can report it."""
+    stalls a step, and the time shows up where ``netlang bench`` can report it.  Given an
+    ``owner`` while a program is being bound, the compile waits for the binding's end and
+    happens only if the owner still lives (``cpu_kernels.compiles_after_binding``)."""
     def numba_type(dtype, ndim: int, count: int | None = None):
         scalar = numba.from_dtype(np.dtype(dtype))
         one = numba.types.Array(scalar, ndim, "C") if ndim else scalar
         return one if count is None else numba.types.UniTuple(one, count)
     signature = tuple(numba_type(*arg) for arg in args)
+    if signature in fn.overloads or defer_compile((fn, signature),
+                                                   lambda: _compile(fn, signature), owner):
+        return
+    _compile(fn, signature)
+
+
+def _compile(fn, signature: tuple) -> None:
     if signature in fn.overloads:
         return
     started = time.perf_counter()

@@ -325,6 +325,24 @@ def test_binding_compiles_and_the_steps_do_not():
                                                                          before[1] + 1)
 
 
+def test_while_a_program_is_bound_only_the_kernels_of_runs_that_survive_compile():
+    from netlang.runtime.cpu_kernels import compiles_after_binding
+
+    def kernel_of(expr, dtype):     # each expression here is used by no other test
+        return jit._MODULES[jit.source_key(generated.kernel_source(
+            expr, ["full", "full"], [DType.of(dtype)] * 2, False))].fused
+    kept_expr = (("sub", ("x0", "x1"), ()), ("abs", ("t0",), ()), ("neg", ("t1",), ()))
+    dropped_expr = (("sub", ("x1", "x0"), ()), ("abs", ("t0",), ()), ("neg", ("t1",), ()))
+    with compiles_after_binding():
+        kept = generated.generated_kernel(kept_expr, [(4, 3)] * 2, [np.float64] * 2)
+        dropped = generated.generated_kernel(dropped_expr, [(4, 3)] * 2, [np.float64] * 2)
+        assert jit.compiled_signatures(kernel_of(kept_expr, np.float64)) == 0
+        del dropped                 # a later pass put another run in its place
+    assert jit.compiled_signatures(kernel_of(kept_expr, np.float64)) == 1
+    assert jit.compiled_signatures(kernel_of(dropped_expr, np.float64)) == 0
+    np.testing.assert_array_equal(kept(np.ones((4, 3)), np.zeros((4, 3))), -np.ones((4, 3)))
+
+
 SECOND_PROCESS = """
 import json, numpy as np
 from netlang.runtime import generated, jit
