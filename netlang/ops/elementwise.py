@@ -56,7 +56,7 @@ def _sum_to_like_shape(g: TensorType, like: TensorType) -> TensorType:
     return like.with_dtype(g.dtype)
 
 
-defop("sum_to_like", arity=2, shape=_sum_to_like_shape,
+defop("sum_to_like", arity=2, shape=_sum_to_like_shape, shape_only=(1,),
       kernel=lambda xp, g, like: sum_to_shape(xp, g, like.shape).astype(g.dtype, copy=False),
       vjp=lambda b, n, g: (b.broadcast_like(g, n.inputs[0]), None),
       doc="Sum the first input down to the second's shape (the VJP of broadcasting).")
@@ -67,7 +67,7 @@ def _broadcast_like_shape(x: TensorType, like: TensorType) -> TensorType:
     return like.with_dtype(x.dtype)
 
 
-defop("broadcast_like", arity=2, shape=_broadcast_like_shape,
+defop("broadcast_like", arity=2, shape=_broadcast_like_shape, shape_only=(1,),
       kernel=lambda xp, x, like: xp.broadcast_to(x, like.shape),
       vjp=lambda b, n, g: (b.sum_to_like(g, n.inputs[0]), None),
       doc="Broadcast the first input to the second's shape.")
@@ -290,6 +290,7 @@ def _fill_like_rule(x: TensorType, value, dtype) -> TensorType:
 
 
 defop("fill_like", arity=1, shape=_fill_like_rule, attrs={"value": REQUIRED, "dtype": None},
+      shape_only=(0,),
       kernel=lambda xp, x, value, dtype: xp.full(
           x.shape, value, dtype=x.dtype if dtype is None else DType(str(dtype)).numpy),
       vjp=lambda b, n, g: (None,),

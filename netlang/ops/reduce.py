@@ -256,7 +256,7 @@ def _expand_like_kernel(xp, g, like, axis, keepdims):
     return xp.broadcast_to(_expanded(g, like.shape, axes), like.shape)
 
 
-defop("expand_like", arity=2, attrs={"axis": REQUIRED, "keepdims": False},
+defop("expand_like", arity=2, attrs={"axis": REQUIRED, "keepdims": False}, shape_only=(1,),
       shape=lambda g, like, axis, keepdims: _expand_rule("expand_like", g, like, axis,
                                                          keepdims),
       flops=no_flops, kernel=_expand_like_kernel,
@@ -294,7 +294,7 @@ defop("count", arity=1, shape=_count_rule, attrs={"axis": None, "inverse": False
           "batchnorm pass divides per-channel vectors by it instead of broadcasting them.")
 
 
-defop("mean_grad", arity=2, attrs={"axis": REQUIRED, "keepdims": False},
+defop("mean_grad", arity=2, attrs={"axis": REQUIRED, "keepdims": False}, shape_only=(1,),
       shape=lambda g, like, axis, keepdims: _grad_rule("mean_grad", g, like, axis, keepdims),
       flops=flops_per_input(1), kernel=_mean_grad_kernel,
       vjp=lambda b, n, h: (b.mean(h, axis=n.attrs["axis"], keepdims=n.attrs["keepdims"]),

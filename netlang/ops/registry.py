@@ -46,6 +46,8 @@ class OpDef:
     marker: bool = False                 # replaced by a pass before running (grad, mode)
     expr: str | None = None              # one element in C: {0}, {1} operands, {T} the type,
     #                                      attributes by name ({alpha}); for code generators
+    shape_only: tuple[int, ...] = ()     # inputs read for their shape alone: the output is
+    #                                      never a view of them (runtime/memory.may_alias)
 
     @property
     def foldable(self) -> bool:
@@ -60,7 +62,8 @@ def defop(name: str, *, arity: int | None, shape: Callable, kernel: Callable | N
           vjp: Callable | None = None, attrs: dict[str, Any] | None = None,
           nondiff: str | None = None, pure: bool = True, random: bool = False,
           elementwise: bool = False, flops: Callable | None = None, doc: str = "",
-          commutative: bool = False, marker: bool = False, expr: str | None = None) -> OpDef:
+          commutative: bool = False, marker: bool = False, expr: str | None = None,
+          shape_only: tuple[int, ...] = ()) -> OpDef:
     """Declare an op.  Exactly one of ``vjp`` and ``nondiff`` must be given; ``expr`` only
     for elementwise ops."""
     if name in OPS:
@@ -72,7 +75,7 @@ def defop(name: str, *, arity: int | None, shape: Callable, kernel: Callable | N
     if expr is not None and not elementwise:
         raise ValueError(f"op {name!r} has an element expression but is not elementwise")
     op = OpDef(name, arity, shape, kernel, vjp, dict(attrs or {}), nondiff, pure, random,
-               elementwise, flops, doc, commutative, marker, expr)
+               elementwise, flops, doc, commutative, marker, expr, tuple(shape_only))
     OPS[name] = op
     return op
 

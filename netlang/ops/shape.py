@@ -80,7 +80,7 @@ def _reshape_like_rule(x: TensorType, like: TensorType) -> TensorType:
     return like.with_dtype(x.dtype)
 
 
-defop("reshape_like", arity=2, shape=_reshape_like_rule, flops=no_flops,
+defop("reshape_like", arity=2, shape=_reshape_like_rule, flops=no_flops, shape_only=(1,),
       kernel=lambda xp, x, like: x.reshape(like.shape),
       vjp=lambda b, n, g: (b.reshape_like(g, n.inputs[0]), None),
       doc="x reshaped to like's shape (reshape's VJP; works with symbolic dims).")

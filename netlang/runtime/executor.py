@@ -419,7 +419,7 @@ def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
     types = {c.out: _concrete(program, c.out, dims) for c in program.calls}
     steps = [memory.StepBuffers(c.out, c.args, _nbytes(types[c.out]),
                                 writes_out(run) and types[c.out] is not None,
-                                _scratch_bytes(run))
+                                _scratch_bytes(run), _viewed(c))
              for c, run in zip(program.calls, runs)]
     escaping = [*program.fetches, *program.updates.values()]
     runs, targets, overwritten = list(runs), {}, {}
@@ -442,6 +442,12 @@ def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
                       lambda nid: _concrete(program, nid, dims))
     merge_updates(program, bound, runs, targets, overwritten, types,
                   memory.may_alias(steps), multi_tensor)
+
+
+def _viewed(call) -> tuple[int, ...] | None:
+    """The arguments a call's output may be a view of: all but its op's shape-only ones."""
+    skip = call.opdef.shape_only
+    return tuple(a for k, a in enumerate(call.args) if k not in skip) if skip else None
 
 
 def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,

@@ -114,6 +114,8 @@ class StepBuffers:
     nbytes: int                    # the output's bytes
     writes_out: bool               # the output is a fresh buffer it can be told to write into
     scratch: tuple[int, ...] = ()  # bytes of buffers the kernel uses during its call only
+    viewed: tuple[int, ...] | None = None   # the args its output may view (None: all of them;
+    #                                         an op's ``shape_only`` inputs are left out)
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,8 @@ class LiveRange:
 
 def may_alias(steps: list[StepBuffers]) -> dict[int, frozenset[int]]:
     """For each value, the buffers it may share memory with: a source or a ``writes_out``
-    output owns its own; any other kernel's output may be a view of any of its inputs."""
+    output owns its own; any other kernel's output may be a view of any of its inputs but
+    those it reads for their shape alone (``StepBuffers.viewed``)."""
     owners: dict[int, frozenset[int]] = {}
     for step in steps:
         for a in step.args:
@@ -139,7 +142,8 @@ def may_alias(steps: list[StepBuffers]) -> dict[int, frozenset[int]]:
         if step.writes_out:
             owners[step.out] = frozenset((step.out,))
         else:
-            owners[step.out] = frozenset().union(*(owners[a] for a in step.args))
+            viewed = step.args if step.viewed is None else step.viewed
+            owners[step.out] = frozenset().union(*(owners[a] for a in viewed))
     return owners
 
 

@@ -157,6 +157,19 @@ def test_a_buffer_that_an_escaping_view_may_alias_is_not_planned():
     assert [r.key for r in memory.live_ranges(steps, [3])] == [1]
 
 
+def test_an_output_is_no_view_of_an_input_read_for_its_shape_alone():
+    """sum_to_like(g, b) reads b's shape only: its output may view g, never b, so b's buffer
+    is free after its last real read and b's update may overwrite b."""
+    steps = [StepBuffers(1, (0,), 64, True), StepBuffers(2, (0,), 64, True),
+             StepBuffers(3, (2, 1), 64, False, (), (2,)), StepBuffers(4, (3,), 64, True)]
+    owners = memory.may_alias(steps)
+    assert owners[3] == {2}
+    ranges = {r.key: (r.start, r.end) for r in memory.live_ranges(steps, [4])}
+    assert ranges == {1: (0, 2), 2: (1, 3)}
+    every = [*steps[:2], StepBuffers(3, (2, 1), 64, False), steps[3]]
+    assert memory.may_alias(every)[3] == {1, 2}
+
+
 # -- a fused group written over one of its inputs -----------------------------------------------
 
 ADAM_PARAM = (("sqrt", ("x2",), ()), ("add", ("t0", "x3"), ()), ("div", ("x1", "t1"), ()),
