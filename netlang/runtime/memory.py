@@ -134,7 +134,8 @@ class LiveRange:
 def may_alias(steps: list[StepBuffers]) -> dict[int, frozenset[int]]:
     """For each value, the buffers it may share memory with: a source or a ``writes_out``
     output owns its own; any other kernel's output may be a view of any of its inputs but
-    those it reads for their shape alone (``StepBuffers.viewed``)."""
+    those it reads for their shape alone (``StepBuffers.viewed``; one that views none of its
+    inputs owns its own too)."""
     owners: dict[int, frozenset[int]] = {}
     for step in steps:
         for a in step.args:
@@ -143,7 +144,8 @@ def may_alias(steps: list[StepBuffers]) -> dict[int, frozenset[int]]:
             owners[step.out] = frozenset((step.out,))
         else:
             viewed = step.args if step.viewed is None else step.viewed
-            owners[step.out] = frozenset().union(*(owners[a] for a in viewed))
+            owners[step.out] = (frozenset().union(*(owners[a] for a in viewed))
+                                if viewed or step.viewed is None else frozenset((step.out,)))
     return owners
 
 

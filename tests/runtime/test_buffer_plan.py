@@ -168,6 +168,8 @@ def test_an_output_is_no_view_of_an_input_read_for_its_shape_alone():
     assert ranges == {1: (0, 2), 2: (1, 3)}
     every = [*steps[:2], StepBuffers(3, (2, 1), 64, False), steps[3]]
     assert memory.may_alias(every)[3] == {1, 2}
+    filled = [StepBuffers(1, (0,), 64, False, (), ())]      # fill_like: a fresh array
+    assert memory.may_alias(filled)[1] == {1}
 
 
 # -- a fused group written over one of its inputs -----------------------------------------------
