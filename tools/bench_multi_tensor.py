@@ -32,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from netlang.cli.bench import netlang_step, session_program
-from netlang.runtime import executor, multi_tensor
+from netlang.cli.bench import netlang_step, update_spans
+from netlang.runtime import multi_tensor
 from netlang.runtime.threads import configure_cpu_threads
 
 SPECS = ROOT / "specs"
@@ -41,33 +41,6 @@ SPECS = ROOT / "specs"
 
 def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def update_timer(session) -> list[float]:
-    """Seconds from the first in-place update call of the session's train step to the end of
-    its last, one entry per step (the bound calls are wrapped; the step is rebuilt)."""
-    program = session_program(session)
-    (bound,) = session.executor._bound[program].values()
-    updates = [i for i, (_, run, args, _) in enumerate(bound.calls)
-               if run is executor._last or any(isinstance(a, tuple) for a in args)]
-    first, last = updates[0], updates[-1]
-    spans, started = [], [0.0]
-
-    def wrap(index: int, at_start: bool) -> None:
-        out, run, args, dead = bound.calls[index]
-
-        def timed(*arrays):
-            if at_start:
-                started[0] = time.perf_counter()
-            result = run(*arrays)
-            if not at_start:
-                spans.append(time.perf_counter() - started[0])
-            return result
-        bound.calls[index] = (out, timed, args, dead)
-    wrap(first, True)
-    wrap(last, False)
-    bound.step = None
-    return spans
 
 
 def variants(spec: Path, batch: int, parallel: bool) -> dict:
@@ -82,7 +55,7 @@ def variants(spec: Path, batch: int, parallel: bool) -> dict:
             step()                          # binds (and compiles) under this setting
         finally:
             multi_tensor.PARALLEL_FROM = saved
-        made[name] = (step, update_timer(session))
+        made[name] = (step, update_spans(session))
     return made
 
 
