@@ -320,12 +320,14 @@ def deep_residual_spec(lines: int) -> str:
                       "}", ""])
 
 
-def test_a_deep_chain_of_shared_values_compiles_runs_and_explains_in_well_under_a_second(
+def test_a_deep_chain_of_shared_values_compiles_runs_and_explains_without_blowing_up(
         tmp_path, capsys):
     """2 cases, 30 and 200 lines of ``h = tanh(h) + h``: the fetch of y and of its gradient
     fuses all of them into one group, whose description once doubled at every line
     (MemoryError at 30).  Each compiles, runs (the values checked against NumPy) and
-    explains in under a second each, with a description of linear size."""
+    explains, with a description of linear size.  The time bound only tells linear from
+    exponential (2^30 steps never finish): the first run in a process also imports and sets
+    up Numba (~1 s), and the machines are shared, so it is generous."""
     import time
 
     import netlang
@@ -342,7 +344,7 @@ def test_a_deep_chain_of_shared_values_compiles_runs_and_explains_in_well_under_
         assert main(["explain", str(path)]) == 0
         times.append(time.perf_counter())
         seconds = np.diff(times)              # about 0.1, 0.3, 0.3 at 200 lines
-        assert (seconds < 1.0).all(), f"{lines} lines: compile, run, explain took {seconds} s"
+        assert (seconds < 10.0).all(), f"{lines} lines: compile, run, explain took {seconds} s"
         h, dh = x.astype(np.float64), np.ones(4)
         for _ in range(lines):
             dh, h = dh * (2 - np.tanh(h) ** 2), np.tanh(h) + h
