@@ -607,8 +607,9 @@ def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
             f"    for k in {'prange' if parallel else 'range'}(out{written[0]}.shape[0]):",
             *lines, ""])
         fn = jit.compile_source(source, "updates", loop.label()[:60])
-        jit.compile_now(fn, [(dtypes[i].numpy, int(kinds[i] == "full")) for i in passed]
-                        + [(out_dtype, 1)] * len(written))
+        if from_out:        # the other loop compiles on its first call, if ever (as in
+            jit.compile_now(fn, [(dtypes[i].numpy, int(kinds[i] == "full")) for i in passed]
+                            + [(out_dtype, 1)] * len(written))      # multi_tensor_updates)
         return fn, passed
 
     (in_place, kept), (apart, _) = compiled(True), compiled(False)
