@@ -454,21 +454,26 @@ def _maxpool_grad_gather(picks, g, n, h, kh, kw, sh, sw, top, left, dx):
 
 
 @kernel
-def _maxpool_grad(x, y, g, kh, kw, sh, sw, top, left, apart, gaps, zero, picks, dx,
-                  parallel):
-    """One pass over output rows where windows do not overlap (``apart``), else every
-    window's pick first (into ``picks``, shaped like y), then a gather over input rows."""
+def _maxpool_grad_apart(x, y, g, kh, kw, sh, sw, top, left, gaps, zero, dx, parallel):
+    """Windows that do not overlap: one pass over output rows.  (Apart from the overlapping
+    case's loops, so that a network compiles only the loops its pooling needs: Numba
+    compiles every branch of a function, each ``prange`` at ~1 s on a first-ever run.)"""
+    oh_ = y.shape[1]
+    if parallel:
+        for row in prange(y.shape[0] * oh_):
+            n, oh = row // oh_, row % oh_
+            _maxpool_grad_row(x, y, g, n, oh, kh, kw, sh, sw, top, left, gaps, zero, dx)
+    else:
+        for row in range(y.shape[0] * oh_):
+            n, oh = row // oh_, row % oh_
+            _maxpool_grad_row(x, y, g, n, oh, kh, kw, sh, sw, top, left, gaps, zero, dx)
+
+
+@kernel
+def _maxpool_grad_overlapping(x, y, g, kh, kw, sh, sw, top, left, picks, dx, parallel):
+    """Windows that overlap: every window's pick first (into ``picks``, shaped like y), then
+    a gather over input rows."""
     oh_, h_ = y.shape[1], dx.shape[1]
-    if apart:
-        if parallel:
-            for row in prange(y.shape[0] * oh_):
-                n, oh = row // oh_, row % oh_
-                _maxpool_grad_row(x, y, g, n, oh, kh, kw, sh, sw, top, left, gaps, zero, dx)
-        else:
-            for row in range(y.shape[0] * oh_):
-                n, oh = row // oh_, row % oh_
-                _maxpool_grad_row(x, y, g, n, oh, kh, kw, sh, sw, top, left, gaps, zero, dx)
-        return
     if parallel:
         for row in prange(y.shape[0] * oh_):
             n, oh = row // oh_, row % oh_
@@ -605,7 +610,6 @@ def maxpool_grad(shapes, dtypes, attrs, _state):
         return None
     x_shape, y_shape, geo, (gh, gw), parallel = case
     apart, gaps, zero = disjoint(gh, gw), not covers_all(gh, gw), np.dtype(dtypes[2]).type(0)
-    picks_shape = (1, 1, 1, 1) if apart else y_shape    # the overlapping windows' picks
     if tiles_2x2(gh, gw) and x_shape[3] < FEW_CHANNELS:
         def run_2x2(x, y, g, out=None):
             dx = _buffer(out, x_shape, g.dtype)
@@ -615,8 +619,11 @@ def maxpool_grad(shapes, dtypes, attrs, _state):
 
     def run(x, y, g, out=None):
         dx = _buffer(out, x_shape, g.dtype)
-        picks = np.empty(picks_shape, np.int32)
-        _maxpool_grad(_c(x), _c(y), _c(g), *geo, apart, gaps, zero, picks, dx, parallel)
+        if apart:
+            _maxpool_grad_apart(_c(x), _c(y), _c(g), *geo, gaps, zero, dx, parallel)
+        else:
+            _maxpool_grad_overlapping(_c(x), _c(y), _c(g), *geo, np.empty(y_shape, np.int32),
+                                      dx, parallel)
         return dx
     return writes_out(run)
 
