@@ -23,6 +23,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from netlang.cli.bench import spec_path
+from netlang.errors import NetlangError, UsageError
 
 CHILD = """
 import statistics, sys
@@ -43,9 +47,12 @@ def step_ms(spec: Path, batch: int, steps: int, spin: int, parallel_from: int) -
     env["GOMP_SPINCOUNT"] = str(spin)
     env["PYTHONPATH"] = str(ROOT)
     code = CHILD.format(parallel_from=parallel_from, spec=str(spec), batch=batch, steps=steps)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, check=True).stdout
-    return float(out.split("RESULT")[1])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=False)
+    if done.returncode != 0 or "RESULT" not in done.stdout:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(f"bench_threads: the step of {spec.name} failed at spin {spin}: {last}")
+    return float(done.stdout.split("RESULT")[1])
 
 
 def table(args) -> None:
@@ -53,7 +60,7 @@ def table(args) -> None:
     print(f"  {'workload':<12} " + " ".join(f"{f'spin {s:,} / from {p:,}':>30}"
                                             for s, p in settings))
     for name in args.workloads:
-        spec = ROOT / "specs" / f"{name}.net"
+        spec = spec_path(str(ROOT / "specs"), name)
         times: dict = {setting: [] for setting in settings}
         for _ in range(args.rounds):
             for setting in settings:
@@ -77,18 +84,24 @@ def main(argv=None) -> int:
                         help="also with one other process spinning on a core")
     args = parser.parse_args(argv)
     load = Path("/proc/loadavg").read_text().split()[0]
-    print(f"median ms per step at batch {args.batch}, each setting in its own process, "
-          f"{args.rounds} rounds (load average {load} at start)")
-    print("quiet:")
-    table(args)
-    if args.load:
-        print("with one busy process beside it:")
-        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        try:
-            table(args)
-        finally:
-            spinner.kill()
-            spinner.wait()
+    try:
+        for name in args.workloads:             # every name checked before anything runs
+            spec_path(str(ROOT / "specs"), name)
+        print(f"median ms per step at batch {args.batch}, each setting in its own process, "
+              f"{args.rounds} rounds (load average {load} at start)")
+        print("quiet:")
+        table(args)
+        if args.load:
+            print("with one busy process beside it:")
+            spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                table(args)
+            finally:
+                spinner.kill()
+                spinner.wait()
+    except NetlangError as err:
+        print(str(err), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -455,9 +455,9 @@ def _maxpool_grad_gather(picks, g, n, h, kh, kw, sh, sw, top, left, dx):
 
 @kernel
 def _maxpool_grad_apart(x, y, g, kh, kw, sh, sw, top, left, gaps, zero, dx, parallel):
-    """Windows that do not overlap: one pass over output rows.  (Apart from the overlapping
-    case's loops, so that a network compiles only the loops its pooling needs: Numba
-    compiles every branch of a function, each ``prange`` at ~1 s on a first-ever run.)"""
+    """Windows that do not overlap: one pass over output rows.  (A kernel of its own, not a
+    branch of the overlapping case's: Numba compiles every branch of a function, each
+    ``prange`` at ~1 s on a first-ever run, and a network needs only one of the two.)"""
     oh_ = y.shape[1]
     if parallel:
         for row in prange(y.shape[0] * oh_):

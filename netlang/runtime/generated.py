@@ -650,16 +650,15 @@ def with_channel_sums(run: Callable, sums: Sequence[str]) -> Callable | None:
 
     Returns ``sums_run(*inputs, *extras, out=None)``, ``extras`` an ``(x, mean)`` pair per
     centered sum in order, that writes the output as ``run`` does and leaves the float64
-    ``[C]`` sums in ``sums_run.totals``; or None for a group it does not take (outside the
+    ``[C]`` sums in ``sums_run.totals``; or None for a group it does not take (empty, not
     float).  Each column is summed in float64, in blocks of rows whose bounds come from the
     shape alone (``sum_parts``), the blocks' sums then added in order: the same bits on one
     thread or two.  The reference sums in the output's dtype, so the two differ by its
     rounding."""
     group: Group | None = getattr(run, "group", None)
-    if (group is None or not group.out_shape or group.out_dtype not in (DType.f32, DType.f64)
-            or not math.prod(group.out_shape)):
+    size = math.prod(group.out_shape) if group is not None and group.out_shape else 0
+    if not size or group.out_dtype not in (DType.f32, DType.f64):
         return None
-    size = math.prod(group.out_shape)
     kinds, dtypes, entries = list(group.kinds), list(group.in_dtypes), []
     for how in sums:
         if how == "centered":

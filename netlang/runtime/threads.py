@@ -13,9 +13,10 @@ pays hundreds of times: ``SPIN_COUNT`` sits between the two (numbers there).  A 
 machine).  ``tools/bench_threads.py`` times whole steps under each choice.
 
 Nothing here runs at import.  The CPU backend calls ``configure_cpu_threads()`` once,
-explicitly, BEFORE the first oneDNN kernel is built: libgomp reads ``OMP_WAIT_POLICY`` and
-``OMP_NUM_THREADS`` only when it is loaded.  The returned ``ThreadSetting`` says what was
-set, and what could not be (libgomp already loaded by someone else).
+explicitly, BEFORE the first oneDNN kernel is built: libgomp reads ``OMP_WAIT_POLICY``,
+``GOMP_SPINCOUNT`` and ``OMP_NUM_THREADS`` only when it is loaded.  The returned
+``ThreadSetting`` says what was set, and what could not be (libgomp already loaded by
+someone else).
 """
 from __future__ import annotations
 
@@ -124,8 +125,8 @@ def configure_cpu_threads(threads: int | None = None, wait_policy: str | None = 
     threads = threads or max(1, usable_cores() // local_ranks())   # ranks share the cores
     notes = []
     if libgomp_loaded():
-        notes.append("libgomp was already loaded: OMP_WAIT_POLICY and OMP_NUM_THREADS "
-                     "left as they were")
+        notes.append("libgomp was already loaded: OMP_WAIT_POLICY, GOMP_SPINCOUNT and "
+                     "OMP_NUM_THREADS left as they were")
     else:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
