@@ -104,7 +104,7 @@ class PatchCache:
         return entry[2]
 
 
-# While a program is bound (``compiles_after_binding``): kernel -> [compile, its owners].
+# While a program is bound (``compiles_after_binding``): key -> [compile job, its owners].
 _DEFERRED: dict | None = None
 
 
@@ -115,7 +115,9 @@ def compiles_after_binding():
     program makes a run per call, and later passes replace many of them (channel sums, merged
     and multi-tensor updates: ``runtime/executor.plan_buffers``); their kernels are then never
     compiled.  mnist.net's first-ever step: 21.5 s compiling every kernel made, 16.5 s
-    this way (12.9 s if Numba compiled each kernel at its first call instead).  A run counts as dead once no reference is left to
+    this way (12.9 s if Numba compiled each kernel at its first call instead).  The
+    survivors compile together, beside a helper process when several are new
+    (``jit.compile_batch``).  A run counts as dead once no reference is left to
     it; the cyclic collector is off meanwhile, so which kernels compile does not depend on
     when it last ran (a second process must load what the first compiled, no more).
     Nested blocks: the outermost compiles."""
@@ -133,18 +135,19 @@ def compiles_after_binding():
         _DEFERRED = None
         if collecting:
             gc.enable()
-    for compile_it, owners in pending.values():
-        if any(owner() is not None for owner in owners):
-            compile_it()
+    jobs = [job for job, owners in pending.values() if any(o() is not None for o in owners)]
+    if jobs:
+        from netlang.runtime import jit  # imported already: it deferred these jobs
+        jit.compile_batch(jobs)
 
 
-def defer_compile(key: Hashable, compile_it: Callable[[], None], owner) -> bool:
-    """Within ``compiles_after_binding``: run ``compile_it`` (once per ``key``) when the block
-    ends if ``owner`` (any object its run keeps) is alive then, and say True; outside, False:
-    the caller compiles now."""
+def defer_compile(key: Hashable, job, owner) -> bool:
+    """Within ``compiles_after_binding``: compile ``job`` (a ``(kernel, signature)`` pair for
+    ``jit.compile_batch``, once per ``key``) when the block ends if ``owner`` (any object its
+    run keeps) is alive then, and say True; outside, False: the caller compiles now."""
     if _DEFERRED is None or owner is None:
         return False
-    _DEFERRED.setdefault(key, (compile_it, []))[1].append(weakref.ref(owner))
+    _DEFERRED.setdefault(key, (job, []))[1].append(weakref.ref(owner))
     return True
 
 

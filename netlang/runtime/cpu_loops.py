@@ -75,7 +75,7 @@ from netlang.ops.pool import (
 )
 from netlang.runtime import onednn
 from netlang.runtime.cpu_kernels import writes_out
-from netlang.runtime.jit import kernel, prange
+from netlang.runtime.jit import compile_now, kernel, prange
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 CHUNK = 1 << 17         # elements a reduction sums per chunk: fixed, whatever the thread count
@@ -106,6 +106,16 @@ def _buffer(out, shape: tuple, dtype):
 
 def _c(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
+
+
+def _ahead(run: Callable, *calls: tuple) -> Callable:
+    """``run``, its loops set to compile once the program is bound, or now outside a binding
+    (``jit.compile_now``), so that the first step compiles nothing.  Each call is ``(loop,
+    *arguments)``, an argument ``(dtype, ndim)`` for a C-contiguous array, any other an
+    example of the value passed (an int, a bool, a NumPy scalar or array)."""
+    for loop, *args in calls:
+        compile_now(loop, args, owner=run)
+    return run
 
 
 # -- reductions over a block of axes ------------------------------------------------------------
@@ -227,7 +237,8 @@ def channel_moments(shape: tuple, dtype):
         sums, squares = np.zeros((chunks, c_)), np.zeros((chunks, c_))
         _moment_chunks(_c(x).reshape(r_, c_), rows, chunks, sums, squares, parallel)
         return sums.sum(axis=0), squares.sum(axis=0)
-    return run
+    return _ahead(run, (_moment_chunks, (dtype, 2), rows, chunks, (np.float64, 2),
+                        (np.float64, 2), parallel))
 
 
 def _sum_blocks(x3, y3, shift, mode: int, chunking, divisor, out2, parallel: bool) -> None:
@@ -235,6 +246,12 @@ def _sum_blocks(x3, y3, shift, mode: int, chunking, divisor, out2, parallel: boo
     group, rows, chunks = chunking
     partial = np.zeros((x3.shape[0] * chunks, x3.shape[2]))
     _block_sums(x3, y3, shift, mode, group, rows, chunks, divisor, partial, out2, parallel)
+
+
+def _sum_blocks_call(dtype, mode: int, chunking, divisor, parallel: bool) -> tuple:
+    """``_sum_blocks``'s loop call, for ``_ahead``."""
+    return (_block_sums, (dtype, 3), (dtype, 3), (dtype, 1), mode, *chunking, divisor,
+            (np.float64, 2), (dtype, 2), parallel)
 
 
 def axis_block(shape: tuple, axes) -> tuple[int, int, int] | None:
@@ -269,7 +286,7 @@ def block_sum(shape: tuple, dtype, axes, out_shape: tuple, mean: bool):
         x = _c(x).reshape(a_, r_, c_)
         _sum_blocks(x, x, shift, 0, chunking, divisor, y.reshape(a_, c_), parallel)
         return y
-    return writes_out(run)
+    return _ahead(writes_out(run), _sum_blocks_call(dtype, 0, chunking, divisor, parallel))
 
 
 def _reduction(mean: bool):
@@ -593,13 +610,13 @@ def maxpool(shapes, dtypes, attrs, _state):
             y = _buffer(out, y_shape, x.dtype)
             _maxpool_2x2(_c(x), y)
             return y
-        return writes_out(run_2x2)
+        return _ahead(writes_out(run_2x2), (_maxpool_2x2, (dtypes[0], 4), (dtypes[0], 4)))
 
     def run(x, out=None):
         y = _buffer(out, y_shape, x.dtype)
         _maxpool(_c(x), *geo, y, parallel)
         return y
-    return writes_out(run)
+    return _ahead(writes_out(run), (_maxpool, (dtypes[0], 4), *geo, (dtypes[0], 4), parallel))
 
 
 def maxpool_grad(shapes, dtypes, attrs, _state):
@@ -610,12 +627,13 @@ def maxpool_grad(shapes, dtypes, attrs, _state):
         return None
     x_shape, y_shape, geo, (gh, gw), parallel = case
     apart, gaps, zero = disjoint(gh, gw), not covers_all(gh, gw), np.dtype(dtypes[2]).type(0)
+    images = [(d, 4) for d in dtypes[:3]]
     if tiles_2x2(gh, gw) and x_shape[3] < FEW_CHANNELS:
         def run_2x2(x, y, g, out=None):
             dx = _buffer(out, x_shape, g.dtype)
             _maxpool_grad_2x2(_c(x), _c(y), _c(g), zero, dx)
             return dx
-        return writes_out(run_2x2)
+        return _ahead(writes_out(run_2x2), (_maxpool_grad_2x2, *images, zero, images[2]))
 
     def run(x, y, g, out=None):
         dx = _buffer(out, x_shape, g.dtype)
@@ -625,7 +643,11 @@ def maxpool_grad(shapes, dtypes, attrs, _state):
             _maxpool_grad_overlapping(_c(x), _c(y), _c(g), *geo, np.empty(y_shape, np.int32),
                                       dx, parallel)
         return dx
-    return writes_out(run)
+    if apart:
+        return _ahead(writes_out(run), (_maxpool_grad_apart, *images, *geo, gaps, zero,
+                                        images[2], parallel))
+    return _ahead(writes_out(run), (_maxpool_grad_overlapping, *images, *geo,
+                                    (np.int32, 4), images[2], parallel))
 
 
 def _inverse_counts(gh: Axis, gw: Axis, dtype) -> np.ndarray:
@@ -644,7 +666,8 @@ def avgpool(shapes, dtypes, attrs, _state):
         y = _buffer(out, y_shape, x.dtype)
         _avgpool(_c(x), inv, *geo, y, parallel)
         return y
-    return writes_out(run)
+    return _ahead(writes_out(run), (_avgpool, (dtypes[0], 4), inv, *geo, (dtypes[0], 4),
+                                    parallel))
 
 
 def avgpool_grad(shapes, dtypes, attrs, _state):
@@ -659,7 +682,8 @@ def avgpool_grad(shapes, dtypes, attrs, _state):
         dx = _buffer(out, x_shape, g.dtype)
         _avgpool_grad(_c(g), inv, *geo, full, dx, parallel)
         return dx
-    return writes_out(run)
+    return _ahead(writes_out(run), (_avgpool_grad, (dtypes[0], 4), inv, *geo, full,
+                                    (dtypes[0], 4), parallel))
 
 
 # -- softmax cross-entropy (rows of logits; serial: a batch of logits is small) ----------------
@@ -764,7 +788,10 @@ def softmax_cross_entropy(shapes, dtypes, attrs, _state):
         elif not _xent_ids(_rows(z, classes), _rows(y), _rows(loss)):
             check_class_ids(np, y, classes)          # raises the reference's error
         return loss
-    return writes_out(run)
+    f, rows = dtypes[0], (dtypes[0], 1)
+    if case == "probs":
+        return _ahead(writes_out(run), (_xent_probs, (f, 2), (dtypes[1], 2), rows))
+    return _ahead(writes_out(run), (_xent_ids, (f, 2), (dtypes[1], 1), rows))
 
 
 def softmax_cross_entropy_grad(shapes, dtypes, attrs, _state):
@@ -785,7 +812,11 @@ def softmax_cross_entropy_grad(shapes, dtypes, attrs, _state):
         elif not _xent_grad_ids(*args, _rows(y), d.reshape(-1, classes)):
             check_class_ids(np, y, classes)
         return d
-    return writes_out(run)
+    f = dtypes[1]
+    if case == "probs":
+        return _ahead(writes_out(run), (_xent_grad_probs, (f, 1), (f, 2), (dtypes[2], 2),
+                                        (f, 2)))
+    return _ahead(writes_out(run), (_xent_grad_ids, (f, 1), (f, 2), (dtypes[2], 1), (f, 2)))
 
 
 # -- batchnorm (channels last: x seen as [R, C]) -------------------------------------------------
@@ -872,6 +903,16 @@ class NormCase(NamedTuple):
         """Rows per block of the elementwise loops (a reduction's chunk)."""
         return self.chunking[1]
 
+    def rows_call(self, loop) -> tuple:
+        """``loop``'s call over x as [R, C] rows with two per-channel vectors
+        (``_scale_shift``, ``_centered_scale``), for ``_ahead``."""
+        rows, vector = (self.dtype, 2), (self.dtype, 1)
+        return loop, rows, vector, vector, self.block, rows, self.parallel
+
+    def normalizer_call(self, consts: tuple) -> tuple:
+        """``_normalizer``'s call, for ``_ahead``."""
+        return (_normalizer, *[(self.dtype, 1)] * 4, *consts, (self.dtype, 1), (self.dtype, 1))
+
 
 def _norm_case(shapes, dtypes, attrs, big: tuple[int, ...], count: int) -> NormCase | None:
     """The case of a channels-last float batchnorm op of ``count`` inputs, those at ``big``
@@ -909,7 +950,7 @@ def batch_variance(shapes, dtypes, attrs, _state):
         x = _c(x).reshape(1, k.r, k.c)
         _sum_blocks(x, x, _c(mean), 1, k.chunking, count, var.reshape(1, k.c), k.parallel)
         return var
-    return writes_out(run)
+    return _ahead(writes_out(run), _sum_blocks_call(k.dtype, 1, k.chunking, count, k.parallel))
 
 
 def batch_variance_grad(shapes, dtypes, attrs, _state):
@@ -927,7 +968,7 @@ def batch_variance_grad(shapes, dtypes, attrs, _state):
         _centered_scale(_c(x).reshape(k.r, k.c), _c(mean), twice, k.block,
                         dx.reshape(k.r, k.c), k.parallel)
         return dx
-    return writes_out(run)
+    return _ahead(writes_out(run), k.rows_call(_centered_scale))
 
 
 def batchnorm_apply(shapes, dtypes, attrs, _state):
@@ -945,7 +986,7 @@ def batchnorm_apply(shapes, dtypes, attrs, _state):
         _scale_shift(_c(x).reshape(k.r, k.c), scale, shift, k.block, y.reshape(k.r, k.c),
                      k.parallel)
         return y
-    return writes_out(run)
+    return _ahead(writes_out(run), k.normalizer_call(consts), k.rows_call(_scale_shift))
 
 
 def batchnorm_grad_x(shapes, dtypes, attrs, _state):
@@ -964,7 +1005,7 @@ def batchnorm_grad_x(shapes, dtypes, attrs, _state):
         _centered_scale(_c(g).reshape(k.r, k.c), zeros, scale, k.block, dx.reshape(k.r, k.c),
                         k.parallel)
         return dx
-    return writes_out(run)
+    return _ahead(writes_out(run), k.normalizer_call(consts), k.rows_call(_centered_scale))
 
 
 def batchnorm_grad_gamma(shapes, dtypes, attrs, _state):
@@ -983,7 +1024,9 @@ def batchnorm_grad_gamma(shapes, dtypes, attrs, _state):
         inverse = np.empty(k.c, k.dtype)
         _inverse_std(_c(var), *consts, inverse)
         return np.multiply(dgamma, inverse, out=dgamma)
-    return writes_out(run)
+    vector = (k.dtype, 1)
+    return _ahead(writes_out(run), _sum_blocks_call(k.dtype, 2, k.chunking, one, k.parallel),
+                  (_inverse_std, vector, *consts, vector))
 
 
 # -- the table -----------------------------------------------------------------------------------

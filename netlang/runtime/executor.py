@@ -163,11 +163,18 @@ class Executor:
         return bound
 
     def _const(self, node):
-        """A constant moved to its device once per program."""
+        """A constant moved to its device once per program.  On the CPU the program gets a
+        writeable copy of the graph's read-only array: Numba types a read-only array apart,
+        so a kernel compiled at binding for arrays (``jit.compile_now``) would compile again
+        at its first call.  No kernel writes its inputs, and the buffer plan writes only
+        variables and its own buffers."""
         try:
-            return self.backend_of(node).asarray(node.attrs["value"])
+            value = self.backend_of(node).asarray(node.attrs["value"])
         except DeviceError as err:          # a dtype the device cannot hold
             raise err.with_span(node.span) from None
+        if isinstance(value, np.ndarray) and not value.flags.writeable:
+            value = value.copy()
+        return value
 
     def _dims(self, program: Program, feeds: dict[int, Any]) -> dict[str, int]:
         dims: dict[str, int] = {}

@@ -606,11 +606,7 @@ def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
             f"@kernel(parallel={parallel})", f"def updates({', '.join(names)}):", *scalars,
             f"    for k in {'prange' if parallel else 'range'}(out{written[0]}.shape[0]):",
             *lines, ""])
-        fn = jit.compile_source(source, "updates", loop.label()[:60])
-        if from_out:        # the other loop compiles on its first call, if ever (as in
-            jit.compile_now(fn, [(dtypes[i].numpy, int(kinds[i] == "full")) for i in passed]
-                            + [(out_dtype, 1)] * len(written))      # multi_tensor_updates)
-        return fn, passed
+        return jit.compile_source(source, "updates", loop.label()[:60]), passed
 
     (in_place, kept), (apart, _) = compiled(True), compiled(False)
     flat = [(lambda x: np.ascontiguousarray(x).reshape(-1)) if k == "full"
@@ -627,6 +623,9 @@ def merged_updates(members: Sequence[tuple[Callable, tuple, int | None]],
             apart(*[view(x) for view, x in zip(flat, arrays)], *targets)
         return outs[0]
     run.in_registers = len(loop.groups) - len(written)
+    # the other loop compiles on its first call, if ever (as in multi_tensor_updates)
+    jit.compile_now(in_place, [(dtypes[i].numpy, int(kinds[i] == "full")) for i in kept]
+                    + [(out_dtype, 1)] * len(written), owner=run)
     return run, loop.args
 
 
@@ -667,10 +666,10 @@ def with_channel_sums(run: Callable, sums: Sequence[str]) -> Callable | None:
             dtypes += [group.out_dtype, group.out_dtype]
         else:
             entries.append(SQUARES if how == "squares" else None)
-    sums = entries
+    sums, owner = entries, CompileOwner()   # compiled once the program is bound, if kept
     try:
         fn = compiled_kernel(group.expr, kinds, dtypes, group.out_dtype,
-                             size >= SERIAL_BELOW, sums)
+                             size >= SERIAL_BELOW, sums, owner)
     except Untranslatable:
         return None
     channels = group.out_shape[-1]
@@ -689,7 +688,7 @@ def with_channel_sums(run: Callable, sums: Sequence[str]) -> Callable | None:
         sums_run.totals = [acc.sum(axis=0).reshape(-1, channels).sum(axis=0)
                            for acc in accumulators]
         return out
-    sums_run.totals = []
+    sums_run.totals, sums_run.compile_owner = [], owner
     return writes_out(sums_run)
 
 

@@ -3,17 +3,20 @@
 Two kinds of kernel come through this module:
 
 * loops written by hand in netlang's own files (``runtime/cpu_loops.py``), decorated with
-  ``kernel``: Numba compiles each on its first call for the argument types it gets and keeps
-  the machine code in the package's ``__pycache__`` (``cache=True``), so a second process
-  compiles nothing;
+  ``kernel``: compiled for the argument types their run will pass when the factory makes the
+  run (``compile_now``), and kept in the package's ``__pycache__`` (``cache=True``), so a
+  second process compiles nothing;
 * loops generated from the IR (a fused group's expression, ``runtime/generated.py``):
   ``compile_source`` writes the generated text to a file in the kernel cache, named by the
   hash of its text, imports it, and returns the function.  Numba cannot cache a function
   made with ``exec``; a function in a file it can, next to that file.  The same text is the
   same file, so a second run (another process, another day) loads the machine code instead of
   compiling it.  ``compile_now`` compiles (or loads) a kernel for its argument types when a
-  program is bound, not on its first call; ``STATS`` counts what was written, compiled and
-  loaded, and the seconds it took, so a benchmark can tell a cold start from a warm one.
+  program is bound, not on its first call: the kernels a binding keeps compile together at
+  its end, those not yet cached beside a helper process on the second core
+  (``compile_batch``), and the first step compiles nothing.  ``STATS`` counts what was
+  written, compiled and loaded, and the seconds it took, so a benchmark can tell a cold
+  start from a warm one.
 
 The cache lives in ``$NETLANG_CACHE_DIR``, else ``$XDG_CACHE_HOME/netlang``, else
 ``~/.cache/netlang``; deleting it is always safe.  A file is written to a temporary name and
@@ -24,14 +27,21 @@ Threads: every parallel kernel runs its outer ``prange`` on ``set_threads(n)`` t
 """
 from __future__ import annotations
 
+import collections
+import gc
 import hashlib
+import importlib
 import importlib.util
 import os
 import pathlib
+import pickle
 import re
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -67,8 +77,20 @@ def kernel(fn: Callable | None = None, *, parallel: bool = True, fastmath: bool 
     ``parallel=True`` runs ``prange`` loops on the pool's threads.  ``fastmath`` stays off:
     generated kernels must give the reference's float32 results, not reassociated ones."""
     def wrap(f: Callable) -> Callable:
-        return numba.njit(parallel=parallel, fastmath=fastmath, **OPTIONS)(f)
+        made = numba.njit(parallel=parallel, fastmath=fastmath, **OPTIONS)(f)
+        KERNELS.add(made)
+        return made
     return wrap if fn is None else wrap(fn)
+
+
+# Every kernel made with ``kernel``, hand-written or generated (``signatures_compiled``).
+KERNELS: weakref.WeakSet = weakref.WeakSet()
+
+
+def signatures_compiled() -> int:
+    """How many (kernel, argument types) pairs this process has compiled or loaded so far:
+    a test binds a program, then checks that its first step adds none."""
+    return sum(len(fn.overloads) for fn in list(KERNELS))
 
 
 @dataclass
@@ -82,6 +104,7 @@ class CompileStats:
     compiled: int = 0           # signatures compiled to machine code (``compile_now``)
     cached: int = 0             # signatures whose machine code came from Numba's disk cache
     compile_seconds: float = 0.0   # time ``compile_now`` spent compiling or loading them
+    aside: int = 0              # of ``compiled``, those a helper process compiled
 
     def reset(self) -> None:
         """Start counting afresh (a benchmark's cold and warm halves)."""
@@ -122,63 +145,278 @@ def compile_source(source: str, name: str, label: str = "kernel") -> Callable:
                 tmp.write(text)
             os.replace(tmp.name, path)
             STATS.written += 1
-        module_name = f"netlang_kernels.{path.stem}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        # Registered before it runs: Numba names a kernel's globals by its module, and
-        # loading cached machine code imports that module by name again.
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-        _MODULES[key] = module
+        module = _MODULES[key] = _load_module(f"{GENERATED}.{path.stem}", path)
         STATS.loaded += 1
         STATS.names.append(path.name)
         STATS.seconds += time.perf_counter() - started
     return getattr(module, name)
 
 
-def compile_now(fn, args: Sequence[tuple], owner=None) -> None:
-    """Compile kernel ``fn`` for C-contiguous arrays of these (dtype, ndim), ndim 0 meaning
-    a NumPy scalar, now rather than on its first call, or load that machine code from
-    Numba's disk cache; counted in STATS.  An argument ``(dtype, ndim, count)`` is a tuple
-    of ``count`` such arrays or scalars (a Python tuple; Numba's ``UniTuple``), as a kernel
-    over many tensors takes them (``runtime/multi_tensor.py``): the count is part of the
-    signature, so each count is compiled (and cached on disk) once.
+GENERATED = "netlang_kernels"       # the package name generated modules are imported under
+
+
+def _load_module(name: str, path) -> object:
+    """Import the generated file ``path`` as module ``name`` (once per process)."""
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        # Registered before it runs: Numba names a kernel's globals by its module, and
+        # loading cached machine code imports that module by name again.
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def compile_now(fn, args: Sequence, owner=None) -> None:
+    """Compile kernel ``fn`` for these arguments now rather than on its first call, or load
+    that machine code from Numba's disk cache; counted in STATS.  An argument
+    ``(dtype, ndim)`` stands for C-contiguous arrays of that dtype and rank, ndim 0 meaning a
+    NumPy scalar; ``(dtype, ndim, count)`` for a tuple of ``count`` such arrays or scalars
+    (a Python tuple; Numba's ``UniTuple``), as a kernel over many tensors takes them
+    (``runtime/multi_tensor.py``): the count is part of the signature, so each count is
+    compiled (and cached on disk) once.  Any other argument is an example of the value the
+    kernel will get (a Python int, float or bool, a NumPy scalar) and stands for its type.
 
     The executor binds a program before its first step, so a kernel compiled here never
     stalls a step, and the time shows up where ``netlang bench`` can report it.  Given an
     ``owner`` while a program is being bound, the compile waits for the binding's end and
-    happens only if the owner still lives (``cpu_kernels.compiles_after_binding``)."""
-    def numba_type(dtype, ndim: int, count: int | None = None):
-        scalar = numba.from_dtype(np.dtype(dtype))
-        one = numba.types.Array(scalar, ndim, "C") if ndim else scalar
-        return one if count is None else numba.types.UniTuple(one, count)
-    signature = tuple(numba_type(*arg) for arg in args)
-    if signature in fn.overloads or defer_compile((fn, signature),
-                                                   lambda: _compile(fn, signature), owner):
-        return
-    _compile(fn, signature)
-
-
-def _compile(fn, signature: tuple) -> None:
-    if signature in fn.overloads:
+    happens only if the owner still lives (``cpu_kernels.compiles_after_binding``); then
+    the kernels of the whole binding compile together, two at a time (``compile_batch``)."""
+    sig = signature(args)
+    if sig in fn.overloads or defer_compile((fn, sig), (fn, sig), owner):
         return
     started = time.perf_counter()
+    cached = _compile(fn, sig)
+    _count(cached, time.perf_counter() - started)
+
+
+def signature(args: Sequence) -> tuple:
+    """Numba's argument types for ``compile_now``'s ``args``."""
+    return tuple(map(_numba_type, args))
+
+
+def _numba_type(arg):
+    if not isinstance(arg, tuple):
+        return numba.typeof(arg)
+    dtype, ndim, *count = arg
+    scalar = numba.from_dtype(np.dtype(dtype))
+    one = numba.types.Array(scalar, ndim, "C") if ndim else scalar
+    return numba.types.UniTuple(one, count[0]) if count else one
+
+
+def _compile(fn, signature: tuple) -> bool:
+    """Compile (or load) ``fn`` for ``signature`` here; whether it came from the disk cache."""
     hits = sum(fn.stats.cache_hits.values())
     fn.compile(signature)
-    STATS.compile_seconds += time.perf_counter() - started
-    if sum(fn.stats.cache_hits.values()) > hits:
-        STATS.cached += 1
-    else:
+    return sum(fn.stats.cache_hits.values()) > hits
+
+
+_COUNTING = threading.Lock()    # a helper's thread reports its compiles too
+_BATCH_STARTED: list[float] = []   # while ``compile_batch`` runs: when it began
+
+
+def _count(cached: bool, seconds: float, aside: bool = False) -> None:
+    """Count one kernel compiled or loaded; after a compile, the progress line."""
+    with _COUNTING:
+        STATS.compile_seconds += seconds
+        if cached:
+            STATS.cached += 1
+            return
         STATS.compiled += 1
+        STATS.aside += aside
+        so_far = STATS.compile_seconds + sum(time.perf_counter() - t for t in _BATCH_STARTED)
         if on_compile is not None:
-            on_compile(f"netlang: compiled generated kernel {STATS.compiled} "
-                       f"({STATS.compile_seconds:.1f} s so far; first run only, cached in "
-                       f"{cache_dir()})")
+            on_compile(f"netlang: compiled kernel {STATS.compiled} ({so_far:.1f} s so far; "
+                       f"first run only, cached in {cache_dir()})")
 
 
 # Called with a progress line after each kernel compiled cold (not loaded from the cache);
 # the netlang command sets it (cli/__init__.py), the library itself prints nothing.
 on_compile = None
+
+
+# -- a binding's kernels, compiled two at a time -----------------------------------------------
+#
+# Numba compiles on the calling thread, holding the GIL: a second core helps only from a
+# second process.  ``compile_batch`` starts one helper process (``python -m
+# netlang.runtime.compile_helper``) when a binding has at least ``HELPER_FROM`` kernels not
+# yet in Numba's disk cache; this process and the helper each take the costliest kernel
+# left until none is left, the helper writes its machine code to the disk cache, and this
+# process then loads it from there (the same bytes as compiling it here).  A helper that
+# cannot start or fails leaves its kernels to this process: compiled the same, serially.
+
+HELPER_FROM = 2
+HELPERS = True          # False: never start a helper (tests compare the two ways)
+
+
+def compile_batch(jobs: Sequence[tuple]) -> None:
+    """Compile (or load from the disk cache) each ``(kernel, signature)`` of ``jobs``: those
+    the cache lacks here and in a helper process at once (see above)."""
+    started = time.perf_counter()
+    _BATCH_STARTED.append(started)
+    try:
+        _compile_all(jobs)
+    finally:
+        _BATCH_STARTED.remove(started)
+        with _COUNTING:
+            STATS.compile_seconds += time.perf_counter() - started
+
+
+def _compile_all(jobs: Sequence[tuple]) -> None:
+    jobs = [(fn, sig) for fn, sig in dict.fromkeys(jobs) if sig not in fn.overloads]
+    cold: dict = {}
+    for fn, sig in jobs:
+        if not on_disk(fn, sig):
+            cold.setdefault(fn, []).append(sig)
+    aside = _compile_shared(cold, HELPERS and len(cold) >= HELPER_FROM) if cold else set()
+    # Loading machine code makes many objects and few cycles (Numba's first load imports
+    # its registries): the cyclic collector ran ~120 times over mnist's warm loads, 70 ms.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for fn, sig in jobs:
+            if sig in fn.overloads:             # compiled above, in this process
+                continue
+            cached = _compile(fn, sig)
+            if (fn, sig) not in aside:          # the helper's were counted when it reported
+                _count(cached, 0.0)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def on_disk(fn, signature: tuple) -> bool:
+    """Whether Numba's disk cache holds ``fn``'s machine code for ``signature``: the entry
+    its own lookup would find in the function's index file (numba is pinned, and these
+    internal names with it; anything unexpected reads as not cached)."""
+    try:
+        cache = fn._cache
+        key = cache._index_key(signature, fn.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:           # noqa: BLE001  (a Numba without these names: compile it)
+        return False
+
+
+def _weight(item) -> int:
+    fn, signatures = item
+    return len(signatures) * (4 if fn.targetoptions.get("parallel") else 1)
+
+
+def _compile_shared(cold: dict, helped: bool) -> set:
+    """Compile ``cold`` ({kernel: [signatures]}) here and, ``helped``, in a helper process,
+    each taking the next kernel (all its signatures) when free; the pairs the helper
+    compiled."""
+    queue = collections.deque(sorted(cold.items(), key=_weight, reverse=True))
+    aside: list = []
+    helper = CompileHelper.start() if helped else None
+    thread = None
+    if helper is not None:
+        thread = threading.Thread(target=helper.take, args=(queue, aside), daemon=True,
+                                  name="netlang compile helper")
+        thread.start()
+    while True:
+        try:
+            fn, signatures = queue.popleft()
+        except IndexError:
+            break
+        for sig in signatures:
+            _count(_compile(fn, sig), 0.0)
+    if thread is not None:
+        helper.close()
+        thread.join()
+    return {(fn, sig) for fn, signatures in aside for sig in signatures}
+
+
+class CompileHelper:
+    """One helper process and the pipes to it (pickles: requests in, replies out):
+    ``CompileHelper.start()``, then ``take(queue, aside)`` on a thread of its own."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.lock = threading.Lock()
+        self.closed = False
+        self.holding = False        # whether it is compiling a kernel now
+
+    def close(self) -> None:
+        """No more kernels: stop the helper now unless it is compiling one (then ``take``
+        returns once it is compiled)."""
+        with self.lock:
+            self.closed = True
+            if not self.holding:
+                self.process.kill()
+
+    @classmethod
+    def start(cls) -> CompileHelper | None:
+        root = str(pathlib.Path(__file__).resolve().parents[2])   # holds netlang/
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        if numba.config.CACHE_DIR:          # as this process read it at import
+            env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "netlang.runtime.compile_helper"], env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except OSError:
+            return None
+        return cls(process)
+
+    def take(self, queue: collections.deque, aside: list) -> None:
+        """Until ``queue`` is empty: send the helper the next kernel, wait until it is
+        compiled, put it in ``aside``.  Stops at the first failure (this process compiles
+        that kernel itself later)."""
+        process = self.process
+        try:
+            if pickle.load(process.stdout)[0] != "ready":
+                return
+            while True:
+                with self.lock:
+                    if self.closed or not queue:
+                        return
+                    fn, signatures = item = queue.popleft()
+                    self.holding = True
+                py = fn.py_func
+                where = (py.__module__, sys.modules[py.__module__].__file__, py.__name__)
+                pickle.dump((where, signatures), process.stdin)
+                process.stdin.flush()
+                reply = pickle.load(process.stdout)
+                with self.lock:
+                    self.holding = False
+                if reply[0] != "compiled":
+                    return
+                aside.append(item)
+                for _ in signatures:
+                    _count(False, 0.0, aside=True)
+        except (OSError, EOFError, pickle.PickleError, KeyError, AttributeError):
+            return
+        finally:
+            process.kill()
+            process.wait()
+
+
+def serve(requests, replies) -> None:
+    """The helper's side (runtime/compile_helper.py): compile each kernel asked for until
+    the requests end.  Each request is ``((module, file, function), signatures)``; each
+    reply ``("compiled", seconds)`` or ``("failed", what)``."""
+    def send(reply) -> None:
+        pickle.dump(reply, replies)
+        replies.flush()
+    send(("ready", os.getpid()))
+    while True:
+        try:
+            (module_name, path, name), signatures = pickle.load(requests)
+        except EOFError:
+            return
+        started = time.perf_counter()
+        try:
+            module = (_load_module(module_name, path) if module_name.startswith(GENERATED + ".")
+                      else importlib.import_module(module_name))
+            fn = getattr(module, name)
+            for sig in signatures:
+                fn.compile(sig)
+            send(("compiled", time.perf_counter() - started))
+        except Exception as error:      # noqa: BLE001  (the asking process compiles it)
+            send(("failed", f"{type(error).__name__}: {error}"))
 
 
 def set_threads(count: int) -> int:

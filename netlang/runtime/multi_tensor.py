@@ -162,14 +162,15 @@ def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None
         passed = loop.element(from_out)[0]
         fn = jit.compile_source(kernel_source(loop, from_out, shared, parallel), "updates",
                                 f"multi-tensor {loop.label()}"[:60])
-        if from_out:    # the loop that runs every step; the other (a variable held by the
-            # caller, updated into a spare) compiles on its first call, if ever: a first-ever
-            # run saves its compile (mnist.net: 4.6 s for the two)
-            jit.compile_now(fn, [(loop.dtypes[i].numpy, int(loop.kinds[i] == "full"))
-                                 + (() if i in shared else (n,)) for i in passed]
-                            + [(loop.out_dtype, 1, n)] * count + [(np.int64, 2)])
         kernels[from_out] = fn, passed
     run = _bind_call(units, kernels, shared, chunks)
+    # The loop that runs every step compiles now (or once the program is bound); the other
+    # (a variable held by the caller, updated into a spare) on its first call, if ever: a
+    # first-ever run saves its compile (mnist.net: 4.6 s for the two).
+    fn, passed = kernels[True]
+    jit.compile_now(fn, [(loop.dtypes[i].numpy, int(loop.kinds[i] == "full"))
+                         + (() if i in shared else (n,)) for i in passed]
+                    + [(loop.out_dtype, 1, n)] * count + [(np.int64, 2)], owner=run)
     run.tensors = n
     run.in_registers = sum(len(u.loop.groups) - len(u.loop.written) for u in units)
     args = tuple(a for u in units for a in (*u.loop.args, *u.targets))

@@ -48,7 +48,7 @@ def train(capsys, *args):
     code = main(["train", *map(str, args)])
     out = capsys.readouterr()
     err = "".join(line for line in out.err.splitlines(keepends=True)
-                  if not line.startswith("netlang: compiled generated kernel "))
+                  if not line.startswith("netlang: compiled kernel "))
     return code, out.out, err
 
 

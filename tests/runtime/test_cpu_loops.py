@@ -2,7 +2,7 @@
 
 Every op: random shapes (and pooling geometries), float32 and float64, serial and threaded,
 fresh and ``out=`` buffers; bit for bit where the module says so, else float tolerance; and
-the cases each factory declines.  The loops' first calls compile (cached on disk after).
+the cases each factory declines.  The factories compile their loops (cached on disk after).
 """
 from __future__ import annotations
 
@@ -49,10 +49,13 @@ def bits(a: np.ndarray) -> np.ndarray:
 def check_run(op: str, arrays, attrs, parallel: bool, exact: bool, tol: float = 1e-5,
               atol: float = 1e-6) -> np.ndarray:
     """The loop's result equals the reference's (bit for bit, or within ``tol``), fresh and
-    written into a given buffer, which comes back."""
+    written into a given buffer, which comes back.  The factory compiled every loop the run
+    calls (in a binding: when it ends), so its calls compile nothing."""
     run = loop_for(op, arrays, attrs, parallel)
     assert run is not None and run.writes_out
+    compiled = jit.signatures_compiled()
     want, got = reference(op, arrays, attrs), run(*arrays)
+    assert jit.signatures_compiled() == compiled
     assert got.shape == want.shape and got.dtype == want.dtype
     if exact:
         np.testing.assert_array_equal(bits(got), bits(want))

@@ -1,0 +1,113 @@
+"""A program's kernels compile when it is bound, new ones beside a helper process
+(runtime/jit.py: ``compile_batch``), and its first step compiles nothing."""
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netlang.cli.bench import netlang_step
+from netlang.runtime import jit
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+SOURCE = '''
+from netlang.runtime.jit import kernel
+
+
+@kernel(parallel=False)
+def scaled(a, k, out):
+    for i in range(a.shape[0]):
+        out[i] = a[i] * k
+'''
+BROKEN = '''
+from netlang.runtime.jit import kernel
+
+
+@kernel(parallel=False)
+def scaled(a, k, out):
+    out[0] = a.no_such_attribute
+'''
+ARGS = [(np.float32, 1), np.float32(2), (np.float32, 1)]
+
+
+def new_kernel(tmp_path, tag: str, source: str = SOURCE):
+    """A kernel no earlier run has compiled (its text names this test's folder)."""
+    return jit.compile_source(source + f"\n# {tmp_path.name} {tag}\n", "scaled",
+                              f"batch test {tag}")
+
+
+def doubled(fn) -> list[float]:
+    out = np.empty(3, np.float32)
+    fn(np.arange(3, dtype=np.float32), np.float32(2), out)
+    return out.tolist()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETLANG_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_on_disk_says_whether_numba_has_cached_the_machine_code(cache):
+    fn, sig = new_kernel(cache, "on disk"), jit.signature(ARGS)
+    assert not jit.on_disk(fn, sig)
+    jit.compile_now(fn, ARGS)
+    assert jit.on_disk(fn, sig)
+    assert not jit.on_disk(fn, jit.signature([(np.float64, 1), 2.0, (np.float64, 1)]))
+
+
+def test_a_helper_process_compiles_what_this_process_then_loads_from_the_cache(cache):
+    fns, sig = [new_kernel(cache, tag) for tag in ("one", "two")], jit.signature(ARGS)
+    queue, aside = collections.deque((fn, [sig]) for fn in fns), []
+    helper = jit.CompileHelper.start()
+    assert helper is not None
+    helper.take(queue, aside)                   # on this thread: it takes every kernel
+    assert [fn for fn, _ in aside] == fns and not queue
+    assert helper.process.poll() is not None    # stopped once the queue was empty
+    assert all(jit.on_disk(fn, sig) and sig not in fn.overloads for fn in fns)
+    cached = jit.STATS.cached
+    jit.compile_batch([(fn, sig) for fn in fns])
+    assert jit.STATS.cached == cached + 2
+    assert [doubled(fn) for fn in fns] == [[0.0, 2.0, 4.0]] * 2
+
+
+def test_a_kernel_the_helper_cannot_compile_is_left_to_this_process(cache):
+    broken, sig = new_kernel(cache, "broken", BROKEN), jit.signature(ARGS)
+    queue, aside = collections.deque([(broken, [sig])]), []
+    jit.CompileHelper.start().take(queue, aside)
+    assert aside == [] and not jit.on_disk(broken, sig)
+    with pytest.raises(Exception, match="no_such_attribute"):   # Numba's typing error, here
+        jit.compile_batch([(broken, sig), (new_kernel(cache, "fine"), sig)])
+
+
+@pytest.mark.parametrize("helpers", [True, False])
+def test_a_batch_of_new_kernels_compiles_each_once_with_a_line_each(cache, monkeypatch,
+                                                                     helpers):
+    monkeypatch.setattr(jit, "HELPERS", helpers)
+    lines: list[str] = []
+    monkeypatch.setattr(jit, "on_compile", lines.append)
+    fns, sig = [new_kernel(cache, f"{helpers} {i}") for i in range(4)], jit.signature(ARGS)
+    compiled, aside = jit.STATS.compiled, jit.STATS.aside
+    jit.compile_batch([(fn, sig) for fn in fns] + [(fns[0], sig)])
+    assert jit.STATS.compiled == compiled + 4 and len(lines) == 4
+    assert all(line.startswith("netlang: compiled kernel ") for line in lines)
+    assert helpers or jit.STATS.aside == aside
+    assert all(sig in fn.overloads for fn in fns)
+    assert [doubled(fn) for fn in fns] == [[0.0, 2.0, 4.0]] * 4
+
+
+@pytest.mark.parametrize("spec", ["mnist", "mnist_small", "mnist_aug", "residual", "spiral", "srcnn"])
+def test_binding_compiles_every_kernel_the_first_step_calls(spec, monkeypatch):
+    after_binding = []
+    batch = jit.compile_batch
+
+    def counted(jobs):
+        batch(jobs)
+        after_binding.append(jit.signatures_compiled())
+    monkeypatch.setattr(jit, "compile_batch", counted)
+    step = netlang_step(SPECS / f"{spec}.net", 16, "cpu")[0]
+    before = jit.signatures_compiled()
+    step()                                  # binds the program, then runs it
+    assert jit.signatures_compiled() == (after_binding[-1] if after_binding else before)
