@@ -73,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 def show_kernel_compiles() -> None:
     """A progress line on stderr while generated kernels compile the first time (a terminal
     sees one line rewritten; a log, one line per kernel)."""
-    from netlang.runtime import jit
+    from netlang.runtime import cpu_kernels
 
     end = "\r" if sys.stderr.isatty() else "\n"
-    jit.on_compile = lambda line: print(line, end=end, file=sys.stderr, flush=True)
+    cpu_kernels.on_compile = lambda line: print(line, end=end, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,8 @@ import numpy as np
 import netlang
 from netlang.cli import add_device_arguments
 from netlang.errors import UsageError
+from netlang.runtime.backend import cpu_set_up_beside, kernel_list_name, remember_cpu_kernels
+from netlang.runtime.checkpoint import network_hash
 from netlang.train.config import train_config
 from netlang.train.data import load_dataset
 from netlang.train.feeding import make_feeder
@@ -51,7 +53,9 @@ def run(args) -> int:
     data_args = dict(config.data.args)
     if restored.normalizer is not None:
         data_args["normalize"] = "none"
-    dataset = load_dataset(config.data.name, data_args, args.data_dir, config.data.span)
+    warm_set = kernel_list_name("eval", network_hash(model.graph), args.batch, args.kernels)
+    with cpu_set_up_beside(args.device, args.kernels, warm_set):   # Numba set up meanwhile
+        dataset = load_dataset(config.data.name, data_args, args.data_dir, config.data.span)
     if restored.normalizer is not None:
         dataset = renormalize(dataset, restored.normalizer)
     split = dataset.split(args.split)
@@ -62,6 +66,7 @@ def run(args) -> int:
     print(f"{args.split} ({len(split)} examples, epoch {restored.meta.get('epoch')}): "
           + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     warn_nonfinite(metrics, args.split, args.checkpoint)
+    remember_cpu_kernels(args.device, args.kernels, warm_set)
     images = image_values(model, feeder)
     if images:
         peak = image_peak(dataset.normalizer) or (1.0 if float(np.max(split.x)) <= 1 else 255.0)

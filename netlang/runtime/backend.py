@@ -20,8 +20,11 @@ for debugging and for the tests that compare the fast paths with them).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import hashlib
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -238,6 +241,63 @@ def _cpu_backend(library: bool = True) -> Backend:
         notes = (note,)
     used = f"oneDNN {onednn.LIBRARY.version()}" if library and onednn.available() else ""
     return Backend("cpu", np, factories=factories, notes=notes, library=used)
+
+
+def uses_cpu_kernels(device: str, kernels: str) -> bool:
+    """Whether a run on ``device`` with ``--kernels`` compiles netlang's CPU kernels."""
+    return device == "cpu" and kernels != "numpy"
+
+
+@contextlib.contextmanager
+def cpu_set_up_beside(device: str = "cpu", kernels: str = "default",
+                      warm_set: str | None = None):
+    """Within this block a thread of its own imports and sets up what the first binding of a
+    CPU program would otherwise wait for: Numba, its registries (``jit.warm_up``), the
+    kernel modules, networkx (``memory.graph_library``), and the kernels an earlier run of
+    the same program used (``jit.load_kernels(warm_set)``, kept by ``remember_cpu_kernels``);
+    the block's end waits for it.  ``netlang train`` loads its data inside: decompressing and
+    normalizing run without the GIL.  An error there is left for the binding to raise; a
+    GPU or ``--kernels numpy`` run starts nothing."""
+    def set_up() -> None:
+        with contextlib.suppress(Exception):    # the binding imports the same, and says
+            set_up_cpu(warm_set)                # what failed
+    helper = None
+    if uses_cpu_kernels(device, kernels):
+        helper = threading.Thread(target=set_up, name="netlang CPU set-up", daemon=True)
+        helper.start()
+    try:
+        yield
+    finally:
+        if helper is not None:
+            helper.join()
+
+
+def kernel_list_name(kind: str, *what) -> str:
+    """The name a run's list of CPU kernels is kept under: ``kind`` and a hash of ``what``
+    (the network's hash, the batch, ...: a list that no longer fits only loads a few kernels
+    the run does not use)."""
+    return f"{kind}-" + hashlib.sha256(repr(what).encode()).hexdigest()[:16]
+
+
+def set_up_cpu(warm_set: str | None = None) -> int:
+    """What ``cpu_set_up_beside`` does on its thread (here on the caller's); how many kernels
+    of ``warm_set`` it loaded."""
+    from netlang.runtime import cpu_loops, generated, jit, memory  # noqa: F401
+
+    jit.warm_up()
+    memory.graph_library()
+    return 0 if warm_set is None else jit.load_kernels(warm_set)
+
+
+def remember_cpu_kernels(device: str, kernels: str, warm_set: str) -> None:
+    """After a run: keep the list of CPU kernels it used as ``warm_set`` (``jit``'s
+    ``remember_kernels``), for the next run's ``cpu_set_up_beside``.  A cache that cannot be
+    written is no error: the next run loads its kernels when it binds, as without the list."""
+    if uses_cpu_kernels(device, kernels):
+        from netlang.runtime import jit
+
+        with contextlib.suppress(OSError):
+            jit.remember_kernels(warm_set)
 
 
 def _stateless(factory: Callable) -> Callable:

@@ -104,6 +104,11 @@ class PatchCache:
         return entry[2]
 
 
+# Called with a progress line after each kernel compiled cold (not loaded from the cache,
+# ``runtime/jit.py``); the netlang command sets it (cli/__init__.py), the library itself prints
+# nothing.  Kept here, not in jit, so that setting it imports no Numba.
+on_compile: Callable[[str], None] | None = None
+
 # While a program is bound (``compiles_after_binding``): key -> [compile job, its owners].
 _DEFERRED: dict | None = None
 

@@ -18,6 +18,10 @@ Two kinds of kernel come through this module:
   written, compiled and loaded, and the seconds it took, so a benchmark can tell a cold
   start from a warm one.
 
+A run can also leave the list of kernels it used (``remember_kernels``, in the cache's
+``warm/``): the next run of the same program loads them (``load_kernels``) on a thread of
+its own while its data loads (``backend.cpu_set_up_beside``), so its binding finds them.
+
 The cache lives in ``$NETLANG_CACHE_DIR``, else ``$XDG_CACHE_HOME/netlang``, else
 ``~/.cache/netlang``; deleting it is always safe.  A file is written to a temporary name and
 renamed into place, so a crash or a second process never leaves half a kernel there.
@@ -49,6 +53,7 @@ import numba
 import numpy as np
 from numba import prange  # noqa: F401  (re-exported: generated and hand-written loops use it)
 
+from netlang.runtime import cpu_kernels
 from netlang.runtime.cpu_kernels import defer_compile
 
 VERSION = numba.__version__
@@ -209,7 +214,64 @@ def _compile(fn, signature: tuple) -> bool:
     """Compile (or load) ``fn`` for ``signature`` here; whether it came from the disk cache."""
     hits = sum(fn.stats.cache_hits.values())
     fn.compile(signature)
+    _USED[fn, signature] = None
     return sum(fn.stats.cache_hits.values()) > hits
+
+
+# -- a run's kernels, loaded again by the next run before it needs them -------------------------
+
+_USED: dict[tuple, None] = {}   # (kernel, signature) compiled or loaded here, in order
+
+
+def _where(fn) -> tuple[str, str, str]:
+    """How another process finds kernel ``fn``: (module name, its file, function name)."""
+    py = fn.py_func
+    return py.__module__, sys.modules[py.__module__].__file__, py.__name__
+
+
+def _find(module_name: str, path: str, name: str):
+    module = (_load_module(module_name, path) if module_name.startswith(GENERATED + ".")
+              else importlib.import_module(module_name))
+    return getattr(module, name)
+
+
+def remember_kernels(name: str) -> None:
+    """Keep the list of kernels this process compiled or loaded (module, function and
+    argument types, not the machine code: that is in Numba's cache) as ``name`` in the kernel
+    cache, for ``load_kernels(name)`` in the next run of the same program."""
+    kept = []
+    for fn, sig in _USED:
+        try:
+            kept.append((_where(fn), sig))
+        except (KeyError, AttributeError):      # a kernel made where no file holds it
+            continue
+    path = cache_dir() / "warm" / f"{name}.pkl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, suffix=".tmp",
+                                     delete=False) as tmp:
+        pickle.dump(kept, tmp)
+    os.replace(tmp.name, path)
+
+
+def load_kernels(name: str) -> int:
+    """Load the kernels ``remember_kernels(name)`` listed whose machine code Numba's disk
+    cache holds (compiling none); how many.  A missing or unreadable list loads nothing."""
+    try:
+        with open(cache_dir() / "warm" / f"{name}.pkl", "rb") as f:
+            kept = pickle.load(f)
+    except (OSError, pickle.PickleError, EOFError, AttributeError, ImportError):
+        return 0
+    loaded = 0
+    for where, sig in kept:
+        try:
+            fn = _find(*where)
+            if sig not in fn.overloads and on_disk(fn, sig):
+                started = time.perf_counter()
+                _count(_compile(fn, sig), time.perf_counter() - started)
+                loaded += 1
+        except Exception:  # noqa: BLE001, S112  (a file since deleted, a kernel since renamed)
+            continue
+    return loaded
 
 
 _COUNTING = threading.Lock()    # a helper's thread reports its compiles too
@@ -226,14 +288,22 @@ def _count(cached: bool, seconds: float, aside: bool = False) -> None:
         STATS.compiled += 1
         STATS.aside += aside
         so_far = STATS.compile_seconds + sum(time.perf_counter() - t for t in _BATCH_STARTED)
-        if on_compile is not None:
-            on_compile(f"netlang: compiled kernel {STATS.compiled} ({so_far:.1f} s so far; "
-                       f"first run only, cached in {cache_dir()})")
+        if cpu_kernels.on_compile is not None:
+            cpu_kernels.on_compile(f"netlang: compiled kernel {STATS.compiled} ({so_far:.1f} s "
+                                   f"so far; first run only, cached in {cache_dir()})")
 
 
-# Called with a progress line after each kernel compiled cold (not loaded from the cache);
-# the netlang command sets it (cli/__init__.py), the library itself prints nothing.
-on_compile = None
+@kernel(parallel=False)
+def _identity(x):
+    return x
+
+
+def warm_up() -> None:
+    """Load (the first time ever: compile) one tiny kernel.  Numba's first load sets up its
+    typing and lowering registries (0.25-0.5 s: it imports SciPy where that is installed),
+    which a program's first binding would otherwise wait for; ``backend.cpu_set_up_beside``
+    calls this on a thread of its own while data loads."""
+    _identity.compile((numba.int64,))
 
 
 # -- a binding's kernels, compiled two at a time -----------------------------------------------
@@ -315,16 +385,18 @@ def _compile_shared(cold: dict, helped: bool) -> set:
         thread = threading.Thread(target=helper.take, args=(queue, aside), daemon=True,
                                   name="netlang compile helper")
         thread.start()
-    while True:
-        try:
-            fn, signatures = queue.popleft()
-        except IndexError:
-            break
-        for sig in signatures:
-            _count(_compile(fn, sig), 0.0)
-    if thread is not None:
-        helper.close()
-        thread.join()
+    try:
+        while True:
+            try:
+                fn, signatures = queue.popleft()
+            except IndexError:
+                break
+            for sig in signatures:
+                _count(_compile(fn, sig), 0.0)
+    finally:            # also when a compile here fails: no helper outlives the batch
+        if thread is not None:
+            helper.close()
+            thread.join()
     return {(fn, sig) for fn, signatures in aside for sig in signatures}
 
 
@@ -375,9 +447,7 @@ class CompileHelper:
                         return
                     fn, signatures = item = queue.popleft()
                     self.holding = True
-                py = fn.py_func
-                where = (py.__module__, sys.modules[py.__module__].__file__, py.__name__)
-                pickle.dump((where, signatures), process.stdin)
+                pickle.dump((_where(fn), signatures), process.stdin)
                 process.stdin.flush()
                 reply = pickle.load(process.stdout)
                 with self.lock:
@@ -409,9 +479,7 @@ def serve(requests, replies) -> None:
             return
         started = time.perf_counter()
         try:
-            module = (_load_module(module_name, path) if module_name.startswith(GENERATED + ".")
-                      else importlib.import_module(module_name))
-            fn = getattr(module, name)
+            fn = _find(module_name, path, name)
             for sig in signatures:
                 fn.compile(sig)
             send(("compiled", time.perf_counter() - started))

@@ -203,12 +203,17 @@ def overwritable(steps: list[StepBuffers], at: int, arg: int, escaping: Iterable
                                                    owners.get(e, ())) for e in escaping)
 
 
+def graph_library():
+    """networkx, imported on first use, not with this module: only binding a program needs
+    it (0.1-0.2 s; ``backend.cpu_set_up_beside`` imports it while data loads)."""
+    import networkx
+
+    return networkx
+
+
 def interference_graph(ranges: list[LiveRange]):
     """Live ranges as a networkx graph: an edge joins two ranges alive at the same step."""
-    # Imported here, not with the module: only binding a program needs it (0.1 s).
-    import networkx as nx
-
-    graph = nx.Graph()
+    graph = graph_library().Graph()
     graph.add_nodes_from(r.key for r in ranges)
     by_start = sorted(ranges, key=lambda r: r.start)
     for i, r in enumerate(by_start):
@@ -250,7 +255,7 @@ def plan_arena(ranges: list[LiveRange]) -> ArenaPlan:
     largest-degree orders never won on the specs, and DSATUR took 0.8 s on 200 buffers.)"""
     if not ranges:
         return ArenaPlan({}, {}, 0, 0, 0, "none")
-    import networkx as nx
+    nx = graph_library()
     graph = interference_graph(ranges)
     info = {r.key: r for r in ranges}
     strategies = {

@@ -14,18 +14,21 @@ machine).  ``tools/bench_threads.py`` times whole steps under each choice.
 
 Nothing here runs at import.  The CPU backend calls ``configure_cpu_threads()`` once,
 explicitly, BEFORE the first oneDNN kernel is built: libgomp reads ``OMP_WAIT_POLICY``,
-``GOMP_SPINCOUNT`` and ``OMP_NUM_THREADS`` only when it is loaded.  The returned
+``GOMP_SPINCOUNT`` and ``OMP_NUM_THREADS`` only when it is loaded.  Numba, when it is not
+imported yet, gets ``NUMBA_NUM_THREADS`` (its pool's size, read at its import), so that
+setting the pools imports no Numba.  The returned
 ``ThreadSetting`` says what was set, and what could not be (libgomp already loaded by
 someone else).
 """
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from netlang.runtime import jit, onednn
+from netlang.runtime import onednn
 
 # How long libgomp's idle workers spin before they sleep (rounds of a pause instruction).
 # Whole training steps at batch 64, ms per step, each setting in a fresh process, two rounds
@@ -138,7 +141,12 @@ def configure_cpu_threads(threads: int | None = None, wait_policy: str | None = 
         notes.append(onednn.unavailable_reason())
     threadpool_limits(limits=min(blas_threads or threads, threads), user_api="blas")
     threadpool_limits(limits=threads, user_api="openmp")
-    numba_threads = jit.set_threads(threads)
+    if "numba" in sys.modules:
+        from netlang.runtime import jit
+
+        numba_threads = jit.set_threads(threads)
+    else:   # sized when it is imported (perhaps on another thread: backend.cpu_set_up_beside)
+        os.environ["NUMBA_NUM_THREADS"] = str(numba_threads := threads)
     notes.append(f"numba: {numba_threads} threads")
     return ThreadSetting(threads, pools_line("blas"), pools_line("openmp"), notes)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from netlang.errors import CheckpointError, UsageError
 from netlang.model import Model
+from netlang.runtime.backend import cpu_set_up_beside, kernel_list_name, remember_cpu_kernels
+from netlang.runtime.checkpoint import network_hash
 from netlang.runtime.threads import launched_ranks
 from netlang.train import checkpoints
 from netlang.train.config import train_config
@@ -120,7 +122,12 @@ def _train(model, world, config, name, lr, out, resume, force, init_from, data_d
             run_folder.refuse_overwrite()
         if world is not None:           # every rank starts once rank 0 has checked the folder
             world.barrier("the start (rank 0 checks the run folder)")
-        dataset = load_dataset(config.data.name, config.data.args, data_dir, config.data.span)
+        warm_set = kernel_list_name("train", network_hash(model.graph), config.batch, kernels,
+                                    config.optimizer.name, sorted(config.optimizer.args.items()),
+                                    str(config.mixed_dtype()))
+        with cpu_set_up_beside(device, kernels, warm_set):  # Numba set up while data loads
+            dataset = load_dataset(config.data.name, config.data.args, data_dir,
+                                   config.data.span)
         dataset = limit_examples(dataset, limit)
         trainer = Trainer(model, config, dataset, device=device, lr=lr, kernels=kernels,
                           world=world)
@@ -142,6 +149,7 @@ def _train(model, world, config, name, lr, out, resume, force, init_from, data_d
         started, first_step = time.perf_counter(), trainer.step
         result = fit(trainer, run_folder, resume=resume, out=say, progress=progress,
                      stop_after=stop_after)
+        remember_cpu_kernels(device, kernels, warm_set)
         if world is not None:
             say(world.summary(time.perf_counter() - started, trainer.step - first_step))
         if result.plot:

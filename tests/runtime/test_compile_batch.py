@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import collections
+import os
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from netlang.cli.bench import netlang_step
-from netlang.runtime import jit
+from netlang.runtime import cpu_kernels, jit
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 SOURCE = '''
@@ -78,8 +82,11 @@ def test_a_kernel_the_helper_cannot_compile_is_left_to_this_process(cache):
     queue, aside = collections.deque([(broken, [sig])]), []
     jit.CompileHelper.start().take(queue, aside)
     assert aside == [] and not jit.on_disk(broken, sig)
+    fine, compiled = new_kernel(cache, "fine"), jit.STATS.compiled
     with pytest.raises(Exception, match="no_such_attribute"):   # Numba's typing error, here
-        jit.compile_batch([(broken, sig), (new_kernel(cache, "fine"), sig)])
+        jit.compile_batch([(broken, sig), (fine, sig)])
+    assert jit.STATS.compiled <= compiled + 1       # no helper compiles on after the error
+    assert jit.STATS.compiled == compiled + jit.on_disk(fine, sig)
 
 
 @pytest.mark.parametrize("helpers", [True, False])
@@ -87,7 +94,7 @@ def test_a_batch_of_new_kernels_compiles_each_once_with_a_line_each(cache, monke
                                                                      helpers):
     monkeypatch.setattr(jit, "HELPERS", helpers)
     lines: list[str] = []
-    monkeypatch.setattr(jit, "on_compile", lines.append)
+    monkeypatch.setattr(cpu_kernels, "on_compile", lines.append)
     fns, sig = [new_kernel(cache, f"{helpers} {i}") for i in range(4)], jit.signature(ARGS)
     compiled, aside = jit.STATS.compiled, jit.STATS.aside
     jit.compile_batch([(fn, sig) for fn in fns] + [(fns[0], sig)])
@@ -111,3 +118,59 @@ def test_binding_compiles_every_kernel_the_first_step_calls(spec, monkeypatch):
     before = jit.signatures_compiled()
     step()                                  # binds the program, then runs it
     assert jit.signatures_compiled() == (after_binding[-1] if after_binding else before)
+
+
+LIST_RUN = """
+import sys
+import numpy as np
+from netlang.runtime import jit
+ahead = jit.load_kernels("list test")
+fn = jit.compile_source(sys.argv[1], "scaled", "list test")
+jit.compile_now(fn, [(np.float32, 1), np.float32(2), (np.float32, 1)])
+jit.remember_kernels("list test")
+print(ahead, jit.STATS.compiled, jit.STATS.cached)
+"""
+
+
+def test_the_next_run_loads_the_kernels_a_run_listed_before_it_binds(cache):
+    source = SOURCE + f"\n# {cache.name} list\n"
+    env = dict(os.environ, NETLANG_CACHE_DIR=str(cache), NUMBA_CACHE_DIR=str(cache / "numba"))
+
+    def run() -> str:
+        return subprocess.run([sys.executable, "-c", LIST_RUN, source], env=env, check=True,
+                              capture_output=True, text=True).stdout.split()
+    assert run() == ["0", "1", "0"]         # compiled, and listed
+    assert run() == ["1", "0", "1"]         # loaded ahead: the compile found it there
+
+
+def test_a_missing_or_broken_kernel_list_loads_nothing(cache):
+    assert jit.load_kernels("no such list") == 0
+    (cache / "warm").mkdir()
+    (cache / "warm" / "broken.pkl").write_bytes(b"not a pickle")
+    assert jit.load_kernels("broken") == 0
+
+
+def test_sizing_the_thread_pools_imports_no_numba():
+    """The set-up thread imports Numba while the data loads; the pools are sized before."""
+    probe = ("import os, sys\n"
+             "from netlang.runtime.threads import configure_cpu_threads\n"
+             "setting = configure_cpu_threads(threads=1)\n"
+             "print('numba' in sys.modules, os.environ['NUMBA_NUM_THREADS'])\n"
+             "from netlang.runtime import jit\n"
+             "print(jit.threads())\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert out == ["False", "1", "1"]
+
+
+def test_a_training_run_lists_its_kernels_for_the_next(cache, tmp_path):
+    from netlang.cli import main
+
+    assert main(["train", str(SPECS / "spiral.net"), "--epochs", "1", "--limit", "64",
+                 "--out", str(tmp_path / "run")]) == 0
+    (listed,) = (cache / "warm").glob("train-*.pkl")
+    with open(listed, "rb") as f:
+        kept = pickle.load(f)
+    assert kept and all(name for (_, _, name), _ in kept)
+    assert jit.load_kernels(listed.stem) == 0       # all loaded here already

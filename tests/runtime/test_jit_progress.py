@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netlang.runtime import jit
+from netlang.runtime import cpu_kernels, jit
 
 SOURCE = '''
 from netlang.runtime.jit import kernel
@@ -19,7 +19,7 @@ def add_one(a, out):
 def test_a_cold_compile_reports_a_line_and_a_cached_one_does_not(tmp_path, monkeypatch):
     monkeypatch.setenv("NETLANG_CACHE_DIR", str(tmp_path))
     lines: list[str] = []
-    monkeypatch.setattr(jit, "on_compile", lines.append)
+    monkeypatch.setattr(cpu_kernels, "on_compile", lines.append)
     source = SOURCE + f"\n# test {tmp_path.name}\n"   # a text no earlier run has cached
     fn = jit.compile_source(source, "add_one", "progress test")
     jit.compile_now(fn, [(np.float32, 1), (np.float32, 1)])
