@@ -169,7 +169,11 @@ def _load_module(name: str, path) -> object:
         # Registered before it runs: Numba names a kernel's globals by its module, and
         # loading cached machine code imports that module by name again.
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]       # as importlib does: no half module stays behind
+            raise
     return module
 
 

@@ -143,6 +143,22 @@ def test_the_next_run_loads_the_kernels_a_run_listed_before_it_binds(cache):
     assert run() == ["1", "0", "1"]         # loaded ahead: the compile found it there
 
 
+def test_a_listed_kernel_whose_file_is_gone_is_skipped_and_made_again(cache):
+    fn = new_kernel(cache, "gone")
+    jit.compile_now(fn, ARGS)
+    listed = [((fn.py_func.__module__, fn.py_func.__globals__["__file__"], "scaled"),
+               jit.signature(ARGS))]
+    (cache / "warm").mkdir()
+    with open(cache / "warm" / "gone.pkl", "wb") as f:
+        pickle.dump(listed, f)
+    path = Path(listed[0][0][1])
+    path.unlink()
+    del sys.modules[fn.py_func.__module__]
+    jit._MODULES.clear()                        # as in a new process
+    assert jit.load_kernels("gone") == 0
+    assert doubled(new_kernel(cache, "gone")) == [0.0, 2.0, 4.0]   # written and loaded anew
+
+
 def test_a_missing_or_broken_kernel_list_loads_nothing(cache):
     assert jit.load_kernels("no such list") == 0
     (cache / "warm").mkdir()
