@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
+import netlang.cli
 from netlang.runtime import cpu_kernels, jit
+
+# The command line's own printer (tests/conftest.py replaces it in every test, once collected).
+SHOW_KERNEL_COMPILES = netlang.cli.show_kernel_compiles
 
 SOURCE = '''
 from netlang.runtime.jit import kernel
@@ -31,3 +35,15 @@ def test_a_cold_compile_reports_a_line_and_a_cached_one_does_not(tmp_path, monke
     assert out.tolist() == [1.0, 2.0, 3.0]
     jit.compile_now(fn, [(np.float32, 1), (np.float32, 1)])   # already compiled: no line
     assert len(lines) == 1
+
+
+
+def test_the_command_line_prints_a_cold_compile_on_stderr(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NETLANG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_kernels, "on_compile", None)    # put back after the test
+    SHOW_KERNEL_COMPILES()
+    fn = jit.compile_source(SOURCE + f"\n# command line {tmp_path.name}\n", "add_one",
+                            "progress test")
+    jit.compile_now(fn, [(np.float32, 1), (np.float32, 1)])
+    err = capsys.readouterr().err
+    assert err.startswith("netlang: compiled kernel ") and err.endswith(f"{tmp_path})\n")

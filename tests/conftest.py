@@ -1,0 +1,12 @@
+"""Shared by every test: the command line's progress line for kernels compiled the first time
+is kept out of the output the tests compare (on a machine whose kernel cache is empty, a test
+checking a command's exact stderr would see it); tests/runtime/test_jit_progress.py checks
+that line itself."""
+import pytest
+
+import netlang.cli
+
+
+@pytest.fixture(autouse=True)
+def no_compile_progress_line(monkeypatch):
+    monkeypatch.setattr(netlang.cli, "show_kernel_compiles", lambda: None)
