@@ -53,6 +53,7 @@ import numba
 import numpy as np
 from numba import prange  # noqa: F401  (re-exported: generated and hand-written loops use it)
 
+from netlang.errors import OutputError
 from netlang.runtime import cpu_kernels
 from netlang.runtime.cpu_kernels import defer_compile
 
@@ -143,12 +144,7 @@ def compile_source(source: str, name: str, label: str = "kernel") -> Callable:
         stem = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")[:40] or "kernel"
         path = folder / f"{stem}_{key}.py"
         if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            text = _HEADER.format(label=label, numba=VERSION) + source
-            with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp",
-                                             delete=False) as tmp:
-                tmp.write(text)
-            os.replace(tmp.name, path)
+            _write(path, _HEADER.format(label=label, numba=VERSION) + source)
             STATS.written += 1
         module = _MODULES[key] = _load_module(f"{GENERATED}.{path.stem}", path)
         STATS.loaded += 1
@@ -158,6 +154,22 @@ def compile_source(source: str, name: str, label: str = "kernel") -> Callable:
 
 
 GENERATED = "netlang_kernels"       # the package name generated modules are imported under
+
+
+def _write(path: pathlib.Path, text: str) -> None:
+    """Write a kernel's source whole or not at all; a cache folder that cannot be written is
+    an ``OutputError`` naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp",
+                                         delete=False) as tmp:
+            tmp.write(text)
+        os.replace(tmp.name, path)
+    except OSError as err:
+        raise OutputError(f"cannot write the kernel cache {path.parent}: "
+                          f"{err.strerror or err}",
+                          hint="set NETLANG_CACHE_DIR to a folder you can write (the cache "
+                               "is always safe to delete)") from None
 
 
 def _load_module(name: str, path) -> object:

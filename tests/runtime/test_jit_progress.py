@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import netlang.cli
 from netlang.runtime import cpu_kernels, jit
@@ -47,3 +48,17 @@ def test_the_command_line_prints_a_cold_compile_on_stderr(tmp_path, monkeypatch,
     jit.compile_now(fn, [(np.float32, 1), (np.float32, 1)])
     err = capsys.readouterr().err
     assert err.startswith("netlang: compiled kernel ") and err.endswith(f"{tmp_path})\n")
+
+
+def test_a_kernel_cache_that_cannot_be_written_is_an_error_naming_it(tmp_path, monkeypatch):
+    from netlang.errors import OutputError
+
+    blocked = tmp_path / "a file, not a folder"
+    blocked.write_text("")
+    monkeypatch.setenv("NETLANG_CACHE_DIR", str(blocked))
+    with pytest.raises(OutputError) as caught:
+        jit.compile_source(SOURCE + f"\n# blocked {tmp_path.name}\n", "add_one", "blocked")
+    assert str(caught.value) == (
+        f"write error: cannot write the kernel cache {blocked / 'kernels'}: Not a directory\n"
+        "hint: set NETLANG_CACHE_DIR to a folder you can write (the cache is always safe to "
+        "delete)")
