@@ -131,19 +131,28 @@ def compiles_after_binding():
         yield
         return
     _DEFERRED = {}
-    collecting = gc.isenabled()
-    gc.disable()        # a run is dead when nothing refers to it: the same kernels every run
     try:
-        yield
-        pending = _DEFERRED
+        with collector_paused():    # a run is dead when nothing refers to it: the same
+            yield                   # kernels every run
+            pending = _DEFERRED
     finally:
         _DEFERRED = None
-        if collecting:
-            gc.enable()
     jobs = [job for job, owners in pending.values() if any(o() is not None for o in owners)]
     if jobs:
         from netlang.runtime import jit  # imported already: it deferred these jobs
         jit.compile_batch(jobs)
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Python's cyclic garbage collector off within this block (as it was after it)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def defer_compile(key: Hashable, job, owner) -> bool:

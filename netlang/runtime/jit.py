@@ -32,7 +32,6 @@ Threads: every parallel kernel runs its outer ``prange`` on ``set_threads(n)`` t
 from __future__ import annotations
 
 import collections
-import gc
 import hashlib
 import importlib
 import importlib.util
@@ -358,18 +357,13 @@ def _compile_all(jobs: Sequence[tuple]) -> None:
     aside = _compile_shared(cold, HELPERS and len(cold) >= HELPER_FROM) if cold else set()
     # Loading machine code makes many objects and few cycles (Numba's first load imports
     # its registries): the cyclic collector ran ~120 times over mnist's warm loads, 70 ms.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with cpu_kernels.collector_paused():
         for fn, sig in jobs:
             if sig in fn.overloads:             # compiled above, in this process
                 continue
             cached = _compile(fn, sig)
             if (fn, sig) not in aside:          # the helper's were counted when it reported
                 _count(cached, 0.0)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def on_disk(fn, signature: tuple) -> bool:
