@@ -44,6 +44,7 @@ from netlang.runtime.backend import Backend, get_backend
 from netlang.runtime.channel_sums import fuse_channel_sums
 from netlang.runtime.cpu_kernels import KernelState, compiles_after_binding
 from netlang.runtime.cpu_kernels import writes_out as marked_writing_out
+from netlang.runtime.ownership import fits, sole_holder
 from netlang.runtime.profile import KernelProfile
 from netlang.runtime.program import Program
 
@@ -667,32 +668,7 @@ def _view(arena: np.ndarray, offset: int, shape: tuple, dtype: np.dtype) -> np.n
     return arena[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
-# -- whose array is it? -------------------------------------------------------------------------
-
-def _references(container, key) -> int:
-    return sys.getrefcount(container[key])
-
-
-# The count ``_references`` gives for an object that only its container holds (NumPy's own
-# temporary elision tests the same thing: a reference count that nobody else can add to).
-_ALONE = _references({0: object()}, 0)
-
-
-def sole_holder(container, key) -> bool:
-    """Whether ``container[key]`` is held by the container and nothing else: no user holds
-    it, no view of it exists (a view holds its base)."""
-    return _references(container, key) == _ALONE
-
-
-def fits(array, shape: tuple, dtype: np.dtype) -> bool:
-    """Whether a kernel may write ``array`` whole: a NumPy array owning its C-contiguous,
-    writeable memory, of this shape and dtype."""
-    if type(array) is not np.ndarray:
-        return False
-    flags = array.flags
-    return (flags.owndata and flags.c_contiguous and flags.writeable and array.shape == shape
-            and array.dtype == dtype)
-
+# -- whose array is it? (``runtime/ownership.py``) ----------------------------------------------
 
 class Spares:
     """Arrays a variable's update may write into when its current array is held elsewhere
