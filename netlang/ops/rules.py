@@ -86,18 +86,27 @@ def in_input_dtype(kernel):
     return run
 
 
-def sum_leading_axes(xp, x, count: int):
+def sum_leading_axes(xp, x, count: int, out=None):
     """Sum a float array over its first ``count`` axes as one matrix-vector product.
 
     NumPy reduces leading axes row by row with its inner loop over the short trailing axes
     (a bias or batchnorm gradient over [N,H,W,C] with C=16 crawls); BLAS runs at memory speed.
+    ``out``: a C-contiguous array of the result's size and x's dtype to write it into (the
+    same product, the same bits).
     """
     rows = math.prod(x.shape[:count])
     if x.dtype.kind != "f" or x.dtype.itemsize < 4 or not x.flags.c_contiguous or rows < 2 \
             or count == 0:   # BLAS has no half GEMV
-        return x.sum(axis=tuple(range(count)))
+        result = x.sum(axis=tuple(range(count)))
+        if out is None:
+            return result
+        out.reshape(result.shape)[...] = result
+        return out
     flat = x.reshape(rows, -1)
-    return (_ones(xp, rows, x.dtype) @ flat).reshape(x.shape[count:])
+    if out is None:
+        return (_ones(xp, rows, x.dtype) @ flat).reshape(x.shape[count:])
+    xp.matmul(_ones(xp, rows, x.dtype), flat, out=out.reshape(-1))
+    return out
 
 
 def extreme(xp, x, pick: str, axis, keepdims: bool = False):

@@ -44,10 +44,11 @@ reference vs oneDNN's primitive called directly; batch 64, then 256):
 So every op above is registered, and where oneDNN takes the op its float32 cases go to the
 faster of the two (``ONEDNN_FASTER_F32``: small images and many channels to the loops, large
 images of few channels to oneDNN; average pooling, which oneDNN did faster at every shape
-tried, always to oneDNN).  Not taken: ``sum``, ``mean`` and ``sum_to_like`` over leading
-axes (the reference's single BLAS matrix-vector product ran at the same speed as the best
-chunked loop: [64*784,16] 0.076 vs 0.081 ms), and ``mean_grad`` (the reference returns a
-broadcast view: nothing to compute).
+tried, always to oneDNN).  ``sum``, ``mean`` and ``sum_to_like`` over leading axes run the
+reference's single BLAS matrix-vector product (as fast as the best chunked loop: [64*784,16]
+0.076 vs 0.081 ms), written into the planned buffer (a bias gradient then lies in the plan's
+arena with the others, for the optimizer's flat multi-tensor update).  Not taken:
+``mean_grad`` (the reference returns a broadcast view: nothing to compute).
 
 Whole training steps (``netlang bench --workloads mnist mnist_small residual``, samples/s,
 two interleaved runs each, before -> after): residual 1,294 / 1,318 -> 1,685 / 1,727 at
@@ -73,6 +74,7 @@ from netlang.ops.pool import (
     pool_geometry,
     undilated,
 )
+from netlang.ops.rules import sum_leading_axes
 from netlang.runtime import onednn
 from netlang.runtime.cpu_kernels import writes_out
 from netlang.runtime.jit import compile_now, kernel, prange
@@ -271,12 +273,15 @@ def axis_block(shape: tuple, axes) -> tuple[int, int, int] | None:
 def block_sum(shape: tuple, dtype, axes, out_shape: tuple, mean: bool):
     """run(x, out=None): x summed (or averaged) over ``axes``, a block of middle axes.
 
-    Declined where the block is leading (A = 1: the reference's one BLAS matrix-vector
-    product is as fast, measured) or trailing (C = 1: NumPy's contiguous pairwise sum)."""
+    A leading block (A = 1) runs the reference's one BLAS matrix-vector product, as fast as
+    the loops (measured), into ``out``; declined where the block is trailing (C = 1: NumPy's
+    contiguous pairwise sum)."""
     block = axis_block(tuple(shape), axes)
-    if block is None or block[0] == 1 or block[2] == 1:
+    if block is None or block[2] == 1:
         return None
     a_, r_, c_ = block
+    if a_ == 1:
+        return _leading_sum(r_, c_, dtype, out_shape, mean)
     chunking = _chunking(r_, c_)
     divisor = np.dtype(dtype).type(r_ if mean else 1)
     shift, parallel = np.zeros(c_, dtype), _parallel(2 * a_ * r_ * c_)
@@ -287,6 +292,21 @@ def block_sum(shape: tuple, dtype, axes, out_shape: tuple, mean: bool):
         _sum_blocks(x, x, shift, 0, chunking, divisor, y.reshape(a_, c_), parallel)
         return y
     return _ahead(writes_out(run), _sum_blocks_call(dtype, 0, chunking, divisor, parallel))
+
+
+def _leading_sum(r_: int, c_: int, dtype, out_shape: tuple, mean: bool):
+    """run(x, out=None): the reference's sum over leading axes (``rules.sum_leading_axes``:
+    one BLAS matrix-vector product, as fast as the best chunked loop), written into the
+    planned buffer; the mean then divided in place, as the reference divides."""
+    divisor = np.dtype(dtype).type(r_)
+
+    def run(x, *_like, out=None):
+        y = _buffer(out, out_shape, dtype)
+        sum_leading_axes(np, _c(x).reshape(r_, c_), 1, out=y)
+        if mean:
+            np.divide(y, divisor, out=y)
+        return y
+    return writes_out(run)
 
 
 def _reduction(mean: bool):
