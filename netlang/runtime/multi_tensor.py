@@ -36,6 +36,7 @@ threads take the chunks from the size every generated loop does (``generated.SER
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -105,27 +106,44 @@ def _may_join(group: list[Unit], unit: Unit, made: dict, reads, writes) -> bool:
                    for i in passed)
 
 
-def kernel_source(loop: UpdateLoop, from_out: bool, shared: set[int], parallel: bool) -> str:
+def kernel_source(loop: UpdateLoop, from_out: bool, shared: set[int], parallel: bool,
+                  flat: bool = False) -> str:
     """The Python text of ``updates(...)`` over many tensors: ``xs{i}`` a tuple of flat arrays
     (or of numbers) for each argument of ``loop.element`` that differs per tensor, ``x{i}``
     a number all share, ``outs{m}`` a tuple of the flat arrays member ``m`` writes (each
     of ``loop.written``), and
-    ``chunks`` an int64 ``[n, 3]`` table of (tensor, start, stop)."""
+    ``chunks`` an int64 ``[n, 3]`` table of (tensor, start, stop).
+
+    ``flat``: each ``xs{i}`` of an array argument and each ``outs{m}`` is ONE flat array
+    holding every tensor's elements somewhere (``FlatLayout``), and ``chunks`` an int64
+    ``[n, 2 + roles]`` table of (tensor, length, then each such array's offset in order)."""
     passed, _, lines = loop.element(from_out)
     full = [i for i in passed if loop.kinds[i] == "full"]
     each = [i for i in passed if loop.kinds[i] == "scalar" and i not in shared]
     names = [f"x{i}" if i in shared else f"xs{i}" for i in passed]
     names += [f"outs{m}" for m in loop.written] + ["chunks"]
     once = [f"    e{i} = x{i}" for i in passed if i in shared]
+    if flat:
+        column = {name: 2 + r for r, name in enumerate(
+            [f"xs{i}" for i in full] + [f"outs{m}" for m in loop.written])}
+        where = ["        t = chunks[c, 0]", "        n = chunks[c, 1]"]
+
+        def part(name: str) -> str:
+            return f"{name}[chunks[c, {column[name]}]:chunks[c, {column[name]}] + n]"
+    else:
+        where = ["        t = chunks[c, 0]", "        start = chunks[c, 1]",
+                 "        stop = chunks[c, 2]"]
+
+        def part(name: str) -> str:
+            return f"{name}[t][start:stop]"
     return "\n".join([
         "import math", "", "import numpy as np", "",
         "from netlang.runtime.jit import kernel, prange", "", "",
         f"@kernel(parallel={parallel})", f"def updates({', '.join(names)}):", *once,
-        f"    for c in {'prange' if parallel else 'range'}(chunks.shape[0]):",
-        "        t = chunks[c, 0]", "        start = chunks[c, 1]", "        stop = chunks[c, 2]",
-        *[f"        x{i} = xs{i}[t][start:stop]" for i in full],
+        f"    for c in {'prange' if parallel else 'range'}(chunks.shape[0]):", *where,
+        *[f"        x{i} = {part(f'xs{i}')}" for i in full],
         *[f"        e{i} = xs{i}[t]" for i in each],
-        *[f"        out{m} = outs{m}[t][start:stop]" for m in loop.written],
+        *[f"        out{m} = {part(f'outs{m}')}" for m in loop.written],
         f"        for k in range(out{loop.written[0]}.shape[0]):",
         *["    " + line for line in lines], ""])
 
@@ -138,6 +156,46 @@ def chunk_table(sizes: Sequence[int], chunk: int | None) -> np.ndarray:
     return np.array(rows, np.int64).reshape(-1, 3)
 
 
+def flat_layout(roles: Sequence[Sequence[np.ndarray]], sizes: Sequence[int],
+                chunk: int | None) -> tuple[tuple, np.ndarray] | None:
+    """Where every role's arrays (one per tensor, in order) lie in one block of memory each:
+    ``(the blocks as flat writeable arrays, the (tensor, length, offset per role) table of
+    ``chunk`` elements at most per row)``, or None where some role's arrays do not share one
+    (each a C-contiguous writeable ndarray of the tensor's size, on its dtype's alignment,
+    all viewing the same owner).  A parameter's place in the state's ``VariableArena`` and
+    a gradient's planned buffer are such arrays (``runtime/ownership.py``)."""
+    blocks, offsets = [], []
+    for arrays in roles:
+        first = arrays[0]
+        owner = first if first.base is None else first.base
+        dtype = first.dtype
+        try:
+            raw = np.frombuffer(owner, np.uint8)
+        except (TypeError, ValueError, BufferError):
+            return None
+        block = raw[:raw.size - raw.size % dtype.itemsize].view(dtype)
+        start = block.ctypes.data
+        mine = []
+        for array, size in zip(arrays, sizes):
+            if (type(array) is not np.ndarray or (array.base if array.base is not None
+                                                  else array) is not owner
+                    or array.dtype != dtype or array.size != size
+                    or not (array.flags.c_contiguous and array.flags.writeable)):
+                return None
+            at, rest = divmod(array.ctypes.data - start, dtype.itemsize)
+            if rest or at < 0 or at + size > block.size:
+                return None
+            mine.append(at)
+        if not block.flags.writeable:
+            return None
+        blocks.append(block)
+        offsets.append(mine)
+    rows = [(t, min(size, begin + (chunk or size)) - begin,
+             *(mine[t] + begin for mine in offsets))
+            for t, size in enumerate(sizes) for begin in range(0, size, chunk or size or 1)]
+    return tuple(blocks), np.array(rows, np.int64).reshape(-1, 2 + len(roles))
+
+
 def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None
                          ) -> tuple[Callable, tuple]:
     """One call running every unit's loop (see the module doc).  Returns ``(run, args)``:
@@ -145,8 +203,11 @@ def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None
     targets, unit after unit) and returns the first unit's first target.  Where every
     member of every unit writes over the variable it updates, the loop reads each from its
     target; else (one update written into a spare) from the variable's own array, as
-    ``merged_updates`` does.  ``run.tensors`` says how many tensors it updates per role,
-    ``run.in_registers`` how many members' results it stores nowhere.
+    ``merged_updates`` does.  Where, besides, each role's arrays lie in one block of memory
+    (``flat_layout``), the call passes the blocks and a table of offsets instead of tuples
+    of arrays (``FlatCall``).  ``run.tensors`` says how many tensors it updates per role,
+    ``run.in_registers`` how many members' results it stores nowhere, ``run.flat`` the
+    ``FlatCall``.
     ``parallel`` None: a ``prange`` over chunks from ``PARALLEL_FROM`` elements in all."""
     loop = units[0].loop
     sizes = [u.loop.size for u in units]
@@ -157,35 +218,85 @@ def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None
     shared = {i for i in range(len(loop.args)) if loop.kinds[i] == "scalar"
               and len({u.loop.args[i] for u in units}) == 1}
     count, n = len(loop.written), len(units)
+    label = f"multi-tensor {loop.label()}"[:60]
     kernels = {}
     for from_out in (True, False):
         passed = loop.element(from_out)[0]
         fn = jit.compile_source(kernel_source(loop, from_out, shared, parallel), "updates",
-                                f"multi-tensor {loop.label()}"[:60])
+                                label)
         kernels[from_out] = fn, passed
-    run = _bind_call(units, kernels, shared, chunks)
-    # The loop that runs every step compiles now (or once the program is bound); the other
-    # (a variable held by the caller, updated into a spare) on its first call, if ever: a
-    # first-ever run saves its compile (mnist.net: 4.6 s for the two).
-    fn, passed = kernels[True]
-    jit.compile_now(fn, [(loop.dtypes[i].numpy, int(loop.kinds[i] == "full"))
-                         + (() if i in shared else (n,)) for i in passed]
-                    + [(loop.out_dtype, 1, n)] * count + [(np.int64, 2)], owner=run)
+    flat = jit.compile_source(kernel_source(loop, True, shared, parallel, flat=True),
+                              "updates", label)
+    flat_call = FlatCall(flat, sizes, CHUNK if parallel else None)
+    run = _bind_call(units, kernels, shared, chunks, flat_call)
+    # The loop that runs every step compiles now (or once the program is bound): the flat
+    # one; the others (arrays that do not lie in one block each, a variable held by the
+    # caller, updated into a spare) on their first call, if ever: a first-ever run saves
+    # their compile (mnist.net: 4.6 s for two).
+    passed = kernels[True][1]
+    jit.compile_now(flat, [(loop.dtypes[i].numpy, int(loop.kinds[i] == "full"))
+                           + (() if i in shared or loop.kinds[i] == "full" else (n,))
+                           for i in passed]
+                    + [(loop.out_dtype, 1)] * count + [(np.int64, 2)], owner=run)
     run.tensors = n
     run.in_registers = sum(len(u.loop.groups) - len(u.loop.written) for u in units)
+    run.flat = flat_call
     args = tuple(a for u in units for a in (*u.loop.args, *u.targets))
     return run, args
 
 
-def _bind_call(units: Sequence[Unit], kernels: dict, shared: set, chunks) -> Callable:
-    """The generated Python call that gathers the arrays into the kernel's tuples (one line,
-    no loop: it runs every step)."""
+class FlatCall:
+    """The flat kernel of a multi-tensor update and the layout it last ran on.
+
+    ``current``: ``(the ids of the arrays it checked, block, ..., table)`` or None.  A step
+    whose arrays are the same objects (their ids equal, and none of them freed since: a
+    weak reference's callback forgets the layout) runs the kernel on the blocks with no
+    Python work per tensor; other arrays get a new layout (``relayout``), or, where they do
+    not lie in blocks, the tuple kernels.  Arrays that change every step stop the attempts
+    after ``TRIES`` layouts."""
+
+    TRIES = 16
+
+    def __init__(self, kernel: Callable, sizes: Sequence[int], chunk: int | None):
+        self.kernel, self.sizes, self.chunk = kernel, list(sizes), chunk
+        self.current: tuple | None = None
+        self.tries = 0
+        self.calls = 0                  # steps run on the flat kernel (for tests, bench)
+        self._refs: list = []
+
+    def relayout(self, ids: tuple, roles: tuple) -> tuple | None:
+        """The layout of these arrays (per role, one per tensor), now current; None where
+        they do not lie in blocks (or the tries are spent)."""
+        self.current, self._refs = None, []
+        if self.tries >= self.TRIES:
+            return None
+        self.tries += 1
+        made = flat_layout(roles, self.sizes, self.chunk)
+        if made is None:
+            return None
+        blocks, table = made
+        current = (ids, *blocks, table)
+
+        def forget(_, current=current):
+            if self.current is current:
+                self.current = None
+        self._refs = [weakref.ref(a, forget) for arrays in roles for a in arrays]
+        self.current = current
+        return current
+
+
+def _bind_call(units: Sequence[Unit], kernels: dict, shared: set, chunks,
+               flat: FlatCall) -> Callable:
+    """The generated Python call that runs the flat kernel on the blocks of its current
+    layout, or gathers the arrays into the tuple kernels' tuples (one line each, no loop:
+    it runs every step)."""
     where, at = [], 0               # per unit: the position of its first argument in run's
     for unit in units:
         where.append(at)
         at += len(unit.loop.args) + len(unit.targets)
     names = [f"a{k}" for k in range(at)]
     loop = units[0].loop
+    every = range(len(units))
 
     def arg(u: int, i: int) -> str:
         return names[where[u] + i]
@@ -194,28 +305,48 @@ def _bind_call(units: Sequence[Unit], kernels: dict, shared: set, chunks) -> Cal
         """The array member ``m`` of unit ``u`` writes."""
         return names[where[u] + len(units[u].loop.args) + loop.written.index(m)]
 
+    def each(texts) -> str:
+        return "(" + "".join(f"{text}, " for text in texts) + ")"
+
+    def scalar(i: int) -> str:
+        if i in shared:
+            return f"{arg(0, i)}.reshape(-1)[0]"
+        return each(f"{arg(u, i)}.reshape(-1)[0]" for u in every)
+
     def call(kernel: str, passed: list[int]) -> str:
-        parts = []
-        for i in passed:
-            if loop.kinds[i] == "full":
-                parts.append("(" + "".join(f"flat({arg(u, i)}), " for u in range(len(units)))
-                             + ")")
-            elif i in shared:
-                parts.append(f"{arg(0, i)}.reshape(-1)[0]")
-            else:
-                parts.append("(" + "".join(f"{arg(u, i)}.reshape(-1)[0], "
-                                           for u in range(len(units))) + ")")
-        parts += ["(" + "".join(f"{target(u, m)}.reshape(-1), " for u in range(len(units)))
-                  + ")" for m in loop.written]
+        parts = [each(f"flat({arg(u, i)})" for u in every) if loop.kinds[i] == "full"
+                 else scalar(i) for i in passed]
+        parts += [each(f"{target(u, m)}.reshape(-1)" for u in every) for m in loop.written]
         return f"{kernel}({', '.join(parts)}, chunks)"
 
+    # the flat kernel: every full argument and every output a block of the layout
+    passed = kernels[True][1]
+    full = [i for i in passed if loop.kinds[i] == "full"]
+    roles = ([[arg(u, i) for u in every] for i in full]
+             + [[target(u, m) for u in every] for m in loop.written])
+    ids = each(f"id({name})" for role in roles for name in role)
+    held = each(each(role) for role in roles)
+    block = {i: f"L[{1 + r}]" for r, i in enumerate(full)}
+    parts = [block[i] if i in block else scalar(i) for i in passed]
+    parts += [f"L[{1 + len(full) + r}]" for r in range(len(loop.written))]
     in_place = " and ".join(f"{target(u, m)} is {arg(u, i)}" for u, unit in enumerate(units)
                             for m, i in unit.loop.overwritten.items()) or "False"
-    lines = [f"def run({', '.join(names)}):", f"    if {in_place}:",
-             f"        {call('in_place', kernels[True][1])}", "    else:",
+    lines = [f"def run({', '.join(names)}):",
+             f"    if {in_place}:",
+             f"        ids = {ids}",
+             "        L = layout.current",
+             "        if L is None or L[0] != ids:",
+             f"            L = layout.relayout(ids, {held})",
+             "        if L is not None:",
+             f"            flat_kernel({', '.join(parts)}, L[-1])",
+             "            layout.calls += 1",
+             "        else:",
+             f"            {call('in_place', passed)}",
+             "    else:",
              f"        {call('apart', kernels[False][1])}",
              f"    return {target(0, loop.written[0])}", ""]
     scope = {"in_place": kernels[True][0], "apart": kernels[False][0], "chunks": chunks,
+             "flat_kernel": flat.kernel, "layout": flat,
              "flat": lambda x: np.ascontiguousarray(x).reshape(-1)}
     exec(compile("\n".join(lines), "<multi-tensor update call>", "exec"), scope)  # noqa: S102
     return scope["run"]

@@ -29,8 +29,9 @@ def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
                hold: str | None = None, steps: int = 3):
     """``steps`` train steps of mnist_small (6 parameters) with optimizer ``name``: losses,
     state, the tensors each multi-tensor call takes, the held array, and how many values
-    the update loops keep in registers.  ``hold``: a parameter the caller holds from the
-    first step on (its update then goes into a spare array)."""
+    the update loops keep in registers, and the steps each call ran on its flat kernel.
+    ``hold``: a parameter the caller holds from the first step on (its update then goes
+    into a spare array)."""
     model = netlang.compile(str(SPECS / "mnist_small.net"))
     graph = build_train_graph(model, make_optimizer(name, {"lr": 0.01}), weight_decay)
     session = Model(graph, passes=model.passes).session("cpu", 0)
@@ -47,7 +48,8 @@ def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
             for bound in per_size.values() for _, run, _, _ in bound.calls]
     tensors = [run.tensors for run in runs if hasattr(run, "tensors")]
     kept = sum(getattr(run, "in_registers", 0) for run in runs)
-    return losses, session.state.to_numpy(), tensors, held, kept
+    flat = [run.flat.calls for run in runs if hasattr(run, "tensors")]
+    return losses, session.state.to_numpy(), tensors, held, kept, flat
 
 
 def assert_same_run(one, other) -> None:
@@ -82,6 +84,9 @@ def test_every_optimizer_gives_the_same_bits_with_one_call_for_all_parameters(na
     # left it a group of its own (read by two slots' updates, or by a slot's and the weight's)
     kept = 3 if weight_decay and name in ("adam", "rmsprop", "adagrad") else 0
     assert multi[4] == per_parameter[4] == kept and reference[4] == 0
+    # every step on the flat kernel: the parameters and slots lie in the state's arena, each
+    # gradient (a bias's too, ``sum_to_like`` writing out=) in the buffer plan's
+    assert multi[5] == [3] * len(multi[2])
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
@@ -94,6 +99,9 @@ def test_a_held_parameter_is_updated_into_a_spare_with_the_same_bits(name, weigh
     assert_same_run(multi, per_parameter)
     np.testing.assert_array_equal(multi[3], per_parameter[3])
     assert not np.array_equal(multi[3], multi[1]["conv2/W"])   # the held array kept its value
+    # the weights' call ran flat on the first step only (then apart: the held array lies in
+    # no block); with weight decay the biases' call is another, flat every step
+    assert multi[5] == ([1, 3] if weight_decay else [1])
 
 
 # -- which updates may join one call ----------------------------------------------------------
@@ -167,13 +175,33 @@ def momentum_reference(mu, a, g, lr, p):
     return a2, p - lr * a2
 
 
+def in_blocks(rng, sizes: list[int], count: int) -> list[list[np.ndarray]]:
+    """``count`` roles of float32 arrays of these sizes, each role's arrays slices of one
+    array in a shuffled order with gaps between them (as a state's arena and a step's
+    buffer plan lay them out)."""
+    roles = []
+    for _ in range(count):
+        order = rng.permutation(len(sizes))
+        starts, at = {}, 0
+        for t in order:
+            at += int(rng.integers(0, 3))
+            starts[t] = at
+            at += sizes[t]
+        block = np.zeros(at, np.float32)
+        roles.append([block[starts[t]:starts[t] + n] for t, n in enumerate(sizes)])
+    return roles
+
+
 @settings(max_examples=25, deadline=None)
 @given(sizes=st.lists(st.integers(1, 40), min_size=2, max_size=4), parallel=st.booleans(),
-       shared=st.booleans(), in_place=st.booleans(), seed=st.integers(0, 2**16))
-def test_the_kernel_over_chunks_equals_numpy(sizes, parallel, shared, in_place, seed):
+       shared=st.booleans(), in_place=st.booleans(), blocks=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_the_kernel_over_chunks_equals_numpy(sizes, parallel, shared, in_place, blocks, seed):
     """Every tensor's elements, in chunks of 7 (ragged ends, several per tensor) over the
     threads or one chunk per tensor on one; step sizes shared or per tensor; written over
-    the variables or into other arrays: bit for bit NumPy's float32 results."""
+    the variables or into other arrays; each role's arrays in one block of memory (the flat
+    kernel, over a table of offsets) or apart (tuples): bit for bit NumPy's float32
+    results, twice over the same arrays."""
     rng = np.random.default_rng(seed)
     units = [momentum_unit(2 * k, n, ids_of(k, shared)) for k, n in enumerate(sizes)]
     old_chunk = multi_tensor.CHUNK
@@ -183,19 +211,25 @@ def test_the_kernel_over_chunks_equals_numpy(sizes, parallel, shared, in_place, 
     finally:
         multi_tensor.CHUNK = old_chunk
     assert run.tensors == len(sizes)
-    arrays, expected, targets = [], [], []
-    for k, n in enumerate(sizes):
+    roles = in_blocks(rng, sizes, 3) if blocks else [
+        [np.empty(n, np.float32) for n in sizes] for _ in range(3)]
+    for a, g, p in zip(*roles):
+        for x in (a, g, p):
+            x[...] = rng.standard_normal(x.size)
+    arrays, targets = [], []
+    for k, (a, g, p) in enumerate(zip(*roles)):
         mu, lr = np.float32(0.9), np.float32(0.01 * (1 if shared else k + 1))
-        a, g, p = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
-        expected.append(momentum_reference(mu, a, g, lr, p))
         out = (a, p) if in_place else (np.empty_like(a), np.empty_like(p))
         arrays += [mu, a, g, lr, p, *out]
         targets.append(out)
     assert len(args) == len(arrays)
-    assert run(*arrays) is targets[0][0]
-    for (a2, p2), (want_a, want_p) in zip(targets, expected):
-        np.testing.assert_array_equal(a2, want_a)
-        np.testing.assert_array_equal(p2, want_p)
+    for step in (1, 2):
+        expected = [momentum_reference(*arrays[7 * k:7 * k + 5]) for k in range(len(sizes))]
+        assert run(*arrays) is targets[0][0]
+        for (a2, p2), (want_a, want_p) in zip(targets, expected):
+            np.testing.assert_array_equal(a2, want_a)
+            np.testing.assert_array_equal(p2, want_p)
+        assert run.flat.calls == (step if blocks and in_place else 0)
 
 
 def test_the_chunk_table_covers_every_element_once():
@@ -227,9 +261,10 @@ def test_a_second_process_compiles_nothing(tmp_path):
         done = subprocess.run([sys.executable, "-c", script], env=env, text=True,
                               capture_output=True, check=True)
         return json.loads(done.stdout)
-    # the two members' loops (one per expression, whatever the size) and the call's in-place
-    # loop; its other loop (a held variable updated into a spare) compiles on its first call
-    assert run() == {"written": 4, "compiled": 3, "cached": 0}
+    # the two members' loops (one per expression, whatever the size) and the call's loop
+    # over blocks of memory; its loops over tuples of arrays (arrays apart, a held variable
+    # updated into a spare) compile on their first call
+    assert run() == {"written": 5, "compiled": 3, "cached": 0}
     assert run() == {"written": 0, "compiled": 0, "cached": 3}
 
 
