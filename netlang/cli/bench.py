@@ -227,27 +227,41 @@ def time_steps(step: Callable, warmup: int, steps: int) -> list[float]:
     return times
 
 
-def update_floor_ms(session, repeats: int = 21) -> float:
+# Bytes the cold copies of ``update_floor_ms`` rotate through: many times the 2 MiB L2 cache
+# per core of the machines we measure on, so each copy's bytes were last touched long ago.
+COLD_BYTES = 64 << 20
+
+
+def update_floor_ms(session, repeats: int = 21) -> tuple[float, float]:
     """The memory-bandwidth floor of the optimizer's update: one NumPy copy of as many bytes
     as a single-pass update moves (every updated variable read and written, every gradient
-    read: Adam's 7 arrays of a parameter's size), median milliseconds."""
+    read: Adam's 7 arrays of a parameter's size), median milliseconds, warm and cold:
+    ``(the same bytes copied again and again, in cache; each copy of bytes last touched
+    COLD_BYTES ago)``.  Inside a step the update reads parameters and slots last touched a
+    step ago (cold) and gradients just written (warm): the two floors bracket it."""
     program = session_program(session)
     if program is None:
-        return 0.0
+        return 0.0, 0.0
     graph = program.graph
     updated = sum(graph.nodes[graph.state.get(n, graph.params.get(n, -1))].type.numel()
                   for n in program.updates if n in graph.state or n in graph.params)
     grads = sum(graph.nodes[i].type.numel() for n, i in graph.params.items()
                 if n in program.updates)
     moved = 4 * (2 * updated + grads)          # float32 bytes read and written
-    src = np.ones(max(moved // 8, 1), np.float32)
-    dst = np.empty_like(src)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.copyto(dst, src)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    size = max(moved // 8, 1)
+    places = max(COLD_BYTES // (4 * size), 2)
+    src = np.ones(size * places, np.float32)  # written whole: no page is touched first below
+    dst = np.ones_like(src)
+
+    def median_copy_ms(at) -> float:
+        times = []
+        for k in range(repeats):
+            part = slice(at(k) * size, (at(k) + 1) * size)
+            start = time.perf_counter()
+            np.copyto(dst[part], src[part])
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1e3
+    return median_copy_ms(lambda k: 0), median_copy_ms(lambda k: (1 + k) % places)
 
 
 def update_span_ms(session, step: Callable, steps: int) -> float:
@@ -345,11 +359,12 @@ def bench_netlang(name: str, spec: Path, batch: int, args) -> Result:
         print_profile(name, batch, profile, med, args.profile)
         update = update_span_ms(session, step, args.steps) if args.device == "cpu" else 0.0
         if update:
-            floor = update_floor_ms(session)
+            warm, cold = update_floor_ms(session)
             print(f"  {name} batch {batch}: optimizer update {update:.3f} ms per step (first "
                   f"to last update call, unprofiled); one NumPy copy of the bytes a "
-                  f"single-pass update moves {floor:.3f} ms "
-                  f"(update / floor {update / floor:.2f}x)" if floor else "")
+                  f"single-pass update moves {warm:.3f} ms warm, {cold:.3f} ms cold "
+                  f"(update / floor {update / warm:.2f}x warm, {update / cold:.2f}x cold)"
+                  if warm and cold else "")
     return Result(name, batch, "netlang", batch / med, med * 1e3,
                   "no fusion" if args.no_fusion else "", calls, rows, params,
                   None if launches is None else sum(launches.values()))

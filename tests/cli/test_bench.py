@@ -88,6 +88,12 @@ def test_bench_profile_names_the_heaviest_kernels(tmp_path, capsys):
     (result,) = json.loads(out.read_text())["results"]
     labels = [row[0] for row in result["profile"]]
     assert len(labels) == 3 and all(f"    {label} " in text for label in labels)
+    (update,) = [line for line in text.splitlines() if "optimizer update" in line]
+    assert re.fullmatch(
+        r"  mnist_small batch 4: optimizer update \d+\.\d{3} ms per step \(first to last "
+        r"update call, unprofiled\); one NumPy copy of the bytes a single-pass update moves "
+        r"\d+\.\d{3} ms warm, \d+\.\d{3} ms cold \(update / floor \d+\.\d\dx warm, "
+        r"\d+\.\d\dx cold\)", update)
     assert main(["bench", "--no-torch", "--profile", "-1"]) == 1
     assert capsys.readouterr().err == "usage error: --profile must be at least 0, got -1\n"
 
