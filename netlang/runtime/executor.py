@@ -30,7 +30,7 @@ import functools
 import os
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,7 @@ from netlang.runtime.backend import Backend, get_backend
 from netlang.runtime.channel_sums import fuse_channel_sums
 from netlang.runtime.cpu_kernels import KernelState, compiles_after_binding
 from netlang.runtime.cpu_kernels import writes_out as marked_writing_out
-from netlang.runtime.ownership import fits, sole_holder
+from netlang.runtime.ownership import arena_arrays, arena_dtype, fits, sole_holder
 from netlang.runtime.profile import KernelProfile
 from netlang.runtime.program import Program
 
@@ -288,7 +288,8 @@ class Executor:
                     arrays[name], update.shape, update.dtype):
                 env[update.target] = arrays[name]
             else:
-                env[update.target] = self.spares.take(name, update.shape, update.dtype)
+                env[update.target] = self.spares.take(name, update.shape, update.dtype,
+                                                      bound.in_place)
         try:
             for nid, name in program.variables:
                 env[nid] = arrays[name]
@@ -674,18 +675,37 @@ class Spares:
     """Arrays a variable's update may write into when its current array is held elsewhere
     (a fetched parameter, a train loop's copy of the state before a step): each variable's
     replaced arrays are kept (the last ``keep_last``) and handed out again once nobody else
-    holds them, so such updates stop allocating too."""
+    holds them, so such updates stop allocating too.  New ones come a generation at a time:
+    one ``VariableArena`` with a place for every float variable the program updates, so
+    that a step's updates write one block of memory per role (the multi-tensor update's
+    flat kernel, ``runtime/multi_tensor.py``), as they do over the state's own arena."""
 
     def __init__(self, keep_last: int = 2):
         self.keep_last = keep_last
         self.arrays: dict[str, list] = {}
 
-    def take(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    def take(self, name: str, shape: tuple, dtype: np.dtype, family: Sequence[InPlace] = ()
+             ) -> np.ndarray:
+        """A free array for ``name``'s update; ``family``: the program's in-place updates
+        (``InPlace``), a place for each of which a new generation holds."""
         kept = self.arrays.get(name, [])
         for i in range(len(kept)):
             if sole_holder(kept, i) and fits(kept[i], shape, dtype):
                 return kept.pop(i)
-        return np.empty(shape, dtype)
+        members = [u for u in family if arena_dtype(u.dtype)]
+        if not arena_dtype(dtype) or name not in {u.name for u in members}:
+            return np.empty(shape, dtype)
+        try:
+            places = arena_arrays([(u.shape, u.dtype) for u in members])
+        except (MemoryError, OSError, OverflowError):
+            return np.empty(shape, dtype)
+        mine = np.empty(shape, dtype)
+        for update, place in zip(members, places):
+            if update.name != name:
+                self.arrays.setdefault(update.name, []).append(place)
+            elif fits(place, shape, dtype):
+                mine = place
+        return mine
 
     def keep(self, name: str, array) -> None:
         kept = self.arrays.setdefault(name, [])

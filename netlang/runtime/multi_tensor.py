@@ -48,6 +48,14 @@ touched a step ago (residual's 7-tensor call over batchnorm's 160 parameters: 6 
 28 us in the step).  Against one NumPy copy of the same bytes last touched 64 MiB ago (the
 bench's cold floor) the update takes 0.8x (spiral), 1.7-2.1x (mnist_small), 1.1-1.8x
 (residual), 0.2-0.3x (mnist, two threads).
+
+``netlang train`` keeps the state's dict from before each of the last two steps (to re-run
+a step whose loss is not finite), so there no update writes over its variable: each goes
+into a spare (``executor.Spares``), and the call runs its loop reading the variables apart.
+Spares come a generation at a time in one ``VariableArena``, so that loop also runs flat,
+on the three generations the loop takes in turn (one layout each).  Whole steps holding
+such a copy (spiral, ms, two interleaved runs, quiet machine): batch 64 0.149 / 0.158 ->
+0.145 / 0.147, batch 256 0.251 / 0.265 -> 0.239 / 0.249; mnist_small within noise.
 """
 from __future__ import annotations
 
@@ -240,49 +248,61 @@ def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None
         fn = jit.compile_source(kernel_source(loop, from_out, shared, parallel), "updates",
                                 label)
         kernels[from_out] = fn, passed
-    flat = jit.compile_source(kernel_source(loop, True, shared, parallel, flat=True),
-                              "updates", label)
-    flat_call = FlatCall(flat, sizes, CHUNK if parallel else None)
-    run = _bind_call(units, kernels, shared, chunks, flat_call)
-    # The loop that runs every step compiles now (or once the program is bound): the flat
-    # one; the others (arrays that do not lie in one block each, a variable held by the
-    # caller, updated into a spare) on their first call, if ever: a first-ever run saves
-    # their compile (mnist.net: 4.6 s for two).
-    passed = kernels[True][1]
-    jit.compile_now(flat, [(loop.dtypes[i].numpy, int(loop.kinds[i] == "full"))
-                           + (() if i in shared or loop.kinds[i] == "full" else (n,))
-                           for i in passed]
-                    + [(loop.out_dtype, 1)] * count + [(np.int64, 2)], owner=run)
+    flats = {from_out: FlatCall(jit.compile_source(
+        kernel_source(loop, from_out, shared, parallel, flat=True), "updates", label),
+        sizes, CHUNK if parallel else None) for from_out in (True, False)}
+    run = _bind_call(units, kernels, shared, chunks, flats)
+    # The loops that run every step compile now (or once the program is bound): the flat
+    # ones, in place (a caller that holds no variable) and apart (a train loop, whose copy
+    # of the state before each step holds every variable: updates go into spares); the
+    # tuple kernels (arrays that do not lie in one block each) on their first call, if
+    # ever: a first-ever run saves their compile (mnist.net: 4.6 s for two).
+    for from_out, flat_call in flats.items():
+        passed = kernels[from_out][1]
+        jit.compile_now(flat_call.kernel,
+                        [(loop.dtypes[i].numpy, int(loop.kinds[i] == "full"))
+                         + (() if i in shared or loop.kinds[i] == "full" else (n,))
+                         for i in passed]
+                        + [(loop.out_dtype, 1)] * count + [(np.int64, 2)], owner=run)
     run.tensors = n
     run.in_registers = sum(len(u.loop.groups) - len(u.loop.written) for u in units)
-    run.flat = flat_call
+    run.flat, run.flat_apart = flats[True], flats[False]
     args = tuple(a for u in units for a in (*u.loop.args, *u.targets))
     return run, args
 
 
 class FlatCall:
-    """The flat kernel of a multi-tensor update and the layout it last ran on.
+    """The flat kernel of a multi-tensor update and the layouts it ran on.
 
-    ``current``: ``(the ids of the arrays it checked, block, ..., table)`` or None.  A step
-    whose arrays are the same objects (their ids equal, and none of them freed since: a
-    weak reference's callback forgets the layout) runs the kernel on the blocks with no
-    Python work per tensor; other arrays get a new layout (``relayout``), or, where they do
-    not lie in blocks, the tuple kernels.  Arrays that change every step stop the attempts
-    after ``TRIES`` layouts."""
+    ``current``: ``(the ids of the arrays it checked, block, ..., table)`` of the last step,
+    or None; ``layouts`` the ones before, by ids.  A step whose arrays are the same objects
+    as a known layout's (their ids equal, and none of them freed since: a weak reference's
+    callback forgets the layout) runs the kernel on the blocks with no Python work per
+    tensor: each step where updates go in place, and the generations of spares a train
+    loop's updates take in turn (``executor.Spares``).  Other arrays get a new layout
+    (``find``), or, where they do not lie in blocks, the tuple kernels.  Arrays that change
+    every step stop the attempts after ``TRIES`` new layouts."""
 
     TRIES = 16
 
     def __init__(self, kernel: Callable, sizes: Sequence[int], chunk: int | None):
         self.kernel, self.sizes, self.chunk = kernel, list(sizes), chunk
         self.current: tuple | None = None
+        self.layouts: dict[tuple, tuple] = {}
         self.tries = 0
         self.calls = 0                  # steps run on the flat kernel (for tests, bench)
-        self._refs: list = []
+        self._refs: dict[tuple, list] = {}
 
-    def relayout(self, ids: tuple, roles: tuple) -> tuple | None:
+    def find(self, ids: tuple, roles: tuple) -> tuple | None:
         """The layout of these arrays (per role, one per tensor), now current; None where
         they do not lie in blocks (or the tries are spent)."""
-        self.current, self._refs = None, []
+        current = self.layouts.get(ids)
+        if current is None:
+            current = self._layout(ids, roles)
+        self.current = current
+        return current
+
+    def _layout(self, ids: tuple, roles: tuple) -> tuple | None:
         if self.tries >= self.TRIES:
             return None
         self.tries += 1
@@ -292,19 +312,21 @@ class FlatCall:
         blocks, table = made
         current = (ids, *blocks, table)
 
-        def forget(_, current=current):
-            if self.current is current:
+        def forget(_, ids=ids):
+            gone = self.layouts.pop(ids, None)
+            self._refs.pop(ids, None)
+            if gone is not None and self.current is gone:
                 self.current = None
-        self._refs = [weakref.ref(a, forget) for arrays in roles for a in arrays]
-        self.current = current
+        self._refs[ids] = [weakref.ref(a, forget) for arrays in roles for a in arrays]
+        self.layouts[ids] = current
         return current
 
 
 def _bind_call(units: Sequence[Unit], kernels: dict, shared: set, chunks,
-               flat: FlatCall) -> Callable:
-    """The generated Python call that runs the flat kernel on the blocks of its current
-    layout, or gathers the arrays into the tuple kernels' tuples (one line each, no loop:
-    it runs every step)."""
+               flats: dict) -> Callable:
+    """The generated Python call that runs a flat kernel (``flats``: per ``from_out``, the
+    ``FlatCall``) on the blocks of a layout of the step's arrays, or gathers the arrays into
+    the tuple kernels' tuples (one line each, no loop: it runs every step)."""
     where, at = [], 0               # per unit: the position of its first argument in run's
     for unit in units:
         where.append(at)
@@ -334,34 +356,38 @@ def _bind_call(units: Sequence[Unit], kernels: dict, shared: set, chunks,
         parts += [each(f"{target(u, m)}.reshape(-1)" for u in every) for m in loop.written]
         return f"{kernel}({', '.join(parts)}, chunks)"
 
-    # the flat kernel: every full argument and every output a block of the layout
-    passed = kernels[True][1]
-    full = [i for i in passed if loop.kinds[i] == "full"]
-    roles = ([[arg(u, i) for u in every] for i in full]
-             + [[target(u, m) for u in every] for m in loop.written])
-    ids = each(f"id({name})" for role in roles for name in role)
-    held = each(each(role) for role in roles)
-    block = {i: f"L[{1 + r}]" for r, i in enumerate(full)}
-    parts = [block[i] if i in block else scalar(i) for i in passed]
-    parts += [f"L[{1 + len(full) + r}]" for r in range(len(loop.written))]
+    def flat_or_tuples(from_out: bool) -> list[str]:
+        """Lines running the flat kernel on a layout of this step's arrays (every full
+        argument and every output a block), else the tuple kernel."""
+        passed = kernels[from_out][1]
+        full = [i for i in passed if loop.kinds[i] == "full"]
+        roles = ([[arg(u, i) for u in every] for i in full]
+                 + [[target(u, m) for u in every] for m in loop.written])
+        block = {i: f"L[{1 + r}]" for r, i in enumerate(full)}
+        parts = [block[i] if i in block else scalar(i) for i in passed]
+        parts += [f"L[{1 + len(full) + r}]" for r in range(len(loop.written))]
+        mode = "in_place" if from_out else "apart"
+        return [f"ids = {each(f'id({name})' for role in roles for name in role)}",
+                f"L = {mode}_layout.current",
+                "if L is None or L[0] != ids:",
+                f"    L = {mode}_layout.find(ids, {each(each(role) for role in roles)})",
+                "if L is not None:",
+                f"    {mode}_flat({', '.join(parts)}, L[-1])",
+                f"    {mode}_layout.calls += 1",
+                "else:",
+                f"    {call(mode, passed)}"]
+
     in_place = " and ".join(f"{target(u, m)} is {arg(u, i)}" for u, unit in enumerate(units)
                             for m, i in unit.loop.overwritten.items()) or "False"
     lines = [f"def run({', '.join(names)}):",
              f"    if {in_place}:",
-             f"        ids = {ids}",
-             "        L = layout.current",
-             "        if L is None or L[0] != ids:",
-             f"            L = layout.relayout(ids, {held})",
-             "        if L is not None:",
-             f"            flat_kernel({', '.join(parts)}, L[-1])",
-             "            layout.calls += 1",
-             "        else:",
-             f"            {call('in_place', passed)}",
+             *["        " + line for line in flat_or_tuples(True)],
              "    else:",
-             f"        {call('apart', kernels[False][1])}",
+             *["        " + line for line in flat_or_tuples(False)],
              f"    return {target(0, loop.written[0])}", ""]
     scope = {"in_place": kernels[True][0], "apart": kernels[False][0], "chunks": chunks,
-             "flat_kernel": flat.kernel, "layout": flat,
+             "in_place_flat": flats[True].kernel, "in_place_layout": flats[True],
+             "apart_flat": flats[False].kernel, "apart_layout": flats[False],
              "flat": lambda x: np.ascontiguousarray(x).reshape(-1)}
     exec(compile("\n".join(lines), "<multi-tensor update call>", "exec"), scope)  # noqa: S102
     return scope["run"]

@@ -12,7 +12,9 @@ array holds the array itself, and its reference count sees them as it does for a
 
 ``VariableArena`` (an anonymous ``mmap``: page aligned, zero filled, not an array) holds a
 CPU state's float variables one after another (``arena_arrays``), each on a cache-line
-boundary.  The optimizer's update of many parameters then reads and writes one block per
+boundary; so does each generation of spares the executor's updates write into when the
+state's arrays are held elsewhere (``executor.Spares``: a train loop's copy of the state
+before each step).  The optimizer's update of many parameters then reads and writes one block per
 role (parameters and slots here, gradients in the step's buffer plan) with one table of
 offsets (``runtime/multi_tensor.py``) instead of a tuple of arrays gathered every step.
 """
@@ -60,6 +62,13 @@ def fits(array, shape: tuple, dtype: np.dtype) -> bool:
 def in_arena(array) -> bool:
     """Whether ``array`` is a variable's place in a ``VariableArena``."""
     return type(array) is np.ndarray and type(array.base) is VariableArena
+
+
+def arena_dtype(dtype) -> bool:
+    """Whether a variable of this dtype goes in a ``VariableArena``: NumPy's floats of 4
+    bytes or more (the optimizer's generated kernels update those; bf16 stays apart)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" and dtype.itemsize >= 4
 
 
 def arena_arrays(types: Sequence[tuple[tuple, np.dtype]]) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ from netlang.ir.graph import Graph
 from netlang.runtime.backend import Backend
 from netlang.runtime.initializers import initialize
 from netlang.runtime.memory import human_bytes, tensor_bytes
-from netlang.runtime.ownership import arena_arrays, fits, in_arena, sole_holder
+from netlang.runtime.ownership import arena_arrays, arena_dtype, fits, in_arena, sole_holder
 
 
 def param_rng(seed: int, name: str) -> np.random.Generator:
@@ -77,7 +77,7 @@ class State:
                     raise ValueError(f"variable {name} has a symbolic shape {node.type}")
                 variables.append((name, node, home))
         side_by_side = [(name, node) for name, node, home in variables
-                        if home is backend and backend.name == "cpu" and _arena_dtype(node)]
+                        if home is backend and backend.name == "cpu" and arena_dtype(node.type.dtype.numpy)]
         places = dict(zip([name for name, _ in side_by_side], _arena_places(
             [node for _, node in side_by_side])))
         for name, node, home in variables:
@@ -94,13 +94,6 @@ class State:
             except MemoryError:
                 raise _too_big(name, node) from None
         return state
-
-
-def _arena_dtype(node) -> bool:
-    """Whether a variable of ``node``'s dtype goes in the CPU state's arena: NumPy's floats
-    (the optimizer's kernels update those; bf16 stays on its own)."""
-    dtype = np.dtype(node.type.dtype.numpy)
-    return dtype.kind == "f" and dtype.itemsize >= 4
 
 
 def _arena_places(nodes: list) -> list[np.ndarray]:

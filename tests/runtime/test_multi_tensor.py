@@ -26,12 +26,14 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
 def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
-               hold: str | None = None, steps: int = 3):
+               hold: str | None = None, steps: int = 3, history: bool = False):
     """``steps`` train steps of mnist_small (6 parameters) with optimizer ``name``: losses,
     state, the tensors each multi-tensor call takes, the held array, and how many values
-    the update loops keep in registers, and the steps each call ran on its flat kernel.
-    ``hold``: a parameter the caller holds from the first step on (its update then goes
-    into a spare array)."""
+    the update loops keep in registers, and per call the steps it ran on its flat kernels (in
+    place, apart) and how many layouts of spares it met.  ``hold``: a parameter the caller holds from the first step on (its
+    update then goes into a spare array); ``history``: the caller keeps a copy of the
+    state's dict before each of the last two steps, as ``netlang train`` does (every update
+    then goes into a spare)."""
     model = netlang.compile(str(SPECS / "mnist_small.net"))
     graph = build_train_graph(model, make_optimizer(name, {"lr": 0.01}), weight_decay)
     session = Model(graph, passes=model.passes).session("cpu", 0)
@@ -39,16 +41,19 @@ def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
     rng = np.random.default_rng(3)
     feeds = {LR_INPUT: np.float32(0.01), "image": rng.standard_normal((8, 28, 28, 1), np.float32),
              "label": rng.integers(0, 10, 8).astype(np.int32)}
-    losses, held = [], None
+    losses, held, before = [], None, []
     for k in range(steps):
         if hold is not None and k == 1:
             held = session.run(hold)        # the state's own array, now held here
+        if history:
+            before = [*before[-1:], dict(session.state.arrays)]
         losses.append(session.run(model.graph.loss, feeds, training=True, updates=True))
     runs = [run for per_size in session.executor._bound.values()
             for bound in per_size.values() for _, run, _, _ in bound.calls]
     tensors = [run.tensors for run in runs if hasattr(run, "tensors")]
     kept = sum(getattr(run, "in_registers", 0) for run in runs)
-    flat = [run.flat.calls for run in runs if hasattr(run, "tensors")]
+    flat = [(run.flat.calls, run.flat_apart.calls, len(run.flat_apart.layouts))
+            for run in runs if hasattr(run, "tensors")]
     return losses, session.state.to_numpy(), tensors, held, kept, flat
 
 
@@ -86,7 +91,7 @@ def test_every_optimizer_gives_the_same_bits_with_one_call_for_all_parameters(na
     assert multi[4] == per_parameter[4] == kept and reference[4] == 0
     # every step on the flat kernel: the parameters and slots lie in the state's arena, each
     # gradient (a bias's too, ``sum_to_like`` writing out=) in the buffer plan's
-    assert multi[5] == [3] * len(multi[2])
+    assert multi[5] == [(3, 0, 0)] * len(multi[2])
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
@@ -101,7 +106,21 @@ def test_a_held_parameter_is_updated_into_a_spare_with_the_same_bits(name, weigh
     assert not np.array_equal(multi[3], multi[1]["conv2/W"])   # the held array kept its value
     # the weights' call ran flat on the first step only (then apart: the held array lies in
     # no block); with weight decay the biases' call is another, flat every step
-    assert multi[5] == ([1, 3] if weight_decay else [1])
+    assert multi[5] == ([(1, 0, 0), (3, 0, 0)] if weight_decay else [(1, 0, 0)])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+@pytest.mark.parametrize("name", ["adam", "momentum"])
+def test_a_train_loops_copy_of_the_state_sends_every_update_to_spares_in_blocks(
+        name, weight_decay):
+    """With the state before each step held (``netlang train``'s history), every update goes
+    into a spare, a generation of spares at a time in one block (``executor.Spares``): the
+    call's flat kernel reading the variables apart runs every step, on three generations in
+    turn; the same bits as one loop per parameter and as the run without the plan."""
+    multi = trajectory(name, weight_decay, True, True, steps=5, history=True)
+    assert_same_run(multi, trajectory(name, weight_decay, True, False, steps=5, history=True))
+    assert_same_run(multi, trajectory(name, weight_decay, False, False, steps=5))
+    assert multi[5] == [(0, 5, 3)] * len(multi[2])
 
 
 # -- which updates may join one call ----------------------------------------------------------
@@ -261,11 +280,11 @@ def test_a_second_process_compiles_nothing(tmp_path):
         done = subprocess.run([sys.executable, "-c", script], env=env, text=True,
                               capture_output=True, check=True)
         return json.loads(done.stdout)
-    # the two members' loops (one per expression, whatever the size) and the call's loop
-    # over blocks of memory; its loops over tuples of arrays (arrays apart, a held variable
-    # updated into a spare) compile on their first call
-    assert run() == {"written": 5, "compiled": 3, "cached": 0}
-    assert run() == {"written": 0, "compiled": 0, "cached": 3}
+    # the two members' loops (one per expression, whatever the size) and the call's two
+    # loops over blocks of memory (in place, and apart: into spares); its loops over tuples
+    # of arrays (arrays in no block) compile on their first call
+    assert run() == {"written": 6, "compiled": 4, "cached": 0}
+    assert run() == {"written": 0, "compiled": 0, "cached": 4}
 
 
 def test_compile_now_takes_tuples_of_arrays_and_of_numbers():
