@@ -48,6 +48,11 @@ class VariableArena(mmap.mmap):
     """The memory of a state's variables, side by side (see the module doc)."""
 
 
+# Private, as memory from malloc is: a process forked later writes its own copy of a page
+# (an anonymous mmap is shared with forked children by default).
+_PRIVATE = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
+
+
 def fits(array, shape: tuple, dtype: np.dtype) -> bool:
     """Whether a kernel may write ``array`` whole: a NumPy array whose C-contiguous,
     writeable memory is its own (owned, or its place in a ``VariableArena``), of this shape
@@ -79,6 +84,6 @@ def arena_arrays(types: Sequence[tuple[tuple, np.dtype]]) -> list[np.ndarray]:
         offsets.append(end)
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         end += -(-nbytes // ALIGNMENT) * ALIGNMENT
-    arena = VariableArena(-1, max(end, 1))
+    arena = VariableArena(-1, max(end, 1), **_PRIVATE)
     return [np.ndarray(shape, dtype, buffer=arena, offset=offset)
             for (shape, dtype), offset in zip(types, offsets)]

@@ -4,8 +4,10 @@ array, and the tests an in-place update makes before it writes over a variable."
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
+import pytest
 
 import netlang
 from netlang.runtime.memory import ALIGNMENT
@@ -31,6 +33,18 @@ def test_arena_arrays_lie_one_after_another_on_cache_line_boundaries():
     assert [address(x) - address(a) for x in (a, b, c)] == [0, ALIGNMENT, 3 * ALIGNMENT]  # b: 80 bytes, 2 lines
     assert not a.any() and not b.any() and not c.any()
     assert all(in_arena(x) and fits(x, x.shape, x.dtype) for x in (a, b, c))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_process_writes_its_own_copy_of_the_arena():
+    """As with memory from malloc: a child's writes stay in the child."""
+    (a,) = arena_arrays([((4,), np.float32)])
+    pid = os.fork()
+    if pid == 0:                                    # the child
+        a[:] = 7.0
+        os._exit(0)
+    os.waitpid(pid, 0)
+    np.testing.assert_array_equal(a, 0.0)
 
 
 def test_a_view_or_a_second_name_makes_the_holder_no_longer_sole():
