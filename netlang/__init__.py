@@ -7,5 +7,19 @@
 from netlang.errors import NetlangError
 from netlang.model import Model, Session, compile
 
-__all__ = ["Model", "NetlangError", "Session", "compile"]
+
+def configure_threads(threads: int | None = None, wait_policy: str | None = None,
+                      blas_threads: int | None = 1):
+    """Size this process's thread pools for netlang's CPU kernels: OpenMP (oneDNN, Numba) to
+    ``threads`` (default: the usable cores), its idle workers spinning a while between
+    kernels unless ``wait_policy`` (``"passive"`` on a busy machine) or your own
+    ``OMP_WAIT_POLICY`` says otherwise, OpenBLAS to ``blas_threads`` (None: as many).
+    Process-wide: call it before the first session (which otherwise makes the same choice
+    as the netlang command, and says so).  Returns what was set (``.describe()``)."""
+    from netlang.runtime.threads import configure_cpu_threads
+
+    return configure_cpu_threads(threads, wait_policy, blas_threads=blas_threads)
+
+
+__all__ = ["Model", "NetlangError", "Session", "compile", "configure_threads"]
 __version__ = "0.1.0"

@@ -32,7 +32,8 @@ COMMANDS = {
 }
 
 
-COMPUTING = {"run", "gradcheck", "train", "eval", "predict", "bench"}   # commands that run kernels
+COMPUTING = {"run", "gradcheck", "train", "eval", "predict", "bench",   # commands that run
+             "explain", "export", "import"}                            # (or bind) kernels
 
 
 def add_device_arguments(parser) -> None:

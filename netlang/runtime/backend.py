@@ -263,6 +263,9 @@ def cpu_set_up_beside(device: str = "cpu", kernels: str = "default",
             set_up_cpu(warm_set)                # what failed
     helper = None
     if uses_cpu_kernels(device, kernels):
+        from netlang.runtime.threads import cpu_threads_for_netlang
+
+        cpu_threads_for_netlang()       # before the helper loads libgomp (with Numba)
         helper = threading.Thread(target=set_up, name="netlang CPU set-up", daemon=True)
         helper.start()
     try:
@@ -320,6 +323,9 @@ def get_backend(name: str | Backend = "cpu", kernels: str = "default") -> Backen
     if name in ("cpu", "numpy"):
         if kernels == "numpy" or name == "numpy":
             return CPU_REFERENCE
+        from netlang.runtime.threads import cpu_threads_for_netlang
+
+        cpu_threads_for_netlang()
         return _cpu_backend(library=kernels == "default")
     if name in ("gpu", "cuda", "cupy"):
         if not _GPU:

@@ -12,8 +12,10 @@ pays hundreds of times: ``SPIN_COUNT`` sits between the two (numbers there).  A 
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` wins (``OMP_WAIT_POLICY=passive`` on a busy shared
 machine).  ``tools/bench_threads.py`` times whole steps under each choice.
 
-Nothing here runs at import.  The CPU backend calls ``configure_cpu_threads()`` once,
-explicitly, BEFORE the first oneDNN kernel is built: libgomp reads ``OMP_WAIT_POLICY``,
+Nothing here runs at import.  The netlang command calls ``configure_cpu_threads()`` once,
+explicitly, BEFORE the first oneDNN kernel is built (a program using the Python API may call
+it, as ``netlang.configure_threads``; else its first CPU session does, and says so:
+``cpu_threads_for_netlang``): libgomp reads ``OMP_WAIT_POLICY``,
 ``GOMP_SPINCOUNT`` and ``OMP_NUM_THREADS`` only when it is loaded.  Numba, when it is not
 imported yet, gets ``NUMBA_NUM_THREADS`` (its pool's size, read at its import), so that
 setting the pools imports no Numba.  The returned
@@ -148,7 +150,30 @@ def configure_cpu_threads(threads: int | None = None, wait_policy: str | None = 
     else:   # sized when it is imported (perhaps on another thread: backend.cpu_set_up_beside)
         os.environ["NUMBA_NUM_THREADS"] = str(numba_threads := threads)
     notes.append(f"numba: {numba_threads} threads")
-    return ThreadSetting(threads, pools_line("blas"), pools_line("openmp"), notes)
+    setting = ThreadSetting(threads, pools_line("blas"), pools_line("openmp"), notes)
+    CONFIGURED[:] = [setting]
+    return setting
+
+
+# The setting of this process, once ``configure_cpu_threads`` has run (the netlang command
+# calls it at start, a program using the Python API may, or ``cpu_threads_for_netlang``).
+CONFIGURED: list[ThreadSetting] = []
+
+
+def cpu_threads_for_netlang() -> ThreadSetting | None:
+    """Before the Python API's first CPU session with netlang's kernels: size the pools as
+    the netlang command does, unless this process did already, and say so once on stderr;
+    the setting made, or None.  Left as they come, libgomp's idle workers spin for
+    milliseconds against two busy-waiting OpenBLAS threads: mnist.net's train step took
+    87.5 ms against 9.3 ms sized (batch 64, 2 cores, 2026-12-06)."""
+    if CONFIGURED:
+        return None
+    setting = configure_cpu_threads()
+    print(f"note: netlang sized this process's thread pools for its CPU kernels, as the "
+          f"netlang command does ({setting.describe()}); call "
+          f"netlang.configure_threads() before the first session to choose otherwise",
+          file=sys.stderr, flush=True)
+    return setting
 
 
 def wait_line() -> str:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from netlang.cli import main
@@ -57,3 +59,12 @@ def test_bad_arguments_are_errors_not_tracebacks(capsys, tmp_path):
     assert code == 1 and err == "usage error: --batch must be at least 1, got 0\n"
     code, _, err = explain(capsys, str(tmp_path / "none.net"))
     assert code == 1 and err.startswith("usage error: cannot read spec")
+
+
+def test_a_command_that_binds_kernels_sizes_the_thread_pools_itself():
+    """In a fresh process, explain (which binds the step's kernels) sizes the pools as the
+    commands that run kernels do, so the Python API's note about it never shows."""
+    done = subprocess.run([sys.executable, "-m", "netlang", "explain", MNIST],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "thread pools" not in done.stderr

@@ -73,6 +73,40 @@ def test_cpu_is_numpy():
     assert get_backend("cpu", kernels="numpy") is CPU_REFERENCE and not CPU_REFERENCE.factories
 
 
+def test_the_first_cpu_session_sizes_the_thread_pools_and_says_so(monkeypatch, capsys):
+    """Unless the process did (the netlang command, or ``netlang.configure_threads``): once,
+    with one note on stderr; the reference kernels alone need no pools."""
+    from netlang.runtime import threads
+
+    made = []
+    monkeypatch.setattr(threads, "CONFIGURED", [])
+    monkeypatch.setattr(threads, "configure_cpu_threads", lambda: made.append(
+        threads.ThreadSetting(2, "openblas: 1 threads", "libgomp: 2 threads")) or made[-1])
+    get_backend("cpu", kernels="numpy")
+    assert made == [] and capsys.readouterr().err == ""
+    get_backend("cpu")
+    assert len(made) == 1
+    assert capsys.readouterr().err == (
+        "note: netlang sized this process's thread pools for its CPU kernels, as the netlang "
+        "command does (openblas: 1 threads; libgomp: 2 threads); call "
+        "netlang.configure_threads() before the first session to choose otherwise\n")
+    threads.CONFIGURED.append(made[0])     # what configure_cpu_threads records
+    get_backend("cpu", kernels="builtin")
+    assert len(made) == 1 and capsys.readouterr().err == ""
+
+
+def test_configure_threads_passes_its_choices_on(monkeypatch):
+    import netlang
+    from netlang.runtime import threads
+
+    assert threads.CONFIGURED       # tests/conftest.py's configure_cpu_threads() recorded it
+    calls = []
+    monkeypatch.setattr(threads, "configure_cpu_threads",
+                        lambda *args, **kwargs: calls.append((args, kwargs)) or "set")
+    assert netlang.configure_threads(wait_policy="passive") == "set"
+    assert calls == [((None, "passive"), {"blas_threads": 1})]
+
+
 def test_gpu_without_cupy_is_one_clear_error(fresh_gpu_slot, monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)   # import cupy -> ImportError
     with pytest.raises(DeviceError) as err:
