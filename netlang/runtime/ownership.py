@@ -10,13 +10,14 @@ array that owns its memory qualifies, and so does one whose memory belongs to a
 ``VariableArena``: NumPy stops at a base that is not an array, so every view of such an
 array holds the array itself, and its reference count sees them as it does for an owner.
 
-``VariableArena`` (an anonymous ``mmap``: page aligned, zero filled, not an array) holds a
-CPU state's float variables one after another (``arena_arrays``), each on a cache-line
-boundary; so does each generation of spares the executor's updates write into when the
-state's arrays are held elsewhere (``executor.Spares``: a train loop's copy of the state
-before each step).  The optimizer's update of many parameters then reads and writes one block per
-role (parameters and slots here, gradients in the step's buffer plan) with one table of
-offsets (``runtime/multi_tensor.py``) instead of a tuple of arrays gathered every step.
+``VariableArena`` (an anonymous private ``mmap``: page aligned, zero filled, not an array)
+holds a CPU state's float variables one after another (``arena_arrays``), each on a
+cache-line boundary; so does each generation of spares the executor's updates write into
+when the state's arrays are held elsewhere (``executor.Spares``: a train loop's copy of the
+state before each step).  The optimizer's update of many parameters then reads and writes
+one block per role (parameters and slots here, gradients in the step's buffer plan) with
+one table of offsets (``runtime/multi_tensor.py``) instead of a tuple of arrays gathered
+every step.
 """
 from __future__ import annotations
 

@@ -77,7 +77,8 @@ class State:
                     raise ValueError(f"variable {name} has a symbolic shape {node.type}")
                 variables.append((name, node, home))
         side_by_side = [(name, node) for name, node, home in variables
-                        if home is backend and backend.name == "cpu" and arena_dtype(node.type.dtype.numpy)]
+                        if home is backend and backend.name == "cpu"
+                        and arena_dtype(node.type.dtype.numpy)]
         places = dict(zip([name for name, _ in side_by_side], _arena_places(
             [node for _, node in side_by_side])))
         for name, node, home in variables:

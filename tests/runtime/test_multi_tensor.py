@@ -28,12 +28,12 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
                hold: str | None = None, steps: int = 3, history: bool = False):
     """``steps`` train steps of mnist_small (6 parameters) with optimizer ``name``: losses,
-    state, the tensors each multi-tensor call takes, the held array, and how many values
-    the update loops keep in registers, and per call the steps it ran on its flat kernels (in
-    place, apart) and how many layouts of spares it met.  ``hold``: a parameter the caller holds from the first step on (its
-    update then goes into a spare array); ``history``: the caller keeps a copy of the
-    state's dict before each of the last two steps, as ``netlang train`` does (every update
-    then goes into a spare)."""
+    state, the tensors each multi-tensor call takes, the held array, how many values the
+    update loops keep in registers, and per call the steps it ran on its flat kernels (in
+    place, apart) and how many layouts of spares it met.  ``hold``: a parameter the caller
+    holds from the first step on (its update then goes into a spare array); ``history``:
+    the caller keeps a copy of the state's dict before each of the last two steps, as
+    ``netlang train`` does (every update then goes into a spare)."""
     model = netlang.compile(str(SPECS / "mnist_small.net"))
     graph = build_train_graph(model, make_optimizer(name, {"lr": 0.01}), weight_decay)
     session = Model(graph, passes=model.passes).session("cpu", 0)

@@ -30,7 +30,8 @@ def test_arena_arrays_lie_one_after_another_on_cache_line_boundaries():
     a, b, c = arena_arrays([((3,), np.float32), ((2, 5), np.float64), ((), np.float32)])
     assert (a.shape, b.shape, c.shape) == ((3,), (2, 5), ())
     assert a.base is b.base is c.base and type(a.base) is VariableArena
-    assert [address(x) - address(a) for x in (a, b, c)] == [0, ALIGNMENT, 3 * ALIGNMENT]  # b: 80 bytes, 2 lines
+    # b's 80 bytes take two lines
+    assert [address(x) - address(a) for x in (a, b, c)] == [0, ALIGNMENT, 3 * ALIGNMENT]
     assert not a.any() and not b.any() and not c.any()
     assert all(in_arena(x) and fits(x, x.shape, x.dtype) for x in (a, b, c))
 
