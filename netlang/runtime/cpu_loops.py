@@ -273,11 +273,11 @@ def axis_block(shape: tuple, axes) -> tuple[int, int, int] | None:
 def block_sum(shape: tuple, dtype, axes, out_shape: tuple, mean: bool):
     """run(x, out=None): x summed (or averaged) over ``axes``, a block of middle axes.
 
-    A leading block (A = 1) runs the reference's one BLAS matrix-vector product, as fast as
-    the loops (measured), into ``out``; declined where the block is trailing (C = 1: NumPy's
-    contiguous pairwise sum)."""
+    A leading block (A = 1, every axis too) runs the reference's one BLAS matrix-vector
+    product, as fast as the loops (measured), into ``out``; declined where the block is
+    trailing only (C = 1 < A: NumPy's contiguous pairwise sum)."""
     block = axis_block(tuple(shape), axes)
-    if block is None or block[2] == 1:
+    if block is None or (block[2] == 1 and block[0] > 1):
         return None
     a_, r_, c_ = block
     if a_ == 1:
