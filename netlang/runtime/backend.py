@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -266,6 +267,9 @@ def cpu_set_up_beside(device: str = "cpu", kernels: str = "default",
         from netlang.runtime.threads import cpu_threads_for_netlang
 
         cpu_threads_for_netlang()       # before the helper loads libgomp (with Numba)
+        if warm_set is not None:
+            jit = sys.modules.get("netlang.runtime.jit")    # not imported: nothing made yet
+            _RUN_STARTS[warm_set] = jit.new_run() if jit is not None else 0
         helper = threading.Thread(target=set_up, name="netlang CPU set-up", daemon=True)
         helper.start()
     try:
@@ -273,6 +277,11 @@ def cpu_set_up_beside(device: str = "cpu", kernels: str = "default",
     finally:
         if helper is not None:
             helper.join()
+
+
+# warm set -> the run that keeps it (``jit.new_run``): its list leaves out the kernels only
+# earlier runs of this process used.
+_RUN_STARTS: dict[str, int] = {}
 
 
 def kernel_list_name(kind: str, *what) -> str:
@@ -300,7 +309,7 @@ def remember_cpu_kernels(device: str, kernels: str, warm_set: str) -> None:
         from netlang.runtime import jit
 
         with contextlib.suppress(OSError):
-            jit.remember_kernels(warm_set)
+            jit.remember_kernels(warm_set, since=_RUN_STARTS.pop(warm_set, 0))
 
 
 def _stateless(factory: Callable) -> Callable:

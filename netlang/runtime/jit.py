@@ -204,7 +204,10 @@ def compile_now(fn, args: Sequence, owner=None) -> None:
     happens only if the owner still lives (``cpu_kernels.compiles_after_binding``); then
     the kernels of the whole binding compile together, two at a time (``compile_batch``)."""
     sig = signature(args)
-    if sig in fn.overloads or defer_compile((fn, sig), (fn, sig), owner):
+    if sig in fn.overloads:
+        _USED[fn, sig] = _RUN[0]        # this run uses it too
+        return
+    if defer_compile((fn, sig), (fn, sig), owner):
         return
     started = time.perf_counter()
     cached = _compile(fn, sig)
@@ -229,13 +232,15 @@ def _compile(fn, signature: tuple) -> bool:
     """Compile (or load) ``fn`` for ``signature`` here; whether it came from the disk cache."""
     hits = sum(fn.stats.cache_hits.values())
     fn.compile(signature)
-    _USED[fn, signature] = None
+    _USED[fn, signature] = _RUN[0]
     return sum(fn.stats.cache_hits.values()) > hits
 
 
 # -- a run's kernels, loaded again by the next run before it needs them -------------------------
 
-_USED: dict[tuple, None] = {}   # (kernel, signature) compiled or loaded here, in order
+# (kernel, signature) compiled, loaded or asked for here, in order -> the last run that did
+_USED: dict[tuple, int] = {}
+_RUN = [0]
 
 
 def _where(fn) -> tuple[str, str, str]:
@@ -250,12 +255,21 @@ def _find(module_name: str, path: str, name: str):
     return getattr(module, name)
 
 
-def remember_kernels(name: str) -> None:
-    """Keep the list of kernels this process compiled or loaded (module, function and
-    argument types, not the machine code: that is in Numba's cache) as ``name`` in the kernel
-    cache, for ``load_kernels(name)`` in the next run of the same program."""
+def new_run() -> int:
+    """Begin a run's count of the kernels it uses (``remember_kernels(name, since=...)``):
+    a process that runs several programs (a notebook, the tests) keeps what its earlier
+    runs used out of this run's list."""
+    _RUN[0] += 1
+    return _RUN[0]
+
+
+def remember_kernels(name: str, since: int = 0) -> None:
+    """Keep the list of kernels this process compiled, loaded or was asked for since run
+    ``since`` began (``new_run``; 0: all; module, function and argument types, not the
+    machine code: that is in Numba's cache) as ``name`` in the kernel cache, for
+    ``load_kernels(name)`` in the next run of the same program."""
     kept = []
-    for fn, sig in _USED:
+    for fn, sig in [pair for pair, run in _USED.items() if run >= since]:
         try:
             kept.append((_where(fn), sig))
         except (KeyError, AttributeError):      # a kernel made where no file holds it

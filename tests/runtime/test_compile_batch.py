@@ -159,6 +159,22 @@ def test_a_listed_kernel_whose_file_is_gone_is_skipped_and_made_again(cache):
     assert doubled(new_kernel(cache, "gone")) == [0.0, 2.0, 4.0]   # written and loaded anew
 
 
+def test_a_run_lists_the_kernels_it_used_not_those_of_earlier_runs(cache):
+    """A process that runs several programs (a notebook, the tests) lists for each run what
+    that run compiled, loaded or asked for again, since ``jit.new_run``."""
+    before, again, after = (new_kernel(cache, f"runs {k}") for k in range(3))
+    jit.compile_now(before, ARGS)
+    jit.compile_now(again, ARGS)
+    run = jit.new_run()
+    jit.compile_now(again, ARGS)        # compiled already: asked for by this run too
+    jit.compile_now(after, ARGS)
+    jit.remember_kernels("runs", since=run)
+    with open(cache / "warm" / "runs.pkl", "rb") as f:
+        kept = pickle.load(f)
+    assert [where[0] for where, _ in kept] == [again.py_func.__module__,
+                                               after.py_func.__module__]
+
+
 def test_a_missing_or_broken_kernel_list_loads_nothing(cache):
     assert jit.load_kernels("no such list") == 0
     (cache / "warm").mkdir()
