@@ -15,9 +15,18 @@ def configure_threads(threads: int | None = None, wait_policy: str | None = None
     kernels unless ``wait_policy`` (``"passive"`` on a busy machine) or your own
     ``OMP_WAIT_POLICY`` says otherwise, OpenBLAS to ``blas_threads`` (None: as many).
     Process-wide: call it before the first session (which otherwise makes the same choice
-    as the netlang command, and says so).  Returns what was set (``.describe()``)."""
+    as the netlang command, and says so).  Returns what was set (``.describe()``); a value
+    libgomp or OpenBLAS would not take is a UsageError naming it."""
+    from netlang.errors import UsageError
     from netlang.runtime.threads import configure_cpu_threads
 
+    for name, count in (("threads", threads), ("blas_threads", blas_threads)):
+        if count is not None and (type(count) is not int or count < 1):
+            raise UsageError(f"configure_threads: {name} must be a whole number of at least "
+                             f"1, or None, got {count!r}")
+    if wait_policy not in (None, "active", "passive"):
+        raise UsageError(f"configure_threads: wait_policy must be 'active', 'passive' or "
+                         f"None, got {wait_policy!r}")
     return configure_cpu_threads(threads, wait_policy, blas_threads=blas_threads)
 
 

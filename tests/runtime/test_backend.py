@@ -105,6 +105,16 @@ def test_configure_threads_passes_its_choices_on(monkeypatch):
                         lambda *args, **kwargs: calls.append((args, kwargs)) or "set")
     assert netlang.configure_threads(wait_policy="passive") == "set"
     assert calls == [((None, "passive"), {"blas_threads": 1})]
+    count = "must be a whole number of at least 1, or None, got"
+    for bad, said in [({"threads": 0}, f"threads {count} 0"),
+                      ({"threads": "2"}, f"threads {count} '2'"),
+                      ({"blas_threads": -1}, f"blas_threads {count} -1"),
+                      ({"wait_policy": "bogus"},
+                       "wait_policy must be 'active', 'passive' or None, got 'bogus'")]:
+        with pytest.raises(netlang.NetlangError) as caught:
+            netlang.configure_threads(**bad)
+        assert str(caught.value) == f"usage error: configure_threads: {said}"
+    assert len(calls) == 1          # nothing set by a refused call
 
 
 def test_gpu_without_cupy_is_one_clear_error(fresh_gpu_slot, monkeypatch):
