@@ -696,15 +696,13 @@ class Spares:
         if not arena_dtype(dtype) or name not in {u.name for u in members}:
             return np.empty(shape, dtype)
         try:
-            places = arena_arrays([(u.shape, u.dtype) for u in members])
+            places = dict(zip([u.name for u in members],
+                              arena_arrays([(u.shape, u.dtype) for u in members])))
         except (MemoryError, OSError, OverflowError):
             return np.empty(shape, dtype)
-        mine = np.empty(shape, dtype)
-        for update, place in zip(members, places):
-            if update.name != name:
-                self.arrays.setdefault(update.name, []).append(place)
-            elif fits(place, shape, dtype):
-                mine = place
+        mine = places.pop(name)
+        for other, place in places.items():     # the others' spares, taken next
+            self.arrays.setdefault(other, []).append(place)
         return mine
 
     def keep(self, name: str, array) -> None:

@@ -224,7 +224,8 @@ def interference_graph(ranges: list[LiveRange]):
     return graph
 
 
-def _aligned(nbytes: int) -> int:
+def aligned(nbytes: int) -> int:
+    """``nbytes`` rounded up to whole ``ALIGNMENT`` lines (an arena slot's size)."""
     return -(-nbytes // ALIGNMENT) * ALIGNMENT
 
 
@@ -268,7 +269,7 @@ def plan_arena(ranges: list[LiveRange]) -> ArenaPlan:
         colors = nx.greedy_color(graph, strategy=strategy)
         slot_bytes: dict[int, int] = {}
         for key, color in colors.items():
-            slot_bytes[color] = max(slot_bytes.get(color, 0), _aligned(info[key].nbytes))
+            slot_bytes[color] = max(slot_bytes.get(color, 0), aligned(info[key].nbytes))
         total = sum(slot_bytes.values())
         if best is None or total < best[0]:
             best = (total, name, colors, slot_bytes)

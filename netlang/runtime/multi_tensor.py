@@ -138,7 +138,7 @@ def kernel_source(loop: UpdateLoop, from_out: bool, shared: set[int], parallel: 
     ``chunks`` an int64 ``[n, 3]`` table of (tensor, start, stop).
 
     ``flat``: each ``xs{i}`` of an array argument and each ``outs{m}`` is ONE flat array
-    holding every tensor's elements somewhere (``FlatLayout``), and ``chunks`` an int64
+    holding every tensor's elements somewhere (``flat_layout``), and ``chunks`` an int64
     ``[n, 2 + roles]`` table of (tensor, length, then each such array's offset in order)."""
     passed, _, lines = loop.element(from_out)
     full = [i for i in passed if loop.kinds[i] == "full"]
@@ -229,8 +229,8 @@ def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None
     ``merged_updates`` does.  Where, besides, each role's arrays lie in one block of memory
     (``flat_layout``), the call passes the blocks and a table of offsets instead of tuples
     of arrays (``FlatCall``).  ``run.tensors`` says how many tensors it updates per role,
-    ``run.in_registers`` how many members' results it stores nowhere, ``run.flat`` the
-    ``FlatCall``.
+    ``run.in_registers`` how many members' results it stores nowhere, ``run.flat`` and
+    ``run.flat_apart`` the ``FlatCall`` in place and apart.
     ``parallel`` None: a ``prange`` over chunks from ``PARALLEL_FROM`` elements in all."""
     loop = units[0].loop
     sizes = [u.loop.size for u in units]

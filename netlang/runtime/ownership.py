@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from netlang.runtime.memory import ALIGNMENT
+from netlang.runtime.memory import aligned
 
 
 def _references(container, key) -> int:
@@ -79,12 +79,11 @@ def arena_dtype(dtype) -> bool:
 
 def arena_arrays(types: Sequence[tuple[tuple, np.dtype]]) -> list[np.ndarray]:
     """Zero-filled arrays of these ``(shape, dtype)``s, one after another in one new
-    ``VariableArena``, each starting on an ``ALIGNMENT`` boundary."""
+    ``VariableArena``, each starting on a cache line (``memory.aligned``)."""
     offsets, end = [], 0
     for shape, dtype in types:
         offsets.append(end)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        end += -(-nbytes // ALIGNMENT) * ALIGNMENT
+        end += aligned(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
     arena = VariableArena(-1, max(end, 1), **_PRIVATE)
     return [np.ndarray(shape, dtype, buffer=arena, offset=offset)
             for (shape, dtype), offset in zip(types, offsets)]
