@@ -370,7 +370,11 @@ def straight_line(bound: Bound) -> Callable:
     ``del``-ed where the loop freed them, sources are read from ``env`` once and the values
     the run returns are written back to it.  On spiral's 42 small kernels that saves 8%
     (``netlang bench --workloads spiral``, three interleaved runs each, medians 371k -> 400k
-    samples/s at batch 64 and 958k -> 1,035k at 256)."""
+    samples/s at batch 64 and 958k -> 1,035k at 256).
+
+    A merged update's later members (``_last``) are no calls: their value is the local of
+    the array the group's loop wrote (one name for both, deleted once neither is live).
+    Residual's 94 of them took 26 us of its 117 us update (``netlang bench --profile``)."""
     if bound.step is not None:
         return bound.step
     produced = {out for out, _, _, _ in bound.calls}
@@ -382,17 +386,29 @@ def straight_line(bound: Bound) -> Callable:
             names[key] = f"v{len(names)}"
         return names[key]
 
+    holders: dict[str, set] = {}   # local name -> the live keys it holds (aliases share one)
     lines, loaded, scope = ["def step(env):", "    at = 0", "    try:"], set(), {}
     for i, (out, run, args, dead) in enumerate(bound.calls):
         for a in args:
             if a not in produced and a not in loaded:
                 scope[f"key{len(loaded)}"] = a
                 lines.append(f"        {local(a)} = env[key{len(loaded)}]")
+                holders[local(a)] = {a}
                 loaded.add(a)
-        scope[f"k{i}"] = run
-        lines += [f"        at = {i}",
-                  f"        {local(out)} = k{i}({', '.join(local(a) for a in args)})"]
-        lines += [f"        del {local(d)}" for d in dead]
+        if run is _last:        # a merged update's later member: the array its loop wrote
+            names[out] = local(args[0])
+        elif run is _kept_in_registers:
+            lines.append(f"        {local(out)} = None")
+        else:
+            scope[f"k{i}"] = run
+            lines += [f"        at = {i}",
+                      f"        {local(out)} = k{i}({', '.join(local(a) for a in args)})"]
+        holders.setdefault(local(out), set()).add(out)
+        for d in dead:
+            held = holders[local(d)]
+            held.discard(d)
+            if not held:
+                lines.append(f"        del {local(d)}")
     lines += [f"        env[{out!r}] = {local(out)}" for out, _, _, _ in bound.calls
               if out not in freed]
     lines.append("        pass")            # a program of no calls (a fetched variable)
