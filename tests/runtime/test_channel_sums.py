@@ -103,6 +103,29 @@ def test_moments_are_the_sums_and_squares_per_channel_and_finish_a_batch_varianc
                                atol=tolerance * (1 + offset * offset))
 
 
+@EXAMPLES
+@given(parts=st.integers(1, 70), channels=st.integers(1, 9), tiles=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_the_blocks_sums_fold_per_channel_in_a_fixed_order(parts, channels, tiles, seed):
+    """``fold_parts`` adds each accumulator column over the blocks of rows in order, then
+    the channel tiles in order: the same bits as that order in Python, close to NumPy's."""
+    acc = np.random.default_rng(seed).standard_normal((parts, channels * tiles)) * 1e3
+    total = np.full(channels, np.nan)
+    generated.fold_parts(acc, channels, total)
+    want = []
+    for c in range(channels):
+        value = 0.0
+        for t in range(tiles):
+            column = 0.0
+            for p in range(parts):
+                column += float(acc[p, t * channels + c])
+            value += column
+        want.append(value)
+    assert total.tolist() == want
+    np.testing.assert_allclose(total, acc.sum(axis=0).reshape(-1, channels).sum(axis=0),
+                               rtol=1e-12, atol=1e-9)
+
+
 def test_what_it_does_not_take():
     assert generated.with_channel_sums(lambda x: x, ["sum"]) is None     # not generated
     expr, _ = GROUPS["add"]
