@@ -97,3 +97,28 @@ def test_without_onednn_the_cpu_runs_its_own_kernels_and_says_why(monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     finally:
         backend._cpu_backend.cache_clear()
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple),
+       data=st.data(), keepdims=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_mean_grad_writes_the_references_values_into_its_buffer(shape, data, keepdims,
+                                                                dtype, seed):
+    """The reference returns a broadcast view of g / count; the factory writes the same
+    bits into the buffer it is given (every place of ``like``, whatever was there)."""
+    axes = data.draw(st.lists(st.integers(0, len(shape) - 1), min_size=1, unique=True)
+                     .map(sorted).map(tuple))
+    attrs = {"axis": axes, "keepdims": keepdims}
+    kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    g_shape = kept if keepdims else tuple(d for i, d in enumerate(shape) if i not in axes)
+    g = np.asarray(np.random.default_rng(seed).standard_normal(g_shape) * 100, dtype)
+    like = np.zeros(shape, dtype)
+    run = cpu_kernels.mean_grad([g.shape, like.shape], [g.dtype, like.dtype], attrs, None)
+    want = get_op("mean_grad").kernel(np, g, like, **attrs)
+    out = np.full(shape, np.nan, dtype)
+    assert run(g, like, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    assert run(g, like).dtype == dtype and run(g, like).flags.c_contiguous
+    assert cpu_kernels.mean_grad([g.shape, (0, *shape)], [g.dtype] * 2,
+                                 {"axis": 0, "keepdims": False}, None) is None  # empty: zeros
