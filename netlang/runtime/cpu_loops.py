@@ -449,7 +449,10 @@ def _maxpool_2x2(x, y):
 def _maxpool_grad_2x2(x, y, g, zero, dx):
     """Windows of 2x2 cells, stride 2, tiling the image: each output cell's four taps in
     row-major order, g at the first equal to y (the last when none is: a NaN maximum) and
-    g * 0 at the others, as the reference writes g * mask."""
+    g * 0 at the others, as the reference writes g * mask.  The picks are computed with
+    ``&`` and ``|``, not ``and``/``or``: no branch (which tap holds a window's maximum is
+    random, and mispredicted branches made the loop 2-13x slower) and a vectorised loop
+    over the channels."""
     n_, oh_, ow_, c_ = y.shape
     for row in prange(n_ * oh_):
         n, i = row // oh_, row % oh_
@@ -458,12 +461,14 @@ def _maxpool_grad_2x2(x, y, g, zero, dx):
                 m, gv = y[n, i, j, c], g[n, i, j, c]
                 z = gv * zero
                 a = x[n, 2 * i, 2 * j, c] == m
-                b = (not a) and x[n, 2 * i, 2 * j + 1, c] == m
-                d = (not (a or b)) and x[n, 2 * i + 1, 2 * j, c] == m
+                b = (x[n, 2 * i, 2 * j + 1, c] == m) & (not a)
+                ab = a | b
+                d = (x[n, 2 * i + 1, 2 * j, c] == m) & (not ab)
+                e = not (ab | d)
                 dx[n, 2 * i, 2 * j, c] = gv if a else z
                 dx[n, 2 * i, 2 * j + 1, c] = gv if b else z
                 dx[n, 2 * i + 1, 2 * j, c] = gv if d else z
-                dx[n, 2 * i + 1, 2 * j + 1, c] = z if (a or b or d) else gv
+                dx[n, 2 * i + 1, 2 * j + 1, c] = gv if e else z
 
 
 @kernel(parallel=False)
@@ -648,7 +653,7 @@ def maxpool_grad(shapes, dtypes, attrs, _state):
     x_shape, y_shape, geo, (gh, gw), parallel = case
     apart, gaps, zero = disjoint(gh, gw), not covers_all(gh, gw), np.dtype(dtypes[2]).type(0)
     images = [(d, 4) for d in dtypes[:3]]
-    if tiles_2x2(gh, gw) and x_shape[3] < FEW_CHANNELS:
+    if tiles_2x2(gh, gw) and gradient_2x2_channels(x_shape[3]):
         def run_2x2(x, y, g, out=None):
             dx = _buffer(out, x_shape, g.dtype)
             _maxpool_grad_2x2(_c(x), _c(y), _c(g), zero, dx)
@@ -1083,6 +1088,20 @@ SMALL_IMAGE = 1 << 18
 # vs 0.164 vs 0.095, [256,28,28,4] 0.135 vs 0.402 vs 0.171); from 8 channels on oneDNN's
 # vectorised primitive wins the gradient ([64,28,28,8] 0.29 vs 0.15).
 FEW_CHANNELS = 8
+# The gradient's 2x2 loop has no branches and a vector loop over the channels: against
+# oneDNN's primitive (which reruns the forward for its workspace) it wins below 8 channels
+# and from 16 (a whole AVX-512 vector), and loses between.  Median us, oneDNN / the loop,
+# 2-core AMD EPYC, 2026-12-06: [64,28,28,4] 268/141, [64,14,14,8] 48/63, [64,14,14,12]
+# 53/89, [64,14,14,16] 48/25, [64,24,24,32] 176/99 (mnist), [64,8,8,64] 50/25 (mnist),
+# [256,28,28,4] 962/478, [256,28,28,8] 511/931, [256,14,14,8] 152/218, [256,24,24,16]
+# 734/779, [256,24,24,32] 1678/1518, [256,8,8,64] 199/119, [256,8,8,128] 295/147.
+VECTOR_CHANNELS = 16
+
+
+def gradient_2x2_channels(c: int) -> bool:
+    """Whether max pooling's gradient over tiling 2x2 windows of ``c`` channels runs
+    ``_maxpool_grad_2x2`` (else the library, or the general loop without it)."""
+    return c < FEW_CHANNELS or c >= VECTOR_CHANNELS
 
 
 def tiles_2x2(gh: Axis, gw: Axis) -> bool:
@@ -1102,7 +1121,7 @@ def _maxpool_library_faster(shapes, attrs) -> bool:
 
 def _maxpool_grad_library_faster(shapes, attrs) -> bool:
     n, c = math.prod(shapes[0]), shapes[0][-1]
-    if c < FEW_CHANNELS:       # the 2x2 tiling loop: [64,28,28,4] 0.079 vs oneDNN's 0.379 ms
+    if gradient_2x2_channels(c):      # the 2x2 tiling loop (measured at VECTOR_CHANNELS)
         axes = _pool_geometry("maxpool_grad", shapes[0], attrs)
         if axes is not None and tiles_2x2(*axes):
             return False

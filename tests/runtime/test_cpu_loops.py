@@ -117,6 +117,21 @@ def test_maxpool_grad_routes_by_the_y_it_is_given():
     check_run("maxpool_grad", [x, y, np.ones_like(y)], attrs, False, exact=True)
 
 
+@pytest.mark.parametrize("c", [1, 4, 16, 19, 32, 64])
+@pytest.mark.parametrize("ties", [False, True])
+def test_the_2x2_gradient_loop_is_the_reference_bit_for_bit_at_any_width(c, ties):
+    """2x2 windows tiling the image run ``_maxpool_grad_2x2`` below 8 channels and from 16:
+    the first tap equal to y gets g, NaN windows send it to the last tap."""
+    attrs = {"window": 2, "stride": None, "padding": "VALID"}
+    x, rng = pool_input(3, (6, 8), c, np.float32, ties)
+    x[0, 0, 0, 0] = np.nan
+    assert cpu_loops.gradient_2x2_channels(c)
+    y = reference("maxpool", [x], attrs)
+    g = normal(rng, y.shape, np.float32)
+    for parallel in (False, True):
+        check_run("maxpool_grad", [x, y, g], attrs, parallel, exact=True)
+
+
 def test_a_nan_in_a_window_makes_its_max_nan_as_in_the_reference():
     attrs = {"window": 2, "stride": None, "padding": "SAME"}
     x = np.random.default_rng(1).standard_normal((2, 5, 5, 3)).astype(np.float32)
@@ -291,6 +306,9 @@ def test_registered_loops_defer_to_onednn_where_it_was_faster():
     assert maxpool(tiled, [F32], POOL, None) is not None
     assert maxpool_grad(tiled + [(2, 2, 2, 3)] * 2, [F32] * 3, POOL, None) is not None
     assert maxpool_grad(few + [(2, 2, 2, 3)] * 2, [F32] * 3, POOL, None) is None
+    for c, loop in [(4, True), (8, False), (12, False), (16, True), (64, True)]:
+        shapes = [(2, 256, 256, c), (2, 128, 128, c), (2, 128, 128, c)]   # large images
+        assert (maxpool_grad(shapes, [F32] * 3, POOL, None) is not None) == loop, c
     assert avgpool(many, [F32], POOL, None) is None
     (alone,) = cpu_loops.loop_factories(library=False)["maxpool"]
     assert alone(few, [F32], POOL, None) is not None
