@@ -277,6 +277,30 @@ def test_feeds_must_agree_on_a_shared_symbolic_dimension():
     assert s.run("z", {"x": np.ones((3, 2), np.float32), "y": np.ones(3, np.float32)}).shape == (3,)
 
 
+def test_feeds_are_checked_on_every_run_after_one_that_passed():
+    """A session remembers the feed shapes and dtypes that passed its checks unchanged;
+    another shape, a dtype to convert or a bad value is checked (and converted) as the
+    first run was."""
+    s = netlang.compile("""network pair {
+  input x: f32[N, 2]
+  input y: f32[N]
+  output z = sum(x, axis=1) + y
+}""").session()
+    x, y = np.ones((3, 2), np.float32), np.ones(3, np.float32)
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run("z", {"x": x, "y": y}), [3, 3, 3])
+    with pytest.raises(FeedError, match=r"feed 'y' has shape \[2\], so N = 2 in f32\[N\]"):
+        s.run("z", {"x": x, "y": y[:2]})
+    with pytest.raises(FeedError, match=r"feed 'x' has shape \[3, 3\] but the spec declares"):
+        s.run("z", {"x": np.ones((3, 3), np.float32), "y": y})
+    z = s.run("z", {"x": x.astype(np.float64) / 3, "y": y.astype(np.float64)})
+    assert z.dtype == np.float32                # converted to the declared dtype
+    np.testing.assert_allclose(z, np.float32(2 / 3) + 1)
+    with pytest.raises(FeedError, match="feed 'x' is not numeric"):
+        s.run("z", {"x": np.full((3, 2), "a"), "y": y})
+    np.testing.assert_array_equal(s.run("z", {"x": 2 * x, "y": y}), [5, 5, 5])
+
+
 FED_VARIABLES = ["bn1/moving_mean", "bn1/moving_variance", "bn1/gamma", "bn1/beta", "conv1/W"]
 
 

@@ -79,7 +79,7 @@ def _unfused_session(session):
     twin = Model(model.graph, model.steps, model.lowered,
                  without(model.passes, "batchnorm", "fusion"))
     other = Session.__new__(Session)
-    other.__dict__.update(session.__dict__, model=twin, _ids={})
+    other.__dict__.update(session.__dict__, model=twin, _ids={}, _plans={})
     other.executor = Executor(session.backend, session.rng)
     return other
 
