@@ -100,6 +100,8 @@ class Executor:
         self.kernel_state = KernelState()           # what kernels share between calls
         self.spares = Spares()
         self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # program -> {(the fed values' shapes, planned): its Bound}, as ``bind`` found it
+        self._by_shapes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def backend_of(self, node) -> Backend:
         """The backend ``node`` runs on: its ``on`` block's device, else the session's.  A
@@ -132,7 +134,16 @@ class Executor:
         with an ``on_step`` hook gets the program without the buffer plan: the hook may keep
         the values it is shown, which planned buffers would overwrite."""
         planned = self.buffer_plan and self.on_step is None
-        return self.bind_sizes(program, self._dims(program, feeds or {}), planned)
+        feeds = feeds or {}
+        shapes = tuple(getattr(feeds.get(nid), "shape", None) for nid in program.fed)
+        per_shapes = self._by_shapes.get(program)
+        if per_shapes is None:
+            per_shapes = self._by_shapes[program] = {}
+        bound = per_shapes.get((shapes, planned))
+        if bound is None:      # the dims these shapes fix, matched once (2-3 us a run)
+            bound = self.bind_sizes(program, self._dims(program, feeds), planned)
+            per_shapes[shapes, planned] = bound
+        return bound
 
     def bind_sizes(self, program: Program, dims: dict[str, int], planned: bool = True
                    ) -> Bound:
