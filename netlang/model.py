@@ -302,25 +302,28 @@ class Session:
         fed = [(k, self._value_id(base, k)) for k in feeds]
         compiled = self.model.program(ids, frozenset(nid for _, nid in fed), training,
                                       updates, base, self.backend.name)
-        return RunPlan(base, compiled, [(k, nid, compiled.mapping.get(nid))
+        return RunPlan(base, compiled, [(k, nid, compiled.mapping.get(nid),
+                                         np.dtype(base.nodes[nid].type.dtype.numpy))
                                         for k, nid in fed])
 
     def _feed_values(self, plan: RunPlan, feeds: dict) -> dict[int, Any]:
         """The program's fed values (program id -> array on the backend), each checked
-        against its declared type (``_feed_value``), unless feeds of the same shapes and
-        dtypes passed those checks unchanged before."""
+        against its declared type and converted to its dtype (``_feed_value``); feeds of
+        the shapes and dtypes of feeds that passed before are only converted."""
         seen = tuple((v.shape, v.dtype) if isinstance(v, (np.ndarray, np.generic)) else None
                      for v in feeds.values())
         if None not in seen and seen in plan.checked:
-            asarray = self.backend.asarray
-            return {mapped: asarray(feeds[k]) for k, _, mapped in plan.fed
-                    if mapped is not None}
+            asarray, values = self.backend.asarray, {}
+            for k, _, mapped, dtype in plan.fed:
+                if mapped is not None:
+                    value = feeds[k]
+                    values[mapped] = asarray(value if value.dtype == dtype
+                                             else value.astype(dtype))
+            return values
         dims: dict[str, tuple[int, str]] = {}
         values = {mapped: self._feed_value(plan.base, nid, feeds[k], dims)
-                  for k, nid, mapped in plan.fed if mapped is not None}
-        if None not in seen and len(plan.checked) < RunPlan.REMEMBERED and all(
-                np.dtype(d) == plan.base.nodes[nid].type.dtype.numpy
-                for (_, d), (_, nid, mapped) in zip(seen, plan.fed) if mapped is not None):
+                  for k, nid, mapped, _ in plan.fed if mapped is not None}
+        if None not in seen and len(plan.checked) < RunPlan.REMEMBERED:
             plan.checked.add(seen)
         return values
 
@@ -376,10 +379,10 @@ class Session:
 @dataclass
 class RunPlan:
     """What ``Session.run`` resolves once per fetches, feed names and flags: the graph the
-    names are in, the compiled program, and per feed (in order) its name, its id there and
-    its id in the program (None: the program does not read it).  ``checked``: the
-    ``(shape, dtype)`` of every feed for runs whose feeds passed the checks needing no
-    conversion (a spiral step took 14 us in Session.run around the executor's 83 before)."""
+    names are in, the compiled program, and per feed (in order) its name, its id there,
+    its id in the program (None: the program does not read it) and its declared dtype.
+    ``checked``: the ``(shape, dtype)`` of every feed, for runs whose feeds passed the
+    checks (a spiral step took 14 us in Session.run around the executor's 83 before)."""
 
     REMEMBERED = 64             # sets of feed shapes kept per plan
 
