@@ -56,13 +56,15 @@ _PRIVATE = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
 
 def fits(array, shape: tuple, dtype: np.dtype) -> bool:
     """Whether a kernel may write ``array`` whole: a NumPy array whose C-contiguous,
-    writeable memory is its own (owned, or its place in a ``VariableArena``), of this shape
-    and dtype."""
-    if type(array) is not np.ndarray:
+    aligned, writeable memory is its own (owned, or its place in a ``VariableArena``), of
+    this shape and dtype."""
+    if type(array) is not np.ndarray or array.shape != shape:
         return False
-    flags = array.flags
-    return ((flags.owndata or type(array.base) is VariableArena) and flags.c_contiguous
-            and flags.writeable and array.shape == shape and array.dtype == dtype)
+    mine = array.dtype
+    if mine is not dtype and mine != dtype:
+        return False
+    flags = array.flags         # carray: C-contiguous, aligned and writeable (460 -> 240 ns)
+    return flags.carray and (flags.owndata or type(array.base) is VariableArena)
 
 
 def in_arena(array) -> bool:
