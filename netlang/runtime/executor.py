@@ -73,6 +73,7 @@ class Bound:
     plan: memory.ArenaPlan | None = None
     in_place: list[InPlace] = field(default_factory=list)
     step: Callable | None = None  # the calls as one function (``straight_line``), made once
+    edges: tuple | None = None    # what runs before and after the calls (``run_edges``)
 
 
 class Executor:
@@ -287,39 +288,16 @@ class Executor:
             missing = sorted(program.graph.nodes[f].name or f"%{f}" for f in program.fed
                              if f not in feeds)
             raise FeedError(f"no value fed for {', '.join(missing)}")
-        env = dict(bound.consts)
-        arrays = getattr(store, "arrays", store)   # a State's dict, read without a call each
-        # Before env holds the variables: whether the state alone holds each array is
-        # decided by counting references (so no local name may hold one either).  An update
-        # writes over its variable's array when that is the state's alone and fits, else
-        # into a spare.
-        for update in bound.in_place:
-            name = update.name
-            if name in arrays and sole_holder(arrays, name) and fits(
-                    arrays[name], update.shape, update.dtype):
-                env[update.target] = arrays[name]
-            else:
-                env[update.target] = self.spares.take(name, update.shape, update.dtype,
-                                                      bound.in_place)
+        if bound.edges is None:
+            bound.edges = run_edges(program, bound, self.spares)
         try:
-            for nid, name in program.variables:
-                env[nid] = arrays[name]
+            return bound.edges[0](getattr(store, "arrays", store), feeds)
         except KeyError as err:
             raise ExecutionError(f"the variable {err} has no value in this session's state",
                                  hint="initialize or restore the session's state") from None
-        for nid in program.fed:
-            env[nid] = feeds[nid]
-        return env
 
     def _finish(self, program: Program, bound: Bound, env, store) -> list[Any]:
-        arrays = getattr(store, "arrays", store)
-        for update in bound.in_place:
-            old = arrays.get(update.name)
-            if old is not None and old is not env[update.target]:
-                self.spares.keep(update.name, old)
-        for name, value_id in program.updates.items():
-            arrays[name] = env[value_id]
-        return [env[f] for f in program.fetches]
+        return bound.edges[1](getattr(store, "arrays", store), env)
 
     def _run_traced(self, program: Program, bound: Bound, env, store) -> list[Any]:
         """The same run, one kernel at a time: calls ``on_step(node, value)`` after every step
@@ -431,6 +409,49 @@ def straight_line(bound: Bound) -> Callable:
     exec(compile("\n".join(lines), "<netlang step>", "exec"), scope)  # noqa: S102
     bound.step = scope["step"]
     return bound.step
+
+
+def run_edges(program: Program, bound: Bound, spares: Spares) -> tuple[Callable, Callable]:
+    """``(sources(arrays, feeds) -> env, finish(arrays, env) -> fetched values)``: what a run
+    does before and after its calls, generated for this bound program (one line per
+    variable, no loop: on spiral with a train loop's copy of the state, 18 updates, the two
+    took 23 us of a 95 us run).
+
+    ``sources``: env holds the constants, the array each in-place update writes into, every
+    variable the program reads (a KeyError names one the state lacks) and the feeds.  Before
+    env holds the variables, whether the state alone holds each array is decided by
+    counting references (so no local name may hold one either): an update writes over its
+    variable's array when that is the state's alone and fits, else into a spare.
+    ``finish``: a variable's array that an update did not write over is kept as a spare;
+    the updates' values go to the state, and the fetched values come back."""
+    scope = {"consts": bound.consts, "sole_holder": sole_holder, "fits": fits,
+             "take": spares.take, "keep": spares.keep, "family": bound.in_place}
+    lines = ["def sources(arrays, feeds):", "    env = dict(consts)"]
+    for k, update in enumerate(bound.in_place):
+        scope.update({f"n{k}": update.name, f"t{k}": update.target, f"s{k}": update.shape,
+                      f"d{k}": update.dtype})
+        test = f"n{k} in arrays and sole_holder(arrays, n{k}) and fits(arrays[n{k}], s{k}, d{k})"
+        lines += [f"    if {test}:", f"        env[t{k}] = arrays[n{k}]", "    else:",
+                  f"        env[t{k}] = take(n{k}, s{k}, d{k}, family)"]
+    for k, (nid, name) in enumerate(program.variables):
+        scope.update({f"v{k}": nid, f"m{k}": name})
+        lines.append(f"    env[v{k}] = arrays[m{k}]")
+    for k, nid in enumerate(program.fed):
+        scope[f"f{k}"] = nid
+        lines.append(f"    env[f{k}] = feeds[f{k}]")
+    lines += ["    return env", "", "def finish(arrays, env):"]
+    for k in range(len(bound.in_place)):
+        lines += [f"    old = arrays.get(n{k})",
+                  f"    if old is not None and old is not env[t{k}]:", f"        keep(n{k}, old)"]
+    for k, (name, value) in enumerate(program.updates.items()):
+        scope.update({f"u{k}": name, f"w{k}": value})
+        lines.append(f"    arrays[u{k}] = env[w{k}]")
+    for k, nid in enumerate(program.fetches):
+        scope[f"o{k}"] = nid
+    lines += [f"    return [{''.join(f'env[o{k}], ' for k in range(len(program.fetches)))}]",
+              ""]
+    exec(compile("\n".join(lines), "<netlang run edges>", "exec"), scope)  # noqa: S102
+    return scope["sources"], scope["finish"]
 
 
 # -- the static buffer plan, applied to a bound program ----------------------------------------
