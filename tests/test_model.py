@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import netlang
-from netlang.errors import CheckpointError, FeedError, UsageError
+from netlang.errors import CheckpointError, ExecutionError, FeedError, UsageError
 from netlang.model import UPDATE_OPS
 from netlang.runtime.backend import gpu_available
 
@@ -300,6 +300,17 @@ def test_feeds_are_checked_on_every_run_after_one_that_passed():
     with pytest.raises(FeedError, match="feed 'x' is not numeric"):
         s.run("z", {"x": np.full((3, 2), "a"), "y": y})
     np.testing.assert_array_equal(s.run("z", {"x": 2 * x, "y": y}), [5, 5, 5])
+
+
+def test_a_variable_missing_from_the_state_is_named():
+    s = netlang.compile(LINEAR).session()
+    x, t = np.ones((2, 3), np.float32), np.ones((2, 1), np.float32)
+    s.run("l", {"x": x, "t": t})
+    del s.state.arrays["dense1/W"]
+    with pytest.raises(ExecutionError) as err:
+        s.run("l", {"x": x, "t": t})
+    assert str(err.value) == ("execution error: the variable 'dense1/W' has no value in this "
+                              "session's state\nhint: initialize or restore the session's state")
 
 
 FED_VARIABLES = ["bn1/moving_mean", "bn1/moving_variance", "bn1/gamma", "bn1/beta", "conv1/W"]
