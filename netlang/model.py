@@ -388,7 +388,7 @@ class RunPlan:
 
     base: Graph
     compiled: Compiled
-    fed: list[tuple[Any, int, int | None]]
+    fed: list[tuple[Any, int, int | None, np.dtype]]
     checked: set = field(default_factory=set)
 
 
