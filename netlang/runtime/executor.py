@@ -425,14 +425,19 @@ def run_edges(program: Program, bound: Bound, spares: Spares) -> tuple[Callable,
     ``finish``: a variable's array that an update did not write over is kept as a spare;
     the updates' values go to the state, and the fetched values come back."""
     scope = {"consts": bound.consts, "sole_holder": sole_holder, "fits": fits,
-             "take": spares.take, "keep": spares.keep, "family": bound.in_place}
+             "take": spares.take, "keep": spares.keep, "family": bound.in_place,
+             "kept": spares.arrays}
     lines = ["def sources(arrays, feeds):", "    env = dict(consts)"]
     for k, update in enumerate(bound.in_place):
         scope.update({f"n{k}": update.name, f"t{k}": update.target, f"s{k}": update.shape,
                       f"d{k}": update.dtype})
         test = f"n{k} in arrays and sole_holder(arrays, n{k}) and fits(arrays[n{k}], s{k}, d{k})"
+        # a train loop's step: the oldest spare is free (``Spares.take``'s first try, inline)
+        spare = f"spares and sole_holder(spares, 0) and fits(spares[0], s{k}, d{k})"
         lines += [f"    if {test}:", f"        env[t{k}] = arrays[n{k}]", "    else:",
-                  f"        env[t{k}] = take(n{k}, s{k}, d{k}, family)"]
+                  f"        spares = kept.get(n{k})", f"        if {spare}:",
+                  f"            env[t{k}] = spares.pop(0)", "        else:",
+                  f"            env[t{k}] = take(n{k}, s{k}, d{k}, family)"]
     for k, (nid, name) in enumerate(program.variables):
         scope.update({f"v{k}": nid, f"m{k}": name})
         lines.append(f"    env[v{k}] = arrays[m{k}]")
