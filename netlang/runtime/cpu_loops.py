@@ -47,8 +47,8 @@ images of few channels to oneDNN; average pooling, which oneDNN did faster at ev
 tried, always to oneDNN).  ``sum``, ``mean`` and ``sum_to_like`` over leading axes run the
 reference's single BLAS matrix-vector product (as fast as the best chunked loop: [64*784,16]
 0.076 vs 0.081 ms), written into the planned buffer (a bias gradient then lies in the plan's
-arena with the others, for the optimizer's flat multi-tensor update).  Not taken:
-``mean_grad`` (the reference returns a broadcast view: nothing to compute).
+arena with the others, for the optimizer's flat multi-tensor update).  ``mean_grad`` has no
+loop: one NumPy division into the planned buffer (``cpu_kernels.mean_grad``).
 
 Whole training steps (``netlang bench --workloads mnist mnist_small residual``, samples/s,
 two interleaved runs each, before -> after): residual 1,294 / 1,318 -> 1,685 / 1,727 at
