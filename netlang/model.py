@@ -265,12 +265,11 @@ class Session:
         key = (tuple(names), tuple(feeds), training, updates)
         try:
             plan = self._plans.get(key)
-        except TypeError:               # a name that is no dict key: resolved every run
-            plan, key = None, None
+        except TypeError:               # a list in the list of fetches, say
+            bad = next(n for n in names if not _hashable(n))
+            raise UsageError(f"a fetch is a value's name, got {bad!r}") from None
         if plan is None:
-            plan = self._plan(wanted, feeds, training, updates)
-            if key is not None:
-                self._plans[key] = plan
+            plan = self._plans[key] = self._plan(wanted, feeds, training, updates)
         values = self._feed_values(plan, feeds)
         results = iter(self.executor.run(plan.compiled.program, values, self.state))
         convert = self.backend.to_numpy if to_host else (lambda value: value)
@@ -390,6 +389,14 @@ class RunPlan:
     compiled: Compiled
     fed: list[tuple[Any, int, int | None, np.dtype]]
     checked: set = field(default_factory=set)
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _is_update_ops(name) -> bool:

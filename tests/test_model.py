@@ -110,6 +110,10 @@ def test_lists_of_fetches_and_unknown_names():
     with pytest.raises(UsageError, match="no value named 'ff'") as info:
         s.run("ff", {"x": X4})
     assert info.value.hint == "did you mean 'f'?"
+    with pytest.raises(UsageError, match=r"a fetch is a value's name, got \['e'\]"):
+        s.run([["e"], "f"], {"x": X4})
+    with pytest.raises(UsageError, match=r"got \('e', \['f'\]\)"):
+        s.run([("e", ["f"])], {"x": X4})
 
 
 def test_feeds_are_checked_against_the_declared_type():
