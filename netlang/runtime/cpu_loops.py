@@ -214,13 +214,40 @@ def _moment_chunks(x, rows, chunks, sums, squares, parallel):
             _moments_of_rows(x, k * rows, min(r_, (k + 1) * rows), sums[k], squares[k])
 
 
+# float64 accumulators per moment in ``_moments_of_rows`` (group = MOMENT_LANES // C rows side
+# by side): independent additions in one vector loop, where one accumulator per channel made
+# every row wait for the row before ([64,28,28,16], median us warm / cold, busy 2-core host:
+# 149 / 208 -> 91 / 199; [256,28,28,16] 983 / 1011 -> 259 / 475; [64,28,28,3] 270 -> 40).
+MOMENT_LANES = 128
+
+
 @kernel(parallel=False)
 def _moments_of_rows(x, r0, r1, total, square):
-    for r in range(r0, r1):
-        for c in range(x.shape[1]):
-            v = np.float64(x[r, c])
-            total[c] += v
-            square[c] += v * v
+    """total[c] += the float64 sum of rows [r0, r1) of x [R, C] per column, square[c] += that
+    of their squares; ``group`` rows side by side in float64 lanes, the lanes then added per
+    column in order (boundaries from the shape alone)."""
+    c_ = x.shape[1]
+    group = max(1, MOMENT_LANES // c_)
+    width = group * c_
+    acc = np.zeros(width)
+    sq = np.zeros(width)
+    flat = x[r0:r1].reshape((r1 - r0) * c_)
+    whole = (r1 - r0) // group
+    for v in range(whole):
+        base = v * width
+        for lane in range(width):
+            e = np.float64(flat[base + lane])
+            acc[lane] += e
+            sq[lane] += e * e
+    base = whole * width
+    for lane in range((r1 - r0) * c_ - base):      # the last rows, fewer than a group
+        e = np.float64(flat[base + lane])
+        acc[lane] += e
+        sq[lane] += e * e
+    for g in range(group):
+        for c in range(c_):
+            total[c] += acc[g * c_ + c]
+            square[c] += sq[g * c_ + c]
 
 
 def channel_moments(shape: tuple, dtype):
