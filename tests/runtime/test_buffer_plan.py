@@ -304,6 +304,35 @@ def test_a_fetched_parameter_keeps_its_value_and_the_update_goes_elsewhere():
     assert id(session.state["dense1/W"]) == current   # in place again, nobody else holds it
 
 
+def test_arrays_put_into_the_state_between_steps_are_the_ones_updated():
+    """After steps whose updates all went in place (the next run then checks the state's
+    arrays at once, ``executor.LastState``), a user puts copies into the state and keeps the
+    arrays they replace: the copies are trained on, bit for bit as without the swap (the
+    copies lie in no arena: the update's tuple kernels run), and the kept arrays stay."""
+    one, feeds, loss = train_session("mnist_small.net")
+    other, _, _ = train_session("mnist_small.net")
+    for _ in range(3):
+        assert step(one, feeds, loss) == step(other, feeds, loss)
+    replaced = dict(other.state.arrays)
+    values = {k: v.copy() for k, v in replaced.items()}
+    for name, value in replaced.items():
+        other.state[name] = value.copy()
+    copies = {k: id(v) for k, v in other.state.items()}   # ids: holding them would keep
+    for _ in range(2):                                      # the updates from overwriting
+        assert step(one, feeds, loss) == step(other, feeds, loss)
+    for name, value in values.items():
+        np.testing.assert_array_equal(replaced[name], value, err_msg=name)
+        np.testing.assert_array_equal(other.state[name], one.state[name], err_msg=name)
+    kept = [k for k in copies if id(other.state[k]) == copies[k]]
+    assert len(kept) == len(copies) - 2                 # all but Adam's beta powers
+    held = other.state["dense1/W"]                       # held once it is in place again
+    before = held.copy()
+    step(one, feeds, loss)
+    step(other, feeds, loss)
+    np.testing.assert_array_equal(held, before)
+    np.testing.assert_array_equal(other.state["dense1/W"], one.state["dense1/W"])
+
+
 def test_a_copy_of_the_state_kept_for_two_steps_stays_intact_and_arrays_are_recycled():
     """As the train loop keeps the state before each step (to re-run one that goes
     non-finite): those arrays are never overwritten, and after two steps the updates
