@@ -103,6 +103,30 @@ def test_moments_are_the_sums_and_squares_per_channel_and_finish_a_batch_varianc
                                atol=tolerance * (1 + offset * offset))
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 130), (2, 200), (7, 3, 129), (5, 67),
+                                   (20001, 16), (2000, 130), (50000, 3), (9000, 67)])
+def test_moments_of_wide_rows_and_many_chunks_are_the_same_bits_on_one_thread_or_two(shape):
+    """From 65 channels the moments' lanes hold one row at a time; a chunk's last rows fill
+    only part of a group; the chunks sum apart and then in order, so running them on one
+    thread or on two gives the same bits (close to NumPy's float64 sums)."""
+    from netlang.runtime import cpu_loops
+
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32) + 3
+    rows, width = int(np.prod(shape[:-1])), shape[-1]
+    _, per_chunk, chunks = cpu_loops._chunking(rows, width)
+    results = []
+    for parallel in (False, True):
+        sums, squares = np.zeros((chunks, width)), np.zeros((chunks, width))
+        cpu_loops._moment_chunks(x.reshape(rows, width), per_chunk, chunks, sums, squares,
+                                 parallel)
+        results.append((sums.sum(axis=0), squares.sum(axis=0)))
+    (sums, squares), (sums2, squares2) = results
+    assert np.array_equal(sums, sums2) and np.array_equal(squares, squares2)
+    wide = x.astype(np.float64).reshape(rows, width)
+    np.testing.assert_allclose(sums, wide.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(squares, (wide * wide).sum(axis=0), rtol=1e-12)
+
+
 @EXAMPLES
 @given(parts=st.integers(1, 70), channels=st.integers(1, 9), tiles=st.integers(1, 5),
        seed=st.integers(0, 2**16))
