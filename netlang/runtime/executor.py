@@ -64,21 +64,33 @@ class InPlace:
 
 
 class LastState:
-    """The arrays a bound program's in-place updates wrote over in its last run, when every
-    one of them was the state's own (``ids``: their ids, in ``Bound.in_place``'s order; None
-    where some update went into a spare, or since one of those arrays died).
+    """What a bound program's in-place updates wrote into in its last runs, so that a run like
+    them checks every variable at once instead of one at a time (``run_edges``).
 
-    A run whose state holds the very same arrays, each still held by the state alone (one
-    reference count per array, taken in one C-level pass), needs none of the per-variable
-    tests (``run_edges``): the same objects passed them before, and only a user who reshaped
-    or re-flagged a variable's array in place behind the state's back could change what they
-    found.  ``sources`` of a step with every update in place (the constants, variables and
-    feeds included), median us, busy 2-core AMD host: residual (110 in-place variables)
-    113 -> 40, mnist 44 -> 21, spiral 10 -> 5.4."""
+    ``ids``: the arrays the last run's updates wrote over, when every one of them was the
+    state's own (their ids, in ``Bound.in_place``'s order; None where some update went into a
+    spare, or since one of those arrays died).  A run whose state holds the very same arrays,
+    each still held by the state alone (one reference count per array, taken in one C-level
+    pass), needs none of the per-variable tests: the same objects passed them before, and
+    only a user who reshaped or re-flagged a variable's array in place behind the state's
+    back could change what they found.  ``sources`` of a step with every update in place (the
+    constants, variables and feeds included), median us, busy 2-core AMD host: residual
+    (110 in-place variables) 113 -> 40, mnist 44 -> 21, spiral 10 -> 5.4.
+
+    ``spared``: the generations of spares (``Spares``) that every update of a run took whole,
+    each its oldest spare, as a train loop's steps do (it keeps the state before each step, so
+    no update may write over it): ids of the arrays -> weak references that forget them.  A
+    run whose oldest spares are such a generation, each held by its list alone, while the
+    state's arrays are not all its alone (else they are written over), takes them all at
+    once, and its finish keeps the state's arrays as spares in one loop."""
+
+    IN_PLACE, SPARES = 1, 2          # ``mode``: the shortcut this run took (0: none)
+    GENERATIONS = 4                  # generations of spares remembered
 
     def __init__(self):
         self.ids: tuple | None = None
-        self.fast = False           # this run took the shortcut (its finish keeps nothing)
+        self.mode = 0
+        self.spared: dict[tuple, list] = {}
         self._refs: list = []
 
     def record(self, arrays: tuple) -> None:
@@ -90,6 +102,21 @@ class LastState:
                 mine().ids = None
         self._refs = [weakref.ref(a, gone) for a in arrays]
         self.ids = tuple(map(id, arrays))
+
+    def record_spares(self, arrays: tuple) -> None:
+        """These arrays, each a variable's oldest spare that fits it, are what the run's
+        updates write into (a generation of spares)."""
+        ids = tuple(map(id, arrays))
+        if ids in self.spared:
+            return
+        mine = weakref.ref(self)
+
+        def gone(_, ids=ids):
+            if mine() is not None:
+                mine().spared.pop(ids, None)
+        while len(self.spared) >= self.GENERATIONS:
+            del self.spared[next(iter(self.spared))]
+        self.spared[ids] = [weakref.ref(a, gone) for a in arrays]
 
 
 def _counts_alone() -> list:
@@ -465,23 +492,27 @@ def run_edges(program: Program, bound: Bound, spares: Spares) -> tuple[Callable,
     env holds the variables, whether the state alone holds each array is decided by
     counting references (so no local name may hold one either): an update writes over its
     variable's array when that is the state's alone and fits, else into a spare.  Where the
-    state holds the arrays the last run wrote over, each still its alone, that is decided
-    for all of them at once (``LastState``).
+    state holds the arrays the last run wrote over, each still its alone, or every update
+    can take the oldest of its spares as a train loop's step does, that is decided for all
+    of them at once (``LastState``).
     ``finish``: a variable's array that an update did not write over is kept as a spare;
     the updates' values go to the state, and the fetched values come back."""
     last = bound.last
+    names = [u.name for u in bound.in_place]
     scope = {"consts": bound.consts, "sole_holder": sole_holder, "fits": fits,
              "take": spares.take, "keep": spares.keep, "family": bound.in_place,
-             "kept": spares.arrays, "last": last, "getrefcount": sys.getrefcount,
+             "kept": spares.arrays, "keep_last": spares.keep_last, "last": last,
+             "getrefcount": sys.getrefcount, "first": operator.itemgetter(0),
              "alone": _ALONE_IN_TUPLE * len(bound.in_place),
-             "held": _getter([u.name for u in bound.in_place]),
+             "held": _getter(names), "lists": _getter(names),
              "targets": tuple(u.target for u in bound.in_place),
              "variables": tuple(nid for nid, _ in program.variables),
              "read": _getter([name for _, name in program.variables]),
              "fed": tuple(program.fed), "feed": _getter(list(program.fed)),
              "updated": tuple(program.updates), "update": _getter(list(program.updates.values())),
-             "fetched": _getter(list(program.fetches))}
-    lines = ["def sources(arrays, feeds):", "    env = dict(consts)", "    fast = False"]
+             "fetched": _getter(list(program.fetches)),
+             "IN_PLACE": LastState.IN_PLACE, "SPARES": LastState.SPARES}
+    lines = ["def sources(arrays, feeds):", "    env = dict(consts)", "    mode = 0"]
     if bound.in_place:
         lines += ["    if last.ids is not None:",
                   "        try:",
@@ -491,11 +522,25 @@ def run_edges(program: Program, bound: Bound, spares: Spares) -> tuple[Callable,
                   "        if (tuple(map(id, now)) == last.ids",
                   "                and list(map(getrefcount, now)) == alone):",
                   "            env.update(zip(targets, now))",
-                  "            fast = True",
+                  "            mode = IN_PLACE",
                   "        now = None",
-                  "    if not fast:",
+                  "    if not mode and last.spared:",
+                  "        try:",
+                  "            oldest = tuple(map(first, lists(kept)))",
+                  "        except (KeyError, IndexError):",
+                  "            oldest = ()",
+                  "        if (tuple(map(id, oldest)) in last.spared",
+                  "                and list(map(getrefcount, oldest)) == alone",
+                  "                and list(map(getrefcount, held(arrays))) != alone):",
+                  "            for spare_list in lists(kept):",
+                  "                del spare_list[0]",
+                  "            env.update(zip(targets, oldest))",
+                  "            mode = SPARES",
+                  "        oldest = None",
+                  "    if not mode:",
                   "        last.ids = None",
-                  "        whole = True"]
+                  "        whole = True",
+                  "        rotated = True"]
     for k, update in enumerate(bound.in_place):
         scope.update({f"n{k}": update.name, f"t{k}": update.target, f"s{k}": update.shape,
                       f"d{k}": update.dtype})
@@ -503,18 +548,27 @@ def run_edges(program: Program, bound: Bound, spares: Spares) -> tuple[Callable,
         # a train loop's step: the oldest spare is free (``Spares.take``'s first try, inline)
         spare = f"spares and sole_holder(spares, 0) and fits(spares[0], s{k}, d{k})"
         lines += [f"        if {test}:", f"            env[t{k}] = arrays[n{k}]",
+                  "            rotated = False",
                   "        else:", "            whole = False",
                   f"            spares = kept.get(n{k})", f"            if {spare}:",
                   f"                env[t{k}] = spares.pop(0)", "            else:",
+                  "                rotated = False",
                   f"                env[t{k}] = take(n{k}, s{k}, d{k}, family)"]
     if bound.in_place:
-        lines += ["        if whole:", "            last.record(held(arrays))"]
-    lines += ["    last.fast = fast",
+        lines += ["        spares = None",
+                  "        if whole:", "            last.record(held(arrays))",
+                  "        elif rotated:",
+                  "            last.record_spares(tuple(env[t] for t in targets))"]
+    lines += ["    last.mode = mode",
               "    env.update(zip(variables, read(arrays)))",
               "    env.update(zip(fed, feed(feeds)))",
               "    return env", "", "def finish(arrays, env):"]
     if bound.in_place:
-        lines.append("    if not last.fast:")
+        lines += ["    if last.mode == SPARES:      # every variable's array is kept as a spare",
+                  "        for spare_list, old in zip(lists(kept), held(arrays)):",
+                  "            spare_list.append(old)",
+                  "            del spare_list[:-keep_last]",
+                  "    elif not last.mode:"]
     for k in range(len(bound.in_place)):
         lines += [f"        old = arrays.get(n{k})",
                   f"        if old is not None and old is not env[t{k}]:",

@@ -17,7 +17,7 @@ from netlang.model import Model
 from netlang.runtime import memory, onednn
 from netlang.runtime.backend import Backend
 from netlang.runtime.cpu_kernels import cpu_factories
-from netlang.runtime.executor import Spares, _last, sole_holder
+from netlang.runtime.executor import LastState, Spares, _last, sole_holder
 from netlang.runtime.memory import StepBuffers
 from netlang.runtime.onednn_kernels import onednn_kernels
 from netlang.train.config import train_config
@@ -350,6 +350,34 @@ def test_a_copy_of_the_state_kept_for_two_steps_stays_intact_and_arrays_are_recy
         for name, value in session.state.arrays.items():
             seen.setdefault(name, set()).add(id(value))
     assert max(len(ids) for name, ids in seen.items() if "beta" not in name) == 3
+
+
+def test_once_the_spares_rotate_an_array_somebody_holds_is_never_written():
+    """A train loop's steps take every variable's oldest spare at once after the first few
+    (``executor.LastState``: generations of spares).  A parameter fetched and held across
+    those steps keeps its value: when its array comes round as the oldest spare, the step
+    sees it held and writes elsewhere; the run's numbers are those of a session whose
+    steps all went through the per-variable checks."""
+    session, feeds, loss = train_session("mnist_small.net")
+    other, _, _ = train_session("mnist_small.net")      # no copies kept: in place
+    records: list = []
+    held = before = None
+    for k in range(12):
+        records = [*records[-1:], dict(session.state.arrays)]
+        if k == 5:
+            held = session.run("dense1/W")
+            before = held.copy()
+        assert step(session, feeds, loss) == step(other, feeds, loss)
+    np.testing.assert_array_equal(held, before)
+    for name in session.state.arrays:
+        np.testing.assert_array_equal(session.state[name], other.state[name], err_msg=name)
+    del held
+    for _ in range(4):
+        records = [*records[-1:], dict(session.state.arrays)]
+        step(session, feeds, loss)
+    bound = next(b for by in session.executor._bound.values() for b in by.values()
+                 if b.in_place)
+    assert bound.last.mode == LastState.SPARES
 
 
 def test_restored_arrays_are_updated_like_initialized_ones(tmp_path):
