@@ -176,9 +176,18 @@ class CompileOwner:
 
 @dataclass
 class KernelState:
-    """What kernels of one executor share between calls (never process-global)."""
+    """What kernels of one executor share between calls (never process-global).  The
+    executor calls ``new_run`` before each run: planned buffers are the same array objects
+    every run, holding other values."""
 
     patches: PatchCache = field(default_factory=PatchCache)
+    # softmax cross-entropy's last logits and each row's (max, log-sum-exp), for its gradient
+    # in the same run (runtime/cpu_loops.py); held, so the identity test cannot be fooled
+    xent_rows: tuple | None = None
+
+    def new_run(self) -> None:
+        self.patches.clear()
+        self.xent_rows = None
 
 
 def _geometry(shapes, attrs, khw):

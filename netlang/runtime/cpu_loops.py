@@ -753,8 +753,9 @@ def _log_sum_exp(z, r):
 
 
 @kernel(parallel=False)
-def _xent_ids(z, labels, out):
-    """out[r] = lse(z[r]) - (z[r, label] - max); False if a label is out of range."""
+def _xent_ids(z, labels, out, stats):
+    """out[r] = lse(z[r]) - (z[r, label] - max), and stats[r] = (max, lse) for the gradient;
+    False if a label is out of range."""
     ok = True
     for r in range(z.shape[0]):
         label = labels[r]
@@ -762,6 +763,8 @@ def _xent_ids(z, labels, out):
             ok = False
             continue
         m, lse = _log_sum_exp(z, r)
+        stats[r, 0] = m
+        stats[r, 1] = lse
         out[r] = lse - np.float64(z[r, label] - m)
     return ok
 
@@ -778,15 +781,16 @@ def _xent_probs(z, labels, out):
 
 
 @kernel(parallel=False)
-def _xent_grad_ids(g, z, labels, out):
-    """out[r] = g[r] * (softmax(z[r]) - one_hot(label)); False if a label is out of range."""
+def _xent_grad_ids(g, z, labels, out, stats):
+    """out[r] = g[r] * (softmax(z[r]) - one_hot(label)), each row's (max, lse) taken from
+    stats (``_xent_ids`` wrote them); False if a label is out of range."""
     ok = True
     for r in range(z.shape[0]):
         label = labels[r]
         if label < 0 or label >= z.shape[1]:
             ok = False
             continue
-        m, lse = _log_sum_exp(z, r)
+        m, lse = z.dtype.type(stats[r, 0]), stats[r, 1]
         for j in range(z.shape[1]):
             p = math.exp(np.float64(z[r, j] - m) - lse)
             out[r, j] = g[r] * (p - 1.0 if j == label else p)
@@ -823,8 +827,10 @@ def _rows(a: np.ndarray, width: int | None = None) -> np.ndarray:
     return a.reshape(-1) if width is None else a.reshape(-1, width)
 
 
-def softmax_cross_entropy(shapes, dtypes, attrs, _state):
-    """softmax_cross_entropy(logits, labels), class ids or probability rows."""
+def softmax_cross_entropy(shapes, dtypes, attrs, state):
+    """softmax_cross_entropy(logits, labels), class ids or probability rows.  With class ids
+    each row's max and log-sum-exp are kept for the gradient of the same logits in the same
+    run (``KernelState.xent_rows``): its kernel then computes every exp once, not twice."""
     if len(shapes) != 2 or not _floats(dtypes, 1):
         return None
     logits, labels = tuple(shapes[0]), tuple(shapes[1])
@@ -832,22 +838,28 @@ def softmax_cross_entropy(shapes, dtypes, attrs, _state):
     if case is None:
         return None
     classes = logits[-1]
+    stats = np.empty((math.prod(logits[:-1]), 2))
 
     def run(z, y, out=None):
         loss = _buffer(out, logits[:-1], z.dtype)
         if case == "probs":
             _xent_probs(_rows(z, classes), _rows(y, classes), _rows(loss))
-        elif not _xent_ids(_rows(z, classes), _rows(y), _rows(loss)):
+            return loss
+        if not _xent_ids(_rows(z, classes), _rows(y), _rows(loss), stats):
             check_class_ids(np, y, classes)          # raises the reference's error
+        if state is not None:
+            state.xent_rows = (z, stats)
         return loss
     f, rows = dtypes[0], (dtypes[0], 1)
     if case == "probs":
         return _ahead(writes_out(run), (_xent_probs, (f, 2), (dtypes[1], 2), rows))
-    return _ahead(writes_out(run), (_xent_ids, (f, 2), (dtypes[1], 1), rows))
+    return _ahead(writes_out(run), (_xent_ids, (f, 2), (dtypes[1], 1), rows, (np.float64, 2)))
 
 
-def softmax_cross_entropy_grad(shapes, dtypes, attrs, _state):
-    """softmax_cross_entropy_grad(g, logits, labels)."""
+def softmax_cross_entropy_grad(shapes, dtypes, attrs, state):
+    """softmax_cross_entropy_grad(g, logits, labels).  With class ids, the rows' max and
+    log-sum-exp the forward kept for these very logits this run, else computed here by the
+    forward's loop (the same numbers either way)."""
     if len(shapes) != 3 or not _floats(dtypes, 2):
         return None
     g_shape, logits, labels = (tuple(s) for s in shapes)
@@ -855,20 +867,30 @@ def softmax_cross_entropy_grad(shapes, dtypes, attrs, _state):
     if case is None or g_shape != logits[:-1]:
         return None
     classes = logits[-1]
+    stats, losses = np.empty((math.prod(g_shape), 2)), np.empty(math.prod(g_shape), dtypes[1])
 
     def run(g, z, y, out=None):
         d = _buffer(out, logits, z.dtype)
         args = (_rows(g), _rows(z, classes))
         if case == "probs":
             _xent_grad_probs(*args, _rows(y, classes), d.reshape(-1, classes))
-        elif not _xent_grad_ids(*args, _rows(y), d.reshape(-1, classes)):
+            return d
+        kept = state.xent_rows if state is not None else None
+        if kept is not None and kept[0] is z:
+            row_stats = kept[1]
+        else:
+            row_stats = stats
+            _xent_ids(args[1], _rows(y), losses, stats)
+        if not _xent_grad_ids(*args, _rows(y), d.reshape(-1, classes), row_stats):
             check_class_ids(np, y, classes)
         return d
     f = dtypes[1]
     if case == "probs":
         return _ahead(writes_out(run), (_xent_grad_probs, (f, 1), (f, 2), (dtypes[2], 2),
                                         (f, 2)))
-    return _ahead(writes_out(run), (_xent_grad_ids, (f, 1), (f, 2), (dtypes[2], 1), (f, 2)))
+    return _ahead(writes_out(run),
+                  (_xent_grad_ids, (f, 1), (f, 2), (dtypes[2], 1), (f, 2), (np.float64, 2)),
+                  (_xent_ids, (f, 2), (dtypes[2], 1), (f, 1), (np.float64, 2)))
 
 
 # -- batchnorm (channels last: x seen as [R, C]) -------------------------------------------------

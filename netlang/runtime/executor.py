@@ -318,7 +318,7 @@ class Executor:
             self.kernel_calls += len(bound.calls)
             return graphed.run(feeds, store)
         # Planned buffers hold new values each run: a patch matrix is reused within a run only.
-        self.kernel_state.patches.clear()
+        self.kernel_state.new_run()
         env = self._sources(program, bound, feeds, store)
         if self.on_step is not None or self.profile is not None:
             return self._run_traced(program, bound, env, store)

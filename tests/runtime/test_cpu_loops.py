@@ -247,6 +247,40 @@ def test_softmax_cross_entropy_and_its_gradient_match_the_reference(rows, classe
     check_run("softmax_cross_entropy_grad", [g, logits, labels], {}, False, False, tol, tol)
 
 
+@EXAMPLES
+@given(rows=st.integers(1, 70), classes=st.integers(1, 12), dtype=FLOATS,
+       scale=st.sampled_from([1.0, 30.0]), seed=st.integers(0, 2**16))
+def test_the_gradient_takes_the_forwards_row_statistics_only_for_the_same_logits(
+        rows, classes, dtype, scale, seed):
+    """Within a run the cross-entropy's gradient reuses each row's max and log-sum-exp
+    that the forward computed for the very same logits array (``KernelState.xent_rows``):
+    the same bits as the gradient alone.  Other logits of the same shape, or a new run,
+    are computed afresh."""
+    from netlang.runtime.cpu_kernels import KernelState
+
+    rng = np.random.default_rng(seed)
+    logits = normal(rng, (rows, classes), dtype) * dtype(scale)
+    other = normal(rng, (rows, classes), dtype)
+    labels = rng.integers(0, classes, rows).astype(np.int32)
+    g = normal(rng, (rows,), dtype)
+    shapes, attrs = ([logits.shape, labels.shape], [g.shape, logits.shape, labels.shape]), {}
+    alone = cpu_loops.LOOPS["softmax_cross_entropy_grad"](
+        shapes[1], [g.dtype, logits.dtype, labels.dtype], attrs, None)
+    state = KernelState()
+    forward = cpu_loops.LOOPS["softmax_cross_entropy"](
+        shapes[0], [logits.dtype, labels.dtype], attrs, state)
+    grad = cpu_loops.LOOPS["softmax_cross_entropy_grad"](
+        shapes[1], [g.dtype, logits.dtype, labels.dtype], attrs, state)
+    for z in (logits, other):
+        want = alone(g, z, labels)
+        forward(logits, labels)
+        assert state.xent_rows[0] is logits
+        np.testing.assert_array_equal(bits(grad(g, z, labels)), bits(want))
+        state.new_run()
+        assert state.xent_rows is None
+        np.testing.assert_array_equal(bits(grad(g, z, labels)), bits(want))
+
+
 def test_a_class_id_out_of_range_is_the_references_error():
     logits = np.zeros((3, 4), np.float32)
     labels = np.array([0, 4, 1], np.int32)
