@@ -233,6 +233,7 @@ class Executor:
         """The program's calls with their kernels (and, ``planned``, buffers)."""
         runs = [self._kernel(program, c, dims) for c in program.calls]
         consts = {n.id: self._const(n) for n in program.consts}
+        fold_at_binding(program, runs, consts, dims, self.backend_of)
         bound = Bound(consts, [(c.out, run, c.args, c.dead)
                                for c, run in zip(program.calls, runs)],
                       {c.out: i for i, c in enumerate(program.calls)})
@@ -409,6 +410,60 @@ class Executor:
 def _transfer(source: Backend, target: Backend, value):
     """``value`` on ``source``'s device copied to ``target``'s (host <-> GPU)."""
     return target.asarray(source.to_numpy(value))
+
+
+# -- values known once the sizes are ----------------------------------------------------------
+
+# At most this many elements in a value ``fold_at_binding`` computes once (it then stays
+# allocated for the bound program, apart from the planned buffers).
+FOLD_AT_BINDING = 1 << 16
+
+
+def fold_at_binding(program: Program, runs: list, consts: dict, dims: dict[str, int],
+                    backend_of: Callable) -> None:
+    """CPU calls whose every input is a constant, a value folded here, or read for its shape
+    alone (``OpDef.shape_only``) compute the same value every step once the sizes are known:
+    autodiff's seed ``fill_like(loss)`` and the mean's gradient of it, ``mean_grad(seed,
+    losses)``, in every train step.  Each is computed now by its own kernel (the same bits)
+    and its run becomes one that hands on that array.  Not for a value a user sees (fetched,
+    or a variable's new value): nothing else may write it, as no kernel writes its inputs.
+    spiral's step at batch 64: two calls of 1.7 and 2.0 us each step."""
+    escaping = {*program.fetches, *program.updates.values()}
+    known = dict(consts)
+    for i, call in enumerate(program.calls):
+        op, graph = call.opdef, program.graph
+        if (not op.foldable or call.random or call.out in escaping
+                or backend_of(call.node).name != "cpu"):
+            continue
+        try:
+            size = int(np.prod(graph.nodes[call.out].type.concrete(dims), dtype=np.int64))
+            arrays = [known[a] if a in known else _shape_of(graph.nodes[a].type, dims)
+                      if k in op.shape_only else None for k, a in enumerate(call.args)]
+        except KeyError:        # a dim the sizes do not fix
+            continue
+        if size > FOLD_AT_BINDING or any(a is None for a in arrays):
+            continue
+        try:
+            with np.errstate(all="ignore"):
+                value = runs[i](*arrays)
+        except (NetlangError, ArithmeticError, ValueError, TypeError, IndexError):
+            continue            # left to run time, which reports it with its node
+        known[call.out] = value
+        runs[i] = _handing_on(value)
+
+
+def _shape_of(tensor_type, dims: dict[str, int]) -> np.ndarray:
+    """An array of this type's shape and dtype for an input read for its shape alone (one
+    zero seen through every index: nothing allocated)."""
+    dtype = tensor_type.dtype.numpy
+    return np.broadcast_to(np.zeros((), dtype), tensor_type.concrete(dims))
+
+
+def _handing_on(value) -> Callable:
+    def folded(*_arrays):
+        """A value computed once, when the program was bound (``fold_at_binding``)."""
+        return value
+    return folded
 
 
 # -- the step as one generated function ------------------------------------------------------

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import netlang
 from netlang.model import Model
-from netlang.runtime import memory, onednn
+from netlang.runtime import executor, memory, onednn
 from netlang.runtime.backend import Backend
 from netlang.runtime.cpu_kernels import cpu_factories
 from netlang.runtime.executor import LastState, Spares, _last, sole_holder
@@ -252,6 +252,27 @@ def test_specs_train_and_evaluate_bit_for_bit_the_same_with_the_plan(spec):
         np.testing.assert_array_equal(planned[1][name], plain[1][name], err_msg=name)
     for a, b in zip(planned[2], plain[2]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_train_steps_seed_and_mean_gradient_are_computed_when_bound(monkeypatch):
+    """autodiff's seed ``fill_like(loss)`` and ``mean_grad`` of it depend on the sizes
+    alone: the bound step hands on arrays computed once (``executor.fold_at_binding``), with
+    the bits of computing them every step."""
+    folded = trajectory("spiral.net", "default", True)
+    session, feeds, loss = train_session("spiral.net")
+    step(session, feeds, loss)
+    bound = next(b for by in session.executor._bound.values() for b in by.values()
+                 if b.in_place)
+    program = next(p for p in session.executor._bound if session.executor._bound[p] and
+                   bound in session.executor._bound[p].values())
+    ops = {program.calls[i].opdef.name for i, call in enumerate(bound.calls)
+           if getattr(call[1], "__name__", "") == "folded"}
+    assert ops == {"fill_like", "mean_grad"}
+    monkeypatch.setattr(executor, "FOLD_AT_BINDING", 0)
+    every_step = trajectory("spiral.net", "default", True)
+    assert folded[0] == every_step[0]
+    for name in folded[1]:
+        np.testing.assert_array_equal(folded[1][name], every_step[1][name], err_msg=name)
 
 
 @pytest.mark.parametrize("kernels", ["builtin", "library and NumPy"])

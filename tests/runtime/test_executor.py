@@ -236,3 +236,36 @@ def test_the_patch_cache_is_cleared_before_every_run():
     executor.kernel_state.patches.put(key, ("g",), np.zeros(4))
     executor.run(plan(graph, [y], {x}), {x: np.ones((1, 100), np.float32)}, {})
     assert executor.kernel_state.patches.take(key, ("g",)) is None
+
+
+def test_values_the_sizes_alone_fix_are_computed_once_when_bound(monkeypatch):
+    """``fill_like(x)`` reads x for its shape alone: once the feeds fix N, its value is
+    computed when the program is bound and handed on every run (``fold_at_binding``).  A
+    fetched one is computed every run: the caller may write the array it gets."""
+    calls: list[str] = []
+    kernel = OPS["fill_like"].kernel
+
+    def counting(xp, *args, **attrs):
+        calls.append("fill_like")
+        return kernel(xp, *args, **attrs)
+    monkeypatch.setitem(OPS, "fill_like", dataclasses.replace(OPS["fill_like"],
+                                                              kernel=counting))
+    b = Builder(Graph(name="seeded"))
+    x = b.input("x", t(sym("N"), 4))
+    twos = b.fill_like(x, value=2.0)
+    y = b.mul(x, twos)
+    shown = b.fill_like(x, value=3.0)
+    b.graph.outputs.update(y=y, shown=shown)
+    executor = Executor(CPU_REFERENCE)
+    feeds = {x: np.arange(8, dtype=np.float32).reshape(2, 4)}
+    program = plan(b.graph, [y], {x})
+    for _ in range(3):
+        (out,) = executor.run(program, feeds, {})
+        np.testing.assert_array_equal(out, 2 * feeds[x])
+    assert calls == ["fill_like"]                       # once, when bound
+    fetching = plan(b.graph, [shown], {x})
+    (first,) = executor.run(fetching, feeds, {})
+    first[...] = 0.0
+    (second,) = executor.run(fetching, feeds, {})
+    np.testing.assert_array_equal(second, np.full((2, 4), 3.0, np.float32))
+    assert calls == ["fill_like"] * 3
