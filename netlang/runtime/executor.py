@@ -6,10 +6,11 @@ call runs its kernel and drops the values whose last use it was, so memory follo
 liveness plan.  Kernels are chosen when a program is bound, once per program and batch size
 (the feeds fix symbolic dims such as N): the backend's factories get every node's concrete
 shapes (oneDNN primitives, generated fused functions, reused buffers are made then), and
-the reference kernel runs where none takes the node.  The loop does nothing per step that
-could be done at bind time: the calls run as one generated function (``straight_line``), and
-so do the loading of sources and the storing of updates (``run_edges``); a failing kernel is
-reported with its node and spec location.
+the reference kernel runs where none takes the node; values the sizes alone fix (autodiff's
+seed, a mean's gradient of it) are computed then too (``fold_at_binding``).  The loop does
+nothing per step that could be done at bind time: the calls run as one generated function
+(``straight_line``), and so do the loading of sources and the storing of updates
+(``run_edges``); a failing kernel is reported with its node and spec location.
 
 Binding also makes the static buffer plan (``runtime/memory.py``): every output a kernel can
 write into a given buffer (``cpu_kernels.writes_out``) gets a fixed view of one arena, bound
