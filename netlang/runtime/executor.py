@@ -48,7 +48,13 @@ from netlang.runtime.backend import Backend, get_backend
 from netlang.runtime.channel_sums import fuse_channel_sums
 from netlang.runtime.cpu_kernels import KernelState, compiles_after_binding
 from netlang.runtime.cpu_kernels import writes_out as marked_writing_out
-from netlang.runtime.ownership import arena_arrays, arena_dtype, fits, sole_holder
+from netlang.runtime.ownership import (
+    ALONE_IN_TUPLE,
+    arena_arrays,
+    arena_dtype,
+    fits,
+    sole_holder,
+)
 from netlang.runtime.profile import KernelProfile
 from netlang.runtime.program import Program
 
@@ -118,16 +124,6 @@ class LastState:
         while len(self.spared) >= self.GENERATIONS:
             del self.spared[next(iter(self.spared))]
         self.spared[ids] = [weakref.ref(a, gone) for a in arrays]
-
-
-def _counts_alone() -> list:
-    """The reference counts ``run_edges`` sees for arrays held by the state's dict and
-    nothing else: ``list(map(getrefcount, tuple_of_them))``, taken the same way here."""
-    container = {0: object(), 1: object()}
-    return list(map(sys.getrefcount, operator.itemgetter(0, 1)(container)))[:1]
-
-
-_ALONE_IN_TUPLE = _counts_alone()
 
 
 @dataclass
@@ -430,9 +426,9 @@ def fold_at_binding(program: Program, runs: list, consts: dict, dims: dict[str, 
     or a variable's new value): nothing else may write it, as no kernel writes its inputs.
     spiral's step at batch 64: two calls of 1.7 and 2.0 us each step."""
     escaping = {*program.fetches, *program.updates.values()}
-    known = dict(consts)
+    known, graph = dict(consts), program.graph
     for i, call in enumerate(program.calls):
-        op, graph = call.opdef, program.graph
+        op = call.opdef
         if (not op.foldable or call.random or call.out in escaping
                 or backend_of(call.node).name != "cpu"):
             continue
@@ -559,8 +555,8 @@ def run_edges(program: Program, bound: Bound, spares: Spares) -> tuple[Callable,
              "take": spares.take, "keep": spares.keep, "family": bound.in_place,
              "kept": spares.arrays, "keep_last": spares.keep_last, "last": last,
              "getrefcount": sys.getrefcount, "first": operator.itemgetter(0),
-             "alone": _ALONE_IN_TUPLE * len(bound.in_place),
-             "held": _getter(names), "lists": _getter(names),
+             "alone": [ALONE_IN_TUPLE] * len(bound.in_place),
+             "held": _getter(names),      # each in-place variable's entry (state, spares)
              "targets": tuple(u.target for u in bound.in_place),
              "variables": tuple(nid for nid, _ in program.variables),
              "read": _getter([name for _, name in program.variables]),
@@ -582,17 +578,18 @@ def run_edges(program: Program, bound: Bound, spares: Spares) -> tuple[Callable,
                   "        now = None",
                   "    if not mode and last.spared:",
                   "        try:",
-                  "            oldest = tuple(map(first, lists(kept)))",
+                  "            spare_lists = held(kept)",
+                  "            oldest = tuple(map(first, spare_lists))",
                   "        except (KeyError, IndexError):",
-                  "            oldest = ()",
+                  "            spare_lists = oldest = ()",
                   "        if (tuple(map(id, oldest)) in last.spared",
                   "                and list(map(getrefcount, oldest)) == alone",
                   "                and list(map(getrefcount, held(arrays))) != alone):",
-                  "            for spare_list in lists(kept):",
+                  "            for spare_list in spare_lists:",
                   "                del spare_list[0]",
                   "            env.update(zip(targets, oldest))",
                   "            mode = SPARES",
-                  "        oldest = None",
+                  "        spare_lists = oldest = None",
                   "    if not mode:",
                   "        last.ids = None",
                   "        whole = True",
@@ -621,7 +618,7 @@ def run_edges(program: Program, bound: Bound, spares: Spares) -> tuple[Callable,
               "    return env", "", "def finish(arrays, env):"]
     if bound.in_place:
         lines += ["    if last.mode == SPARES:      # every variable's array is kept as a spare",
-                  "        for spare_list, old in zip(lists(kept), held(arrays)):",
+                  "        for spare_list, old in zip(held(kept), held(arrays)):",
                   "            spare_list.append(old)",
                   "            del spare_list[:-keep_last]",
                   "    elif not last.mode:"]
