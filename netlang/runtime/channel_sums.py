@@ -119,7 +119,7 @@ def fuse_channel_sums(program, bound, runs: list, views: dict, skip: set,
         k = 0
         for j, how in taken:
             out_j, _, args_j, dead_j = bound.calls[j]
-            finish = _finish(fused, k, how, views.get(out_j), types(out_j))
+            finish = finish_sum(fused, k, how, views.get(out_j), types(out_j))
             bound.calls[j] = (out_j, finish, args_j, dead_j)
             k += len(how.sums)
         moved += len(taken)
@@ -153,7 +153,7 @@ def fuse_moments(program, bound, views: dict, skip: set, types: Callable) -> int
         taking = _taking(moments, views.get(out_i), types(out_i), how.divisor)
         bound.calls[mean_call] = (out_i, taking, args_i, dead_i)
         out_j, _, args_j, dead_j = bound.calls[j]
-        bound.calls[j] = (out_j, _finish(taking, 0, how, views.get(out_j), types(out_j)),
+        bound.calls[j] = (out_j, finish_sum(taking, 0, how, views.get(out_j), types(out_j)),
                           args_j, dead_j)
         skip = skip | {mean_call, j}
         moved += 1
@@ -174,7 +174,7 @@ def _taking(moments: Callable, view, out_type: tuple, divisor: int) -> Callable:
     return run
 
 
-def _finish(fused: Callable, k: int, how: ChannelSum, view, out_type: tuple) -> Callable:
+def finish_sum(fused: Callable, k: int, how: ChannelSum, view, out_type: tuple) -> Callable:
     """The reduction's call once ``fused`` has summed for it: its result from sum ``k``,
     written into its planned buffer ``view`` where it has one."""
     shape, dtype = out_type

@@ -77,6 +77,7 @@ from netlang.ops.pool import (
 from netlang.ops.rules import sum_leading_axes
 from netlang.runtime import onednn
 from netlang.runtime.cpu_kernels import writes_out
+from netlang.runtime.generated import fold_parts, sum_parts
 from netlang.runtime.jit import compile_now, kernel, prange
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -473,29 +474,52 @@ def _maxpool_2x2(x, y):
 
 
 @kernel
-def _maxpool_grad_2x2(x, y, g, zero, dx):
+def _maxpool_grad_2x2(x, y, g, zero, relu, dx, dx_rows, acc):
     """Windows of 2x2 cells, stride 2, tiling the image: each output cell's four taps in
     row-major order, g at the first equal to y (the last when none is: a NaN maximum) and
     g * 0 at the others, as the reference writes g * mask.  The picks are computed with
     ``&`` and ``|``, not ``and``/``or``: no branch (which tap holds a window's maximum is
     random, and mispredicted branches made the loop 2-13x slower) and a vectorised loop
-    over the channels."""
+    over the channels.
+
+    ``relu`` (x a relu's output): each cell also times ``x > 0`` in the dtype, as
+    ``relu_grad(dx, x)`` multiplies in a pass of its own (``runtime/pool_gradients.py``).
+    ``acc`` ``[parts, W*C]`` float64: the output rows are cut into ``parts`` blocks, and
+    each block, once written, sums its rows of dx (``dx_rows``: dx as ``[N*H, W*C]``,
+    still in cache) into its row of ``acc``, column by column in order; with no columns
+    nothing is summed."""
     n_, oh_, ow_, c_ = y.shape
-    for row in prange(n_ * oh_):
-        n, i = row // oh_, row % oh_
-        for j in range(ow_):
-            for c in range(c_):
-                m, gv = y[n, i, j, c], g[n, i, j, c]
-                z = gv * zero
-                a = x[n, 2 * i, 2 * j, c] == m
-                b = (x[n, 2 * i, 2 * j + 1, c] == m) & (not a)
-                ab = a | b
-                d = (x[n, 2 * i + 1, 2 * j, c] == m) & (not ab)
-                e = not (ab | d)
-                dx[n, 2 * i, 2 * j, c] = gv if a else z
-                dx[n, 2 * i, 2 * j + 1, c] = gv if b else z
-                dx[n, 2 * i + 1, 2 * j, c] = gv if d else z
-                dx[n, 2 * i + 1, 2 * j + 1, c] = gv if e else z
+    rows, parts = n_ * oh_, acc.shape[0]
+    for p in prange(parts):
+        first, last = p * rows // parts, (p + 1) * rows // parts
+        for row in range(first, last):
+            n, i = row // oh_, row % oh_
+            for j in range(ow_):
+                for c in range(c_):
+                    m, gv = y[n, i, j, c], g[n, i, j, c]
+                    z = gv * zero
+                    x0, x1 = x[n, 2 * i, 2 * j, c], x[n, 2 * i, 2 * j + 1, c]
+                    x2, x3 = x[n, 2 * i + 1, 2 * j, c], x[n, 2 * i + 1, 2 * j + 1, c]
+                    a = x0 == m
+                    b = (x1 == m) & (not a)
+                    ab = a | b
+                    d = (x2 == m) & (not ab)
+                    e = not (ab | d)
+                    v0, v1 = gv if a else z, gv if b else z
+                    v2, v3 = gv if d else z, gv if e else z
+                    if relu:        # np.float32: 1 and 0 are exact in float64 too
+                        v0, v1 = v0 * np.float32(x0 > 0), v1 * np.float32(x1 > 0)
+                        v2, v3 = v2 * np.float32(x2 > 0), v3 * np.float32(x3 > 0)
+                    dx[n, 2 * i, 2 * j, c] = v0
+                    dx[n, 2 * i, 2 * j + 1, c] = v1
+                    dx[n, 2 * i + 1, 2 * j, c] = v2
+                    dx[n, 2 * i + 1, 2 * j + 1, c] = v3
+        if acc.shape[1]:
+            for k in range(acc.shape[1]):
+                acc[p, k] = 0.0
+            for r in range(2 * first, 2 * last):
+                for k in range(acc.shape[1]):
+                    acc[p, k] += np.float64(dx_rows[r, k])
 
 
 @kernel(parallel=False)
@@ -681,11 +705,7 @@ def maxpool_grad(shapes, dtypes, attrs, _state):
     apart, gaps, zero = disjoint(gh, gw), not covers_all(gh, gw), np.dtype(dtypes[2]).type(0)
     images = [(d, 4) for d in dtypes[:3]]
     if tiles_2x2(gh, gw) and gradient_2x2_channels(x_shape[3]):
-        def run_2x2(x, y, g, out=None):
-            dx = _buffer(out, x_shape, g.dtype)
-            _maxpool_grad_2x2(_c(x), _c(y), _c(g), zero, dx)
-            return dx
-        return _ahead(writes_out(run_2x2), (_maxpool_grad_2x2, *images, zero, images[2]))
+        return _maxpool_grad_tiled(x_shape, np.dtype(dtypes[2]), relu=False, sums=False)
 
     def run(x, y, g, out=None):
         dx = _buffer(out, x_shape, g.dtype)
@@ -700,6 +720,36 @@ def maxpool_grad(shapes, dtypes, attrs, _state):
                                         images[2], parallel))
     return _ahead(writes_out(run), (_maxpool_grad_overlapping, *images, *geo,
                                     (np.int32, 4), images[2], parallel))
+
+
+def maxpool_relu_grad(x_shape: tuple, dtype: np.dtype, sums: bool) -> Callable:
+    """``run(x, y, g, out=None)``: ``relu_grad(maxpool_grad(x, y, g), x)`` over 2x2 windows
+    tiling the image, in one pass (``runtime/pool_gradients.py``), bit for bit the two
+    calls; with ``sums``, ``run.totals`` holds the float64 sums of the result over every
+    axis but the last (``[C]``), from blocks of rows fixed by the shape, the same bits on
+    one thread or two."""
+    return _maxpool_grad_tiled(tuple(x_shape), np.dtype(dtype), relu=True, sums=sums)
+
+
+def _maxpool_grad_tiled(x_shape: tuple, dtype: np.dtype, relu: bool, sums: bool) -> Callable:
+    """The run of ``_maxpool_grad_2x2`` (``relu``, ``sums``: see ``maxpool_relu_grad``)."""
+    n, h, w, c = x_shape
+    rows = n * (h // 2)
+    acc = np.zeros((sum_parts(rows, 2 * w * c), w * c) if sums else (rows, 0))
+    totals = [np.empty(c)] if sums else []
+    zero = dtype.type(0)
+
+    def run(x, y, g, out=None):
+        dx = _buffer(out, x_shape, dtype)
+        _maxpool_grad_2x2(_c(x), _c(y), _c(g), zero, relu, dx, dx.reshape(n * h, w * c), acc)
+        if sums:
+            fold_parts(acc, c, totals[0])
+        return dx
+    run.totals, run.tiles_2x2 = totals, True
+    image = (dtype, 4)
+    return _ahead(writes_out(run), (_maxpool_grad_2x2, image, image, image, zero, relu, image,
+                                    (dtype, 2), (np.float64, 2)),
+                  *([(fold_parts, (np.float64, 2), c, (np.float64, 1))] if sums else []))
 
 
 def _inverse_counts(gh: Axis, gw: Axis, dtype) -> np.ndarray:

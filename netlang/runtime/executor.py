@@ -25,7 +25,8 @@ Consecutive in-place updates of one shape made by generated kernels (a parameter
 optimizer slots) run as one loop that reads and writes each array once (``merge_updates``),
 and the loops of all parameters updated alike as one call (``runtime/multi_tensor.py``),
 and a generated kernel also takes the per-channel sums that read its output
-(``channel_sums.fuse_channel_sums``: a batchnorm's and a bias's gradients).
+(``channel_sums.fuse_channel_sums``: a batchnorm's and a bias's gradients), and a relu
+gradient after a max pooling's runs with it as one loop (``runtime/pool_gradients.py``).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ from netlang.runtime.ownership import (
     fits,
     sole_holder,
 )
+from netlang.runtime.pool_gradients import PooledRelu, finish_sums, fuse_pool_relu_grads
 from netlang.runtime.profile import KernelProfile
 from netlang.runtime.program import Program
 
@@ -234,13 +236,17 @@ class Executor:
         bound = Bound(consts, [(c.out, run, c.args, c.dead)
                                for c, run in zip(program.calls, runs)],
                       {c.out: i for i, c in enumerate(program.calls)})
+        def types(nid):
+            return _concrete(program, nid, dims)
+        pooled = fuse_pool_relu_grads(program, bound, runs, types,
+                                      _kept_in_registers if planned else None)
         if planned:
-            plan_buffers(program, bound, runs, dims, self.multi_tensor)
+            plan_buffers(program, bound, runs, dims, self.multi_tensor, pooled)
             if self.multi_tensor and self.backend.name == "gpu":
                 cuda_updates.merge_gpu_updates(program, bound, self.backend, dims)
         else:       # the same kernels (and bits) as with the plan
-            fuse_channel_sums(program, bound, runs, {}, set(),
-                              lambda nid: _concrete(program, nid, dims))
+            finish_sums(bound, pooled, {}, types)
+            fuse_channel_sums(program, bound, runs, {}, set(), types)
         return bound
 
     def _const(self, node):
@@ -658,15 +664,18 @@ def note_half_precision(backend: Backend) -> None:
 
 
 def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
-                 dims: dict[str, int], multi_tensor: bool = True) -> None:
+                 dims: dict[str, int], multi_tensor: bool = True,
+                 pooled: Sequence[PooledRelu] = ()) -> None:
     """Give ``bound``'s calls their planned buffers (see the module doc): updates in place
     where ``memory.overwritable`` allows, then one arena for the outputs and scratch buffers
-    of ``writes_out`` kernels that nothing escaping the run may alias."""
+    of ``writes_out`` kernels that nothing escaping the run may alias.  Each call reads
+    what ``bound``'s reads (``pooled``: the relu gradients that read their maxpool
+    gradient's arguments instead, ``runtime/pool_gradients.py``)."""
     types = {c.out: _concrete(program, c.out, dims) for c in program.calls}
-    steps = [memory.StepBuffers(c.out, c.args, _nbytes(types[c.out]),
+    steps = [memory.StepBuffers(c.out, args, _nbytes(types[c.out]),
                                 writes_out(run) and types[c.out] is not None,
                                 _scratch_bytes(run), _viewed(c))
-             for c, run in zip(program.calls, runs)]
+             for c, run, (_, _, args, _) in zip(program.calls, runs, bound.calls)]
     escaping = [*program.fetches, *program.updates.values()]
     runs, targets, overwritten = list(runs), {}, {}
     for update, index, variant, position in in_place_updates(program, steps, runs, types,
@@ -684,6 +693,7 @@ def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
     for index, call in enumerate(bound.calls):
         bound.calls[index] = _with_buffers(call, index, runs[index], views,
                                            targets.get(index))
+    finish_sums(bound, pooled, views, types.get)
     fuse_channel_sums(program, bound, runs, views, set(targets),
                       lambda nid: _concrete(program, nid, dims))
     merge_updates(program, bound, runs, targets, overwritten, types,

@@ -374,3 +374,37 @@ def test_a_training_step_matches_the_reference_kernels_and_repeats_bit_for_bit()
         np.testing.assert_array_equal(a, b)
     for got, want in zip(runs[0], runs[2]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("c", [1, 4, 16, 32])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_pooled_relu_gradient_is_the_two_calls_bit_for_bit(c, ties, dtype):
+    """``maxpool_relu_grad`` (runtime/pool_gradients.py): relu_grad(maxpool_grad(x, y, g), x)
+    in one loop, bit for bit the reference's two calls (zeros, ties and a NaN window
+    included), into a given buffer too; its sums are those of the result in float64, the
+    same bits on one thread or two."""
+    attrs = {"window": 2, "stride": None, "padding": "VALID"}
+    x, rng = pool_input(3, (6, 8), c, dtype, ties)
+    x = np.maximum(x, 0)             # a relu's output: many zeros, ties of zeros
+    x[0, 0, 0, 0] = np.nan
+    y = reference("maxpool", [x], attrs)
+    g = normal(rng, y.shape, dtype)
+    want = reference("relu_grad", [reference("maxpool_grad", [x, y, g], attrs), x], {})
+    run = cpu_loops.maxpool_relu_grad(x.shape, np.dtype(dtype), sums=True)
+    compiled = jit.signatures_compiled()
+    got = run(x, y, g)
+    assert jit.signatures_compiled() == compiled and got.dtype == want.dtype
+    np.testing.assert_array_equal(bits(got), bits(want))
+    exact = want.astype(np.float64).sum(axis=(0, 1, 2))
+    np.testing.assert_allclose(run.totals[0], exact, rtol=1e-12, atol=1e-12)
+    sums = run.totals[0].copy()
+    buffer = np.full(x.shape, np.nan, dtype)
+    keep = jit.threads()
+    try:
+        jit.set_threads(1)
+        assert run(x, y, g, out=buffer) is buffer
+    finally:
+        jit.set_threads(keep)
+    np.testing.assert_array_equal(bits(buffer), bits(want))
+    np.testing.assert_array_equal(bits(run.totals[0]), bits(sums))
