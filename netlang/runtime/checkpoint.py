@@ -107,10 +107,12 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def save(path: str | Path, arrays: dict[str, np.ndarray], graph: Graph,
-         meta: dict[str, Any] | None = None) -> Path:
-    """Save ``arrays`` (name -> array) and ``meta`` (JSON-able) for the network ``graph``."""
+         meta: dict[str, Any] | None = None, graph_hash: str | None = None) -> Path:
+    """Save ``arrays`` (name -> array) and ``meta`` (JSON-able) for the network ``graph``
+    (``graph_hash``: its ``network_hash``, where the caller keeps it)."""
     arrays = {name: np.asarray(value) for name, value in arrays.items()}
-    header = {"format": FORMAT, "network": graph.name, "hash": network_hash(graph),
+    header = {"format": FORMAT, "network": graph.name,
+              "hash": graph_hash or network_hash(graph),
               "variables": variables(graph), **(meta or {}),
               "checksums": {name: array_checksum(value) for name, value in arrays.items()}}
     buffer = io.BytesIO()

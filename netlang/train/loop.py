@@ -112,6 +112,7 @@ class Trainer:
         self._unread: list[list] = []   # device results of the steps since the last read
         self.restored_meta: dict[str, Any] = {}   # the header of the checkpoint resumed from
         self.init_source: str | None = None       # the checkpoint init_from took variables from
+        self._hashes: tuple[dict, str] | None = None   # the networks' fields, once (``save``)
 
     # -- schedule ---------------------------------------------------------------------------
     @property
@@ -231,11 +232,14 @@ class Trainer:
                 "optimizer": self.optimizer.describe(), "data": self.dataset.name,
                 "batch": c.batch, "epochs": c.epochs, "lr": self.optimizer.lr,
                 "train_examples": len(self.dataset.train),
-                "schedule": self.schedule.describe(), "log": record,
-                **checkpoints.network_fields(self.model.graph)}
+                "schedule": self.schedule.describe(), "log": record}
+        if self._hashes is None:    # hashed once: printing both graphs took 4 ms a save
+            self._hashes = (checkpoints.network_fields(self.model.graph),
+                            checkpoints.network_hash(self.graph))
+        meta.update(self._hashes[0])
         arrays = dict(self.session.state.to_numpy())
         arrays.update({f"data/{k}": v for k, v in self.dataset.normalizer.to_arrays().items()})
-        checkpoints.save(path, arrays, self.graph, meta)
+        checkpoints.save(path, arrays, self.graph, meta, graph_hash=self._hashes[1])
 
     def restore(self, path: str | Path) -> list[str]:
         """Continue from a checkpoint of this very training setup; returns notes.  Settings
