@@ -474,7 +474,7 @@ def _maxpool_2x2(x, y):
 
 
 @kernel
-def _maxpool_grad_2x2(x, y, g, zero, relu, dx, dx_rows, acc):
+def _maxpool_grad_2x2(x, y, g, zero, relu, dx, dx_rows, acc, xb_rows, mean, tiled, centered):
     """Windows of 2x2 cells, stride 2, tiling the image: each output cell's four taps in
     row-major order, g at the first equal to y (the last when none is: a NaN maximum) and
     g * 0 at the others, as the reference writes g * mask.  The picks are computed with
@@ -484,12 +484,16 @@ def _maxpool_grad_2x2(x, y, g, zero, relu, dx, dx_rows, acc):
 
     ``relu`` (x a relu's output): each cell also times ``x > 0`` in the dtype, as
     ``relu_grad(dx, x)`` multiplies in a pass of its own (``runtime/pool_gradients.py``).
-    ``acc`` ``[parts, W*C]`` float64: the output rows are cut into ``parts`` blocks, and
-    each block, once written, sums its rows of dx (``dx_rows``: dx as ``[N*H, W*C]``,
-    still in cache) into its row of ``acc``, column by column in order; with no columns
-    nothing is summed."""
+    The output rows are cut into ``acc.shape[0]`` blocks; each block, once written, sums
+    its rows of dx (``dx_rows``: dx as ``[N*H, W*C]``, still in cache) into its row of
+    ``acc`` ``[blocks, W*C]`` float64, column by column in order, and, where ``centered``
+    (the same shape) has columns, dx * (xb - mean) in the dtype as batchnorm's gamma
+    gradient computes it (``xb_rows``: the batchnorm's input as ``[N*H, W*C]``; ``tiled``
+    gets ``mean`` repeated along a row).  Arrays of no columns: nothing summed."""
     n_, oh_, ow_, c_ = y.shape
     rows, parts = n_ * oh_, acc.shape[0]
+    for k in range(tiled.shape[0]):
+        tiled[k] = mean[k % c_]
     for p in prange(parts):
         first, last = p * rows // parts, (p + 1) * rows // parts
         for row in range(first, last):
@@ -520,6 +524,13 @@ def _maxpool_grad_2x2(x, y, g, zero, relu, dx, dx_rows, acc):
             for r in range(2 * first, 2 * last):
                 for k in range(acc.shape[1]):
                     acc[p, k] += np.float64(dx_rows[r, k])
+        if centered.shape[1]:
+            for k in range(centered.shape[1]):
+                centered[p, k] = 0.0
+            for r in range(2 * first, 2 * last):
+                for k in range(centered.shape[1]):
+                    v = dx_rows[r, k]
+                    centered[p, k] += np.float64(v * (xb_rows[r, k] - tiled[k]))
 
 
 @kernel(parallel=False)
@@ -705,7 +716,7 @@ def maxpool_grad(shapes, dtypes, attrs, _state):
     apart, gaps, zero = disjoint(gh, gw), not covers_all(gh, gw), np.dtype(dtypes[2]).type(0)
     images = [(d, 4) for d in dtypes[:3]]
     if tiles_2x2(gh, gw) and gradient_2x2_channels(x_shape[3]):
-        return _maxpool_grad_tiled(x_shape, np.dtype(dtypes[2]), relu=False, sums=False)
+        return _maxpool_grad_tiled(x_shape, np.dtype(dtypes[2]), False, False, False)
 
     def run(x, y, g, out=None):
         dx = _buffer(out, x_shape, g.dtype)
@@ -722,34 +733,46 @@ def maxpool_grad(shapes, dtypes, attrs, _state):
                                     (np.int32, 4), images[2], parallel))
 
 
-def maxpool_relu_grad(x_shape: tuple, dtype: np.dtype, sums: bool) -> Callable:
+def maxpool_relu_grad(x_shape: tuple, dtype: np.dtype, sums: bool,
+                      centered: bool = False) -> Callable:
     """``run(x, y, g, out=None)``: ``relu_grad(maxpool_grad(x, y, g), x)`` over 2x2 windows
     tiling the image, in one pass (``runtime/pool_gradients.py``), bit for bit the two
-    calls; with ``sums``, ``run.totals`` holds the float64 sums of the result over every
-    axis but the last (``[C]``), from blocks of rows fixed by the shape, the same bits on
-    one thread or two."""
-    return _maxpool_grad_tiled(tuple(x_shape), np.dtype(dtype), relu=True, sums=sums)
+    calls.  With ``sums``, ``run.totals`` holds the float64 sums of the result over every
+    axis but the last (``[C]``); with ``centered``, ``run(x, y, g, xb, mean)`` also sums
+    result * (xb - mean) as batchnorm's gamma gradient does (next in ``run.totals``).  The
+    sums come from blocks of rows fixed by the shape: the same bits on one thread or two."""
+    return _maxpool_grad_tiled(tuple(x_shape), np.dtype(dtype), True, sums, centered)
 
 
-def _maxpool_grad_tiled(x_shape: tuple, dtype: np.dtype, relu: bool, sums: bool) -> Callable:
-    """The run of ``_maxpool_grad_2x2`` (``relu``, ``sums``: see ``maxpool_relu_grad``)."""
+def _maxpool_grad_tiled(x_shape: tuple, dtype: np.dtype, relu: bool, sums: bool,
+                        centered: bool) -> Callable:
+    """The run of ``_maxpool_grad_2x2`` (``relu``, ``sums``, ``centered``: see
+    ``maxpool_relu_grad``)."""
     n, h, w, c = x_shape
-    rows = n * (h // 2)
-    acc = np.zeros((sum_parts(rows, 2 * w * c), w * c) if sums else (rows, 0))
-    totals = [np.empty(c)] if sums else []
+    rows, cols = n * (h // 2), w * c
+    parts = sum_parts(rows, 2 * cols) if sums or centered else rows
+    acc = np.zeros((parts, cols if sums else 0))
+    by_mean = np.zeros((parts, cols if centered else 0))
+    tiled = np.zeros(cols if centered else 0, dtype)
+    none = np.zeros(c, dtype)
+    totals = [np.empty(c) for _ in range(sums + centered)]
     zero = dtype.type(0)
 
-    def run(x, y, g, out=None):
+    def run(x, y, g, xb=None, mean=None, out=None):
         dx = _buffer(out, x_shape, dtype)
-        _maxpool_grad_2x2(_c(x), _c(y), _c(g), zero, relu, dx, dx.reshape(n * h, w * c), acc)
-        if sums:
-            fold_parts(acc, c, totals[0])
+        dx_rows = dx.reshape(n * h, cols)
+        _maxpool_grad_2x2(_c(x), _c(y), _c(g), zero, relu, dx, dx_rows, acc,
+                          dx_rows if xb is None else _c(xb).reshape(n * h, cols),
+                          none if mean is None else _c(mean).reshape(c), tiled, by_mean)
+        for total, parts_sums in zip(totals, [a for a in (acc, by_mean) if a.shape[1]]):
+            fold_parts(parts_sums, c, total)
         return dx
     run.totals, run.tiles_2x2 = totals, True
-    image = (dtype, 4)
+    image, rows_of = (dtype, 4), (dtype, 2)
     return _ahead(writes_out(run), (_maxpool_grad_2x2, image, image, image, zero, relu, image,
-                                    (dtype, 2), (np.float64, 2)),
-                  *([(fold_parts, (np.float64, 2), c, (np.float64, 1))] if sums else []))
+                                    rows_of, (np.float64, 2), rows_of, (dtype, 1), (dtype, 1),
+                                    (np.float64, 2)),
+                  *([(fold_parts, (np.float64, 2), c, (np.float64, 1))] if totals else []))
 
 
 def _inverse_counts(gh: Axis, gw: Axis, dtype) -> np.ndarray:

@@ -382,7 +382,8 @@ def test_a_training_step_matches_the_reference_kernels_and_repeats_bit_for_bit()
 def test_the_pooled_relu_gradient_is_the_two_calls_bit_for_bit(c, ties, dtype):
     """``maxpool_relu_grad`` (runtime/pool_gradients.py): relu_grad(maxpool_grad(x, y, g), x)
     in one loop, bit for bit the reference's two calls (zeros, ties and a NaN window
-    included), into a given buffer too; its sums are those of the result in float64, the
+    included), into a given buffer too; its sums, of the result and of the result times
+    (xb - mean) in the dtype (batchnorm's gamma gradient), are those sums in float64, the
     same bits on one thread or two."""
     attrs = {"window": 2, "stride": None, "padding": "VALID"}
     x, rng = pool_input(3, (6, 8), c, dtype, ties)
@@ -390,21 +391,25 @@ def test_the_pooled_relu_gradient_is_the_two_calls_bit_for_bit(c, ties, dtype):
     x[0, 0, 0, 0] = np.nan
     y = reference("maxpool", [x], attrs)
     g = normal(rng, y.shape, dtype)
+    xb, mean = normal(rng, x.shape, dtype), normal(rng, (c,), dtype)
     want = reference("relu_grad", [reference("maxpool_grad", [x, y, g], attrs), x], {})
-    run = cpu_loops.maxpool_relu_grad(x.shape, np.dtype(dtype), sums=True)
+    run = cpu_loops.maxpool_relu_grad(x.shape, np.dtype(dtype), sums=True, centered=True)
     compiled = jit.signatures_compiled()
-    got = run(x, y, g)
+    got = run(x, y, g, xb, mean)
     assert jit.signatures_compiled() == compiled and got.dtype == want.dtype
     np.testing.assert_array_equal(bits(got), bits(want))
-    exact = want.astype(np.float64).sum(axis=(0, 1, 2))
-    np.testing.assert_allclose(run.totals[0], exact, rtol=1e-12, atol=1e-12)
-    sums = run.totals[0].copy()
+    exact = [want.astype(np.float64).sum(axis=(0, 1, 2)),
+             (want * (xb - mean)).astype(np.float64).sum(axis=(0, 1, 2))]
+    for total, sums in zip(run.totals, exact):
+        np.testing.assert_allclose(total, sums, rtol=1e-12, atol=1e-12)
+    totals = [t.copy() for t in run.totals]
     buffer = np.full(x.shape, np.nan, dtype)
     keep = jit.threads()
     try:
         jit.set_threads(1)
-        assert run(x, y, g, out=buffer) is buffer
+        assert run(x, y, g, xb, mean, out=buffer) is buffer
     finally:
         jit.set_threads(keep)
     np.testing.assert_array_equal(bits(buffer), bits(want))
-    np.testing.assert_array_equal(bits(run.totals[0]), bits(sums))
+    for total, before in zip(run.totals, totals):
+        np.testing.assert_array_equal(bits(total), bits(before))

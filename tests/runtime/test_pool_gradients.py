@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import netlang
 from netlang.runtime.executor import _kept_in_registers
@@ -51,33 +52,37 @@ def test_a_hook_still_sees_the_pooling_gradient():
     assert seen["maxpool_grad"] == 2 and seen["relu_grad"] == 2
 
 
-def test_a_batchnorm_after_the_convolution_keeps_relu_grads_own_loop():
-    """conv -> batchnorm -> relu -> maxpool: the relu gradient feeds gamma's centered sum,
-    which only relu_grad's generated loop takes, so nothing is fused."""
-    model = netlang.compile(POOLED.replace("|> relu", "|> batchnorm |> relu"))
-    session = model.session()
-    rng = np.random.default_rng(0)
-    feeds = {"image": rng.standard_normal((4, 8, 8, 2)).astype(np.float32),
-             "label": rng.integers(0, 3, 4).astype(np.int32)}
-    session.run([f"grad/{p}" for p in model.graph.params], feeds, training=True)
-    ops = [op for op, run in bound_calls(session) if run is _kept_in_registers]
-    assert "maxpool_grad" not in ops
-
-
-def test_a_pooled_step_matches_the_reference_kernels_and_repeats_bit_for_bit():
-    """Every parameter's gradient with the pooled loop equals the NumPy reference kernels'
-    within float32 rounding, and two sessions give the same bits."""
-    model = netlang.compile(POOLED)
+def feeds_for(batch: int = 5) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(6)
-    feeds = {"image": rng.standard_normal((5, 8, 8, 2)).astype(np.float32),
-             "label": rng.integers(0, 3, 5).astype(np.int32)}
+    return {"image": rng.standard_normal((batch, 8, 8, 2)).astype(np.float32),
+            "label": rng.integers(0, 3, batch).astype(np.int32)}
+
+
+@pytest.mark.parametrize("layers, totals", [("|> relu", 1), ("|> batchnorm |> relu", 2)])
+def test_a_pooled_step_matches_the_reference_kernels_and_repeats_bit_for_bit(layers, totals):
+    """conv -> relu -> maxpool: the loop takes the bias's sum; conv -> batchnorm -> relu ->
+    maxpool: beta's sum and gamma's centered sum.  Every gradient equals the NumPy reference
+    kernels' within float32 rounding, and a second session's and an unplanned run's (the
+    maxpool_grad call then still runs) bit for bit."""
+    model = netlang.compile(POOLED.replace("|> relu", layers))
     names = ["xent", *(f"grad/{p}" for p in model.graph.params)]
-    sessions = [model.session(kernels=k) for k in ("default", "default", "numpy")]
-    runs = [s.run(names, feeds, training=True) for s in sessions]
-    assert [op for op, run in bound_calls(sessions[0]) if run is _kept_in_registers] \
-        == ["maxpool_grad"]
-    for a, b in zip(runs[0], runs[1]):
-        np.testing.assert_array_equal(a, b)
-    for got, want in zip(runs[0], runs[2]):
+    sessions = [model.session(kernels=k) for k in ("default", "default", "default", "numpy")]
+    sessions[2].executor.buffer_plan = False
+    runs = [s.run(names, feeds_for(), training=True) for s in sessions]
+    calls = bound_calls(sessions[0])
+    assert [op for op, run in calls if run is _kept_in_registers] == ["maxpool_grad"]
+    (pooled,) = [getattr(run, "func", run) for op, run in calls if op == "relu_grad"]
+    assert len(pooled.totals) == totals
+    for other in runs[1:3]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+    for got, want in zip(runs[0], runs[3]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
+
+def test_few_channels_keep_the_two_calls():
+    """Below ``FROM_CHANNELS`` the window loop is too short to hide the sums."""
+    model = netlang.compile(POOLED.replace("conv2d(16", "conv2d(4"))
+    session = model.session()
+    session.run([f"grad/{p}" for p in model.graph.params], feeds_for(), training=True)
+    assert not [op for op, run in bound_calls(session) if run is _kept_in_registers]
