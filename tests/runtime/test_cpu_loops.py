@@ -376,17 +376,17 @@ def test_a_training_step_matches_the_reference_kernels_and_repeats_bit_for_bit()
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("c", [1, 4, 16, 32])
-@pytest.mark.parametrize("ties", [False, True])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_pooled_relu_gradient_is_the_two_calls_bit_for_bit(c, ties, dtype):
+@EXAMPLES
+@given(n=st.integers(1, 3), hw=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+       c=st.sampled_from([1, 4, 16, 19, 32]), ties=st.booleans(), dtype=FLOATS)
+def test_the_pooled_relu_gradient_is_the_two_calls_bit_for_bit(n, hw, c, ties, dtype):
     """``maxpool_relu_grad`` (runtime/pool_gradients.py): relu_grad(maxpool_grad(x, y, g), x)
     in one loop, bit for bit the reference's two calls (zeros, ties and a NaN window
     included), into a given buffer too; its sums, of the result and of the result times
     (xb - mean) in the dtype (batchnorm's gamma gradient), are those sums in float64, the
     same bits on one thread or two."""
     attrs = {"window": 2, "stride": None, "padding": "VALID"}
-    x, rng = pool_input(3, (6, 8), c, dtype, ties)
+    x, rng = pool_input(n, (2 * hw[0], 2 * hw[1]), c, dtype, ties)
     x = np.maximum(x, 0)             # a relu's output: many zeros, ties of zeros
     x[0, 0, 0, 0] = np.nan
     y = reference("maxpool", [x], attrs)
