@@ -32,7 +32,7 @@ from netlang.passes.placement import place_on, placed
 from netlang.passes.report import Report, describe, report
 from netlang.passes.rewrite import Mapping, compose, identity_mapping
 from netlang.runtime.backend import Backend, get_backend
-from netlang.runtime.executor import Executor
+from netlang.runtime.executor import Executor, stored_nowhere
 from netlang.runtime.memory import AllSymbols, human_bytes, plan_memory_usage, tensor_bytes
 from netlang.runtime.program import Program, plan
 
@@ -232,11 +232,15 @@ def memory_report(graph: Graph, batch: int, backend: Backend | None = None) -> R
     arena = bound.plan
     if arena is not None and mp.values:
         placed = sum(1 for key in arena.offsets if not isinstance(key, tuple))
+        nowhere = stored_nowhere(bound)
+        in_place = len(bound.in_place)
         items.append(
             f"arena: {human_bytes(arena.arena_bytes)} in {arena.slots} slots for {placed} of "
             f"{mp.values} activations (at most {human_bytes(arena.live_peak)} of them alive "
-            f"at once); kernels allocate the other {mp.values - placed}; variables "
-            f"updated in place: {len(bound.in_place)}")
+            f"at once); kernels allocate the other {mp.values - placed - in_place - nowhere}; "
+            f"variables updated in place: {in_place}"
+            + (f"; stored nowhere (computed inside another kernel's loop): {nowhere}"
+               if nowhere else ""))
     return report(summary, items, changed=0, plan=mp, arena=arena, bound=bound)
 
 

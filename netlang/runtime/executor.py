@@ -819,7 +819,14 @@ def _last(array):
 
 
 def _kept_in_registers() -> None:
-    """A value a merged update's loop computed and read itself (stored nowhere)."""
+    """A value another call's loop computed and read itself, stored nowhere: a merged
+    update's member, or the maxpool gradient a pooled relu gradient computes
+    (``runtime/pool_gradients.py``)."""
+
+
+def stored_nowhere(bound: Bound) -> int:
+    """How many of ``bound``'s values no kernel stores (``_kept_in_registers``)."""
+    return sum(1 for _, run, _, _ in bound.calls if run is _kept_in_registers)
 
 
 def _with_buffers(call: tuple, index: int, run: Callable, views: dict, target) -> tuple:

@@ -46,6 +46,16 @@ def test_mnist_train_step(capsys):
     assert 0 < with_plan < without / 2
 
 
+def test_the_arena_line_counts_what_no_kernel_stores(capsys):
+    """mnist's two maxpool gradients are computed inside the relu gradients' loops
+    (runtime/pool_gradients.py): neither in the arena nor allocated by a kernel."""
+    code, out, _ = explain(capsys, MNIST, "--train", "--batch", "64")
+    arena = next(line for line in out.splitlines() if line.strip().startswith("arena:"))
+    assert code == 0 and arena.endswith(
+        "of them alive at once); kernels allocate the other 11; variables updated in place: "
+        "24; stored nowhere (computed inside another kernel's loop): 2")
+
+
 def test_mnist_eval_program_drops_dropout(capsys):
     code, out, _ = explain(capsys, MNIST, "--batch", "8")
     assert code == 0 and "(eval, batch 8)" in out
