@@ -91,7 +91,7 @@ def fuse_pool_relu_grads(program, bound, runs: list, types: Callable,
         image = types(x)
         if (relu.opdef.name != "relu_grad" or relu.args != (call.out, x) or image is None
                 or types(relu.out) != image or types(call.out) != image
-                or image[0][-1] < FROM_CHANNELS):
+                or image[0][-1] < FROM_CHANNELS or relu.out in updated):
             continue
         taken = _sums_of(program, relu.out, image, types, readers, updated, position, j)
         if taken is None:
