@@ -755,7 +755,8 @@ def _maxpool_grad_tiled(x_shape: tuple, dtype: np.dtype, relu: bool, sums: bool,
     by_mean = np.zeros((parts, cols if centered else 0))
     tiled = np.zeros(cols if centered else 0, dtype)
     none = np.zeros(c, dtype)
-    totals = [np.empty(c) for _ in range(sums + centered)]
+    summed = [a for a in (acc, by_mean) if a.shape[1]]
+    totals = [np.empty(c) for _ in summed]
     zero = dtype.type(0)
 
     def run(x, y, g, xb=None, mean=None, out=None):
@@ -764,7 +765,7 @@ def _maxpool_grad_tiled(x_shape: tuple, dtype: np.dtype, relu: bool, sums: bool,
         _maxpool_grad_2x2(_c(x), _c(y), _c(g), zero, relu, dx, dx_rows, acc,
                           dx_rows if xb is None else _c(xb).reshape(n * h, cols),
                           none if mean is None else _c(mean).reshape(c), tiled, by_mean)
-        for total, parts_sums in zip(totals, [a for a in (acc, by_mean) if a.shape[1]]):
+        for parts_sums, total in zip(summed, totals):
             fold_parts(parts_sums, c, total)
         return dx
     run.totals, run.tiles_2x2 = totals, True
