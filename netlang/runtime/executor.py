@@ -142,7 +142,7 @@ class Bound:
     in_place: list[InPlace] = field(default_factory=list)
     step: Callable | None = None  # the calls as one function (``straight_line``), made once
     edges: tuple | None = None    # what runs before and after the calls (``run_edges``)
-    last: LastState = field(default_factory=lambda: LastState())   # the state it last wrote
+    last: LastState = field(default_factory=LastState)   # the state it last wrote
 
 
 class Executor:
