@@ -26,21 +26,26 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
 def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
-               hold: str | None = None, steps: int = 3, history: bool = False):
+               hold: str | None = None, steps: int = 3, history: bool = False,
+               spec: str | None = None):
     """``steps`` train steps of mnist_small (6 parameters) with optimizer ``name``: losses,
     state, the tensors each multi-tensor call takes, the held array, how many values the
     update loops keep in registers, and per call the steps it ran on its flat kernels (in
     place, apart) and how many layouts of spares it met.  ``hold``: a parameter the caller
     holds from the first step on (its update then goes into a spare array); ``history``:
     the caller keeps a copy of the state's dict before each of the last two steps, as
-    ``netlang train`` does (every update then goes into a spare)."""
-    model = netlang.compile(str(SPECS / "mnist_small.net"))
+    ``netlang train`` does (every update then goes into a spare); ``spec``: another
+    network's source, fed ``x`` and ``y`` as ``BATCHNORMED``."""
+    model = netlang.compile(spec or str(SPECS / "mnist_small.net"))
     graph = build_train_graph(model, make_optimizer(name, {"lr": 0.01}), weight_decay)
     session = Model(graph, passes=model.passes).session("cpu", 0)
     session.executor.buffer_plan, session.executor.multi_tensor = planned, multi
     rng = np.random.default_rng(3)
     feeds = {LR_INPUT: np.float32(0.01), "image": rng.standard_normal((8, 28, 28, 1), np.float32),
              "label": rng.integers(0, 10, 8).astype(np.int32)}
+    if spec is not None:
+        feeds = {LR_INPUT: np.float32(0.01), "x": rng.standard_normal((8, 6), np.float32),
+                 "y": rng.integers(0, 3, 8).astype(np.int32)}
     losses, held, before = [], None, []
     for k in range(steps):
         if hold is not None and k == 1:
@@ -121,6 +126,26 @@ def test_a_train_loops_copy_of_the_state_sends_every_update_to_spares_in_blocks(
     assert_same_run(multi, trajectory(name, weight_decay, True, False, steps=5, history=True))
     assert_same_run(multi, trajectory(name, weight_decay, False, False, steps=5))
     assert multi[5] == [(0, 5, 3)] * len(multi[2])
+
+
+BATCHNORMED = """
+network bn {
+  input x: f32[N, 6]
+  input y: i32[N]
+  logits = x |> dense(8) |> batchnorm |> relu |> dense(3)
+  loss xent = mean(softmax_cross_entropy(logits, y))
+}
+"""
+
+
+def test_updates_of_variables_of_one_shape_that_follow_each_other_join_the_others():
+    """A dense layer's bias and the batchnorm's gamma and beta after it (8 each) update one
+    after another: each its own loop, so all six parameters share one call (the other call
+    updates the batchnorm's moving mean and variance, in the forward pass)."""
+    multi = trajectory("adam", 0.0, True, True, steps=4, spec=BATCHNORMED)
+    assert_same_run(multi, trajectory("adam", 0.0, True, False, steps=4, spec=BATCHNORMED))
+    assert_same_run(multi, trajectory("adam", 0.0, False, False, steps=4, spec=BATCHNORMED))
+    assert multi[2] == [2, 6]
 
 
 # -- which updates may join one call ----------------------------------------------------------
