@@ -697,7 +697,7 @@ def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
     fuse_channel_sums(program, bound, runs, views, set(targets),
                       lambda nid: _concrete(program, nid, dims))
     merge_updates(program, bound, runs, targets, overwritten, types,
-                  memory.may_alias(steps), multi_tensor)
+                  memory.may_alias(steps), multi_tensor, set(views))
 
 
 def _viewed(call) -> tuple[int, ...] | None:
@@ -708,7 +708,7 @@ def _viewed(call) -> tuple[int, ...] | None:
 
 def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,
                   overwritten: dict, types: dict, owners: dict,
-                  multi_tensor: bool = True) -> None:
+                  multi_tensor: bool = True, planned: set = frozenset()) -> None:
     """Runs of consecutive in-place updates of one shape (a parameter and its optimizer
     slots, which the train step builds one after another) become one generated loop
     (``generated.merged_updates``) at the first one's place; the others then only hand on
@@ -718,7 +718,8 @@ def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,
     ``multi_tensor``: the loops of many variables that compute the same thing (the same
     optimizer, every parameter) run as one call (``runtime/multi_tensor.py``), where the
     order of the step allows (``multi_tensor.group_units``; ``owners``: ``memory.may_alias``
-    of the step's values)."""
+    of the step's values; ``planned``: the values with a planned buffer, which their calls
+    write into every run)."""
     from netlang.runtime.multi_tensor import group_units
 
     units = _update_units(program, bound, runs, targets, overwritten, types)
@@ -726,8 +727,11 @@ def merge_updates(program: Program, bound: Bound, runs: list, targets: dict,
         groups = group_units(units, *_effects(program, bound, overwritten, owners))
     else:
         groups = [[unit] for unit in units]
+    updated = {u.name for u in bound.in_place}
+    fixed = frozenset({*planned, *targets.values(),
+                       *(nid for nid, name in program.variables if name in updated)})
     for group in groups:
-        _merge_group(program, bound, runs, targets, overwritten, group)
+        _merge_group(program, bound, runs, targets, overwritten, group, fixed)
 
 
 def _update_units(program: Program, bound: Bound, runs: list, targets: dict,
@@ -812,16 +816,19 @@ def _apart(window: range, program: Program, runs: list, targets: dict) -> list[r
 
 
 def _merge_group(program: Program, bound: Bound, runs: list, targets: dict,
-                 overwritten: dict, group: list) -> None:
+                 overwritten: dict, group: list, fixed: frozenset) -> None:
     """``group``'s units as one call at its first call's place: a multi-tensor call for
     several units, one variable's loop for one unit of several updates (one update alone
     keeps its call); every other call of the group hands on its array (or, for a value the
-    loop kept in registers, nothing)."""
+    loop kept in registers, nothing).  A multi-tensor call whose every array is ``fixed``
+    (a planned buffer, or a variable updated in place: the same object in every run whose
+    variables are the same, ``LastState``) skips its per-array checks in such runs."""
     from netlang.runtime import generated
     from netlang.runtime.multi_tensor import multi_tensor_updates
 
     if len(group) > 1:
-        run, args = multi_tensor_updates(group)
+        run, args = multi_tensor_updates(group, same=bound.last, fixed=fixed,
+                                         constants=frozenset(bound.consts))
     elif len(group[0].indices) > 1:
         unit = group[0]
         members = [(runs[i], program.calls[i].args, overwritten.get(i)) for i in unit.indices]

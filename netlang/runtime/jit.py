@@ -214,6 +214,14 @@ def compile_now(fn, args: Sequence, owner=None) -> None:
     _count(cached, time.perf_counter() - started)
 
 
+def entry_point(fn, values: Sequence) -> Callable:
+    """``fn``'s machine code for the types of ``values`` as a Python callable that skips
+    the dispatcher's choice among its compiled versions (``fn`` itself where none matches):
+    for a caller that passes values of those very types every time."""
+    compiled = fn.overloads.get(tuple(map(numba.typeof, values)))
+    return fn if compiled is None else compiled.entry_point
+
+
 def signature(args: Sequence) -> tuple:
     """Numba's argument types for ``compile_now``'s ``args``."""
     return tuple(map(_numba_type, args))

@@ -27,15 +27,17 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
                hold: str | None = None, steps: int = 3, history: bool = False,
-               spec: str | None = None):
+               replace: str | None = None, spec: str | None = None):
     """``steps`` train steps of mnist_small (6 parameters) with optimizer ``name``: losses,
     state, the tensors each multi-tensor call takes, the held array, how many values the
-    update loops keep in registers, and per call the steps it ran on its flat kernels (in
-    place, apart) and how many layouts of spares it met.  ``hold``: a parameter the caller
-    holds from the first step on (its update then goes into a spare array); ``history``:
-    the caller keeps a copy of the state's dict before each of the last two steps, as
-    ``netlang train`` does (every update then goes into a spare); ``spec``: another
-    network's source, fed ``x`` and ``y`` as ``BATCHNORMED``."""
+    update loops keep in registers, per call the steps it ran on its flat kernels (in
+    place, apart) and how many layouts of spares it met, and per call the steps it ran
+    with no check of its arrays (``multi_tensor.Trusted``; None: it never may).  ``hold``:
+    a parameter the caller holds from the first step on (its update then goes into a
+    spare array); ``history``: the caller keeps a copy of the state's dict before each of
+    the last two steps, as ``netlang train`` does (every update then goes into a spare);
+    ``replace``: a parameter whose array the caller replaces by a copy before step 3;
+    ``spec``: another network's source, fed ``x`` and ``y`` as ``BATCHNORMED``."""
     model = netlang.compile(spec or str(SPECS / "mnist_small.net"))
     graph = build_train_graph(model, make_optimizer(name, {"lr": 0.01}), weight_decay)
     session = Model(graph, passes=model.passes).session("cpu", 0)
@@ -50,6 +52,8 @@ def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
     for k in range(steps):
         if hold is not None and k == 1:
             held = session.run(hold)        # the state's own array, now held here
+        if replace is not None and k == 3:
+            session.state[replace] = np.array(session.state[replace])
         if history:
             before = [*before[-1:], dict(session.state.arrays)]
         losses.append(session.run(model.graph.loss, feeds, training=True, updates=True))
@@ -59,7 +63,8 @@ def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
     kept = sum(getattr(run, "in_registers", 0) for run in runs)
     flat = [(run.flat.calls, run.flat_apart.calls, len(run.flat_apart.layouts))
             for run in runs if hasattr(run, "tensors")]
-    return losses, session.state.to_numpy(), tensors, held, kept, flat
+    unchecked = [run.trusted and run.trusted.runs for run in runs if hasattr(run, "tensors")]
+    return losses, session.state.to_numpy(), tensors, held, kept, flat, unchecked
 
 
 def assert_same_run(one, other) -> None:
@@ -126,6 +131,31 @@ def test_a_train_loops_copy_of_the_state_sends_every_update_to_spares_in_blocks(
     assert_same_run(multi, trajectory(name, weight_decay, True, False, steps=5, history=True))
     assert_same_run(multi, trajectory(name, weight_decay, False, False, steps=5))
     assert multi[5] == [(0, 5, 3)] * len(multi[2])
+    assert multi[6] == [0] * len(multi[2])          # none in place: each step checks
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("name", ["adam", "momentum"])
+def test_steps_over_the_same_variables_run_unchecked_with_the_same_bits(name, parallel,
+                                                                        monkeypatch):
+    """From the third step (the first that writes over the same variables as the one
+    before, ``LastState``) the call runs on the layout it checked then, with no check of
+    its arrays, on the machine code Numba chose then (its ``prange`` too)."""
+    if parallel:
+        monkeypatch.setattr(multi_tensor, "PARALLEL_FROM", 1)
+    multi = trajectory(name, 0.0, True, True, steps=6)
+    assert_same_run(multi, trajectory(name, 0.0, False, False, steps=6))
+    assert multi[5] == [(6, 0, 0)] and multi[6] == [4]
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_a_variable_replaced_between_steps_is_updated_where_it_now_lies(name):
+    """The caller puts a copy in place of a bias's array before step 3: the state no longer
+    holds the arrays the checked layout was made of, so that step and the next check their
+    arrays again (the copy lies in no block: the tuple kernel runs) and update the copy."""
+    multi = trajectory(name, 0.0, True, True, steps=6, replace="conv2/b")
+    assert_same_run(multi, trajectory(name, 0.0, False, False, steps=6, replace="conv2/b"))
+    assert multi[5] == [(3, 0, 0)] and multi[6] == [1]
 
 
 BATCHNORMED = """
@@ -146,6 +176,7 @@ def test_updates_of_variables_of_one_shape_that_follow_each_other_join_the_other
     assert_same_run(multi, trajectory("adam", 0.0, True, False, steps=4, spec=BATCHNORMED))
     assert_same_run(multi, trajectory("adam", 0.0, False, False, steps=4, spec=BATCHNORMED))
     assert multi[2] == [2, 6]
+    assert multi[6][1] == 2
 
 
 # -- which updates may join one call ----------------------------------------------------------
@@ -323,3 +354,20 @@ def test_compile_now_takes_tuples_of_arrays_and_of_numbers():
     out = np.empty(2, np.float32)
     fn((np.ones(3, np.float32), np.ones(5, np.float32)), (np.float32(2), np.float32(3)), out)
     assert out.tolist() == [6, 15] and jit.compiled_signatures(fn) == 1
+
+
+def test_the_entry_point_is_the_machine_code_for_those_very_types():
+    source = ("from netlang.runtime.jit import kernel\n\n\n"
+              "@kernel(parallel=False)\n"
+              "def scale(x, w, out):\n"
+              "    for k in range(x.shape[0]):\n"
+              "        out[k] = x[k] * w\n")
+    fn = jit.compile_source(source, "scale", "test entry point")
+    jit.compile_now(fn, [(np.float32, 1), (np.float32, 0), (np.float32, 1)])
+    x, out = np.arange(4, dtype=np.float32), np.empty(4, np.float32)
+    entry = jit.entry_point(fn, (x, np.float32(2), out))
+    assert entry is not fn
+    entry(x, np.float32(3), out)
+    assert out.tolist() == [0, 3, 6, 9]
+    # values of other types (float64 arrays): no such machine code yet, the dispatcher itself
+    assert jit.entry_point(fn, (x.astype(np.float64), np.float64(2), out)) is fn
