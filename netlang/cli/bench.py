@@ -295,16 +295,18 @@ class UpdateSpans(list):
 
 def update_spans(session) -> UpdateSpans | None:
     """Wrap the first and last in-place update call of the session's train step (each
-    variable written over by the optimizer, merged or not) to time the span between them;
-    None when there is none."""
+    variable written over by the optimizer, merged or not; a merged update's later members
+    are no calls) to time the span between them; None when there is none."""
+    from netlang.runtime.executor import runs_a_kernel
+
     program = session_program(session)
     bound_sizes = session.executor._bound.get(program) if program is not None else None
     if not bound_sizes:
         return None
     bound = next(iter(bound_sizes.values()))
     written = {u.target for u in bound.in_place}
-    updates = [i for i, (_, _, args, _) in enumerate(bound.calls)
-               if "optimizer" in program.calls[i].node.tags
+    updates = [i for i, (_, run, args, _) in enumerate(bound.calls)
+               if "optimizer" in program.calls[i].node.tags and runs_a_kernel(run)
                and written.intersection(args)]
     if not updates:
         return None

@@ -871,6 +871,12 @@ def _kept_in_registers() -> None:
     (``runtime/pool_gradients.py``)."""
 
 
+def runs_a_kernel(run: Callable) -> bool:
+    """Whether a bound call computes anything (not a merged update's later member, nor a
+    value another call's loop kept): the straight-line step makes no call of the others."""
+    return run is not _last and run is not _kept_in_registers
+
+
 def stored_nowhere(bound: Bound) -> int:
     """How many of ``bound``'s values no kernel stores (``_kept_in_registers``)."""
     return sum(1 for _, run, _, _ in bound.calls if run is _kept_in_registers)
