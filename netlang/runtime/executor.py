@@ -788,28 +788,22 @@ def _apart(window: range, program: Program, runs: list, targets: dict) -> list[r
     no variable.  Residual's Adam: two calls (11 tensors, and 7 loops of 3 variables) ->
     one of 32 tensors; the update inside the step (first to last update call, median of
     200 steps, three interleaved runs, busy 2-core host) 88-122 -> 50-60 us."""
-    tie = {i: i for i in window}
-
-    def root(i: int) -> int:
-        while tie[i] != i:
-            i = tie[i]
-        return i
+    tied = memory.graph_library().utils.UnionFind(window)
     made = {program.calls[i].out: i for i in window}
     seen: dict = {}                 # an array some call reads -> the first call that reads it
     for i in window:
-        kinds = runs[i].group.kinds
-        for arg, kind in zip(program.calls[i].args, kinds):
+        for arg, kind in zip(program.calls[i].args, runs[i].group.kinds):
             if arg in made:
-                tie[root(i)] = root(made[arg])
-            elif kind != "scalar" and kind != "unused":
-                tie[root(i)] = root(seen.setdefault(arg, i))
+                tied.union(i, made[arg])
+            elif kind not in ("scalar", "unused"):
+                tied.union(i, seen.setdefault(arg, i))
     parts: list[range] = []
     for i in window:
-        if parts and root(i) == root(parts[-1].start):
+        if parts and tied[i] == tied[parts[-1].start]:
             parts[-1] = range(parts[-1].start, i + 1)
         else:
             parts.append(range(i, i + 1))
-    if (len({root(part.start) for part in parts}) != len(parts)
+    if (len({tied[part.start] for part in parts}) != len(parts)
             or not all(any(i in targets for i in part) for part in parts)):
         return [window]
     return parts
