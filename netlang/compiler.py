@@ -7,7 +7,8 @@
          --cut_feeds--> fed values become inputs
          --bind_mode--> train/eval fixed
          --optimize--> the pass list (OPTIMIZE by default: fold, simplify, cse, settle, dce,
-                        conv_bias, batchnorm, fusion), each pass checked by the IR verifier
+                        conv_bias, batchnorm, relu_mask, fusion), each pass checked by the
+                        IR verifier
          --plan--> Program (runtime): the kernel calls and when each buffer dies
 
 ``Model`` (model.py), the training step, the graph views, gradcheck and the benchmark all

@@ -7,7 +7,8 @@ first (it resolves the mode's selects), then simplification of what folding expo
 CSE across forward and backward nodes, ``settle`` (the three again until nothing changes:
 merging can expose more, e.g. ``select(c, x, x)``), then pruning to what the run needs,
 convolutions fused with their bias (and relu), batchnorm's ops written as elementwise steps
-(only where fusion then merges them), and elementwise fusion.
+(only where fusion then merges them), relu's gradient after a batchnorm taken from the
+batchnorm's input (``relu_mask``), and elementwise fusion.
 Each pass is ``Graph -> (Graph, report)``; the reports are what ``netlang explain`` prints.
 After every pass the IR verifier checks the result (``VERIFY``), naming the pass that broke it.
 """
@@ -24,6 +25,7 @@ from netlang.passes.cse import eliminate_common_subexpressions
 from netlang.passes.dce import eliminate_dead_code
 from netlang.passes.fold import fold_constants
 from netlang.passes.fusion import fuse_elementwise
+from netlang.passes.relu_mask import mask_from_input
 from netlang.passes.report import Report, report
 from netlang.passes.rewrite import compose, identity_mapping
 from netlang.passes.simplify import simplify
@@ -65,6 +67,7 @@ OPTIMIZE: list[tuple[str, Pass]] = [
     ("dce", eliminate_dead_code),
     ("conv_bias", fuse_conv_bias),
     ("batchnorm", expand_batchnorm),
+    ("relu_mask", mask_from_input),
     ("fusion", fuse_elementwise),
 ]
 

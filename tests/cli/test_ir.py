@@ -59,7 +59,7 @@ def test_ir_train_shows_the_optimizer_updates_and_its_stage(capsys):
     assert main(["ir", "specs/spiral.net", "--train", "--after", "nope"]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
         "hint: passes: lowered, autodiff, gradients, optimizer, bind_mode, fold, simplify, "
-        "cse, settle, dce, conv_bias, batchnorm, fusion")
+        "cse, settle, dce, conv_bias, batchnorm, relu_mask, fusion")
 
 
 def test_cast_to_an_unknown_dtype_is_an_argument_error(tmp_path, capsys):

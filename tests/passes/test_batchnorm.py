@@ -1,13 +1,11 @@
 """The batchnorm pass: batchnorm's ops as elementwise steps that fusion merges, same bits."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import netlang
 from netlang.passes.batchnorm import expand_batchnorm
-from netlang.passes.pipeline import OPTIMIZE, without
-from tests.passes.util import ops
+from tests.passes.util import assert_same_training_bits, ops
 
 SPEC = """
 network b {
@@ -54,20 +52,7 @@ def test_the_gradient_of_x_becomes_one_fused_loop_per_batchnorm():
 
 @pytest.mark.parametrize("kernels", ["numpy", "builtin", "default"])
 def test_training_computes_the_same_bits_with_and_without_the_pass(kernels):
-    rng = np.random.default_rng(0)
-    feeds = {"x": rng.standard_normal((5, 6, 6, 3)).astype(np.float32),
-             "label": np.array([0, 1, 1, 0, 1], np.int32)}
-    expanded = netlang.compile(SPEC)
-    plain = netlang.compile(SPEC, passes=without(OPTIMIZE, "batchnorm"))
-    names = ["xent", *(f"grad/{p}" for p in expanded.graph.params)]
-    got = expanded.session(seed=3, kernels=kernels).run(names, feeds, training=True)
-    want = plain.session(seed=3, kernels=kernels).run(names, feeds, training=True)
-    for name, a, b in zip(names, got, want):
-        np.testing.assert_array_equal(a, b, err_msg=name)
-    # eval mode (moving statistics) too
-    for a, b in zip(expanded.session(seed=3, kernels=kernels).run("logits", feeds),
-                    plain.session(seed=3, kernels=kernels).run("logits", feeds)):
-        np.testing.assert_array_equal(a, b)
+    assert_same_training_bits(SPEC, "batchnorm", kernels)
 
 
 def test_ops_fusion_would_not_take_are_left_to_their_kernels():

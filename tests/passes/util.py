@@ -49,6 +49,28 @@ def run(graph: Graph, fetches: list[int], feeds: dict[int, np.ndarray] | None = 
     return executor.run(program, feeds, state if state is not None else State(CPU_REFERENCE))
 
 
+def assert_same_training_bits(spec: str, dropped: str, kernels: str, seed: int = 0) -> None:
+    """A train step of ``spec`` (its ``x`` [5,6,6,3] and ``label`` fed) gives the loss and
+    every parameter's gradient bit for bit with and without the pass named ``dropped``, and
+    so does an eval run of ``logits``."""
+    import netlang
+    from netlang.passes.pipeline import OPTIMIZE, without
+
+    rng = np.random.default_rng(seed)
+    feeds = {"x": rng.standard_normal((5, 6, 6, 3)).astype(np.float32),
+             "label": np.array([0, 1, 1, 0, 1], np.int32)}
+    full = netlang.compile(spec)
+    plain = netlang.compile(spec, passes=without(OPTIMIZE, dropped))
+    names = ["xent", *(f"grad/{p}" for p in full.graph.params)]
+    got = full.session(seed=3, kernels=kernels).run(names, feeds, training=True)
+    want = plain.session(seed=3, kernels=kernels).run(names, feeds, training=True)
+    for name, a, b in zip(names, got, want):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    for a, b in zip(full.session(seed=3, kernels=kernels).run("logits", feeds),
+                    plain.session(seed=3, kernels=kernels).run("logits", feeds)):
+        np.testing.assert_array_equal(a, b)      # eval mode (moving statistics) too
+
+
 @contextlib.contextmanager
 def noise_op():
     """A random, impure op (like dropout_mask) that exists only inside the ``with``."""
