@@ -85,10 +85,12 @@ def channel_sum(call, source: int, source_type: tuple, types: Callable) -> Chann
 
 
 def fuse_channel_sums(program, bound, runs: list, views: dict, skip: set,
-                      types: Callable) -> int:
+                      types: Callable, planned: bool = False) -> int:
     """Rewrite ``bound``'s calls so that each generated kernel whose output such reductions
     read computes their sums too (the module doc); ``views`` are the planned buffers, the
-    calls in ``skip`` (in-place updates) keep theirs.  Returns how many reductions moved."""
+    calls in ``skip`` (in-place updates) keep theirs.  In a ``planned`` program (no hook
+    sees the values), a kernel whose output nothing but those reductions reads, and no run
+    returns, takes the sums without storing it.  Returns how many reductions moved."""
     from netlang.runtime import generated  # Numba, imported when a program is bound
 
     position = {c.out: i for i, c in enumerate(program.calls)}
@@ -97,6 +99,7 @@ def fuse_channel_sums(program, bound, runs: list, views: dict, skip: set,
         for arg in dict.fromkeys(call.args):
             readers[arg].append(j)
     moved, done = 0, set()
+    returned = {*program.fetches, *program.updates.values()}
     for i, call in enumerate(program.calls):
         source_type = types(call.out)
         if i in skip or source_type is None or getattr(runs[i], "group", None) is None:
@@ -107,8 +110,10 @@ def fuse_channel_sums(program, bound, runs: list, views: dict, skip: set,
                                                      types)
             if how is not None and all(position.get(a, -1) < i for a in how.extras):
                 taken.append((j, how))
+        store = not (planned and call.out not in returned
+                     and set(readers[call.out]) <= {j for j, _ in taken})
         fused = taken and generated.with_channel_sums(
-            runs[i], [kind for _, how in taken for kind in how.sums])
+            runs[i], [kind for _, how in taken for kind in how.sums], store)
         if not fused:
             continue
         out, _, args, dead = bound.calls[i]

@@ -695,7 +695,7 @@ def plan_buffers(program: Program, bound: Bound, runs: list[Callable],
                                            targets.get(index))
     finish_sums(bound, pooled, views, types.get)
     fuse_channel_sums(program, bound, runs, views, set(targets),
-                      lambda nid: _concrete(program, nid, dims))
+                      lambda nid: _concrete(program, nid, dims), planned=True)
     merge_updates(program, bound, runs, targets, overwritten, types,
                   memory.may_alias(steps), multi_tensor, set(views))
 

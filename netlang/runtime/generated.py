@@ -280,7 +280,8 @@ def layout(out_shape: tuple, kinds: Sequence[str]) -> tuple[int, int]:
 
 
 def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
-                  parallel: bool, sums: Sequence[tuple[int, int] | str | None] = ()) -> str:
+                  parallel: bool, sums: Sequence[tuple[int, int] | str | None] = (),
+                  store: bool = True) -> str:
     """The Python text of the group's kernel ``fused(x0, .., out)`` (see the module doc):
     its rows split over the threads (``prange``) when ``parallel``, else one loop.  An input
     of kind ``out`` is not passed: it is read from ``out`` (the update of a variable written
@@ -292,7 +293,9 @@ def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
     (``(x, mean)``: the indices of those inputs, a full one and a vector), in the output's
     dtype as batchnorm's gamma gradient computes it (``with_channel_sums``).  The rows are
     then cut into ``parts`` blocks, each summed into its own row of the accumulators (the
-    threads take whole blocks), so the sums do not depend on the thread count."""
+    threads take whole blocks), so the sums do not depend on the thread count.  With
+    ``store`` false the loop takes the sums and leaves ``out`` as it was (only the sums read
+    the output: ``with_channel_sums``)."""
     types = step_types(expr, [TensorType(d, ()) for d in in_dtypes])
     hoisted, body = [f"    acc{k}[:] = 0.0" for k in range(len(sums))], []
     element = {"full": "x{i}[r, j]", "vector": "v{i}[j]", "scalar": "x{i}", "out": "out[r, j]"}
@@ -305,7 +308,8 @@ def kernel_source(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
             body.append(f"            e{i} = {element[kind].format(i=i)}")
     body += element_steps(expr, types, [f"e{i}" for i in range(len(kinds))], "t", 12)
     value, scalar = f"t{len(expr) - 1}", SCALAR_TYPES[types[-1].dtype]
-    body.append(f"            out[r, j] = {value}")
+    if store or not sums:
+        body.append(f"            out[r, j] = {value}")
     for k, centered in enumerate(sums):
         if centered is None:
             term = value
@@ -392,11 +396,13 @@ def generated_kernel(expr: tuple, shapes: Sequence[tuple], dtypes: Sequence,
 
 
 def compiled_kernel(expr: tuple, kinds: Sequence[str], in_dtypes: Sequence[DType],
-                    out_dtype: DType, parallel: bool, sums: Sequence = (), owner=None):
+                    out_dtype: DType, parallel: bool, sums: Sequence = (), owner=None,
+                    store: bool = True):
     """The kernel of ``kernel_source``, compiled (or loaded from the cache) now, or, given the
     ``owner`` its run keeps, once the program is bound (``jit.compile_now``)."""
-    source = kernel_source(expr, kinds, in_dtypes, parallel, sums)
-    label = group_label(expr) + (f" + {len(sums)} sum(s)" if sums else "")
+    source = kernel_source(expr, kinds, in_dtypes, parallel, sums, store)
+    label = group_label(expr) + (f" + {len(sums)} sum(s)" if sums else "") + (
+        "" if store else ", not stored")
     fn = jit.compile_source(source, "fused", label)
     jit.compile_now(fn, [(d.numpy, PASSED[k]) for d, k in zip(in_dtypes, kinds) if k in PASSED]
                     + [(out_dtype.numpy, 2)] + [(np.dtype(np.float64), 2)] * len(sums),
@@ -637,7 +643,7 @@ def sum_parts(rows: int, cols: int) -> int:
     return max(1, min(rows, MAX_SUM_PARTS, rows * cols // SUM_PART))
 
 
-def with_channel_sums(run: Callable, sums: Sequence[str]) -> Callable | None:
+def with_channel_sums(run: Callable, sums: Sequence[str], store: bool = True) -> Callable | None:
     """``run`` (a generated group over ``[..., C]``) as one loop that also sums over every axis
     but the last, once per entry of ``sums``: the output itself (``"sum"``), its square
     (``"squares"``: with the sum, a batch variance's moments) or the output times
@@ -650,7 +656,9 @@ def with_channel_sums(run: Callable, sums: Sequence[str]) -> Callable | None:
     Returns ``sums_run(*inputs, *extras, out=None)``, ``extras`` an ``(x, mean)`` pair per
     centered sum in order, that writes the output as ``run`` does and leaves the float64
     ``[C]`` sums in ``sums_run.totals``; or None for a group it does not take (empty, not
-    float).  Each column is summed in float64, in blocks of rows whose bounds come from the
+    float).  With ``store`` false it writes nothing to ``out``: for an output that nothing
+    but these sums reads (a batchnorm's relu gradient whose other user recomputes it,
+    passes/relu_mask.py), one pass over the image fewer.  Each column is summed in float64, in blocks of rows whose bounds come from the
     shape alone (``sum_parts``), the blocks' sums then added in order: the same bits on one
     thread or two.  The reference sums in the output's dtype, so the two differ by its
     rounding."""
@@ -669,7 +677,7 @@ def with_channel_sums(run: Callable, sums: Sequence[str]) -> Callable | None:
     sums, owner = entries, CompileOwner()   # compiled once the program is bound, if kept
     try:
         fn = compiled_kernel(group.expr, kinds, dtypes, group.out_dtype,
-                             size >= SERIAL_BELOW, sums, owner)
+                             size >= SERIAL_BELOW, sums, owner, store)
     except Untranslatable:
         return None
     channels = group.out_shape[-1]

@@ -29,7 +29,7 @@ def test_each_relu_gradient_after_a_batchnorm_reads_the_batchnorms_input():
     before = step_graph(model, "batchnorm")
     after, rep = mask_from_input(before)
     assert rep.changed == 3 and rep.summary == "took 3 relu gradients from the batchnorm's input"
-    assert all(line.endswith("(2 steps)") for line in rep.items)
+    assert all(line.endswith("(2 steps; 1 user with its own copy)") for line in rep.items)
     again, second = mask_from_input(after)
     assert second.changed == 0 and len(again) == len(after)
 
@@ -38,12 +38,19 @@ def test_each_relu_gradient_after_a_batchnorm_reads_the_batchnorms_input():
     relu_outputs = {n.id for n in fused if n.op == "fused" and n.attrs["expr"][-1][0] == "relu"}
     grads = [n for n in fused if n.op == "fused" and n.attrs["expr"][-1][0] == "relu_grad"]
     assert [[s[0] for s in n.attrs["expr"]] for n in grads] == [["mul", "add", "relu_grad"]] * 3
-    for node in grads:
+    for node in grads:          # only beta's and gamma's sums read it
         assert not relu_outputs.intersection(node.inputs)
         image = node.inputs[0]                       # x: mul(x, s) comes first
+        assert sorted(fused.nodes[u].op for u in users[node.id]) == [
+            "batchnorm_grad_gamma", "sum"]
         gammas = [fused.nodes[u] for u in users[node.id]
                   if fused.nodes[u].op == "batchnorm_grad_gamma"]
         assert [g.inputs[1] for g in gammas] == [image]
+    # the gradient of x recomputes it in its own loop: dy * (x * s + t > 0) * s + ...
+    grad_x = [n for n in fused if n.op == "fused" and n.type.rank == 4
+              and [s[0] for s in n.attrs["expr"][:3]] == ["mul", "add", "relu_grad"]
+              and len(n.attrs["expr"]) > 3]
+    assert len(grad_x) == 3 and not any(relu_outputs.intersection(n.inputs) for n in grad_x)
 
 
 @pytest.mark.parametrize("kernels", ["numpy", "builtin", "default"])
@@ -51,24 +58,39 @@ def test_training_computes_the_same_bits_with_and_without_the_pass(kernels):
     assert_same_training_bits(SPEC, "relu_mask", kernels, seed=1)
 
 
-def test_the_loop_still_takes_betas_and_gammas_sums(monkeypatch):
+def test_the_loop_takes_betas_and_gammas_sums_and_stores_nothing(monkeypatch):
     """The recomputing loop is a generated kernel like relu_grad's: beta's and gamma's
-    gradients are still summed in it (runtime/channel_sums.py), not read back."""
-    taken = []
-    real = channel_sums.fuse_channel_sums
+    gradients are still summed in it (runtime/channel_sums.py), and as nothing else reads
+    the gradient, a planned run's loop does not store it.  A run with a hook (no plan: the
+    hook sees every value) stores it."""
+    taken, stores = [], []
+    real, sums = channel_sums.fuse_channel_sums, generated.with_channel_sums
 
-    def counted(*args):
-        taken.append(real(*args))
+    def counted(*args, **kwargs):
+        taken.append(real(*args, **kwargs))
         return taken[-1]
+
+    def storing(run, kinds, store=True):
+        stores.append(store)
+        return sums(run, kinds, store)
     monkeypatch.setattr(executor, "fuse_channel_sums", counted)
+    monkeypatch.setattr(generated, "with_channel_sums", storing)
     feeds = {"x": np.ones((4, 6, 6, 3), np.float32), "label": np.zeros(4, np.int32)}
-    counts = []
+    counts, kept = [], []
     for passes in (OPTIMIZE, without(OPTIMIZE, "relu_mask")):
         taken.clear()
-        netlang.compile(SPEC, passes=passes).session(seed=0).run(
-            "grad/bn1/gamma", feeds, training=True)
+        stores.clear()
+        model = netlang.compile(SPEC, passes=passes)
+        model.session(seed=0).run([f"grad/{p}" for p in model.graph.params], feeds,
+                                  training=True)
         counts.append(sum(taken))
-    assert counts[0] == counts[1] > 0
+        kept.append(stores.count(False))
+    assert counts[0] == counts[1] > 0 and kept == [3, 0]
+    stores.clear()
+    session = netlang.compile(SPEC).session(seed=0)
+    session.executor.on_step = lambda node, value: None
+    session.run([f"grad/{p}" for p in model.graph.params], feeds, training=True)
+    assert stores and all(stores)
 
 
 def test_left_alone_where_nothing_else_reads_the_image():

@@ -177,6 +177,28 @@ def test_the_sums_are_the_same_bits_on_one_thread_or_two(shape, monkeypatch):
                                .sum(axis=0), rtol=1e-6, atol=1e-4)
 
 
+@pytest.mark.parametrize("group, sums", [("relu_grad", ["sum", "centered"]),
+                                         ("grad_x", ["sum"]), ("add", ["sum", "squares"])])
+def test_sums_taken_without_storing_are_the_same_bits(group, sums):
+    """``store=False``: the loop leaves ``out`` as it was and takes the sums the storing
+    loop takes, bit for bit (a gradient only sums read: passes/relu_mask.py)."""
+    expr, kinds = GROUPS[group]
+    rng = np.random.default_rng(11)
+    shape = (6, 5, 5, 8)
+    arrays = arrays_for(kinds, shape, np.float32, rng)
+    extras = arrays_for(["full", "vector"], shape, np.float32, rng) if "centered" in sums else []
+    run = generated.generated_kernel(expr, [a.shape for a in arrays], [a.dtype for a in arrays])
+    totals = []
+    for store in (True, False):
+        sums_run = generated.with_channel_sums(run, sums, store)
+        out = np.full(shape, 7, np.float32)
+        assert sums_run(*arrays, *extras, out=out) is out
+        totals.append([t.copy() for t in sums_run.totals])
+    assert (out == 7).all()
+    for stored, not_stored in zip(*totals):
+        np.testing.assert_array_equal(stored, not_stored)
+
+
 def train_step(spec: str, fuse: bool, monkeypatch) -> tuple[list, dict, int]:
     """(losses, state) after three SGD steps of ``spec`` on a fixed batch (each parameter
     moves by its gradient: Adam would turn rounding in a near-zero gradient into a full
@@ -184,8 +206,8 @@ def train_step(spec: str, fuse: bool, monkeypatch) -> tuple[list, dict, int]:
     moved = []
     real = channel_sums.fuse_channel_sums
 
-    def counted(*args):
-        moved.append(real(*args) if fuse else 0)
+    def counted(*args, **kwargs):
+        moved.append(real(*args, **kwargs) if fuse else 0)
         return moved[-1]
     monkeypatch.setattr(executor, "fuse_channel_sums", counted)
     model = netlang.compile(SPECS / spec)
