@@ -132,6 +132,32 @@ def test_the_2x2_gradient_loop_is_the_reference_bit_for_bit_at_any_width(c, ties
         check_run("maxpool_grad", [x, y, g], attrs, parallel, exact=True)
 
 
+@pytest.mark.parametrize("c", [1, 3, 4, 7])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_few_channels_run_the_2x2_gradient_with_the_channel_count_a_constant(
+        c, dtype, monkeypatch):
+    """Below 8 channels the 2x2 gradient runs its own copy of the loop with c a constant
+    (``grad_2x2_loop``): the general loop's bits, with relu and both sums too."""
+    loop = cpu_loops.grad_2x2_loop(c)
+    assert loop is not cpu_loops._maxpool_grad_2x2 and cpu_loops.grad_2x2_loop(c) is loop
+    assert cpu_loops.grad_2x2_loop(16) is cpu_loops._maxpool_grad_2x2
+    attrs = {"window": 2, "stride": None, "padding": "VALID"}
+    x, rng = pool_input(5, (6, 8), c, dtype, True)
+    x[0, 0, 0, 0] = x[3, 5, 7, c - 1] = np.nan
+    y = reference("maxpool", [x], attrs)
+    g, xb, mean = normal(rng, y.shape, dtype), normal(rng, x.shape, dtype), normal(rng, c, dtype)
+    results = []
+    for general in (False, True):
+        if general:
+            monkeypatch.setattr(cpu_loops, "grad_2x2_loop", lambda _c: cpu_loops._maxpool_grad_2x2)
+        run = cpu_loops.maxpool_relu_grad(x.shape, np.dtype(dtype), True, True)
+        results.append((run(x, y, g, xb, mean), [t.copy() for t in run.totals]))
+    (dx, totals), (want, want_totals) = results
+    np.testing.assert_array_equal(bits(dx), bits(want))
+    for got, expected in zip(totals, want_totals):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_a_nan_in_a_window_makes_its_max_nan_as_in_the_reference():
     attrs = {"window": 2, "stride": None, "padding": "SAME"}
     x = np.random.default_rng(1).standard_normal((2, 5, 5, 3)).astype(np.float32)
