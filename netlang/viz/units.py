@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from netlang.ir.graph import Graph, Node
+from netlang.runtime.memory import graph_library
 
 HIDDEN_OPS = frozenset({"const", "mode"})
 VARIABLE_OPS = frozenset({"param", "state"})
@@ -55,28 +56,22 @@ def call_key(node: Node) -> tuple:
 
 def _components(graph: Graph, members: list[Node]) -> list[list[Node]]:
     """Split nodes into groups connected by edges among themselves or by reading the same
-    state of their scope, as a layer's update does (union-find).  Reading one parameter
-    does not join: that is a layer applied twice."""
-    parent = {n.id: n.id for n in members}
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    state of their scope, as a layer's update does (networkx's union-find).  Reading one
+    parameter does not join: that is a layer applied twice."""
+    ids = {n.id for n in members}
+    tied = graph_library().utils.UnionFind(ids)
     readers: dict[int, int] = {}
     for n in members:
         for i in n.inputs:
-            if i in parent:
-                parent[find(i)] = find(n.id)
+            if i in ids:
+                tied.union(i, n.id)
             elif graph.nodes[i].is_source("state") and graph.nodes[i].scope == n.scope:
                 if i in readers:
-                    parent[find(readers[i])] = find(n.id)
+                    tied.union(readers[i], n.id)
                 readers[i] = n.id
     groups: dict[int, list[Node]] = {}
     for n in members:
-        groups.setdefault(find(n.id), []).append(n)
+        groups.setdefault(tied[n.id], []).append(n)
     return sorted(groups.values(), key=lambda g: g[0].id)
 
 
