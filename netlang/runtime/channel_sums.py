@@ -21,6 +21,11 @@ dtype) is ``E[x^2] - 2 m E[x] + m^2`` in float64, never below 0: float64 sums of
 values keep the cancellation far below float32's rounding unless a channel's mean is
 thousands of times its spread.
 
+Where nothing but the reductions a generated kernel takes reads its output, and no run
+returns it (a batchnorm's relu gradient once the gradient of x's loop recomputes it:
+passes/relu_mask.py), a planned run's kernel takes the sums and stores nothing: one pass over
+the image fewer.
+
 The IR is unchanged (``explain`` and ``ir`` show the reductions as before): this is a
 choice of kernels, made with the static buffer plan, like the merged optimizer updates.
 A ``centered`` sum needs ``x`` and ``mean`` when the producer runs, so it is taken only
