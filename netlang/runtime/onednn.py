@@ -33,6 +33,7 @@ from netlang.errors import ExecutionError
 STATUS = {0: "success", 1: "out_of_memory", 2: "invalid_arguments", 3: "unimplemented",
           4: "last_impl_reached", 5: "runtime_error", 6: "not_required"}  # dnnl_status_t
 UNIMPLEMENTED = 3
+LAST_IMPL_REACHED = 4                   # dnnl_primitive_desc_next_impl: no more to try
 F32 = 3                                  # dnnl_data_type_t dnnl_f32
 FORMAT_ANY = 1                           # dnnl_format_tag_any
 CPU = 1                                  # dnnl_engine_kind_t dnnl_cpu
@@ -139,6 +140,7 @@ SIGNATURES = {
         [ctypes.POINTER(Handle), Handle, Handle, Handle, Handle, Handle], None),
     "dnnl_primitive_desc_query_md": ([Handle, ctypes.c_int, ctypes.c_int], Handle),
     "dnnl_primitive_desc_query": ([Handle, ctypes.c_int, ctypes.c_int, Handle], None),
+    "dnnl_primitive_desc_next_impl": ([Handle], None),
     "dnnl_primitive_desc_destroy": ([Handle], None),
     "dnnl_primitive_create": ([ctypes.POINTER(Handle), Handle], None),
     "dnnl_primitive_execute": ([Handle, Handle, ctypes.c_int, ctypes.POINTER(ExecArg)], None),
@@ -343,6 +345,16 @@ class PrimitiveDesc:
         if not md or LIBRARY.lib.dnnl_memory_desc_get_size(md) == 0:
             return None
         return md
+
+    def next_impl(self) -> bool:
+        """Move to oneDNN's next implementation for the same case, in its order of
+        preference (in place); False when there is none (the handle is then unchanged)."""
+        status = LIBRARY.lib.dnnl_primitive_desc_next_impl(self.handle)
+        if status == LAST_IMPL_REACHED:
+            return False
+        if status != 0:
+            raise OneDNNError("dnnl_primitive_desc_next_impl", status)
+        return True
 
     def impl(self) -> str:
         """The implementation's name, e.g. ``brg:avx512_core`` or ``gemm:jit``."""

@@ -17,6 +17,9 @@ from netlang.runtime.onednn_kernels import (
     MATMUL_MIN_MACS,
     batchnorm_grad_gamma,
     conv2d_bias_relu,
+    conv_backward_data,
+    conv_forward,
+    conv_geometry,
     matmul,
     onednn_kernels,
 )
@@ -191,6 +194,35 @@ def test_the_layers_of_the_seed_specs_are_taken(x_shape, w_shape, attrs):
     check_parity("maxpool_grad", [x, y, rng.standard_normal(y.shape, np.float32)], pool, 4,
                  must_take=True)
     check_parity("avgpool_grad", [y, x], pool, 4, must_take=True)
+
+
+@needs_onednn
+@pytest.mark.parametrize("cin, cout, direct", [(8, 1, True), (8, 8, True), (4, 8, True),
+                                               (12, 12, True), (16, 16, False), (1, 8, True)])
+def test_few_channel_convolutions_take_onednns_direct_kernel(cin, cout, direct):
+    """Below 16 channels on both sides a convolution runs oneDNN's direct jit kernel where
+    its first choice is a brgconv one (``direct_if_few_channels``); from 16 on, its first
+    choice.  Either way the reference's numbers, the same bits run to run."""
+    attrs = {"padding": "SAME"}
+    geo = conv_geometry((4, 12, 12, cin), (3, 3, cin, cout), attrs)
+    forward = conv_forward(geo, bias=True)
+    data = conv_backward_data(geo)
+    for run in (forward, data):
+        if run is not None:
+            assert ("brg" not in run.impl()) == direct
+    first = geo.forward_pd(onednn.FORWARD_INFERENCE)
+    names = [first.impl()]
+    while first.next_impl():
+        names.append(first.impl())
+    assert len(names) == len(set(names)) > 1 and not first.next_impl()
+    rng = np.random.default_rng(cin * cout)
+    x = rng.standard_normal((4, 12, 12, cin), np.float32)
+    w = rng.standard_normal((3, 3, cin, cout), np.float32)
+    g = rng.standard_normal((4, 12, 12, cout), np.float32)
+    taps = w.size // cout
+    check_parity("conv2d", [x, w], attrs, taps, must_take=True)
+    if cin >= FEW_INPUT_CHANNELS:
+        check_parity("conv2d_backprop_input", [g, w, x], attrs, w.size, must_take=True)
 
 
 @needs_onednn
