@@ -13,6 +13,10 @@ process.  The JSON's ``results`` gain a row per rival (``pytorch``, ``pytorch_ch
 ``jax``); the table adds netlang / the fastest rival.  A rival that is not installed is left
 out, with a note.
 
+``--rounds R``: netlang and each rival R times in turn on each workload and batch, each
+system's median round in the table (a shared machine's load moves between processes run
+minutes apart; rounds spread it over every system).
+
 ``--inference``: the forward pass in eval mode instead of a training step (netlang fetches
 the loss and metrics, as ``netlang eval`` does).  ``--rss``: also run netlang itself in a fresh
 process per workload and batch and print every system's peak resident memory.

@@ -53,6 +53,10 @@ def add_arguments(parser, no_torch_help: str = NO_TORCH_HELP) -> None:
                         help="batch sizes (default: 64 256)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time netlang and its rivals this many times in turn on each "
+                             "workload and batch, and report each one's median round (the "
+                             "load of a shared machine moves between rounds)")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), metavar="NAME",
                         help=f"specs to run (default: {' '.join(WORKLOADS)})")
     parser.add_argument("--specs", default=str(SPECS), metavar="DIR",
@@ -527,12 +531,25 @@ def bench_one(name: str, spec: Path, batch: int, args, rivals: Sequence[Rival]) 
     return [ours, *(r for r in theirs if r is not None)]
 
 
+def median_rounds(rounds: list[list[Result]]) -> list[Result]:
+    """Per system, in the order they first ran, the row of its median round (of an even
+    number, the faster of the middle two).  Each system runs once a round, right after the
+    one before it, so a burst of load on a shared machine lands in one round of each rather
+    than on one system's whole number."""
+    by_system: dict[str, list[Result]] = {}
+    for row in rounds:
+        for result in row:
+            by_system.setdefault(result.system, []).append(result)
+    return [sorted(rs, key=lambda r: r.samples_per_s)[len(rs) // 2] for rs in by_system.values()]
+
+
 def print_table(results: list[Result], device: str, systems: Sequence[str] = (),
-                what: str = "training") -> None:
+                what: str = "training", rounds: int = 1) -> None:
     """One line per workload and batch: netlang, each other system, netlang / the fastest."""
     widths = [max(11, len(s) + 2) for s in systems]
     replayed = any(r.launches is not None for r in results)   # steps as CUDA graphs
     print(f"\n{what} throughput on {device} (median of timed steps"
+          + (f", the median of {rounds} rounds taken in turn" if rounds > 1 else "")
           + ("; ratio: netlang / the fastest other system)" if systems else ")"))
     print(f"  {'workload':<12} {'batch':>5} {'netlang/s':>11} "
           + "".join(f"{s + '/s':>{w}} " for s, w in zip(systems, widths))
@@ -572,13 +589,15 @@ def run(args, rivals: Sequence[Rival] = (), rivals_note: str = NO_RIVALS) -> int
         for name in args.workloads:
             spec = spec_path(args.specs, name)
             for batch in args.batch:
-                rows = bench_one(name, spec, batch, args, rivals)
-                results += rows
-                print(f"  {name} batch {batch}: " + ", ".join(
-                    f"{x.system} {x.samples_per_s:,.0f}/s ({x.step_ms:.1f} ms)" for x in rows),
-                    flush=True)
+                rounds = []
+                for _ in range(args.rounds):
+                    rounds.append(bench_one(name, spec, batch, args, rivals))
+                    print(f"  {name} batch {batch}: " + ", ".join(
+                        f"{x.system} {x.samples_per_s:,.0f}/s ({x.step_ms:.1f} ms)"
+                        for x in rounds[-1]), flush=True)
+                results += median_rounds(rounds)
     print_table(results, args.device, [r.system for r in rivals],
-                "inference" if getattr(args, "inference", False) else "training")
+                "inference" if getattr(args, "inference", False) else "training", args.rounds)
     report["results"] = [asdict(r) for r in results]
     if args.compile_runs > 0:
         times = compile_times(spec_path(args.specs, "mnist"), args.compile_runs)
@@ -626,6 +645,8 @@ def check_arguments(args) -> None:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
     if args.warmup < 0:
         raise UsageError(f"--warmup must be at least 0, got {args.warmup}")
+    if args.rounds < 1:
+        raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
     if args.profile < 0:
         raise UsageError(f"--profile must be at least 0, got {args.profile}")
     if not Path(args.specs).is_dir():

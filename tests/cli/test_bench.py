@@ -127,6 +127,31 @@ def test_rivals_are_timed_after_netlang_and_compared_in_the_table(tmp_path, caps
         ["netlang", "fast"] * 2 + ["netlang", "fast", "slow"] * 2)
 
 
+def test_rounds_take_the_systems_in_turn_and_report_each_ones_median(tmp_path, capsys):
+    """``--rounds 3``: netlang, then each rival, three times over on each workload and
+    batch; each system's row is its median round, and every round is printed."""
+    speeds = iter([5.0, 500.0, 50.0])
+    seen = []
+
+    def time(name, spec, batch, args, ours):
+        seen.append(ours.system)
+        value = next(speeds)
+        return bench.Result(name, batch, "rival", value, 1e3 * batch / value)
+    args = build_parser().parse_args(
+        ["bench", "--workloads", "spiral", "--batch", "4", "--steps", "1", "--warmup", "0",
+         "--compile-runs", "0", "--rounds", "3", "--json", str(tmp_path / "b.json")])
+    assert bench.run(args, [bench.Rival("rival", time)], "a fake") == 0
+    assert seen == ["netlang"] * 3
+    text = capsys.readouterr().out
+    assert len(re.findall(r"\n  spiral batch 4: netlang [\d,]+/s .*, rival ", text)) == 3
+    assert "(median of timed steps, the median of 3 rounds taken in turn; ratio:" in text
+    assert re.search(r"\n  spiral +4 +[\d,]+ +50 ", text)
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert [(r["system"], r["samples_per_s"]) for r in report["results"]][1] == ("rival", 50.0)
+    assert main(["bench", "--no-torch", "--rounds", "0"]) == 1
+    assert capsys.readouterr().err == "usage error: --rounds must be at least 1, got 0\n"
+
+
 def test_the_specs_ship_inside_the_package():
     """The workloads load from netlang/specs (package data), not from a checkout's layout."""
     assert Path(bench.SPECS) == Path(netlang.__file__).parent / "specs"
