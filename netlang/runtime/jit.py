@@ -142,8 +142,9 @@ def compile_source(source: str, name: str, label: str = "kernel") -> Callable:
         folder = cache_dir() / "kernels"
         stem = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")[:40] or "kernel"
         path = folder / f"{stem}_{key}.py"
-        if not path.exists():
-            _write(path, _HEADER.format(label=label, numba=VERSION) + source)
+        text = _HEADER.format(label=label, numba=VERSION) + source
+        if not _holds(path, text):      # new, or a file damaged since: written (again)
+            _write(path, text)
             STATS.written += 1
         module = _MODULES[key] = _load_module(f"{GENERATED}.{path.stem}", path)
         STATS.loaded += 1
@@ -153,6 +154,15 @@ def compile_source(source: str, name: str, label: str = "kernel") -> Callable:
 
 
 GENERATED = "netlang_kernels"       # the package name generated modules are imported under
+
+
+def _holds(path: pathlib.Path, text: str) -> bool:
+    """Whether the cached file ``path`` holds exactly ``text`` (a file cut short, edited
+    or unreadable does not: the cache is ours to rewrite)."""
+    try:
+        return path.read_text() == text
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _write(path: pathlib.Path, text: str) -> None:

@@ -62,3 +62,22 @@ def test_a_kernel_cache_that_cannot_be_written_is_an_error_naming_it(tmp_path, m
         f"write error: cannot write the kernel cache {blocked / 'kernels'}: Not a directory\n"
         "hint: set NETLANG_CACHE_DIR to a folder you can write (the cache is always safe to "
         "delete)")
+
+
+def test_a_damaged_kernel_file_in_the_cache_is_written_again(tmp_path, monkeypatch):
+    """A generated kernel's cached file that no longer holds its source (cut short, edited)
+    is replaced, not imported: the run works instead of failing with a SyntaxError."""
+    monkeypatch.setenv("NETLANG_CACHE_DIR", str(tmp_path))
+    source = SOURCE + f"\n# damaged {tmp_path.name}\n"
+    jit.compile_source(source, "add_one", "damaged test")
+    (path,) = (tmp_path / "kernels").glob("damaged_test_*.py")
+    good = path.read_text()
+    path.write_text("garbage ((\n")
+    key = jit.source_key(source)
+    monkeypatch.delitem(jit._MODULES, key)
+    monkeypatch.delitem(__import__("sys").modules, f"{jit.GENERATED}.{path.stem}")
+    fn = jit.compile_source(source, "add_one", "damaged test")
+    assert path.read_text() == good
+    out = np.empty(2, np.float32)
+    fn(np.zeros(2, np.float32), out)
+    assert out.tolist() == [1.0, 1.0]
