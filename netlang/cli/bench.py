@@ -236,23 +236,30 @@ def time_steps(step: Callable, warmup: int, steps: int) -> list[float]:
 COLD_BYTES = 64 << 20
 
 
-def update_floor_ms(session, repeats: int = 21) -> tuple[float, float]:
-    """The memory-bandwidth floor of the optimizer's update: one NumPy copy of as many bytes
-    as a single-pass update moves (every updated variable read and written, every gradient
-    read: Adam's 7 arrays of a parameter's size), median milliseconds, warm and cold:
-    ``(the same bytes copied again and again, in cache; each copy of bytes last touched
-    COLD_BYTES ago)``.  Inside a step the update reads parameters and slots last touched a
-    step ago (cold) and gradients just written (warm): the two floors bracket it."""
+def update_floor_elements(session) -> int:
+    """float32 elements one NumPy copy takes to move as many bytes as a single-pass update
+    (every updated variable read and written, every gradient read: Adam's 7 arrays of a
+    parameter's size): half of them read, half written; 0 when the session trained nothing."""
     program = session_program(session)
     if program is None:
-        return 0.0, 0.0
+        return 0
     graph = program.graph
     updated = sum(graph.nodes[graph.state.get(n, graph.params.get(n, -1))].type.numel()
                   for n in program.updates if n in graph.state or n in graph.params)
     grads = sum(graph.nodes[i].type.numel() for n, i in graph.params.items()
                 if n in program.updates)
-    moved = 4 * (2 * updated + grads)          # float32 bytes read and written
-    size = max(moved // 8, 1)
+    return max(4 * (2 * updated + grads) // 8, 1)
+
+
+def update_floor_ms(session, repeats: int = 21) -> tuple[float, float]:
+    """The memory-bandwidth floor of the optimizer's update outside the step: one NumPy copy
+    of the bytes a single-pass update moves (``update_floor_elements``), median
+    milliseconds, warm and cold: ``(the same bytes copied again and again, in cache; each
+    copy of bytes last touched COLD_BYTES ago)``.  Both run in a warm interpreter, between
+    steps; ``UpdateSpans.floors`` holds the copy timed where the update runs."""
+    size = update_floor_elements(session)
+    if not size:
+        return 0.0, 0.0
     places = max(COLD_BYTES // (4 * size), 2)
     src = np.ones(size * places, np.float32)  # written whole: no page is touched first below
     dst = np.ones_like(src)
@@ -268,28 +275,47 @@ def update_floor_ms(session, repeats: int = 21) -> tuple[float, float]:
     return median_copy_ms(lambda k: 0), median_copy_ms(lambda k: (1 + k) % places)
 
 
-def update_span_ms(session, step: Callable, steps: int) -> float:
-    """The optimizer's update of every parameter inside the train step, median ms: from the
-    start of the step's first in-place update call to the end of its last, over ``steps``
-    unprofiled steps (the two calls wrapped, then put back); 0.0 when the step updates
-    nothing in place."""
-    spans = update_spans(session)
+def update_span_ms(session, step: Callable, steps: int) -> tuple[float, float]:
+    """The optimizer's update of every parameter inside the train step and its floor there,
+    median ms: ``(from the start of the step's first in-place update call to the end of its
+    last, one NumPy copy of the same bytes timed at the first call's place)`` over ``steps``
+    unprofiled steps each (``UpdateSpans``; the calls wrapped, then put back); zeros when the
+    step updates nothing in place."""
+    spans = update_spans(session, floor=True)
     if spans is None:
-        return 0.0
+        return 0.0, 0.0
     try:
-        for _ in range(steps):
-            step()
+        for copying in (False, True):
+            spans.copying = copying
+            for _ in range(steps):
+                step()
     finally:
         spans.restore()
-    return statistics.median(spans) * 1e3 if spans else 0.0
+    return ((statistics.median(spans) * 1e3 if spans else 0.0),
+            (statistics.median(spans.floors) * 1e3 if spans.floors else 0.0))
 
 
 class UpdateSpans(list):
-    """Seconds per step from the first update call's start to the last's end (``update_spans``)."""
+    """Seconds per step from the first update call's start to the last's end (``update_spans``).
 
-    def __init__(self, bound, wrapped: dict):
+    ``floors``: with a floor (``update_spans(floor=True)``), while ``copying`` is set each step
+    copies the bytes a single-pass update moves (``update_floor_elements``) with NumPy right
+    where the first update call starts, and times that instead of the span: the floor under
+    the same conditions as the update (steps that copy time no span: the copy would evict
+    what the update reads).  Python after a large step's kernels runs on a cold cache (on
+    this project's 2-core AMD hosts a ``[0 for _ in range(100)]`` takes 1.5 us, and 26 us after
+    64 MiB of NumPy copies), so a copy timed between steps in a warm interpreter
+    (``update_floor_ms``) is no floor for a call inside the step.  The copy's two buffers are
+    made once and touched by nothing else, as the update's variables are touched by nothing
+    between its calls."""
+
+    def __init__(self, bound, wrapped: dict, floor: int = 0):
         super().__init__()
         self.bound, self.wrapped = bound, wrapped
+        self.floors: list[float] = []
+        self.src = np.ones(floor, np.float32)       # written whole: no page touched first
+        self.dst = np.ones_like(self.src)
+        self.copying = False        # the steps time the copy, not the span
 
     def restore(self) -> None:
         for index, call in self.wrapped.items():
@@ -297,10 +323,11 @@ class UpdateSpans(list):
         self.bound.step = None          # the straight-line step is made again from the calls
 
 
-def update_spans(session) -> UpdateSpans | None:
+def update_spans(session, floor: bool = False) -> UpdateSpans | None:
     """Wrap the first and last in-place update call of the session's train step (each
     variable written over by the optimizer, merged or not; a merged update's later members
-    are no calls) to time the span between them; None when there is none."""
+    are no calls) to time the span between them (and with ``floor`` the copy of
+    ``UpdateSpans.floors`` instead while ``copying`` is set); None when there is none."""
     from netlang.runtime.executor import runs_a_kernel
 
     program = session_program(session)
@@ -315,16 +342,28 @@ def update_spans(session) -> UpdateSpans | None:
     if not updates:
         return None
     first, last = updates[0], updates[-1]
-    spans = UpdateSpans(bound, {first: bound.calls[first], last: bound.calls[last]})
+    spans = UpdateSpans(bound, {first: bound.calls[first], last: bound.calls[last]},
+                        update_floor_elements(session) if floor else 0)
     started = [0.0]
+
+    def begin() -> None:
+        if spans.copying:
+            start = time.perf_counter()
+            np.copyto(spans.dst, spans.src)
+            spans.floors.append(time.perf_counter() - start)
+        started[0] = time.perf_counter()
+
+    def end() -> None:
+        if not spans.copying:
+            spans.append(time.perf_counter() - started[0])
 
     def timed(run: Callable, at_start: bool, at_end: bool) -> Callable:
         def call(*arrays):
             if at_start:
-                started[0] = time.perf_counter()
+                begin()
             result = run(*arrays)
             if at_end:
-                spans.append(time.perf_counter() - started[0])
+                end()
             return result
         return call
     for index in {first, last}:
@@ -363,14 +402,16 @@ def bench_netlang(name: str, spec: Path, batch: int, args) -> Result:
         [r.label, r.calls, r.ms, r.share] for r in profile.rows(args.profile)]
     if profile is not None:
         print_profile(name, batch, profile, med, args.profile)
-        update = update_span_ms(session, step, args.steps) if args.device == "cpu" else 0.0
+        update, in_step = (update_span_ms(session, step, args.steps)
+                           if args.device == "cpu" else (0.0, 0.0))
         if update:
             warm, cold = update_floor_ms(session)
             print(f"  {name} batch {batch}: optimizer update {update:.3f} ms per step (first "
                   f"to last update call, unprofiled); one NumPy copy of the bytes a "
-                  f"single-pass update moves {warm:.3f} ms warm, {cold:.3f} ms cold "
-                  f"(update / floor {update / warm:.2f}x warm, {update / cold:.2f}x cold)"
-                  if warm and cold else "")
+                  f"single-pass update moves {in_step:.3f} ms in the step (where the update "
+                  f"starts), {warm:.3f} ms warm, {cold:.3f} ms cold between steps (update / "
+                  f"floor {update / in_step:.2f}x in the step, {update / warm:.2f}x warm, "
+                  f"{update / cold:.2f}x cold)" if in_step and warm and cold else "")
     return Result(name, batch, "netlang", batch / med, med * 1e3,
                   "no fusion" if args.no_fusion else "", calls, rows, params,
                   None if launches is None else sum(launches.values()))

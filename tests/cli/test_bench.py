@@ -92,10 +92,36 @@ def test_bench_profile_names_the_heaviest_kernels(tmp_path, capsys):
     assert re.fullmatch(
         r"  mnist_small batch 4: optimizer update \d+\.\d{3} ms per step \(first to last "
         r"update call, unprofiled\); one NumPy copy of the bytes a single-pass update moves "
-        r"\d+\.\d{3} ms warm, \d+\.\d{3} ms cold \(update / floor \d+\.\d\dx warm, "
-        r"\d+\.\d\dx cold\)", update)
+        r"\d+\.\d{3} ms in the step \(where the update starts\), \d+\.\d{3} ms warm, "
+        r"\d+\.\d{3} ms cold between steps \(update / floor \d+\.\d\dx in the step, "
+        r"\d+\.\d\dx warm, \d+\.\d\dx cold\)", update)
     assert main(["bench", "--no-torch", "--profile", "-1"]) == 1
     assert capsys.readouterr().err == "usage error: --profile must be at least 0, got -1\n"
+
+
+def test_the_timed_update_times_the_span_or_its_floor_in_the_step():
+    """``update_spans``' steps time the update's span, or with a floor while ``copying`` the
+    copy of the bytes the update moves (where the update starts); the update runs its
+    trusted call either way, and the calls are put back after."""
+    step, _, session, _ = bench.netlang_step(bench.SPECS / "mnist_small.net", 4, "cpu")
+    for _ in range(2):
+        step()
+    program = bench.session_program(session)
+    bound = next(iter(session.executor._bound[program].values()))
+    [(index, run)] = [(i, run) for i, (_, run, _, _) in enumerate(bound.calls)
+                      if hasattr(run, "tensors")]
+    trusted_runs = run.trusted.runs
+    spans = bench.update_spans(session, floor=True)
+    assert bound.calls[index][1] is not run
+    for copying in (False, True, False):
+        spans.copying = copying
+        for _ in range(2):
+            step()
+    assert run.trusted.runs == trusted_runs + 6
+    assert len(spans) == 4 and len(spans.floors) == 2 and all(t > 0 for t in spans.floors)
+    assert spans.src.size == bench.update_floor_elements(session) > 0
+    spans.restore()
+    assert bound.calls[index][1] is run
 
 
 def test_rivals_are_timed_after_netlang_and_compared_in_the_table(tmp_path, capsys):
