@@ -48,7 +48,11 @@ touched a step ago (residual's 7-tensor call over batchnorm's 160 parameters: 6 
 28 us in the step).  Against one NumPy copy of the same bytes last touched 64 MiB ago (the
 bench's cold floor) the update takes 0.8x (spiral), 1.7-2.1x (mnist_small), 1.1-1.8x
 (residual), 0.2-0.3x (mnist, two threads).  Steps over the same variables as the last
-now skip those checks (``Trusted``).
+now skip those checks (``Trusted``).  That cold floor is a copy timed between steps, in a
+warm interpreter; Python inside a step runs on a cold cache too (see ``Trusted``), so the
+bench also times the copy where the update starts (``netlang bench --profile``'s "in the
+step"; ``cli.bench.UpdateSpans``): against it the update takes 0.6-1.2x (spiral), 0.8-1.3x
+(mnist_small), 0.9-1.2x (residual), 0.4-0.5x (mnist; two runs, busy host, 2026-12-07).
 
 ``netlang train`` keeps the state's dict from before each of the last two steps (to re-run
 a step whose loss is not finite), so there no update writes over its variable: each goes
@@ -135,12 +139,13 @@ def _may_join(group: list[Unit], unit: Unit, made: dict, reads, writes) -> bool:
 
 
 def kernel_source(loop: UpdateLoop, from_out: bool, shared: set[int], parallel: bool,
-                  flat: bool = False) -> str:
+                  flat: bool = False, held: frozenset = frozenset()) -> str:
     """The Python text of ``updates(...)`` over many tensors: ``xs{i}`` a tuple of flat arrays
     (or of numbers) for each argument of ``loop.element`` that differs per tensor, ``x{i}``
     a number all share, ``outs{m}`` a tuple of the flat arrays member ``m`` writes (each
     of ``loop.written``), and
-    ``chunks`` an int64 ``[n, 3]`` table of (tensor, start, stop).
+    ``chunks`` an int64 ``[n, 3]`` table of (tensor, start, stop).  ``held``: the shared
+    numbers passed as a 1-element array each (the loop reads its element).
 
     ``flat``: each ``xs{i}`` of an array argument and each ``outs{m}`` is ONE flat array
     holding every tensor's elements somewhere (``flat_layout``), and ``chunks`` an int64
@@ -150,7 +155,7 @@ def kernel_source(loop: UpdateLoop, from_out: bool, shared: set[int], parallel: 
     each = [i for i in passed if loop.kinds[i] == "scalar" and i not in shared]
     names = [f"x{i}" if i in shared else f"xs{i}" for i in passed]
     names += [f"outs{m}" for m in loop.written] + ["chunks"]
-    once = [f"    e{i} = x{i}" for i in passed if i in shared]
+    once = [f"    e{i} = x{i}{'[0]' if i in held else ''}" for i in passed if i in shared]
     if flat:
         column = {name: 2 + r for r, name in enumerate(
             [f"xs{i}" for i in full] + [f"outs{m}" for m in loop.written])}
@@ -258,14 +263,18 @@ def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None,
         fn = jit.compile_source(kernel_source(loop, from_out, shared, parallel), "updates",
                                 label)
         kernels[from_out] = fn, passed
-    flats = {from_out: FlatCall(jit.compile_source(
-        kernel_source(loop, from_out, shared, parallel, flat=True), "updates", label),
-        sizes, CHUNK if parallel else None) for from_out in (True, False)}
     arrays = {a for u in units for a, kind in zip(u.loop.args, u.loop.kinds) if kind != "scalar"}
     trusted = None
+    held: frozenset = frozenset()
     if same is not None and arrays <= fixed:
-        trusted = Trusted(same, {i for i in shared if loop.args[i] in constants})
-    run = _bind_call(units, kernels, shared, chunks, flats, trusted)
+        # a number computed every step into the same buffer (Adam's step size): the flat
+        # loop reads it from that buffer, so a trusted run passes all it passed before
+        held = frozenset(i for i in shared if loop.args[i] in fixed - constants)
+        trusted = Trusted(same, {i for i in shared if loop.args[i] in constants} | held)
+    flats = {from_out: FlatCall(jit.compile_source(
+        kernel_source(loop, from_out, shared, parallel, flat=True, held=held), "updates",
+        label), sizes, CHUNK if parallel else None) for from_out in (True, False)}
+    run = _bind_call(units, kernels, shared, chunks, flats, trusted, held)
     # The loops that run every step compile now (or once the program is bound): the flat
     # ones, in place (a caller that holds no variable) and apart (a train loop, whose copy
     # of the state before each step holds every variable: updates go into spares); the
@@ -274,7 +283,7 @@ def multi_tensor_updates(units: Sequence[Unit], parallel: bool | None = None,
     for from_out, flat_call in flats.items():
         passed = kernels[from_out][1]
         jit.compile_now(flat_call.kernel,
-                        [(loop.dtypes[i].numpy, int(loop.kinds[i] == "full"))
+                        [(loop.dtypes[i].numpy, int(loop.kinds[i] == "full" or i in held))
                          + (() if i in shared or loop.kinds[i] == "full" else (n,))
                          for i in passed]
                         + [(loop.out_dtype, 1)] * count + [(np.int64, 2)], owner=run)
@@ -346,8 +355,10 @@ class Trusted:
     a run that writes over the very same variables as the run that last checked (``last``:
     the bound program's ``LastState``, in place and with the same ids tuple) passes the
     same objects: the layout checked then (``layout``, for ``ids``) still holds.  Such a
-    run also takes the numbers that are constants (Adam's betas and epsilon: ``once``) as
-    they were then, and calls the machine code Numba chose then (``entry``).  A train
+    run also takes the numbers that are constants (Adam's betas and epsilon) or lie in a
+    planned buffer (Adam's step size, which the flat loop reads out of a 1-element view of
+    its buffer: ``held`` in ``multi_tensor_updates``) as they were then (``once``), and
+    calls the machine code Numba chose then (``entry``).  A train
     loop's steps (updates into spares) still check.
 
     The update inside the step (first to last update call, median of 200 steps, three
@@ -360,7 +371,7 @@ class Trusted:
 
     def __init__(self, last: LastState, once: set[int]):
         self.last = last
-        self.once = once                 # the numbers that are constants (taken once)
+        self.once = once                 # the numbers taken once (constant or held)
         self.ids: object = Trusted       # the ``LastState.ids`` the layout was checked for
         self.layout: tuple | None = None
         self.args: tuple = ()            # the kernel's arguments when it was checked
@@ -376,11 +387,14 @@ class Trusted:
 
 
 def _bind_call(units: Sequence[Unit], kernels: dict, shared: set, chunks,
-               flats: dict, trusted: Trusted | None = None) -> Callable:
+               flats: dict, trusted: Trusted | None = None,
+               held: frozenset = frozenset()) -> Callable:
     """The generated Python call that runs a flat kernel (``flats``: per ``from_out``, the
     ``FlatCall``) on the blocks of a layout of the step's arrays, or gathers the arrays into
     the tuple kernels' tuples (one line each, no loop: it runs every step).  ``trusted``:
-    the arrays are checked once per ``LastState`` (see ``Trusted``)."""
+    the arrays are checked once per ``LastState`` (see ``Trusted``); ``held``: the numbers
+    the flat kernels take as 1-element arrays (a view of the buffer a step writes each
+    into), so a trusted run reads no number out of an array."""
     where, at = [], 0               # per unit: the position of its first argument in run's
     for unit in units:
         where.append(at)
@@ -419,8 +433,9 @@ def _bind_call(units: Sequence[Unit], kernels: dict, shared: set, chunks,
         roles = ([[arg(u, i) for u in every] for i in full]
                  + [[target(u, m) for u in every] for m in loop.written])
         block = {i: f"L[{1 + r}]" for r, i in enumerate(full)}
-        parts = [block[i] if i in block else (numbers or {}).get(i) or scalar(i)
-                 for i in passed]
+        numbers = numbers or {}
+        parts = [block[i] if i in block else numbers.get(i) or (
+            f"{arg(0, i)}.reshape(1)" if i in held else scalar(i)) for i in passed]
         return roles, parts + [f"L[{1 + len(full) + r}]" for r in range(len(loop.written))]
 
     def flat_or_tuples(from_out: bool) -> list[str]:
@@ -448,9 +463,13 @@ def _bind_call(units: Sequence[Unit], kernels: dict, shared: set, chunks,
             return []
         passed = kernels[True][1]
         numbers = {i: f"N[{passed.index(i)}]" for i in trusted.once}
+        parts = flat_parts(True, numbers)[1]
+        every_taken = all(loop.kinds[i] == "full" or i in trusted.once for i in passed)
+        call = ("trusted.entry(*N)" if every_taken
+                else f"trusted.entry({', '.join(parts)}, L[-1])")
         return ["    if last.mode == IN_PLACE and trusted.ids is last.ids:",
                 "        L, N = trusted.layout, trusted.args",
-                f"        trusted.entry({', '.join(flat_parts(True, numbers)[1])}, L[-1])",
+                f"        {call}",
                 "        in_place_layout.calls += 1",
                 "        trusted.runs += 1",
                 f"        return {target(0, loop.written[0])}"]

@@ -27,7 +27,7 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
                hold: str | None = None, steps: int = 3, history: bool = False,
-               replace: str | None = None, spec: str | None = None):
+               replace: str | None = None, spec: str | None = None, decay: float = 1.0):
     """``steps`` train steps of mnist_small (6 parameters) with optimizer ``name``: losses,
     state, the tensors each multi-tensor call takes, the held array, how many values the
     update loops keep in registers, per call the steps it ran on its flat kernels (in
@@ -37,7 +37,8 @@ def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
     spare array); ``history``: the caller keeps a copy of the state's dict before each of
     the last two steps, as ``netlang train`` does (every update then goes into a spare);
     ``replace``: a parameter whose array the caller replaces by a copy before step 3;
-    ``spec``: another network's source, fed ``x`` and ``y`` as ``BATCHNORMED``."""
+    ``spec``: another network's source, fed ``x`` and ``y`` as ``BATCHNORMED``; ``decay``:
+    each step's learning rate the last one's times this."""
     model = netlang.compile(spec or str(SPECS / "mnist_small.net"))
     graph = build_train_graph(model, make_optimizer(name, {"lr": 0.01}), weight_decay)
     session = Model(graph, passes=model.passes).session("cpu", 0)
@@ -56,6 +57,7 @@ def trajectory(name: str, weight_decay: float, planned: bool, multi: bool,
             session.state[replace] = np.array(session.state[replace])
         if history:
             before = [*before[-1:], dict(session.state.arrays)]
+        feeds[LR_INPUT] = np.float32(0.01 * decay ** k)
         losses.append(session.run(model.graph.loss, feeds, training=True, updates=True))
     runs = [run for per_size in session.executor._bound.values()
             for bound in per_size.values() for _, run, _, _ in bound.calls]
@@ -146,6 +148,39 @@ def test_steps_over_the_same_variables_run_unchecked_with_the_same_bits(name, pa
     multi = trajectory(name, 0.0, True, True, steps=6)
     assert_same_run(multi, trajectory(name, 0.0, False, False, steps=6))
     assert multi[5] == [(6, 0, 0)] and multi[6] == [4]
+
+
+@pytest.mark.parametrize("name", ["adam", "momentum", "rmsprop"])
+def test_an_unchecked_step_reads_the_numbers_computed_in_it(name):
+    """With the learning rate fed anew each step (halved), steps over the same variables
+    still run unchecked (Adam's step size, computed every step into its planned buffer, and
+    the fed rate are read at each call) and give the same bits as the run without the plan
+    and as one loop per parameter, and other bits than a constant rate."""
+    multi = trajectory(name, 0.0, True, True, steps=6, decay=0.5)
+    assert_same_run(multi, trajectory(name, 0.0, False, False, steps=6, decay=0.5))
+    assert_same_run(multi, trajectory(name, 0.0, True, False, steps=6, decay=0.5))
+    assert not np.array_equal(multi[0], trajectory(name, 0.0, True, True, steps=6)[0])
+    assert multi[6] == [4]
+
+
+@pytest.mark.parametrize("name, held", [("adam", 1), ("momentum", 0)])
+def test_a_number_in_a_planned_buffer_is_read_by_the_loop(name, held):
+    """Adam's step size, computed every step into its planned buffer, is passed to the flat
+    loop as a 1-element view of that buffer (taken once with the constants); momentum's
+    rate is fed, a new number each step, and is not."""
+    model = netlang.compile(str(SPECS / "mnist_small.net"))
+    graph = build_train_graph(model, make_optimizer(name, {"lr": 0.01}), 0.0)
+    session = Model(graph, passes=model.passes).session("cpu", 0)
+    rng = np.random.default_rng(3)
+    feeds = {LR_INPUT: np.float32(0.01), "image": rng.standard_normal((8, 28, 28, 1), np.float32),
+             "label": rng.integers(0, 10, 8).astype(np.int32)}
+    for _ in range(3):
+        session.run(model.graph.loss, feeds, training=True, updates=True)
+    [bound] = [b for per in session.executor._bound.values() for b in per.values()]
+    [run] = [run for _, run, _, _ in bound.calls if hasattr(run, "tensors")]
+    views = [a for a in run.trusted.args if isinstance(a, np.ndarray) and a.shape == (1,)]
+    assert run.trusted.runs == 1 and len(views) == held
+    assert all(np.shares_memory(v, bound.arena) for v in views)
 
 
 @pytest.mark.parametrize("name", ["adam", "sgd"])
