@@ -7,7 +7,8 @@ synthetic batch, copied to the device every step as real batches are.  After war
 steps are timed one by one (each ends when its loss is on the host); samples/s = batch /
 median step time.  Also printed: the compile time of ``mnist.net``'s train step (parse,
 shapes, passes, autodiff, plan; median of several runs), with ``--allocations`` the arrays and
-kernel calls one training step takes with and without fusion, and with ``--profile TOP`` the
+kernel calls one training step takes with and without fusion (and the bytes NumPy allocates
+during a step with the buffer plan), and with ``--profile TOP`` the
 TOP kinds of kernel that take most of a step's time.
 
 The package never imports torch: ``python3 tools/bench.py`` runs this same benchmark with
@@ -72,7 +73,8 @@ def add_arguments(parser, no_torch_help: str = NO_TORCH_HELP) -> None:
                              "kernels: the first time ever (an empty cache) and with a warm "
                              "cache, each in a fresh process")
     parser.add_argument("--allocations", action="store_true",
-                        help="also count arrays and kernel calls per step, fused vs not")
+                        help="also count arrays and kernel calls per step, fused vs not, "
+                             "and the bytes a step allocates with the buffer plan")
     parser.add_argument("--profile", type=int, default=0, metavar="TOP",
                         help="also time every kernel of a step (the device synchronised after "
                              "each) and print the TOP heaviest kinds of kernel per run")
@@ -525,7 +527,9 @@ def print_kernel_start(spec: Path) -> dict[str, Any]:
 
 
 def step_allocations(spec: Path, batch: int, fused: bool) -> dict[str, int]:
-    """One CPU training step: kernel calls, arrays kernels allocate, tracemalloc peak."""
+    """One CPU training step run kernel by kernel with a hook that sees every value (the
+    program without the buffer plan, as the non-finite search runs it): kernel calls,
+    arrays kernels allocate, tracemalloc peak."""
     from netlang.runtime.fused_plan import plan_for
 
     step, _, session, _ = netlang_step(spec, batch, "cpu", fused=fused)
@@ -543,15 +547,32 @@ def step_allocations(spec: Path, batch: int, fused: bool) -> dict[str, int]:
 
     session.executor.on_step = on_step
     calls = session.executor.kernel_calls
-    tracemalloc.start()
     try:
-        step()
-        peak = tracemalloc.get_traced_memory()[1]
+        peak = traced_peak(step)
     finally:
-        tracemalloc.stop()
         session.executor.on_step = None
     return {"kernel_calls": session.executor.kernel_calls - calls, "arrays": owned[0],
             "peak_bytes": peak}
+
+
+def planned_step_peak(spec: Path, batch: int) -> int:
+    """Bytes NumPy allocates at most during one CPU training step as steps run (fused, the
+    buffer plan's arena, the third step: the arena and spares were made before), over what
+    it held when the step started (tracemalloc's peak)."""
+    step, _, _, _ = netlang_step(spec, batch, "cpu")
+    for _ in range(2):
+        step()
+    return traced_peak(step)
+
+
+def traced_peak(step: Callable) -> int:
+    """The most bytes Python and NumPy held during ``step()`` over what they held before."""
+    tracemalloc.start()
+    try:
+        step()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 # -- the command --------------------------------------------------------------------------------
@@ -698,13 +719,16 @@ def check_arguments(args) -> None:
 
 
 def print_allocations(args) -> dict:
-    print("\none CPU training step at batch 64: unfused -> fused")
+    print("\none CPU training step at batch 64, kernel by kernel with no buffer plan: unfused "
+          "-> fused; then as steps run (fused, the buffer plan), what NumPy allocates at most")
     out = {}
     for name in args.workloads:
         spec = spec_path(args.specs, name)
         before, after = (step_allocations(spec, 64, fused) for fused in (False, True))
-        out[name] = {"unfused": before, "fused": after}
+        planned = planned_step_peak(spec, 64)
+        out[name] = {"unfused": before, "fused": after, "planned_peak_bytes": planned}
         print(f"  {name:<12} kernel calls {before['kernel_calls']} -> {after['kernel_calls']}, "
               f"arrays allocated {before['arrays']} -> {after['arrays']}, "
-              f"peak {before['peak_bytes'] / 2**20:.1f} -> {after['peak_bytes'] / 2**20:.1f} MiB")
+              f"peak {before['peak_bytes'] / 2**20:.1f} -> {after['peak_bytes'] / 2**20:.1f} MiB"
+              f"; planned {planned / 2**10:.1f} KiB")
     return out

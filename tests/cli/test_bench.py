@@ -78,6 +78,22 @@ def test_bench_refuses_settings_that_give_no_number(tmp_path, capsys):
         f"usage error: --json: cannot write '{out}': no folder '{out.parent}'\n")
 
 
+def test_allocations_count_a_step_without_and_with_the_buffer_plan(capsys):
+    """``--allocations``: kernel calls and arrays of a step unfused -> fused run kernel by
+    kernel, and what a step as it runs allocates: with the buffer plan, no large array."""
+    assert main(["bench", "--workloads", "spiral", "--batch", "4", "--steps", "1",
+                 "--warmup", "0", "--no-torch", "--compile-runs", "0", "--allocations"]) == 0
+    text = capsys.readouterr().out
+    (line,) = [line for line in text.splitlines() if line.startswith("  spiral ")
+               and "kernel calls" in line]
+    found = re.fullmatch(r"  spiral       kernel calls (\d+) -> (\d+), arrays allocated (\d+) -> "
+                         r"(\d+), peak \d+\.\d -> \d+\.\d MiB; planned (\d+\.\d) KiB", line)
+    assert found, line
+    calls_before, calls_after, arrays_before, arrays_after = map(int, found.groups()[:4])
+    assert calls_after < calls_before and arrays_after < arrays_before
+    assert float(found[5]) < 64
+
+
 def test_bench_profile_names_the_heaviest_kernels(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--workloads", "mnist_small", "--batch", "4", "--steps", "2",
