@@ -29,9 +29,15 @@ SYSTEMS = ("netlang", "pytorch", "pytorch_channels_last", "jax")
 
 def peak_rss_mib() -> float:
     """This process's peak resident memory (Linux ``VmHWM``), MiB; 0 where unknown."""
+    return status_mib("VmHWM")
+
+
+def status_mib(field: str) -> float:
+    """A memory line of this process's ``/proc/self/status`` (``VmHWM``: the peak resident
+    memory, ``VmRSS``: the resident memory now), MiB; 0 where unknown."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass

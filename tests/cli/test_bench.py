@@ -7,6 +7,7 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -293,3 +294,20 @@ def test_kernel_start_compiles_once_then_loads_from_the_cache_it_left(capsys):
     assert warm["compiled"] == 0 and warm["cached"] == warm["ahead"] == cold["compiled"]
     out = capsys.readouterr().out
     assert "first ever (empty cache): set-up " in out and "warm cache: set-up " in out
+
+
+def test_rss_vs_plan_prints_each_runs_growth_beside_its_arena_and_state():
+    """tools/rss_vs_plan.py: one fresh process per workload and batch; the arena grows with
+    the batch, and the rest is what the process grew by beyond the arena and the state."""
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "rss_vs_plan.py"),
+                           "--workloads", "mnist_small", "--batch", "2", "16"],
+                          capture_output=True, text=True, check=True)
+    lines = done.stdout.splitlines()
+    assert lines[:2] == [
+        "MiB a CPU train step adds to a fresh process (peak) against the buffer plan",
+        "  workload   batch    grew   arena   state    rest"]
+    rows = [[float(x) for x in line.split()[1:]] for line in lines[2:]]
+    assert [row[0] for row in rows] == [2, 16] and len(lines) == 4
+    assert rows[0][2] < rows[1][2] and rows[0][3] == rows[1][3]
+    for _, grew, arena, state, rest in rows:
+        assert grew > 0 and abs(grew - arena - state - rest) <= 0.21   # rounded to 0.1
